@@ -1,0 +1,271 @@
+//! The write path shared by every OTLP receiver: admission (in-flight limit, readiness), decoding,
+//! mapping into the model (`ingest`), and the durable write (`storage`). Receivers only translate
+//! their protocol to and from these calls; the CPU-bound steps run on the blocking pool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ingest::otlp::{Limits, LogsOptions, MetricsState, RejectReason};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use storage::Storage;
+use storage::model::{Signal, WriteBatch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::telemetry::{Protocol, RequestReject, Telemetry};
+
+/// Seconds a client is told to wait before retrying a refused write.
+pub const RETRY_AFTER_SECS: u64 = 1;
+
+/// An OTLP export request, decoded or still in its wire encoding.
+pub enum Payload {
+    /// Already decoded (gRPC: tonic decodes).
+    Traces(ExportTraceServiceRequest),
+    /// Already decoded.
+    Logs(ExportLogsServiceRequest),
+    /// Already decoded.
+    Metrics(ExportMetricsServiceRequest),
+    /// Undecoded HTTP body (decompressed).
+    Encoded {
+        /// Which export request the body holds.
+        signal: Signal,
+        /// Protobuf or JSON.
+        json: bool,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// What an accepted request came to.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Items stored.
+    pub accepted: u64,
+    /// Items rejected (reported as OTLP partial success).
+    pub rejected: u64,
+    /// Rejections by reason.
+    pub reasons: Vec<(RejectReason, u64)>,
+    /// Human summary for `partial_success.error_message`.
+    pub message: String,
+}
+
+/// Why a whole request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Stores not open yet, or shutting down: retry later.
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
+    /// Too many requests in flight: retry later.
+    #[error("too many ingest requests in flight (limits.max_inflight_requests = {0}); retry later")]
+    Saturated(usize),
+    /// The body is not a valid export request.
+    #[error("{0}")]
+    Malformed(String),
+    /// The store refused the write; nothing of the request was acknowledged.
+    #[error("write failed: {0}")]
+    Storage(storage::WriteError),
+    /// A bug (a panicked task); nothing of the request was acknowledged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How a receiver should answer a failure, whatever its protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The client sent something wrong: do not retry.
+    BadRequest,
+    /// The request is over a size limit: do not retry as is.
+    TooLarge,
+    /// Too many requests at once: retry later (429).
+    Saturated,
+    /// Temporarily unable (not ready, shutting down, disk full or failing): retry later (503).
+    Unavailable,
+    /// A bug: do not retry.
+    Internal,
+}
+
+impl PipelineError {
+    /// The telemetry reason.
+    pub fn reason(&self) -> RequestReject {
+        match self {
+            PipelineError::NotReady(_) => RequestReject::NotReady,
+            PipelineError::Saturated(_) => RequestReject::Saturated,
+            PipelineError::Malformed(_) => RequestReject::Malformed,
+            PipelineError::Storage(_) | PipelineError::Internal(_) => RequestReject::StorageError,
+        }
+    }
+
+    /// The protocol-independent class of the failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PipelineError::NotReady(_) => ErrorClass::Unavailable,
+            PipelineError::Saturated(_) => ErrorClass::Saturated,
+            PipelineError::Malformed(_) => ErrorClass::BadRequest,
+            PipelineError::Storage(storage::WriteError::TooLarge { .. }) => ErrorClass::TooLarge,
+            PipelineError::Storage(e) if e.is_retryable() || matches!(e, storage::WriteError::Closed) => {
+                ErrorClass::Unavailable
+            }
+            PipelineError::Storage(_) | PipelineError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Shared state of the write path.
+pub struct Pipeline {
+    storage: OnceLock<Arc<Storage>>,
+    closing: AtomicBool,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    limits: Limits,
+    logs: LogsOptions,
+    metrics_state: MetricsState,
+    /// Self-telemetry.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Pipeline {
+    /// A pipeline with no store yet (`set_storage` makes it ready).
+    pub fn new(max_inflight: usize, limits: Limits, logs: LogsOptions, telemetry: Arc<Telemetry>) -> Self {
+        Pipeline {
+            storage: OnceLock::new(),
+            closing: AtomicBool::new(false),
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+            limits,
+            logs,
+            metrics_state: MetricsState::new(),
+            telemetry,
+        }
+    }
+
+    /// Makes the pipeline ready once replay is done.
+    pub fn set_storage(&self, storage: Arc<Storage>) {
+        let _ = self.storage.set(storage);
+        self.telemetry.set_ready(true);
+    }
+
+    /// The store, once open.
+    pub fn storage(&self) -> Option<&Arc<Storage>> {
+        self.storage.get()
+    }
+
+    /// True when writes are accepted.
+    pub fn is_ready(&self) -> bool {
+        self.storage.get().is_some() && !self.closing.load(Ordering::Acquire)
+    }
+
+    /// Refuses new writes (shutdown).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.telemetry.set_ready(false);
+    }
+
+    /// Admission: a permit for one request, or why not. Taken before the body is read, so the
+    /// limit also bounds memory held by bodies in transit.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, PipelineError> {
+        if self.storage.get().is_none() {
+            return Err(PipelineError::NotReady("replaying the write-ahead log"));
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(PipelineError::NotReady("shutting down"));
+        }
+        self.inflight.clone().try_acquire_owned().map_err(|_| PipelineError::Saturated(self.max_inflight))
+    }
+
+    /// Decodes (if needed), maps and durably writes one request. Holds `_permit` until done.
+    pub async fn export(
+        self: &Arc<Self>,
+        payload: Payload,
+        protocol: Protocol,
+        wire_bytes: usize,
+        started: Instant,
+        _permit: OwnedSemaphorePermit,
+    ) -> Result<Outcome, PipelineError> {
+        let signal = payload_signal(&payload);
+        let this = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || this.export_blocking(payload))
+            .await
+            .unwrap_or_else(|e| Err(PipelineError::Internal(format!("write task failed: {e}"))));
+        match &result {
+            Ok(outcome) => self.telemetry.ingested(signal, protocol, outcome, wire_bytes, started.elapsed()),
+            Err(e) => self.telemetry.request_rejected(signal, protocol, e.reason(), &e.to_string()),
+        }
+        result
+    }
+
+    fn export_blocking(&self, payload: Payload) -> Result<Outcome, PipelineError> {
+        let storage = self.storage.get().ok_or(PipelineError::NotReady("replaying the write-ahead log"))?;
+        let now = now_ns();
+        let payload = match payload {
+            Payload::Encoded { signal, json, body } => decode(signal, json, &body)?,
+            decoded => decoded,
+        };
+        let (batch, outcome) = match payload {
+            Payload::Traces(req) => {
+                let m = ingest::otlp::traces(req, &self.limits, now);
+                (
+                    WriteBatch::Spans(m.batch),
+                    Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
+                )
+            }
+            Payload::Logs(req) => {
+                let m = ingest::otlp::logs(req, &self.logs, &self.limits, now);
+                (
+                    WriteBatch::Logs(m.batch),
+                    Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
+                )
+            }
+            Payload::Metrics(req) => {
+                let m = ingest::otlp::metrics(req, &self.metrics_state, &self.limits, now);
+                (
+                    WriteBatch::Metrics(m.batch),
+                    Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
+                )
+            }
+            Payload::Encoded { .. } => unreachable!("decoded above"),
+        };
+        if !batch.is_empty() {
+            storage.write(batch).map_err(PipelineError::Storage)?;
+        }
+        Ok(outcome)
+    }
+}
+
+fn payload_signal(p: &Payload) -> Signal {
+    match p {
+        Payload::Traces(_) => Signal::Traces,
+        Payload::Logs(_) => Signal::Logs,
+        Payload::Metrics(_) => Signal::Metrics,
+        Payload::Encoded { signal, .. } => *signal,
+    }
+}
+
+fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Payload, PipelineError> {
+    fn pb<M: Message + Default>(body: &[u8]) -> Result<M, PipelineError> {
+        M::decode(body).map_err(|e| PipelineError::Malformed(format!("invalid protobuf export request: {e}")))
+    }
+    fn js<M: serde::de::DeserializeOwned>(body: &[u8]) -> Result<M, PipelineError> {
+        serde_json::from_slice(body)
+            .map_err(|e| PipelineError::Malformed(format!("invalid OTLP/JSON export request: {e}")))
+    }
+    Ok(match (signal, json) {
+        (Signal::Traces, false) => Payload::Traces(pb(body)?),
+        (Signal::Traces, true) => Payload::Traces(js(body)?),
+        (Signal::Logs, false) => Payload::Logs(pb(body)?),
+        (Signal::Logs, true) => Payload::Logs(js(body)?),
+        (Signal::Metrics, false) => Payload::Metrics(pb(body)?),
+        (Signal::Metrics, true) => Payload::Metrics(js(body)?),
+        (Signal::Profiles, _) => {
+            return Err(PipelineError::Malformed("profiles are not accepted over OTLP yet".into()));
+        }
+    })
+}
+
+/// Wall-clock now in ns since the epoch.
+pub fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

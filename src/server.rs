@@ -1,0 +1,210 @@
+//! Starting and stopping Outpost: bind, serve, open the stores (replay), background tasks, and the
+//! graceful shutdown (stop accepting, drain, flush, close). Listeners and the shutdown trigger are
+//! injected (mini-redis' `run(listener, shutdown)`), so tests run the real server on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::AppState;
+use crate::pipeline::Pipeline;
+use crate::telemetry::Telemetry;
+
+/// How long shutdown waits for in-flight requests before closing the stores anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bound sockets.
+pub struct Listeners {
+    /// Main HTTP port.
+    pub http: TcpListener,
+    /// OTLP/gRPC port.
+    pub otlp_grpc: Option<TcpListener>,
+    /// OTLP/HTTP port.
+    pub otlp_http: Option<TcpListener>,
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Addrs {
+    /// Main HTTP port.
+    pub http: SocketAddr,
+    /// OTLP/gRPC port.
+    pub otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP port.
+    pub otlp_http: Option<SocketAddr>,
+}
+
+impl Listeners {
+    /// Binds every configured listener; an address in use fails with the key that named it.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        async fn one(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (`{key}`)"))
+        }
+        let http = one("listen", config.listen).await?;
+        let otlp_grpc = match config.otlp_grpc_listen {
+            Some(a) => Some(one("otlp_grpc_listen", a).await?),
+            None => None,
+        };
+        let otlp_http = match config.otlp_http_listen {
+            Some(a) => Some(one("otlp_http_listen", a).await?),
+            None => None,
+        };
+        Ok(Listeners { http, otlp_grpc, otlp_http })
+    }
+
+    /// The bound addresses.
+    pub fn addrs(&self) -> std::io::Result<Addrs> {
+        Ok(Addrs {
+            http: self.http.local_addr()?,
+            otlp_grpc: self.otlp_grpc.as_ref().map(|l| l.local_addr()).transpose()?,
+            otlp_http: self.otlp_http.as_ref().map(|l| l.local_addr()).transpose()?,
+        })
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// Bound addresses.
+    pub addrs: Addrs,
+    /// The write path (and through it, once ready, the store).
+    pub pipeline: Arc<Pipeline>,
+    stop: CancellationToken,
+    servers: JoinSet<()>,
+    opened: tokio::task::JoinHandle<anyhow::Result<()>>,
+    background: JoinSet<()>,
+}
+
+/// Starts serving on `listeners` and opens the stores in the background; `/readyz` turns 200 and
+/// ingest is accepted once the WAL has been replayed.
+pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
+    let addrs = listeners.addrs()?;
+    let telemetry = Arc::new(Telemetry::new());
+    let pipeline = Arc::new(Pipeline::new(
+        config.requests.max_inflight_requests,
+        config.item_limits.clone(),
+        config.logs.clone(),
+        Arc::clone(&telemetry),
+    ));
+    let state = AppState { pipeline: Arc::clone(&pipeline), limits: config.requests };
+    let grpc = crate::grpc::routes(Arc::clone(&pipeline), config.requests.max_request_bytes);
+    let stop = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let main = crate::http::main_router(state.clone(), grpc.clone());
+    servers.spawn(serve(listeners.http, main, stop.clone(), "listen"));
+    if let Some(l) = listeners.otlp_grpc {
+        servers.spawn(serve(l, grpc.into_axum_router(), stop.clone(), "otlp_grpc_listen"));
+    }
+    if let Some(l) = listeners.otlp_http {
+        servers.spawn(serve(l, crate::http::otlp_router(state), stop.clone(), "otlp_http_listen"));
+    }
+    tracing::info!(
+        http = %addrs.http,
+        otlp_grpc = %addrs.otlp_grpc.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        otlp_http = %addrs.otlp_http.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+        data_dir = %config.data_dir.display(),
+        "Listening"
+    );
+
+    let mut background = JoinSet::new();
+    let opened = {
+        let pipeline = Arc::clone(&pipeline);
+        let opts = config.storage.clone();
+        let events: Arc<dyn storage::StorageEvents> = telemetry;
+        tokio::spawn(async move {
+            let (store, report) = tokio::task::spawn_blocking(move || storage::Storage::open(opts, events))
+                .await?
+                .context("cannot open the data folder")?;
+            pipeline.telemetry.replayed(&report);
+            pipeline.set_storage(Arc::new(store));
+            tracing::info!("Ready");
+            Ok(())
+        })
+    };
+    if let Some(period) = config.fsync_interval {
+        background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
+    }
+    Ok(Running { addrs, pipeline, stop, servers, opened, background })
+}
+
+async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationToken, key: &'static str) {
+    let r = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+    if let Err(e) = r {
+        tracing::error!(listener = key, error = %e, "Server failed");
+    }
+}
+
+async fn fsync_ticker(pipeline: Arc<Pipeline>, period: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(store) = pipeline.storage().cloned() {
+            match tokio::task::spawn_blocking(move || store.sync()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "WAL fsync failed"),
+                Err(e) => tracing::warn!(error = %e, "WAL fsync task failed"),
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Waits until the stores are open (or failed to open).
+    pub async fn ready(&mut self) -> anyhow::Result<()> {
+        (&mut self.opened).await?
+    }
+
+    /// A token that stops the server when cancelled (wired to SIGINT/SIGTERM by `main`).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Runs until the stop token is cancelled or a listener dies, then shuts down gracefully.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            r = &mut self.opened => {
+                r??;
+                // Stores are open; keep serving until told to stop.
+                tokio::select! {
+                    _ = self.stop.cancelled() => {}
+                    _ = self.servers.join_next() => tracing::error!("A listener stopped unexpectedly"),
+                }
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Graceful shutdown: refuse new writes, stop accepting connections, let in-flight requests
+    /// finish (bounded by a drain timeout), then flush and close the stores.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        tracing::info!("Shutting down");
+        self.pipeline.close();
+        self.stop.cancel();
+        let drained =
+            tokio::time::timeout(DRAIN_TIMEOUT, async { while self.servers.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(timeout_s = DRAIN_TIMEOUT.as_secs(), "Connections still open after the drain timeout");
+            self.servers.abort_all();
+        }
+        self.background.abort_all();
+        if !self.opened.is_finished() {
+            // Replay still running: let it finish so the store is closed cleanly.
+            let _ = (&mut self.opened).await;
+        }
+        if let Some(store) = self.pipeline.storage().cloned() {
+            tokio::task::spawn_blocking(move || store.close()).await?.context("closing the stores")?;
+        }
+        tracing::info!("Stopped");
+        Ok(())
+    }
+}

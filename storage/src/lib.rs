@@ -1,0 +1,252 @@
+//! Outpost's storage: the data model, the write-ahead log and one store per signal.
+//!
+//! A [`Storage`] owns a data directory. [`Storage::write`] appends a [`model::WriteBatch`] to the
+//! WAL (group commit, see [`wal`]) and, once it is durable under the [`FsyncPolicy`], applies it to
+//! the signal's in-memory store; [`Storage::open`] rebuilds those stores by replaying the WAL.
+//! Query code reads through the traits of [`read`], which `Storage` implements.
+//!
+//! Layout of a data directory:
+//! - `LOCK`: held (`flock`, exclusive) for the lifetime of the `Storage`; holds the owner's pid.
+//! - `wal/NNNNNNNNNNNNNNNN.wal`: WAL segments, specified in `docs/format/wal.md`.
+//!
+//! Architecture invariants:
+//! - Synchronous and local: no async runtime, no network, no other Outpost crate. Every call may
+//!   block on disk I/O; async callers use `spawn_blocking` or a thread of their own.
+//! - A write is acknowledged only once durable under the policy, and is visible to every reader
+//!   from the moment it is acknowledged. A write that fails is neither visible nor replayed.
+//! - Batches reach the stores in WAL order, live and on replay alike, so what a reader sees before
+//!   a restart is what it sees after.
+//! - Damaged WAL bytes never stop a start: they are reported in the [`ReplayReport`].
+
+#![warn(missing_docs)]
+
+mod error;
+mod events;
+mod intern;
+mod logs;
+mod mem;
+mod metrics;
+pub mod model;
+mod profiles;
+pub mod read;
+mod traces;
+pub mod wal;
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use error::{Error, OpenError, ReadError, WriteError};
+pub use events::{NoEvents, StorageEvents};
+pub use mem::MemStore;
+pub use read::{
+    ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan,
+    TracesReader,
+};
+pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions};
+
+use model::{Labels, MetricMetadata, Profile, TimeSeries, TraceId, WriteBatch};
+use wal::Wal;
+
+/// Where and how to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// The data directory; created if missing.
+    pub data_dir: PathBuf,
+    /// WAL settings.
+    pub wal: WalOptions,
+}
+
+impl StorageOptions {
+    /// Options for `data_dir` with default WAL settings.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StorageOptions {
+            data_dir: data_dir.into(),
+            wal: WalOptions::default(),
+        }
+    }
+}
+
+/// The durable store of one data directory. `Send + Sync`: share it as `Arc<Storage>`; any number
+/// of threads may write and read at once.
+///
+/// Reads: `Storage` implements [`Reader`] (and so every signal's read trait) directly, so an
+/// `Arc<Storage>` coerces to `Arc<dyn Reader>`; [`Storage::reader`] gives the same as a borrow.
+pub struct Storage {
+    mem: MemStore,
+    wal: Wal,
+    data_dir: PathBuf,
+    /// Declared last so that it is dropped last: the directory stays locked until the WAL is
+    /// closed.
+    _lock: File,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory, locks it, replays the WAL into the stores
+    /// and starts a new WAL segment for writing.
+    ///
+    /// Fails with [`OpenError::Locked`] if another `Storage` (in any process) holds the directory,
+    /// with [`OpenError::Io`] if a file cannot be created, read or written. Damaged WAL bytes do not
+    /// fail the open; they are listed in the returned [`ReplayReport`].
+    pub fn open(
+        opts: StorageOptions,
+        events: Arc<dyn StorageEvents>,
+    ) -> Result<(Storage, ReplayReport), OpenError> {
+        let data_dir = opts.data_dir;
+        fs::create_dir_all(&data_dir).map_err(|source| OpenError::Io {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let lock = lock_data_dir(&data_dir)?;
+        let mem = MemStore::new();
+        let (wal, report) = Wal::open(&data_dir.join("wal"), opts.wal, events, &mem)?;
+        Ok((
+            Storage {
+                mem,
+                wal,
+                data_dir,
+                _lock: lock,
+            },
+            report,
+        ))
+    }
+
+    /// Appends `batch` to the WAL and applies it to its signal's store; returns once the batch is
+    /// durable under the fsync policy and visible to readers. Blocks for the duration of a
+    /// `write(2)` and, under [`FsyncPolicy::Batch`], an fsync shared with concurrent writers.
+    ///
+    /// An empty batch ([`WriteBatch::is_empty`]) is accepted without touching the WAL. Errors:
+    /// [`WriteError::TooLarge`] (split the batch), [`WriteError::Io`] (disk full or failing:
+    /// retry later), [`WriteError::Closed`], [`WriteError::Poisoned`].
+    pub fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
+        if batch.is_empty() {
+            return if self.wal.is_closed() {
+                Err(WriteError::Closed)
+            } else {
+                Ok(())
+            };
+        }
+        self.wal.append(batch, &self.mem)
+    }
+
+    /// Syncs the WAL now. Under [`FsyncPolicy::Interval`] the owner calls this on a timer; it is
+    /// also what a graceful shutdown calls before [`Storage::close`]. A no-op once closed.
+    pub fn sync(&self) -> Result<(), WriteError> {
+        self.wal.sync()
+    }
+
+    /// Waits for in-flight writes, syncs and closes the WAL. Later writes fail with
+    /// [`WriteError::Closed`]; reads keep working. The directory stays locked until the `Storage`
+    /// is dropped. Idempotent. Dropping a `Storage` closes it too, ignoring errors.
+    pub fn close(&self) -> Result<(), WriteError> {
+        self.wal.close()
+    }
+
+    /// The stores as a read-trait object.
+    pub fn reader(&self) -> &dyn Reader {
+        &self.mem
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("data_dir", &self.data_dir)
+            .field("mem", &self.mem)
+            .finish()
+    }
+}
+
+/// Takes the exclusive lock on `<data_dir>/LOCK` and records our pid in it.
+fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
+    let path = data_dir.join("LOCK");
+    let io_err = |source| OpenError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let holder_pid = file
+                .read_to_string(&mut text)
+                .ok()
+                .and_then(|_| text.trim().parse().ok());
+            return Err(OpenError::Locked { path, holder_pid });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(io_err)?;
+    Ok(file)
+}
+
+impl MetricsReader for Storage {
+    fn series(&self) -> Vec<Labels> {
+        self.mem.series()
+    }
+
+    fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
+        self.mem.select(matchers, start_ms, end_ms)
+    }
+
+    fn metadata(&self) -> Vec<MetricMetadata> {
+        self.mem.metadata()
+    }
+}
+
+impl LogsReader for Storage {
+    fn logs(
+        &self,
+        stream_matchers: &[(String, String)],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Vec<StoredLog> {
+        self.mem.logs(stream_matchers, start_ns, end_ns)
+    }
+
+    fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog> {
+        self.mem.logs_by_trace(trace_id)
+    }
+}
+
+impl TracesReader for Storage {
+    fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
+        self.mem.trace(trace_id)
+    }
+
+    fn trace_ids(&self) -> Vec<TraceId> {
+        self.mem.trace_ids()
+    }
+
+    fn span_count(&self) -> u64 {
+        self.mem.span_count()
+    }
+}
+
+impl ProfilesReader for Storage {
+    fn profiles(&self, start_ns: i64, end_ns: i64) -> Vec<Profile> {
+        self.mem.profiles(start_ns, end_ns)
+    }
+}
+
+impl Reader for Storage {
+    fn item_counts(&self) -> ItemCounts {
+        self.mem.item_counts()
+    }
+}

@@ -1,0 +1,283 @@
+//! Segment files and record framing, byte for byte as `docs/format/wal.md` specifies.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::error::{ReadError, WriteError};
+use crate::model::WriteBatch;
+
+/// The 8 bytes every segment starts with: magic `OPWAL`, two reserved zero bytes, format version 1.
+pub const SEGMENT_HEADER: [u8; 8] = [b'O', b'P', b'W', b'A', b'L', 0, 0, SEGMENT_VERSION];
+/// Length of [`SEGMENT_HEADER`]; the first record starts at this offset.
+pub const SEGMENT_HEADER_LEN: u64 = SEGMENT_HEADER.len() as u64;
+/// Segment format version (byte 7 of the header).
+pub const SEGMENT_VERSION: u8 = 1;
+/// Bytes before each payload: `u32` LE payload length, then `u32` LE CRC32C of the payload.
+pub const RECORD_HEADER_LEN: usize = 8;
+/// First byte of every payload: the record format version; version 1 is a postcard-encoded
+/// [`WriteBatch`].
+pub const RECORD_VERSION: u8 = 1;
+
+/// File name of segment `seq`: 16 zero-padded decimal digits and `.wal`.
+pub(crate) fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016}.wal")
+}
+
+/// Inverse of [`segment_file_name`]; `None` for any other name (other files in the directory are
+/// ignored, never replayed).
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Frames `batch` as one record: header, version byte, postcard bytes. `max_payload` bounds the
+/// payload (version byte included); the `u32` length field bounds it too.
+pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Vec<u8>, WriteError> {
+    let mut buf = vec![0u8; RECORD_HEADER_LEN];
+    buf.push(RECORD_VERSION);
+    let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode {
+        detail: e.to_string(),
+    })?;
+    let payload_len = buf.len() - RECORD_HEADER_LEN;
+    let max = max_payload.min(u32::MAX as usize);
+    if payload_len > max {
+        return Err(WriteError::TooLarge {
+            size: payload_len,
+            max,
+        });
+    }
+    let crc = crc32c::crc32c(&buf[RECORD_HEADER_LEN..]);
+    buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
+    Ok(buf)
+}
+
+/// Decodes a payload whose CRC already matched.
+fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
+    let (&version, body) = payload.split_first().ok_or("empty payload")?;
+    if version != RECORD_VERSION {
+        return Err(format!("unsupported record version {version}"));
+    }
+    let (batch, rest) = postcard::take_from_bytes::<WriteBatch>(body)
+        .map_err(|e| format!("undecodable payload: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} trailing bytes after the encoded batch",
+            rest.len()
+        ));
+    }
+    Ok(batch)
+}
+
+/// What a segment's first bytes say.
+#[derive(Debug)]
+pub(crate) enum Header {
+    /// A valid version-1 header.
+    Valid,
+    /// Fewer than 8 bytes, all a prefix of the header: a segment whose creation a crash cut short.
+    Torn,
+}
+
+/// A damaged or unreadable record: where it starts and what is wrong.
+#[derive(Debug)]
+pub(crate) struct BadRecord {
+    /// Offset of the record's first byte (the segment offset where valid data ends).
+    pub offset: u64,
+    /// `Corrupted` for bytes that break the format, `Io` when reading itself failed.
+    pub error: ReadError,
+}
+
+impl BadRecord {
+    /// The problem without the path (the report carries the path separately).
+    pub fn detail(&self) -> String {
+        match &self.error {
+            ReadError::Corrupted { detail, .. } => detail.clone(),
+            ReadError::Io { source, .. } => format!("read error: {source}"),
+        }
+    }
+}
+
+/// Reads one segment front to back. It trusts nothing: every length is checked against the bytes
+/// left in the file before anything is allocated, and every payload against its CRC.
+pub(crate) struct SegmentReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    pos: u64,
+    len: u64,
+    payload: Vec<u8>,
+}
+
+impl SegmentReader {
+    /// `len` is the file's length when replay started.
+    pub fn new(path: &Path, file: File, len: u64) -> Self {
+        SegmentReader {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            pos: 0,
+            len,
+            payload: Vec::new(),
+        }
+    }
+
+    /// Reads and checks the segment header; must be called once, first.
+    pub fn read_header(&mut self) -> Result<Header, BadRecord> {
+        let mut header = [0u8; SEGMENT_HEADER.len()];
+        let n = (self.len as usize).min(header.len());
+        self.reader
+            .read_exact(&mut header[..n])
+            .map_err(|e| self.io(e))?;
+        self.pos = n as u64;
+        if n < header.len() {
+            return if SEGMENT_HEADER.starts_with(&header[..n]) {
+                Ok(Header::Torn)
+            } else {
+                Err(self.corrupted(0, format!("segment is {n} bytes, shorter than its header")))
+            };
+        }
+        if header[..5] != SEGMENT_HEADER[..5] {
+            return Err(self.corrupted(0, format!("bad magic {}", hex::encode(&header[..5]))));
+        }
+        if header[5..7] != [0, 0] {
+            return Err(self.corrupted(
+                0,
+                format!(
+                    "reserved header bytes {} are not zero",
+                    hex::encode(&header[5..7])
+                ),
+            ));
+        }
+        if header[7] != SEGMENT_VERSION {
+            return Err(self.corrupted(0, format!("unsupported segment version {}", header[7])));
+        }
+        Ok(Header::Valid)
+    }
+
+    /// The next record as `(framed length, batch)`, `None` at a clean end of the segment.
+    pub fn next_record(&mut self) -> Result<Option<(u64, WriteBatch)>, BadRecord> {
+        let start = self.pos;
+        let left = self.len - start;
+        if left == 0 {
+            return Ok(None);
+        }
+        if left < RECORD_HEADER_LEN as u64 {
+            return Err(self.corrupted(
+                start,
+                format!("truncated record header: {left} of {RECORD_HEADER_LEN} bytes"),
+            ));
+        }
+        let mut head = [0u8; RECORD_HEADER_LEN];
+        self.reader
+            .read_exact(&mut head)
+            .map_err(|e| self.io_at(start, e))?;
+        let payload_len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
+        let stored_crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
+        let left = left - RECORD_HEADER_LEN as u64;
+        if payload_len == 0 {
+            // A zero length is what a zero-filled tail (a crash after the file grew but before
+            // its data reached the disk) looks like; real payloads carry at least a version byte.
+            return Err(self.corrupted(start, "zero-length record".to_string()));
+        }
+        if payload_len > left {
+            return Err(self.corrupted(
+                start,
+                format!("record length {payload_len} runs past the end of the segment ({left} bytes left)"),
+            ));
+        }
+        self.payload.clear();
+        self.payload.resize(payload_len as usize, 0);
+        let mut payload = std::mem::take(&mut self.payload);
+        let read = self.reader.read_exact(&mut payload);
+        self.payload = payload;
+        read.map_err(|e| self.io_at(start, e))?;
+        let crc = crc32c::crc32c(&self.payload);
+        if crc != stored_crc {
+            return Err(self.corrupted(
+                start,
+                format!("CRC mismatch: stored {stored_crc:08x}, computed {crc:08x}"),
+            ));
+        }
+        let batch = decode_payload(&self.payload).map_err(|d| self.corrupted(start, d))?;
+        let framed = RECORD_HEADER_LEN as u64 + payload_len;
+        self.pos = start + framed;
+        Ok(Some((framed, batch)))
+    }
+
+    fn corrupted(&self, offset: u64, detail: String) -> BadRecord {
+        BadRecord {
+            offset,
+            error: ReadError::Corrupted {
+                path: self.path.clone(),
+                detail: format!("at offset {offset}: {detail}"),
+            },
+        }
+    }
+
+    fn io(&self, source: io::Error) -> BadRecord {
+        self.io_at(self.pos, source)
+    }
+
+    fn io_at(&self, offset: u64, source: io::Error) -> BadRecord {
+        BadRecord {
+            offset,
+            error: ReadError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ProfilesBatch, WriteBatch};
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(1), "0000000000000001.wal");
+        assert_eq!(parse_segment_file_name("0000000000000042.wal"), Some(42));
+        assert_eq!(parse_segment_file_name("42.wal"), None);
+        assert_eq!(parse_segment_file_name("000000000000004x.wal"), None);
+        assert_eq!(parse_segment_file_name("0000000000000042.wal.tmp"), None);
+    }
+
+    /// The worked example of `docs/format/wal.md`; a change here is a format change.
+    #[test]
+    fn record_bytes_match_the_spec() {
+        let rec = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 64).unwrap();
+        assert_eq!(hex::encode(&rec), "030000009d99c2f1010300");
+        assert_eq!(
+            decode_payload(&rec[8..]).unwrap(),
+            WriteBatch::Profiles(ProfilesBatch::default())
+        );
+    }
+
+    #[test]
+    fn payload_limit_is_enforced() {
+        let err = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 2).unwrap_err();
+        assert!(
+            matches!(err, WriteError::TooLarge { size: 3, max: 2 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_payloads_are_rejected() {
+        assert!(decode_payload(&[]).is_err());
+        assert!(
+            decode_payload(&[2, 3, 0])
+                .unwrap_err()
+                .contains("version 2")
+        );
+        assert!(decode_payload(&[1, 9]).unwrap_err().contains("undecodable"));
+        assert!(
+            decode_payload(&[1, 3, 0, 0])
+                .unwrap_err()
+                .contains("trailing")
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on port 0 in a temp data folder, spoken to with real
+//! protocols (OpenTelemetry SDK exporters, OTLP protobuf/JSON bodies, gRPC) and, for crash
+//! safety, run as a child process and killed.
+
+mod bad_input;
+mod crash;
+mod otlp_sdk;
+mod shell;
+mod support;
+mod tidy;

@@ -1,0 +1,140 @@
+//! The server shell: CLI subcommands, health and readiness, self-metrics, saturation answers,
+//! graceful shutdown on SIGTERM, and the JSON log format.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use storage::LogsReader as _;
+
+use crate::support::{ChildServer, TestServer, open_store, outpost_bin};
+
+#[test]
+fn version_and_check_config() {
+    let out = Command::new(outpost_bin()).arg("version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("outpost "));
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/outpost.example.toml");
+    let out = Command::new(outpost_bin()).args(["check-config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    let bad = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/config/unknown_key.bad.toml");
+    let out = Command::new(outpost_bin()).args(["check-config", bad]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`wal.fsnyc`"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The environment layer is checked too, and blamed by name.
+    let out = Command::new(outpost_bin())
+        .args(["check-config", example])
+        .env("OUTPOST_WAL__FSYNC", "often")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("environment") && err.contains("wal.fsync"), "{err}");
+}
+
+#[test]
+fn health_ready_and_self_metrics() {
+    let srv = TestServer::start(|_| {});
+    let c = reqwest::blocking::Client::new();
+    assert_eq!(c.get(format!("{}/healthz", srv.http())).send().unwrap().status(), 200);
+    assert_eq!(c.get(format!("{}/readyz", srv.http())).send().unwrap().status(), 200);
+    let body = ExportTraceServiceRequest::default().encode_to_vec();
+    let r = c
+        .post(format!("{}/v1/traces", srv.http()))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = c.get(format!("{}/metrics", srv.http())).send().unwrap().text().unwrap();
+    for needle in [
+        "outpost_received_bytes_total{signal=\"traces\",protocol=\"http_protobuf\"}",
+        "outpost_wal_replay_duration_seconds",
+        "outpost_wal_fsync_duration_seconds_bucket",
+        "outpost_ingest_request_duration_seconds_count{signal=\"traces\",protocol=\"http_protobuf\"} 1",
+        "outpost_ready 1",
+    ] {
+        assert!(m.contains(needle), "missing {needle} in:\n{m}");
+    }
+}
+
+/// With one request slot taken by a client that is slow to send its body, the next request is
+/// told to retry later: 429 + Retry-After over HTTP, UNAVAILABLE over gRPC.
+#[test]
+fn saturated_write_path_answers_retry_later() {
+    let srv = TestServer::start(|c| c.limits.max_inflight_requests = 1);
+    let mut slow = TcpStream::connect(srv.addrs.otlp_http.unwrap()).unwrap();
+    write!(
+        slow,
+        "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 100\r\n\r\n"
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c = reqwest::blocking::Client::new();
+    let r =
+        c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: serde_json::Value = r.json().unwrap();
+    assert!(v["message"].as_str().unwrap().contains("max_inflight_requests"), "{v}");
+
+    let ep = srv.otlp_grpc();
+    srv.rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(ep).await.unwrap();
+        let e = client.export(ExportTraceServiceRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    });
+
+    // Once the slow client goes away, its slot is free again.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let r =
+        c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// SIGTERM: in-flight work finishes, the WAL is flushed and closed, the process exits 0, and the
+/// data is there on the next start.
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[("OUTPOST_WAL__FSYNC", "none")]);
+    let c = reqwest::blocking::Client::new();
+    let body = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"term"}}]},"scopeLogs":[{"logRecords":[{"body":{"stringValue":"before sigterm"}}]}]}]}"#;
+    let r = c
+        .post(format!("http://{}/v1/logs", server.addrs.http))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let mut server = server;
+    let child = &mut server.child;
+    let pid = child.id();
+    // kill(1) sends the signal, which keeps unsafe code out of the tests.
+    let st = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let (store, report) = open_store(dir.path());
+    assert!(report.corrupt.is_empty() && report.torn_tail_bytes == 0, "{report:?}");
+    let logs = store.logs(&[("service_name".into(), "term".into())], 0, i64::MAX);
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].record.body, "before sigterm");
+}
