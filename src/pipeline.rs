@@ -153,6 +153,11 @@ impl Pipeline {
         self.storage.get()
     }
 
+    /// Forgets delta → cumulative running totals of series idle for `max_idle`; returns how many.
+    pub fn evict_idle_metrics_state(&self, max_idle: std::time::Duration) -> usize {
+        self.metrics_state.evict_idle(now_ns(), i64::try_from(max_idle.as_nanos()).unwrap_or(i64::MAX))
+    }
+
     /// True when writes are accepted.
     pub fn is_ready(&self) -> bool {
         self.storage.get().is_some() && !self.closing.load(Ordering::Acquire)

@@ -126,6 +126,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
             Ok(())
         })
     };
+    background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
     }
@@ -136,6 +137,24 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
     let r = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
     if let Err(e) = r {
         tracing::error!(listener = key, error = %e, "Server failed");
+    }
+}
+
+/// Delta → cumulative totals of series silent this long are forgotten; a series that comes back
+/// starts a new cumulative run (a counter reset, which PromQL's rate() handles).
+const DELTA_STATE_MAX_IDLE: Duration = Duration::from_secs(3600);
+
+async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let evicted = pipeline.evict_idle_metrics_state(DELTA_STATE_MAX_IDLE);
+        if evicted > 0 {
+            tracing::debug!(evicted, "Idle delta series forgotten");
+        }
     }
 }
 
@@ -176,8 +195,13 @@ impl Running {
                 r??;
                 // Stores are open; keep serving until told to stop.
                 tokio::select! {
+                    biased;
                     _ = self.stop.cancelled() => {}
-                    _ = self.servers.join_next() => tracing::error!("A listener stopped unexpectedly"),
+                    _ = self.servers.join_next() => {
+                        if !self.stop.is_cancelled() {
+                            tracing::error!("A listener stopped unexpectedly");
+                        }
+                    }
                 }
             }
         }

@@ -79,8 +79,12 @@ impl ExportRequest {
     /// Items as OTLP's partial success counts them (a histogram data point is one item).
     pub fn items(&self) -> u64 {
         let n: usize = match self {
-            ExportRequest::Traces(r) => r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum(),
-            ExportRequest::Logs(r) => r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum(),
+            ExportRequest::Traces(r) => {
+                r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+            }
+            ExportRequest::Logs(r) => {
+                r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+            }
             ExportRequest::Metrics(r) => r
                 .resource_metrics
                 .iter()
@@ -154,7 +158,9 @@ impl ExportRequest {
                 let growth = shift_ns as f64 * 5e-9;
                 for m in r.resource_metrics.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
                     match &mut m.data {
-                        Some(metric::Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| sh(&mut p.time_unix_nano)),
+                        Some(metric::Data::Gauge(g)) => {
+                            g.data_points.iter_mut().for_each(|p| sh(&mut p.time_unix_nano))
+                        }
                         Some(metric::Data::Sum(s)) => {
                             for p in &mut s.data_points {
                                 sh(&mut p.time_unix_nano);
@@ -310,27 +316,57 @@ impl Rng {
 }
 
 const SERVICES: [&str; 20] = [
-    "frontend", "checkout", "cart", "payment", "shipping", "currency", "email", "ad", "recommendation", "quote",
-    "product-catalog", "fraud-detection", "accounting", "inventory", "auth", "search", "notification", "pricing",
-    "user-profile", "gateway",
+    "frontend",
+    "checkout",
+    "cart",
+    "payment",
+    "shipping",
+    "currency",
+    "email",
+    "ad",
+    "recommendation",
+    "quote",
+    "product-catalog",
+    "fraud-detection",
+    "accounting",
+    "inventory",
+    "auth",
+    "search",
+    "notification",
+    "pricing",
+    "user-profile",
+    "gateway",
 ];
 const LANGUAGES: [&str; 5] = ["java", "go", "python", "nodejs", "rust"];
 const METHODS: [&str; 2] = ["GET", "POST"];
-const ROUTES: [&str; 5] = ["/api/orders/{id}", "/api/cart", "/api/products", "/api/checkout", "/api/users/{id}/profile"];
+const ROUTES: [&str; 5] =
+    ["/api/orders/{id}", "/api/cart", "/api/products", "/api/checkout", "/api/users/{id}/profile"];
 const REGIONS: [&str; 4] = ["eu-west-1", "eu-central-1", "us-east-1", "ap-south-1"];
 const HIST_BOUNDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 const MS: u64 = 1_000_000;
 
 fn s(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
+        ..Default::default()
+    }
 }
 
 fn b(k: &str, v: bool) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::BoolValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::BoolValue(v)) }),
+        ..Default::default()
+    }
 }
 
 fn resource(svc: usize, instance: usize) -> Resource {
@@ -340,7 +376,10 @@ fn resource(svc: usize, instance: usize) -> Resource {
             s("service.name", name),
             s("service.namespace", "shop"),
             s("service.version", format!("1.{}.{}", svc % 7, instance)),
-            s("service.instance.id", format!("{name}-{instance}-{:08x}", splitmix(svc as u64 * 31 + instance as u64) as u32)),
+            s(
+                "service.instance.id",
+                format!("{name}-{instance}-{:08x}", splitmix(svc as u64 * 31 + instance as u64) as u32),
+            ),
             s("deployment.environment", "bench"),
             s("host.name", format!("node-{}", (svc * 3 + instance) % 8)),
             s("telemetry.sdk.name", "opentelemetry"),
@@ -370,7 +409,11 @@ impl Gen {
                 let spans = (0..5).flat_map(|_| self.trace(svc)).collect();
                 ResourceSpans {
                     resource: Some(resource(svc, req % 3)),
-                    scope_spans: vec![ScopeSpans { scope: Some(scope("io.opentelemetry.http")), spans, ..Default::default() }],
+                    scope_spans: vec![ScopeSpans {
+                        scope: Some(scope("io.opentelemetry.http")),
+                        spans,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }
             })
@@ -397,7 +440,10 @@ impl Gen {
                 name: "exception".into(),
                 attributes: vec![
                     s("exception.type", "java.net.SocketTimeoutException"),
-                    s("exception.message", format!("Read timed out after 3000 ms calling {}", SERVICES[(svc + 1) % 20])),
+                    s(
+                        "exception.message",
+                        format!("Read timed out after 3000 ms calling {}", SERVICES[(svc + 1) % 20]),
+                    ),
                     b("exception.escaped", false),
                 ],
                 ..Default::default()
@@ -422,7 +468,10 @@ impl Gen {
                 i("http.status_code", status),
                 s("net.host.name", format!("{}.shop.svc", SERVICES[svc])),
                 i("net.host.port", 8080),
-                s("http.user_agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"),
+                s(
+                    "http.user_agent",
+                    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+                ),
             ],
             events,
             links,
@@ -434,20 +483,21 @@ impl Gen {
             ..Default::default()
         };
         let step = dur / 5;
-        let child = |r: &mut Rng, n: u64, name: String, kind: SpanKind, attributes: Vec<KeyValue>, events: Vec<Event>| Span {
-            trace_id: trace_id.clone(),
-            span_id: r.id::<8>(),
-            parent_span_id: root_id.clone(),
-            name,
-            kind: kind as i32,
-            start_time_unix_nano: start + n * step,
-            end_time_unix_nano: start + n * step + step * 9 / 10,
-            attributes,
-            events,
-            status: Some(Status::default()),
-            flags: 0x100 | 1,
-            ..Default::default()
-        };
+        let child =
+            |r: &mut Rng, n: u64, name: String, kind: SpanKind, attributes: Vec<KeyValue>, events: Vec<Event>| Span {
+                trace_id: trace_id.clone(),
+                span_id: r.id::<8>(),
+                parent_span_id: root_id.clone(),
+                name,
+                kind: kind as i32,
+                start_time_unix_nano: start + n * step,
+                end_time_unix_nano: start + n * step + step * 9 / 10,
+                attributes,
+                events,
+                status: Some(Status::default()),
+                flags: 0x100 | 1,
+                ..Default::default()
+            };
         let mut spans = vec![root];
         for n in 0..2u64 {
             let peer = SERVICES[(svc + 1 + n as usize * 3 + r.below(5) as usize) % 20];
@@ -471,7 +521,12 @@ impl Gen {
             s("db.name", "shop"),
             s("db.operation", "SELECT"),
             s("db.sql.table", table),
-            s("db.statement", format!("SELECT id, status, total, updated_at FROM {table} WHERE customer_id = $1 ORDER BY updated_at DESC LIMIT 50")),
+            s(
+                "db.statement",
+                format!(
+                    "SELECT id, status, total, updated_at FROM {table} WHERE customer_id = $1 ORDER BY updated_at DESC LIMIT 50"
+                ),
+            ),
             s("net.peer.name", "postgres.shop.svc"),
             i("net.peer.port", 5432),
             s("db.user", "app"),
@@ -581,7 +636,8 @@ impl Gen {
         while body.len() < 190 {
             body.push_str(&format!(" k{}={}", r.below(10), r.hex(6)));
         }
-        let (trace_id, span_id, flags) = if r.chance(50) { (r.id::<16>(), r.id::<8>(), 1) } else { (Vec::new(), Vec::new(), 0) };
+        let (trace_id, span_id, flags) =
+            if r.chance(50) { (r.id::<16>(), r.id::<8>(), 1) } else { (Vec::new(), Vec::new(), 0) };
         LogRecord {
             time_unix_nano: time,
             observed_time_unix_nano: time + MS,
@@ -632,7 +688,8 @@ impl Gen {
                     };
                     let base = if status == 200 { 100_000.0 } else { 300.0 };
                     requests.push(number(attrs(), start, (base * (1.0 + r.f64())).floor()));
-                    let mut bucket_counts: Vec<u64> = (0..=HIST_BOUNDS.len()).map(|k| r.below(200 / (k as u64 + 1) + 1)).collect();
+                    let mut bucket_counts: Vec<u64> =
+                        (0..=HIST_BOUNDS.len()).map(|k| r.below(200 / (k as u64 + 1) + 1)).collect();
                     bucket_counts[0] += 1;
                     let count = bucket_counts.iter().sum();
                     durations.push(HistogramDataPoint {
@@ -671,11 +728,17 @@ impl Gen {
         let mut memory = Vec::new();
         for kind in ["heap", "non_heap", "stack", "code", "mapped"] {
             for pool in ["eden", "survivor", "old", "metaspace"] {
-                let attrs = vec![s("process.runtime.memory.type", kind), s("process.runtime.memory.pool", pool), s("process.runtime.name", "jvm")];
+                let attrs = vec![
+                    s("process.runtime.memory.type", kind),
+                    s("process.runtime.memory.pool", pool),
+                    s("process.runtime.name", "jvm"),
+                ];
                 memory.push(number(attrs, 0, (r.below(512) << 20) as f64));
             }
         }
-        let sum = |data_points| metric::Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true });
+        let sum = |data_points| {
+            metric::Data::Sum(Sum { data_points, aggregation_temporality: cumulative, is_monotonic: true })
+        };
         let gauge = |data_points| metric::Data::Gauge(Gauge { data_points });
         let family = |name: &str, unit: &str, description: &str, data| Metric {
             name: name.into(),
@@ -699,7 +762,11 @@ impl Gen {
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(resource(svc, 0)),
-                scope_metrics: vec![ScopeMetrics { scope: Some(scope("io.opentelemetry.runtime")), metrics, ..Default::default() }],
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(scope("io.opentelemetry.runtime")),
+                    metrics,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }

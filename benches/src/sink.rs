@@ -13,6 +13,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -68,14 +69,20 @@ pub async fn run(args: SinkArgs) -> anyhow::Result<()> {
     let grpc_router = grpc_routes().into_axum_router();
     let main_router = http_routes().merge(grpc_routes().into_axum_router()).route("/healthz", get(|| async { "ok" }));
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(async move { axum::serve(http, main_router).await });
-    servers.spawn(async move { axum::serve(grpc, grpc_router).await });
-    servers.spawn(async move { axum::serve(otlp_http, http_routes()).await });
+    servers.spawn(async move { axum::serve(http.tap_io(nodelay), main_router).await });
+    servers.spawn(async move { axum::serve(grpc.tap_io(nodelay), grpc_router).await });
+    servers.spawn(async move { axum::serve(otlp_http.tap_io(nodelay), http_routes()).await });
     log(serde_json::json!({"level": "INFO", "message": "Ready"}));
     while let Some(r) = servers.join_next().await {
         r.context("server task failed")?.context("server failed")?;
     }
     Ok(())
+}
+
+/// Without TCP_NODELAY, a gRPC response written as several frames can wait for the client's
+/// delayed ACK (Nagle): 40 ms stalls.
+fn nodelay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
 }
 
 fn log(v: serde_json::Value) {
@@ -143,8 +150,14 @@ impl MetricsService for Sink {
 /// (full-success) response.
 fn http_routes() -> axum::Router {
     axum::Router::new()
-        .route("/v1/traces", post(|h: HeaderMap, b: Bytes| async move { decode_and_drop::<ExportTraceServiceRequest>(&h, &b) }))
-        .route("/v1/logs", post(|h: HeaderMap, b: Bytes| async move { decode_and_drop::<ExportLogsServiceRequest>(&h, &b) }))
+        .route(
+            "/v1/traces",
+            post(|h: HeaderMap, b: Bytes| async move { decode_and_drop::<ExportTraceServiceRequest>(&h, &b) }),
+        )
+        .route(
+            "/v1/logs",
+            post(|h: HeaderMap, b: Bytes| async move { decode_and_drop::<ExportLogsServiceRequest>(&h, &b) }),
+        )
         .route(
             "/v1/metrics",
             post(|h: HeaderMap, b: Bytes| async move { decode_and_drop::<ExportMetricsServiceRequest>(&h, &b) }),

@@ -16,6 +16,7 @@
 //! sanitisation); deliberate differences are listed on [`metrics`].
 
 mod attrs;
+mod hash;
 mod logs;
 mod metrics;
 mod metrics_histogram;
@@ -152,17 +153,12 @@ impl RejectReason {
         match self {
             RejectReason::InvalidTraceId => "invalid trace_id (must be 16 non-zero bytes)".into(),
             RejectReason::InvalidSpanId => "invalid span_id (must be 8 non-zero bytes)".into(),
-            RejectReason::InvalidParentSpanId => {
-                "invalid parent_span_id (must be empty or 8 bytes)".into()
-            }
+            RejectReason::InvalidParentSpanId => "invalid parent_span_id (must be empty or 8 bytes)".into(),
             RejectReason::InvalidLinkId => {
                 "link with an invalid trace_id or span_id (must be 16 and 8 non-zero bytes)".into()
             }
             RejectReason::AttributeTooLong => {
-                format!(
-                    "attribute value longer than {} bytes",
-                    limits.max_attribute_value_bytes
-                )
+                format!("attribute value longer than {} bytes", limits.max_attribute_value_bytes)
             }
             RejectReason::TooManyAttributes => {
                 format!("more than {} attributes", limits.max_attributes)
@@ -171,17 +167,11 @@ impl RejectReason {
                 format!("body longer than {} bytes", limits.max_log_body_bytes)
             }
             RejectReason::TimestampTooNew => {
-                format!(
-                    "timestamp more than {} in the future",
-                    human_ns(limits.max_future_ns)
-                )
+                format!("timestamp more than {} in the future", human_ns(limits.max_future_ns))
             }
             RejectReason::TimestampTooOld if limits.max_age_ns == 0 => "timestamp missing".into(),
             RejectReason::TimestampTooOld => {
-                format!(
-                    "timestamp missing or older than {}",
-                    human_ns(limits.max_age_ns)
-                )
+                format!("timestamp missing or older than {}", human_ns(limits.max_age_ns))
             }
             RejectReason::EndBeforeStart => "end time before start time".into(),
             RejectReason::InvalidMetric => "invalid metric".into(),
@@ -190,15 +180,10 @@ impl RejectReason {
                 limits.max_label_name_bytes, limits.max_label_value_bytes
             ),
             RejectReason::TooManyLabels => {
-                format!(
-                    "more than {} labels on a series",
-                    limits.max_labels_per_series
-                )
+                format!("more than {} labels on a series", limits.max_labels_per_series)
             }
             RejectReason::InvalidLabelName => "attribute key not usable as a label name".into(),
-            RejectReason::DeltaOutOfOrder => {
-                "delta point older than one already accumulated for its series".into()
-            }
+            RejectReason::DeltaOutOfOrder => "delta point older than one already accumulated for its series".into(),
         }
     }
 }
@@ -211,11 +196,7 @@ fn human_ns(ns: i64) -> String {
             return format!("{}{unit}", ns / n);
         }
     }
-    if ns % S == 0 {
-        format!("{}s", ns / S)
-    } else {
-        format!("{ns}ns")
-    }
+    if ns % S == 0 { format!("{}s", ns / S) } else { format!("{ns}ns") }
 }
 
 /// The outcome of mapping one request.
@@ -242,10 +223,7 @@ pub(crate) struct Reject {
 
 impl Reject {
     pub(crate) fn new(reason: RejectReason) -> Self {
-        Reject {
-            reason,
-            detail: String::new(),
-        }
+        Reject { reason, detail: String::new() }
     }
 
     pub(crate) fn with(reason: RejectReason, detail: String) -> Self {
@@ -275,11 +253,7 @@ pub(crate) struct Tally {
 impl Tally {
     /// `noun` is the item's (singular, plural) name in the message.
     pub(crate) fn new(noun: (&'static str, &'static str)) -> Self {
-        Tally {
-            noun,
-            accepted: 0,
-            reasons: Vec::new(),
-        }
+        Tally { noun, accepted: 0, reasons: Vec::new() }
     }
 
     pub(crate) fn accept(&mut self, n: u64) {
@@ -290,11 +264,7 @@ impl Tally {
         if n == 0 {
             return;
         }
-        match self
-            .reasons
-            .iter_mut()
-            .find(|(reason, _, _)| *reason == r.reason)
-        {
+        match self.reasons.iter_mut().find(|(reason, _, _)| *reason == r.reason) {
             Some(entry) => entry.1 += n,
             None => self.reasons.push((r.reason, n, r.detail)),
         }
@@ -304,11 +274,7 @@ impl Tally {
         let rejected: u64 = self.reasons.iter().map(|r| r.1).sum();
         let mut message = String::new();
         if rejected > 0 {
-            let noun = if rejected == 1 {
-                self.noun.0
-            } else {
-                self.noun.1
-            };
+            let noun = if rejected == 1 { self.noun.0 } else { self.noun.1 };
             let _ = write!(message, "{rejected} {noun} rejected: ");
             for (i, (reason, n, detail)) in self.reasons.iter().enumerate() {
                 if i > 0 {
@@ -357,15 +323,9 @@ mod tests {
         let mut t = Tally::new(("span", "spans"));
         t.accept(5);
         t.reject(Reject::new(RejectReason::InvalidTraceId), 1);
-        t.reject(
-            Reject::with(RejectReason::AttributeTooLong, quoted("key", "payload")),
-            1,
-        );
+        t.reject(Reject::with(RejectReason::AttributeTooLong, quoted("key", "payload")), 1);
         t.reject(Reject::new(RejectReason::InvalidTraceId), 1);
-        t.reject(
-            Reject::with(RejectReason::AttributeTooLong, quoted("key", "other")),
-            0,
-        );
+        t.reject(Reject::with(RejectReason::AttributeTooLong, quoted("key", "other")), 0);
         let m = t.finish((), &limits);
         assert_eq!((m.accepted, m.rejected), (5, 3));
         assert_eq!(
@@ -373,13 +333,7 @@ mod tests {
             "3 spans rejected: 2 invalid trace_id (must be 16 non-zero bytes), \
              1 attribute value longer than 65536 bytes (key \"payload\")"
         );
-        assert_eq!(
-            m.reasons,
-            vec![
-                (RejectReason::InvalidTraceId, 2),
-                (RejectReason::AttributeTooLong, 1)
-            ]
-        );
+        assert_eq!(m.reasons, vec![(RejectReason::InvalidTraceId, 2), (RejectReason::AttributeTooLong, 1)]);
     }
 
     #[test]
@@ -395,25 +349,9 @@ mod tests {
         let now = 1_700_000_000_000_000_000;
         assert_eq!(check_time(now, &l, now), Ok(()));
         assert_eq!(check_time(now + l.max_future_ns, &l, now), Ok(()));
-        assert_eq!(
-            check_time(now + l.max_future_ns + 1, &l, now),
-            Err(RejectReason::TimestampTooNew)
-        );
-        assert_eq!(
-            check_time(now - l.max_age_ns - 1, &l, now),
-            Err(RejectReason::TimestampTooOld)
-        );
-        assert_eq!(
-            check_time(
-                0,
-                &Limits {
-                    max_age_ns: 0,
-                    ..l.clone()
-                },
-                now
-            ),
-            Ok(())
-        );
+        assert_eq!(check_time(now + l.max_future_ns + 1, &l, now), Err(RejectReason::TimestampTooNew));
+        assert_eq!(check_time(now - l.max_age_ns - 1, &l, now), Err(RejectReason::TimestampTooOld));
+        assert_eq!(check_time(0, &Limits { max_age_ns: 0, ..l.clone() }, now), Ok(()));
         assert_eq!(human_ns(l.max_future_ns), "10m");
         assert_eq!(human_ns(l.max_age_ns), "7d");
         assert_eq!(human_ns(90 * 1_000_000_000), "90s");
@@ -422,11 +360,7 @@ mod tests {
     #[test]
     fn reason_names_are_unique_snake_case() {
         let mut names: Vec<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert!(
-            names
-                .iter()
-                .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        );
+        assert!(names.iter().all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
         names.sort();
         names.dedup();
         assert_eq!(names.len(), RejectReason::ALL.len());

@@ -34,10 +34,7 @@ fn golden() {
 
     let mut failures = Vec::new();
     for json_path in &cases {
-        let name = json_path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("utf-8 file name");
+        let name = json_path.file_stem().and_then(|s| s.to_str()).expect("utf-8 file name");
         let input = std::fs::read(json_path).expect("readable case");
         let limits = read_limits(&json_path.with_extension("limits"));
         let actual = check(name, &input, &limits);
@@ -74,16 +71,13 @@ fn check(name: &str, input: &[u8], limits: &Limits) -> String {
         }
         let _ = writeln!(out, "# request {}", i + 1);
         let rendered = if name.starts_with("traces_") {
-            let req: ExportTraceServiceRequest =
-                serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
+            let req: ExportTraceServiceRequest = serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
             render(otlp::traces(req, limits, NOW_NS))
         } else if name.starts_with("logs_") {
-            let req: ExportLogsServiceRequest =
-                serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
+            let req: ExportLogsServiceRequest = serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
             render(otlp::logs(req, &LogsOptions::default(), limits, NOW_NS))
         } else if name.starts_with("metrics_") {
-            let req: ExportMetricsServiceRequest =
-                serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
+            let req: ExportMetricsServiceRequest = serde_json::from_value(body).unwrap_or_else(|e| bad(name, e));
             let mapped = otlp::metrics(req, &state, limits, NOW_NS);
             let stale = stale_markers(&mapped.batch);
             let mut s = render(mapped);
@@ -103,18 +97,9 @@ fn read_limits(path: &Path) -> Limits {
     let Ok(text) = std::fs::read_to_string(path) else {
         return limits;
     };
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let (field, value) = line
-            .split_once('=')
-            .unwrap_or_else(|| panic!("{line:?}: want field = value"));
-        let value: i64 = value
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (field, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}: want field = value"));
+        let value: i64 = value.trim().parse().unwrap_or_else(|e| panic!("{line:?}: {e}"));
         let as_usize = || usize::try_from(value).expect("a non-negative size");
         match field.trim() {
             "max_attribute_value_bytes" => limits.max_attribute_value_bytes = as_usize(),
@@ -136,11 +121,7 @@ fn bad<T>(name: &str, e: serde_json::Error) -> T {
 }
 
 fn render<B: Debug>(m: Mapped<B>) -> String {
-    let reasons: Vec<String> = m
-        .reasons
-        .iter()
-        .map(|(r, n)| format!("{}={n}", r.as_str()))
-        .collect();
+    let reasons: Vec<String> = m.reasons.iter().map(|(r, n)| format!("{}={n}", r.as_str())).collect();
     format!(
         "accepted: {}, rejected: {}, reasons: [{}]\nmessage: {}\n{:#?}\n",
         m.accepted,
@@ -156,10 +137,7 @@ fn stale_markers(b: &MetricsBatch) -> usize {
         .iter()
         .map(|s| {
             s.samples.iter().filter(|x| is_stale_nan(x.value)).count()
-                + s.histograms
-                    .iter()
-                    .filter(|h| is_stale_nan(h.histogram.count))
-                    .count()
+                + s.histograms.iter().filter(|h| is_stale_nan(h.histogram.count)).count()
         })
         .sum()
 }

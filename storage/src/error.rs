@@ -142,9 +142,6 @@ pub enum Error {
 impl Error {
     /// True when the error reports damaged data rather than a failed operation.
     pub fn is_corruption(&self) -> bool {
-        matches!(
-            self,
-            Error::Open(OpenError::Corrupted { .. }) | Error::Read(ReadError::Corrupted { .. })
-        )
+        matches!(self, Error::Open(OpenError::Corrupted { .. }) | Error::Read(ReadError::Corrupted { .. }))
     }
 }

@@ -35,9 +35,7 @@ impl Identity for AnyValue {
     fn same(&self, other: &Self) -> bool {
         match (self, other) {
             (AnyValue::Double(a), AnyValue::Double(b)) => a.to_bits() == b.to_bits(),
-            (AnyValue::Array(a), AnyValue::Array(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
-            }
+            (AnyValue::Array(a), AnyValue::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y)),
             (AnyValue::KvList(a), AnyValue::KvList(b)) => a.same(b),
             (a, b) => a == b,
         }
@@ -54,11 +52,7 @@ impl Identity for Vec<KeyValue> {
     }
 
     fn same(&self, other: &Self) -> bool {
-        self.len() == other.len()
-            && self
-                .iter()
-                .zip(other)
-                .all(|(a, b)| a.key == b.key && a.value.same(&b.value))
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a.key == b.key && a.value.same(&b.value))
     }
 }
 
@@ -101,9 +95,7 @@ pub(crate) struct Interner<T> {
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
-        Interner {
-            by_hash: HashMap::new(),
-        }
+        Interner { by_hash: HashMap::new() }
     }
 }
 
@@ -130,10 +122,7 @@ mod tests {
     fn equal_values_share_one_arc() {
         let mut interner = Interner::default();
         let r = |v: f64| Resource {
-            attributes: vec![KeyValue::new(
-                "x",
-                AnyValue::Array(vec![AnyValue::Double(v)]),
-            )],
+            attributes: vec![KeyValue::new("x", AnyValue::Array(vec![AnyValue::Double(v)]))],
             ..Resource::default()
         };
         let a = interner.intern(r(f64::NAN));

@@ -41,10 +41,7 @@ use std::sync::Arc;
 pub use error::{Error, OpenError, ReadError, WriteError};
 pub use events::{NoEvents, StorageEvents};
 pub use mem::MemStore;
-pub use read::{
-    ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan,
-    TracesReader,
-};
+pub use read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan, TracesReader};
 pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions};
 
 use model::{Labels, MetricMetadata, Profile, TimeSeries, TraceId, WriteBatch};
@@ -62,10 +59,7 @@ pub struct StorageOptions {
 impl StorageOptions {
     /// Options for `data_dir` with default WAL settings.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        StorageOptions {
-            data_dir: data_dir.into(),
-            wal: WalOptions::default(),
-        }
+        StorageOptions { data_dir: data_dir.into(), wal: WalOptions::default() }
     }
 }
 
@@ -90,27 +84,13 @@ impl Storage {
     /// Fails with [`OpenError::Locked`] if another `Storage` (in any process) holds the directory,
     /// with [`OpenError::Io`] if a file cannot be created, read or written. Damaged WAL bytes do not
     /// fail the open; they are listed in the returned [`ReplayReport`].
-    pub fn open(
-        opts: StorageOptions,
-        events: Arc<dyn StorageEvents>,
-    ) -> Result<(Storage, ReplayReport), OpenError> {
+    pub fn open(opts: StorageOptions, events: Arc<dyn StorageEvents>) -> Result<(Storage, ReplayReport), OpenError> {
         let data_dir = opts.data_dir;
-        fs::create_dir_all(&data_dir).map_err(|source| OpenError::Io {
-            path: data_dir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&data_dir).map_err(|source| OpenError::Io { path: data_dir.clone(), source })?;
         let lock = lock_data_dir(&data_dir)?;
         let mem = MemStore::new();
         let (wal, report) = Wal::open(&data_dir.join("wal"), opts.wal, events, &mem)?;
-        Ok((
-            Storage {
-                mem,
-                wal,
-                data_dir,
-                _lock: lock,
-            },
-            report,
-        ))
+        Ok((Storage { mem, wal, data_dir, _lock: lock }, report))
     }
 
     /// Appends `batch` to the WAL and applies it to its signal's store; returns once the batch is
@@ -122,11 +102,7 @@ impl Storage {
     /// retry later), [`WriteError::Closed`], [`WriteError::Poisoned`].
     pub fn write(&self, batch: WriteBatch) -> Result<(), WriteError> {
         if batch.is_empty() {
-            return if self.wal.is_closed() {
-                Err(WriteError::Closed)
-            } else {
-                Ok(())
-            };
+            return if self.wal.is_closed() { Err(WriteError::Closed) } else { Ok(()) };
         }
         self.wal.append(batch, &self.mem)
     }
@@ -157,42 +133,26 @@ impl Storage {
 
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Storage")
-            .field("data_dir", &self.data_dir)
-            .field("mem", &self.mem)
-            .finish()
+        f.debug_struct("Storage").field("data_dir", &self.data_dir).field("mem", &self.mem).finish()
     }
 }
 
 /// Takes the exclusive lock on `<data_dir>/LOCK` and records our pid in it.
 fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
     let path = data_dir.join("LOCK");
-    let io_err = |source| OpenError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io_err)?;
+    let io_err = |source| OpenError::Io { path: path.clone(), source };
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_err)?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();
-            let holder_pid = file
-                .read_to_string(&mut text)
-                .ok()
-                .and_then(|_| text.trim().parse().ok());
+            let holder_pid = file.read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
             return Err(OpenError::Locked { path, holder_pid });
         }
         Err(TryLockError::Error(e)) => return Err(io_err(e)),
     }
-    file.set_len(0)
-        .and_then(|()| writeln!(file, "{}", std::process::id()))
-        .map_err(io_err)?;
+    file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id())).map_err(io_err)?;
     Ok(file)
 }
 
@@ -211,12 +171,7 @@ impl MetricsReader for Storage {
 }
 
 impl LogsReader for Storage {
-    fn logs(
-        &self,
-        stream_matchers: &[(String, String)],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Vec<StoredLog> {
+    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
         self.mem.logs(stream_matchers, start_ns, end_ns)
     }
 

@@ -83,19 +83,10 @@ impl LogsHead {
         self.inner.read().records.len() as u64
     }
 
-    pub fn logs(
-        &self,
-        stream_matchers: &[(String, String)],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Vec<StoredLog> {
+    pub fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
         let inner = self.inner.read();
         let mut keys: Vec<(i64, usize)> = Vec::new();
-        for stream in inner
-            .streams
-            .iter()
-            .filter(|s| matches(&s.labels, stream_matchers))
-        {
+        for stream in inner.streams.iter().filter(|s| matches(&s.labels, stream_matchers)) {
             let lo = stream.index.partition_point(|(t, _)| *t < start_ns);
             let hi = stream.index.partition_point(|(t, _)| *t <= end_ns);
             keys.extend_from_slice(&stream.index[lo..hi.max(lo)]);
@@ -109,10 +100,7 @@ impl LogsHead {
         let Some(ids) = inner.by_trace.get(&trace_id) else {
             return Vec::new();
         };
-        let mut keys: Vec<(i64, usize)> = ids
-            .iter()
-            .map(|&id| (inner.records[id].record.timestamp_ns, id))
-            .collect();
+        let mut keys: Vec<(i64, usize)> = ids.iter().map(|&id| (inner.records[id].record.timestamp_ns, id)).collect();
         keys.sort_unstable();
         keys.into_iter().map(|(_, id)| inner.stored(id)).collect()
     }
@@ -126,10 +114,7 @@ impl Inner {
         let id = self.streams.len();
         let labels = Arc::new(labels);
         self.stream_ids.insert(Arc::clone(&labels), id);
-        self.streams.push(Stream {
-            labels,
-            index: Vec::new(),
-        });
+        self.streams.push(Stream { labels, index: Vec::new() });
         id
     }
 
@@ -150,11 +135,7 @@ mod tests {
     use crate::model::LogGroup;
 
     fn rec(t: i64, body: &str) -> LogRecord {
-        LogRecord {
-            timestamp_ns: t,
-            body: body.to_string(),
-            ..LogRecord::default()
-        }
+        LogRecord { timestamp_ns: t, body: body.to_string(), ..LogRecord::default() }
     }
 
     #[test]
@@ -165,26 +146,12 @@ mod tests {
             records,
             ..LogGroup::default()
         };
-        head.apply(LogsBatch {
-            groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])],
-        });
-        head.apply(LogsBatch {
-            groups: vec![
-                group("b", vec![rec(20, "b1")]),
-                group("a", vec![rec(20, "a3")]),
-            ],
-        });
-        let bodies = |m: &[(String, String)], s, e| {
-            head.logs(m, s, e)
-                .into_iter()
-                .map(|l| l.record.body)
-                .collect::<Vec<_>>()
-        };
+        head.apply(LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] });
+        head.apply(LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] });
+        let bodies =
+            |m: &[(String, String)], s, e| head.logs(m, s, e).into_iter().map(|l| l.record.body).collect::<Vec<_>>();
         assert_eq!(bodies(&[], 0, 100), vec!["a2", "a1", "b1", "a3"]);
-        assert_eq!(
-            bodies(&[("service_name".into(), "a".into())], 0, 100),
-            vec!["a2", "a1", "a3"]
-        );
+        assert_eq!(bodies(&[("service_name".into(), "a".into())], 0, 100), vec!["a2", "a1", "a3"]);
         assert_eq!(bodies(&[], 11, 20), vec!["a1", "b1", "a3"]);
         assert_eq!(head.items(), 4);
     }

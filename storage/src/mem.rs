@@ -6,10 +6,7 @@ use crate::logs::LogsHead;
 use crate::metrics::MetricsHead;
 use crate::model::{Labels, MetricMetadata, Profile, TimeSeries, TraceId, WriteBatch};
 use crate::profiles::ProfilesHead;
-use crate::read::{
-    ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan,
-    TracesReader,
-};
+use crate::read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan, TracesReader};
 use crate::traces::TracesHead;
 use crate::wal::Apply;
 
@@ -51,9 +48,7 @@ impl Apply for MemStore {
 
 impl fmt::Debug for MemStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemStore")
-            .field("items", &self.item_counts())
-            .finish()
+        f.debug_struct("MemStore").field("items", &self.item_counts()).finish()
     }
 }
 
@@ -72,12 +67,7 @@ impl MetricsReader for MemStore {
 }
 
 impl LogsReader for MemStore {
-    fn logs(
-        &self,
-        stream_matchers: &[(String, String)],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Vec<StoredLog> {
+    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
         self.logs.logs(stream_matchers, start_ns, end_ns)
     }
 

@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::model::{
-    Exemplar, FloatSample, HistogramSample, Label, Labels, MetricMetadata, MetricsBatch, TimeSeries,
-};
+use crate::model::{Exemplar, FloatSample, HistogramSample, Label, Labels, MetricMetadata, MetricsBatch, TimeSeries};
 use crate::read::matches;
 
 /// In-memory metrics store.
@@ -79,21 +77,12 @@ impl MetricsHead {
 
     pub fn series(&self) -> Vec<Labels> {
         let inner = self.inner.read();
-        let mut out: Vec<Labels> = inner
-            .series
-            .iter()
-            .map(|s| Labels::clone(&s.labels))
-            .collect();
+        let mut out: Vec<Labels> = inner.series.iter().map(|s| Labels::clone(&s.labels)).collect();
         out.sort_unstable();
         out
     }
 
-    pub fn select(
-        &self,
-        matchers: &[(String, String)],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Vec<TimeSeries> {
+    pub fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
         let inner = self.inner.read();
         let mut out = Vec::new();
         for id in inner.candidates(matchers) {
@@ -138,12 +127,7 @@ impl Inner {
         }
         let labels = Arc::new(labels);
         self.ids.insert(Arc::clone(&labels), id);
-        self.series.push(MemSeries {
-            labels,
-            samples: Vec::new(),
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-        });
+        self.series.push(MemSeries { labels, samples: Vec::new(), histograms: Vec::new(), exemplars: Vec::new() });
         id
     }
 
@@ -152,10 +136,7 @@ impl Inner {
     fn candidates(&self, matchers: &[(String, String)]) -> Vec<u32> {
         let mut lists: Vec<&[u32]> = Vec::new();
         for (name, value) in matchers.iter().filter(|(_, v)| !v.is_empty()) {
-            let key = Label {
-                name: name.clone(),
-                value: value.clone(),
-            };
+            let key = Label { name: name.clone(), value: value.clone() };
             match self.postings.get(&key) {
                 Some(list) => lists.push(list),
                 None => return Vec::new(),
@@ -215,10 +196,7 @@ mod tests {
     use super::*;
 
     fn fs(t: i64, v: f64) -> FloatSample {
-        FloatSample {
-            timestamp_ms: t,
-            value: v,
-        }
+        FloatSample { timestamp_ms: t, value: v }
     }
 
     #[test]
@@ -226,28 +204,18 @@ mod tests {
         let head = MetricsHead::default();
         let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
         let batch = |samples| MetricsBatch {
-            series: vec![TimeSeries {
-                labels: labels.clone(),
-                samples,
-                ..TimeSeries::default()
-            }],
+            series: vec![TimeSeries { labels: labels.clone(), samples, ..TimeSeries::default() }],
             metadata: vec![],
         };
         head.apply(batch(vec![fs(20, 1.0), fs(10, 2.0), fs(20, 3.0)]));
         head.apply(batch(vec![fs(10, 4.0), fs(30, 5.0), fs(5, 6.0)]));
         let got = head.select(&[("job".into(), "a".into())], i64::MIN, i64::MAX);
         assert_eq!(got.len(), 1);
-        assert_eq!(
-            got[0].samples,
-            vec![fs(5, 6.0), fs(10, 4.0), fs(20, 3.0), fs(30, 5.0)]
-        );
+        assert_eq!(got[0].samples, vec![fs(5, 6.0), fs(10, 4.0), fs(20, 3.0), fs(30, 5.0)]);
         assert_eq!(head.items(), 4);
         let got = head.select(&[("job".into(), "a".into())], 10, 20);
         assert_eq!(got[0].samples, vec![fs(10, 4.0), fs(20, 3.0)]);
-        assert!(
-            head.select(&[("job".into(), "a".into())], 31, 40)
-                .is_empty()
-        );
+        assert!(head.select(&[("job".into(), "a".into())], 31, 40).is_empty());
     }
 
     #[test]
@@ -267,24 +235,12 @@ mod tests {
             metadata: vec![],
         });
         let names = |m: &[(&str, &str)]| {
-            let m: Vec<(String, String)> = m
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect();
-            head.select(&m, 0, 10)
-                .into_iter()
-                .map(|s| s.labels.to_string())
-                .collect::<Vec<_>>()
+            let m: Vec<(String, String)> = m.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+            head.select(&m, 0, 10).into_iter().map(|s| s.labels.to_string()).collect::<Vec<_>>()
         };
         assert_eq!(names(&[("__name__", "m")]).len(), 2);
-        assert_eq!(
-            names(&[("__name__", "m"), ("b", "")]),
-            vec![r#"{__name__="m", a="1"}"#]
-        );
-        assert_eq!(
-            names(&[("a", "1"), ("b", "2")]),
-            vec![r#"{__name__="m", a="1", b="2"}"#]
-        );
+        assert_eq!(names(&[("__name__", "m"), ("b", "")]), vec![r#"{__name__="m", a="1"}"#]);
+        assert_eq!(names(&[("a", "1"), ("b", "2")]), vec![r#"{__name__="m", a="1", b="2"}"#]);
         assert!(names(&[("a", "9")]).is_empty());
         assert_eq!(names(&[]).len(), 3);
         assert_eq!(head.series().len(), 3);

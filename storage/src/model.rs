@@ -16,8 +16,8 @@ mod traces;
 pub use common::{AnyValue, KeyValue, Label, Labels, Resource, Scope, SpanId, TraceId};
 pub use logs::{LogGroup, LogRecord, LogsBatch};
 pub use metrics::{
-    BucketSpan, Exemplar, FloatSample, HistogramSample, MetricMetadata, MetricType, MetricsBatch,
-    NativeHistogram, STALE_NAN_BITS, TimeSeries, is_stale_nan,
+    BucketSpan, Exemplar, FloatSample, HistogramSample, MetricMetadata, MetricType, MetricsBatch, NativeHistogram,
+    STALE_NAN_BITS, TimeSeries, is_stale_nan,
 };
 pub use profiles::{Function, Location, Profile, ProfileSample, ProfileType, ProfilesBatch};
 pub use traces::{Span, SpanEvent, SpanGroup, SpanKind, SpanLink, SpansBatch, StatusCode};

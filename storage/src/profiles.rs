@@ -47,9 +47,6 @@ impl ProfilesHead {
         let inner = self.inner.read();
         let lo = inner.order.partition_point(|(t, _)| *t < start_ns);
         let hi = inner.order.partition_point(|(t, _)| *t <= end_ns);
-        inner.order[lo..hi.max(lo)]
-            .iter()
-            .map(|&(_, id)| inner.profiles[id].clone())
-            .collect()
+        inner.order[lo..hi.max(lo)].iter().map(|&(_, id)| inner.profiles[id].clone()).collect()
     }
 }

@@ -12,9 +12,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{
-    Labels, LogRecord, MetricMetadata, Profile, Resource, Scope, Signal, Span, TimeSeries, TraceId,
-};
+use crate::model::{Labels, LogRecord, MetricMetadata, Profile, Resource, Scope, Signal, Span, TimeSeries, TraceId};
 
 /// Read access to metrics.
 pub trait MetricsReader: Send + Sync {
@@ -51,12 +49,7 @@ pub struct StoredLog {
 pub trait LogsReader: Send + Sync {
     /// Records of the streams matching every matcher with `timestamp_ns` in `start_ns..=end_ns`,
     /// in timestamp order; records with equal timestamps keep their arrival (WAL) order.
-    fn logs(
-        &self,
-        stream_matchers: &[(String, String)],
-        start_ns: i64,
-        end_ns: i64,
-    ) -> Vec<StoredLog>;
+    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog>;
 
     /// Every record carrying `trace_id`, in the same order as [`LogsReader::logs`].
     fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog>;
@@ -126,7 +119,5 @@ pub trait Reader: MetricsReader + LogsReader + TracesReader + ProfilesReader {
 
 /// True when `labels` satisfies every equality matcher (an empty value requires absence).
 pub(crate) fn matches(labels: &Labels, matchers: &[(String, String)]) -> bool {
-    matchers
-        .iter()
-        .all(|(name, value)| labels.get(name).unwrap_or("") == value)
+    matchers.iter().all(|(name, value)| labels.get(name).unwrap_or("") == value)
 }

@@ -39,16 +39,8 @@ impl TracesHead {
             let resource = inner.resources.intern(group.resource);
             let scope = inner.scopes.intern(group.scope);
             for span in group.spans {
-                inner
-                    .by_trace
-                    .entry(span.trace_id)
-                    .or_default()
-                    .push(inner.spans.len());
-                inner.spans.push(StoredSpan {
-                    resource: Arc::clone(&resource),
-                    scope: Arc::clone(&scope),
-                    span,
-                });
+                inner.by_trace.entry(span.trace_id).or_default().push(inner.spans.len());
+                inner.spans.push(StoredSpan { resource: Arc::clone(&resource), scope: Arc::clone(&scope), span });
             }
         }
     }

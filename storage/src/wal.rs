@@ -32,9 +32,7 @@ use crate::error::{OpenError, WriteError};
 use crate::events::StorageEvents;
 use crate::model::WriteBatch;
 
-pub use segment::{
-    RECORD_HEADER_LEN, RECORD_VERSION, SEGMENT_HEADER, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
-};
+pub use segment::{RECORD_HEADER_LEN, RECORD_VERSION, SEGMENT_HEADER, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
 
 /// When the WAL calls `fdatasync`. Under every policy a record is handed to the kernel with
 /// `write(2)` before its write is acknowledged, so acknowledged data survives a killed process.
@@ -66,21 +64,13 @@ pub struct WalOptions {
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions {
-            fsync: FsyncPolicy::Batch,
-            segment_bytes: 64 << 20,
-            max_record_bytes: 64 << 20,
-        }
+        WalOptions { fsync: FsyncPolicy::Batch, segment_bytes: 64 << 20, max_record_bytes: 64 << 20 }
     }
 }
 
 impl WalOptions {
     fn validate(&self) -> Result<(), OpenError> {
-        let invalid = |detail: &str| {
-            Err(OpenError::InvalidOptions {
-                detail: detail.to_string(),
-            })
-        };
+        let invalid = |detail: &str| Err(OpenError::InvalidOptions { detail: detail.to_string() });
         if self.segment_bytes == 0 {
             return invalid("wal.segment_bytes must be at least 1");
         }
@@ -174,49 +164,29 @@ struct Group {
 #[derive(Clone, Debug)]
 enum Outcome {
     Committed,
-    Io {
-        path: PathBuf,
-        os: Option<i32>,
-        kind: io::ErrorKind,
-        message: String,
-    },
+    Io { path: PathBuf, os: Option<i32>, kind: io::ErrorKind, message: String },
     Poisoned(String),
     Closed,
 }
 
 impl Outcome {
     fn io(path: &Path, e: &io::Error) -> Self {
-        Outcome::Io {
-            path: path.to_path_buf(),
-            os: e.raw_os_error(),
-            kind: e.kind(),
-            message: e.to_string(),
-        }
+        Outcome::Io { path: path.to_path_buf(), os: e.raw_os_error(), kind: e.kind(), message: e.to_string() }
     }
 
     fn to_result(&self) -> Result<(), WriteError> {
         match self {
             Outcome::Committed => Ok(()),
-            Outcome::Io {
-                path,
-                os,
-                kind,
-                message,
-            } => {
+            Outcome::Io { path, os, kind, message } => {
                 // Each writer gets its own `io::Error`; the OS code survives so that callers can
                 // still recognise ENOSPC.
                 let source = match os {
                     Some(code) => io::Error::from_raw_os_error(*code),
                     None => io::Error::new(*kind, message.clone()),
                 };
-                Err(WriteError::Io {
-                    path: path.clone(),
-                    source,
-                })
+                Err(WriteError::Io { path: path.clone(), source })
             }
-            Outcome::Poisoned(detail) => Err(WriteError::Poisoned {
-                detail: detail.clone(),
-            }),
+            Outcome::Poisoned(detail) => Err(WriteError::Poisoned { detail: detail.clone() }),
             Outcome::Closed => Err(WriteError::Closed),
         }
     }
@@ -258,10 +228,7 @@ impl Wal {
     ) -> Result<(Wal, ReplayReport), OpenError> {
         opts.validate()?;
         let started = Instant::now();
-        fs::create_dir_all(dir).map_err(|source| OpenError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| OpenError::Io { path: dir.to_path_buf(), source })?;
         let (mut report, next_seq) = replay::replay(dir, events.as_ref(), apply)?;
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -280,9 +247,7 @@ impl Wal {
             #[cfg(test)]
             faults: Mutex::new(Faults::default()),
         };
-        let segment = wal
-            .create_segment(next_seq)
-            .map_err(|(path, source)| OpenError::Io { path, source })?;
+        let segment = wal.create_segment(next_seq).map_err(|(path, source)| OpenError::Io { path, source })?;
         *wal.writer.lock() = Writer::Open(segment);
         report.duration = started.elapsed();
         Ok((wal, report))
@@ -326,13 +291,10 @@ impl Wal {
     pub fn sync(&self) -> Result<(), WriteError> {
         let mut writer = self.writer.lock();
         match &mut *writer {
-            Writer::Open(seg) => self.fsync(&seg.file).map_err(|source| WriteError::Io {
-                path: seg.path.clone(),
-                source,
-            }),
-            Writer::Poisoned(detail) => Err(WriteError::Poisoned {
-                detail: detail.clone(),
-            }),
+            Writer::Open(seg) => {
+                self.fsync(&seg.file).map_err(|source| WriteError::Io { path: seg.path.clone(), source })
+            }
+            Writer::Poisoned(detail) => Err(WriteError::Poisoned { detail: detail.clone() }),
             Writer::Closed => Ok(()),
         }
     }
@@ -352,10 +314,7 @@ impl Wal {
                 let t = Instant::now();
                 let r = seg.file.sync_all();
                 self.events.wal_fsync(t.elapsed());
-                r.map_err(|source| WriteError::Io {
-                    path: seg.path,
-                    source,
-                })
+                r.map_err(|source| WriteError::Io { path: seg.path, source })
             }
             Writer::Poisoned(detail) => Err(WriteError::Poisoned { detail }),
             Writer::Closed => Ok(()),
@@ -364,23 +323,14 @@ impl Wal {
 
     /// Takes the leader role for the queued group, commits it and publishes the outcome. Returns
     /// with the queue locked again.
-    fn lead<'a>(
-        &'a self,
-        mut queue: MutexGuard<'a, Queue>,
-        apply: &dyn Apply,
-    ) -> MutexGuard<'a, Queue> {
+    fn lead<'a>(&'a self, mut queue: MutexGuard<'a, Queue>, apply: &dyn Apply) -> MutexGuard<'a, Queue> {
         queue.leading = true;
         let group = mem::take(&mut queue.group);
         let spare = mem::take(&mut queue.spare);
         let bytes = mem::replace(&mut queue.bytes, spare);
         let batches = mem::take(&mut queue.batches);
         drop(queue);
-        let mut publish = Publish {
-            wal: self,
-            group,
-            bytes,
-            outcome: None,
-        };
+        let mut publish = Publish { wal: self, group, bytes, outcome: None };
         let outcome = self.commit(&publish.bytes, batches, apply);
         publish.outcome = Some(outcome);
         drop(publish);
@@ -401,12 +351,10 @@ impl Wal {
             return outcome;
         }
         let start = seg.len;
-        let written = self
-            .write_bytes(&mut seg.file, bytes)
-            .and_then(|()| match self.opts.fsync {
-                FsyncPolicy::Batch => self.fsync(&seg.file),
-                FsyncPolicy::Interval | FsyncPolicy::None => Ok(()),
-            });
+        let written = self.write_bytes(&mut seg.file, bytes).and_then(|()| match self.opts.fsync {
+            FsyncPolicy::Batch => self.fsync(&seg.file),
+            FsyncPolicy::Interval | FsyncPolicy::None => Ok(()),
+        });
         if let Err(e) = written {
             let outcome = Outcome::io(&seg.path, &e);
             if let Err(cut_err) = self.cut_back(seg, start) {
@@ -444,12 +392,9 @@ impl Wal {
     /// next one. On failure `seg` stays active and the next group retries.
     fn rotate(&self, seg: &mut Segment) -> Result<(), Outcome> {
         if self.opts.fsync != FsyncPolicy::None {
-            self.fsync(&seg.file)
-                .map_err(|e| Outcome::io(&seg.path, &e))?;
+            self.fsync(&seg.file).map_err(|e| Outcome::io(&seg.path, &e))?;
         }
-        *seg = self
-            .create_segment(seg.seq + 1)
-            .map_err(|(path, e)| Outcome::io(&path, &e))?;
+        *seg = self.create_segment(seg.seq + 1).map_err(|(path, e)| Outcome::io(&path, &e))?;
         Ok(())
     }
 
@@ -458,11 +403,7 @@ impl Wal {
     fn create_segment(&self, seq: u64) -> Result<Segment, (PathBuf, io::Error)> {
         let path = self.dir.join(segment::segment_file_name(seq));
         let created = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
             file.write_all(&SEGMENT_HEADER)?;
             if self.opts.fsync != FsyncPolicy::None {
                 // The header and the directory entry must be durable before any record is
@@ -476,12 +417,7 @@ impl Wal {
             Ok(file)
         })();
         match created {
-            Ok(file) => Ok(Segment {
-                seq,
-                path,
-                file,
-                len: SEGMENT_HEADER_LEN,
-            }),
+            Ok(file) => Ok(Segment { seq, path, file, len: SEGMENT_HEADER_LEN }),
             Err(e) => {
                 let _ = fs::remove_file(&path);
                 Err((path, e))

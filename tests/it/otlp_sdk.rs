@@ -10,7 +10,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Array, InstrumentationScope, KeyValue as OtelKv, StringValue, Value};
 use opentelemetry_otlp::{
-    Compression, LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig, WithTonicConfig,
+    Compression, LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
 };
 use opentelemetry_sdk::Resource as SdkResource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -88,9 +88,11 @@ fn export_everything(srv: &TestServer, t: Transport) -> Sent {
             // The JSON variant goes to the main port's /v1/*, the protobuf one to the OTLP port.
             let base = if matches!(t, Transport::HttpJson) { srv.http() } else { srv.otlp_http() };
             (
+                // Spans over HTTP are gzip-compressed; logs and metrics are not.
                 SpanExporter::builder()
                     .with_http()
                     .with_protocol(proto)
+                    .with_compression(Compression::Gzip)
                     .with_endpoint(format!("{base}/v1/traces"))
                     .build()
                     .unwrap(),

@@ -254,7 +254,13 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     let _ = writeln!(header, "- command: `{}`", command_line());
     if let Some(o) = &outpost {
-        let _ = writeln!(header, "- outpost: `{}` ({}), wal.fsync = {}", o.display(), outpost_version(o), args.fsync.as_str());
+        let _ = writeln!(
+            header,
+            "- outpost: `{}` ({}), wal.fsync = {}",
+            o.display(),
+            outpost_version(o),
+            args.fsync.as_str()
+        );
     }
     let _ = writeln!(
         header,
@@ -263,11 +269,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     print!("{header}");
 
-    let loads: Vec<Arc<Load>> = args
-        .signals
-        .iter()
-        .map(|s| Arc::new(Load::generate(s.signal(), args.distinct_requests, 2026)))
-        .collect();
+    let loads: Vec<Arc<Load>> =
+        args.signals.iter().map(|s| Arc::new(Load::generate(s.signal(), args.distinct_requests, 2026))).collect();
     for load in &loads {
         println!(
             "- {}: {} distinct requests, {:.0} {} and {:.1} KB of protobuf per request",
@@ -346,7 +349,12 @@ fn outpost_version(bin: &Path) -> String {
         .unwrap_or_else(|| "version unknown".into())
 }
 
-fn start_server(target: Target, outpost: Option<&Path>, tmp_root: &Path, fsync: Fsync) -> anyhow::Result<ServerProcess> {
+fn start_server(
+    target: Target,
+    outpost: Option<&Path>,
+    tmp_root: &Path,
+    fsync: Fsync,
+) -> anyhow::Result<ServerProcess> {
     let ports = ["--listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"];
     match target {
         Target::Outpost => {
@@ -664,7 +672,8 @@ impl Sender {
                 }
                 let resp = rb.body(body).send().await.context("OTLP/HTTP request failed")?;
                 let status = resp.status();
-                let retry_after = resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let retry_after =
+                    resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let bytes = resp.bytes().await.context("cannot read the OTLP/HTTP response")?;
                 if status != reqwest::StatusCode::OK {
                     let retry = retry_after.map(|r| format!(" (Retry-After: {r})")).unwrap_or_default();
@@ -876,7 +885,10 @@ fn report(results: &[RunResult]) -> String {
             ));
         }
         if r.problems.0 > 0 {
-            notes.push(format!("{what}: the server logged {} WARN/ERROR lines, first: {:?}", r.problems.0, r.problems.1));
+            notes.push(format!(
+                "{what}: the server logged {} WARN/ERROR lines, first: {:?}",
+                r.problems.0, r.problems.1
+            ));
         }
     }
     if !notes.is_empty() {
@@ -897,7 +909,7 @@ fn fmt_int(x: f64) -> String {
     let digits = n.unsigned_abs().to_string();
     let mut out = String::new();
     for (k, ch) in digits.chars().enumerate() {
-        if k > 0 && (digits.len() - k) % 3 == 0 {
+        if k > 0 && (digits.len() - k).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -958,7 +970,8 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        let cli = Cli::try_parse_from(["ingest_bench", "--seconds", "3", "--signals", "logs,traces", "--gzip"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["ingest_bench", "--seconds", "3", "--signals", "logs,traces", "--gzip"]).unwrap();
         assert!(cli.cmd.is_none());
         assert_eq!(cli.bench.signals, vec![SignalArg::Logs, SignalArg::Traces]);
         assert_eq!(cli.bench.transports, vec![Proto::Grpc, Proto::Http]);

@@ -18,13 +18,9 @@ pub struct LogsOptions {
 impl Default for LogsOptions {
     fn default() -> Self {
         LogsOptions {
-            stream_label_attributes: [
-                "service.name",
-                "service.namespace",
-                "deployment.environment",
-            ]
-            .map(String::from)
-            .to_vec(),
+            stream_label_attributes: ["service.name", "service.namespace", "deployment.environment"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -42,23 +38,14 @@ impl Default for LogsOptions {
 /// - Stream labels: for each configured attribute present on the resource, the key with every
 ///   character outside `[a-zA-Z0-9_]` replaced by `_` (`service.name` → `service_name`), valued by
 ///   `AnyValue::to_label_string`; empty values are left out.
-pub fn logs(
-    req: ExportLogsServiceRequest,
-    opts: &LogsOptions,
-    limits: &Limits,
-    now_ns: i64,
-) -> Mapped<LogsBatch> {
+pub fn logs(req: ExportLogsServiceRequest, opts: &LogsOptions, limits: &Limits, now_ns: i64) -> Mapped<LogsBatch> {
     let mut tally = Tally::new(("log record", "log records"));
     let mut batch = LogsBatch::default();
     for rl in req.resource_logs {
         let mut res = match resource(rl.resource, rl.schema_url, limits) {
             Ok(r) => r,
             Err(e) => {
-                let n = rl
-                    .scope_logs
-                    .iter()
-                    .map(|s| s.log_records.len() as u64)
-                    .sum();
+                let n = rl.scope_logs.iter().map(|s| s.log_records.len() as u64).sum();
                 tally.reject(e, n);
                 continue;
             }
@@ -89,12 +76,7 @@ pub fn logs(
             } else {
                 (res.clone(), stream.clone())
             };
-            batch.groups.push(LogGroup {
-                resource,
-                scope: sc,
-                stream,
-                records,
-            });
+            batch.groups.push(LogGroup { resource, scope: sc, stream, records });
         }
     }
     tally.finish(batch, limits)
@@ -103,16 +85,7 @@ pub fn logs(
 fn stream_labels(resource_attrs: &[KeyValue], opts: &LogsOptions) -> Labels {
     let pairs = opts.stream_label_attributes.iter().filter_map(|name| {
         let kv = resource_attrs.iter().find(|kv| &kv.key == name)?;
-        let label: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let label: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
         Some((label, kv.value.to_label_string()))
     });
     Labels::from_pairs(pairs)

@@ -19,6 +19,10 @@ const MIN_SCHEMA: i32 = -4;
 const DEFAULT_ZERO_THRESHOLD: f64 = 1e-128;
 /// Zero-count gaps up to this long stay inside a span (client_golang's rule, kept upstream).
 const MAX_GAP_IN_SPAN: i32 = 2;
+/// Largest bucket index magnitude accepted. Every finite float lies within about ±2^18 buckets at
+/// schema 8, so larger indexes are garbage; the bound also keeps index arithmetic and span
+/// offsets far from `i32` overflow, even after deltas from opposite extremes are merged.
+const MAX_INDEX: i64 = 1 << 24;
 
 /// An exponential histogram at a Prometheus schema with sparse bucket counts.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,20 +42,13 @@ impl ExpHist {
     /// Converts an OTLP point; the error is a detail for the rejection message.
     pub(crate) fn from_otlp(p: &ExponentialHistogramDataPoint) -> Result<ExpHist, String> {
         if p.scale < MIN_SCHEMA {
-            return Err(format!(
-                "exponential histogram scale {} below {MIN_SCHEMA}",
-                p.scale
-            ));
+            return Err(format!("exponential histogram scale {} below {MIN_SCHEMA}", p.scale));
         }
         let scale_down = (p.scale - MAX_SCHEMA).max(0) as u32;
         let out_of_range = || "exponential histogram bucket index out of range".to_string();
         Ok(ExpHist {
             schema: p.scale.min(MAX_SCHEMA),
-            zero_threshold: if p.zero_threshold > 0.0 {
-                p.zero_threshold
-            } else {
-                DEFAULT_ZERO_THRESHOLD
-            },
+            zero_threshold: if p.zero_threshold > 0.0 { p.zero_threshold } else { DEFAULT_ZERO_THRESHOLD },
             zero_count: p.zero_count as f64,
             count: p.count as f64,
             sum: p.sum.unwrap_or(f64::NAN),
@@ -128,7 +125,7 @@ impl ExpHist {
 }
 
 /// OTLP dense buckets as sparse Prometheus buckets, merging `2^scale_down` neighbours; `None` when
-/// an index leaves the `i32` range.
+/// an index is beyond [`MAX_INDEX`].
 fn sparse(b: Option<&Buckets>, scale_down: u32) -> Option<Vec<(i32, f64)>> {
     let Some(b) = b else { return Some(Vec::new()) };
     let mut out: Vec<(i32, f64)> = Vec::new();
@@ -137,7 +134,11 @@ fn sparse(b: Option<&Buckets>, scale_down: u32) -> Option<Vec<(i32, f64)>> {
             continue;
         }
         let otlp_index = i64::from(b.offset) + i as i64;
-        let j = i32::try_from((otlp_index >> scale_down.min(63)) + 1).ok()?;
+        let j = (otlp_index >> scale_down.min(63)) + 1;
+        if j.abs() > MAX_INDEX {
+            return None;
+        }
+        let j = j as i32;
         match out.last_mut() {
             Some(last) if last.0 == j => last.1 += c as f64,
             _ => out.push((j, c as f64)),
@@ -184,10 +185,7 @@ fn spans(buckets: &[(i32, f64)]) -> (Vec<BucketSpan>, Vec<f64>) {
     let mut prev: Option<i32> = None;
     for &(j, c) in buckets {
         match prev {
-            None => spans.push(BucketSpan {
-                offset: j,
-                length: 1,
-            }),
+            None => spans.push(BucketSpan { offset: j, length: 1 }),
             Some(p) => {
                 let gap = j - p - 1;
                 match spans.last_mut() {
@@ -195,10 +193,7 @@ fn spans(buckets: &[(i32, f64)]) -> (Vec<BucketSpan>, Vec<f64>) {
                         counts.extend(std::iter::repeat_n(0.0, gap as usize));
                         span.length += gap as u32 + 1;
                     }
-                    _ => spans.push(BucketSpan {
-                        offset: gap,
-                        length: 1,
-                    }),
+                    _ => spans.push(BucketSpan { offset: gap, length: 1 }),
                 }
             }
         }
@@ -217,10 +212,7 @@ mod tests {
             scale,
             count: counts.iter().sum(),
             sum: Some(10.0),
-            positive: Some(Buckets {
-                offset,
-                bucket_counts: counts.to_vec(),
-            }),
+            positive: Some(Buckets { offset, bucket_counts: counts.to_vec() }),
             ..Default::default()
         }
     }
@@ -231,19 +223,7 @@ mod tests {
         let n = h.to_native(false);
         assert_eq!(n.schema, 0);
         // OTLP -1..=7 → Prometheus 0..=8; the gap of 2 stays in the span, the gap of 3 splits.
-        assert_eq!(
-            n.positive_spans,
-            vec![
-                BucketSpan {
-                    offset: 0,
-                    length: 5
-                },
-                BucketSpan {
-                    offset: 3,
-                    length: 1
-                }
-            ]
-        );
+        assert_eq!(n.positive_spans, vec![BucketSpan { offset: 0, length: 5 }, BucketSpan { offset: 3, length: 1 }]);
         assert_eq!(n.positive_counts, vec![1.0, 2.0, 0.0, 0.0, 3.0, 4.0]);
         assert_eq!(n.zero_threshold, DEFAULT_ZERO_THRESHOLD);
         assert!(n.negative_spans.is_empty());
@@ -256,31 +236,23 @@ mod tests {
         let n = h.to_native(false);
         assert_eq!(n.schema, 8);
         // OTLP 3 → 0; 4..=7 → 1; 8 → 2; Prometheus adds one.
-        assert_eq!(
-            n.positive_spans,
-            vec![BucketSpan {
-                offset: 1,
-                length: 3
-            }]
-        );
+        assert_eq!(n.positive_spans, vec![BucketSpan { offset: 1, length: 3 }]);
         assert_eq!(n.positive_counts, vec![1.0, 4.0, 1.0]);
         // Negative offsets floor: OTLP -5..=-1 at scale 9 → -3,-2,-2,-1,-1 → Prometheus -2,-1,0.
         let h = ExpHist::from_otlp(&point(9, -5, &[1, 1, 1, 1, 1])).unwrap();
         let n = h.to_native(false);
-        assert_eq!(
-            n.positive_spans,
-            vec![BucketSpan {
-                offset: -2,
-                length: 3
-            }]
-        );
+        assert_eq!(n.positive_spans, vec![BucketSpan { offset: -2, length: 3 }]);
         assert_eq!(n.positive_counts, vec![1.0, 2.0, 2.0]);
     }
 
     #[test]
-    fn refuses_coarse_scales() {
+    fn refuses_coarse_scales_and_absurd_indexes() {
         assert!(ExpHist::from_otlp(&point(-5, 0, &[1])).is_err());
         assert!(ExpHist::from_otlp(&point(-4, 0, &[1])).is_ok());
+        assert!(ExpHist::from_otlp(&point(0, i32::MIN, &[1])).is_err());
+        assert!(ExpHist::from_otlp(&point(0, i32::MAX, &[1])).is_err());
+        // Zero buckets at absurd indexes are not looked at.
+        assert!(ExpHist::from_otlp(&point(0, i32::MAX - 1, &[0, 0])).is_ok());
     }
 
     #[test]
@@ -291,13 +263,7 @@ mod tests {
         let n = a.to_native(false);
         assert_eq!(n.schema, 0);
         // Schema 1 buckets 1 and 2 both fall into schema 0 bucket 1.
-        assert_eq!(
-            n.positive_spans,
-            vec![BucketSpan {
-                offset: 1,
-                length: 1
-            }]
-        );
+        assert_eq!(n.positive_spans, vec![BucketSpan { offset: 1, length: 1 }]);
         assert_eq!(n.positive_counts, vec![7.0]);
         assert_eq!(n.count, 7.0);
         assert_eq!(n.sum, 20.0);
@@ -312,21 +278,13 @@ mod tests {
         let n = a.to_native(false);
         assert_eq!(n.zero_threshold, 0.5);
         assert_eq!(n.zero_count, 2.0);
-        assert_eq!(
-            n.positive_spans,
-            vec![BucketSpan {
-                offset: 0,
-                length: 2
-            }]
-        );
+        assert_eq!(n.positive_spans, vec![BucketSpan { offset: 0, length: 2 }]);
         assert_eq!(n.positive_counts, vec![1.0, 2.0]);
     }
 
     #[test]
     fn stale_marks_count_and_sum() {
-        let n = ExpHist::from_otlp(&point(0, 0, &[1]))
-            .unwrap()
-            .to_native(true);
+        let n = ExpHist::from_otlp(&point(0, 0, &[1])).unwrap().to_native(true);
         assert_eq!(n.count.to_bits(), STALE_NAN_BITS);
         assert_eq!(n.sum.to_bits(), STALE_NAN_BITS);
     }

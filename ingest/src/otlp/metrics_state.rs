@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use storage::model::Labels;
 
 use super::RejectReason;
+use super::hash::BatchedState;
 use super::metrics_histogram::ExpHist;
 
 /// Running totals that turn OTLP delta points into cumulative series, keyed by the generated
@@ -62,10 +63,10 @@ impl MetricsState {
 
 #[derive(Debug, Default)]
 pub(crate) struct StateInner {
-    sums: HashMap<Labels, Slot<f64>>,
+    sums: HashMap<Labels, Slot<f64>, BatchedState>,
     /// Keyed by the family's labels (`__name__` = family name, no `le`).
-    histograms: HashMap<Labels, Slot<ClassicHist>>,
-    exp_histograms: HashMap<Labels, Slot<ExpHist>>,
+    histograms: HashMap<Labels, Slot<ClassicHist>, BatchedState>,
+    exp_histograms: HashMap<Labels, Slot<ExpHist>, BatchedState>,
 }
 
 #[derive(Debug)]
@@ -102,7 +103,7 @@ impl ClassicHist {
 }
 
 fn accumulate<T: Clone>(
-    map: &mut HashMap<Labels, Slot<T>>,
+    map: &mut HashMap<Labels, Slot<T>, BatchedState>,
     key: &Labels,
     time_ns: i64,
     now_ns: i64,
@@ -122,11 +123,7 @@ fn accumulate<T: Clone>(
             Ok(slot.total.clone())
         }
         None => {
-            let slot = Slot {
-                last_time_ns: time_ns,
-                touched_ns: now_ns,
-                total: delta.clone(),
-            };
+            let slot = Slot { last_time_ns: time_ns, touched_ns: now_ns, total: delta.clone() };
             map.insert(key.clone(), slot);
             Ok(delta)
         }
@@ -134,13 +131,7 @@ fn accumulate<T: Clone>(
 }
 
 impl StateInner {
-    pub(crate) fn add_sum(
-        &mut self,
-        key: &Labels,
-        time_ns: i64,
-        now_ns: i64,
-        delta: f64,
-    ) -> Result<f64, RejectReason> {
+    pub(crate) fn add_sum(&mut self, key: &Labels, time_ns: i64, now_ns: i64, delta: f64) -> Result<f64, RejectReason> {
         accumulate(&mut self.sums, key, time_ns, now_ns, delta, |t, d| *t += d)
     }
 
@@ -151,14 +142,7 @@ impl StateInner {
         now_ns: i64,
         delta: ClassicHist,
     ) -> Result<ClassicHist, RejectReason> {
-        accumulate(
-            &mut self.histograms,
-            key,
-            time_ns,
-            now_ns,
-            delta,
-            ClassicHist::add,
-        )
+        accumulate(&mut self.histograms, key, time_ns, now_ns, delta, ClassicHist::add)
     }
 
     pub(crate) fn add_exp_histogram(
@@ -168,14 +152,7 @@ impl StateInner {
         now_ns: i64,
         delta: ExpHist,
     ) -> Result<ExpHist, RejectReason> {
-        accumulate(
-            &mut self.exp_histograms,
-            key,
-            time_ns,
-            now_ns,
-            delta,
-            ExpHist::add,
-        )
+        accumulate(&mut self.exp_histograms, key, time_ns, now_ns, delta, ExpHist::add)
     }
 
     pub(crate) fn forget_sum(&mut self, key: &Labels) {
@@ -202,15 +179,8 @@ mod tests {
         let mut s = state.lock();
         assert_eq!(s.add_sum(&key, 10, 100, 2.0), Ok(2.0));
         assert_eq!(s.add_sum(&key, 20, 100, 3.0), Ok(5.0));
-        assert_eq!(
-            s.add_sum(&key, 20, 100, 3.0),
-            Ok(5.0),
-            "a retry is not added twice"
-        );
-        assert_eq!(
-            s.add_sum(&key, 15, 100, 1.0),
-            Err(RejectReason::DeltaOutOfOrder)
-        );
+        assert_eq!(s.add_sum(&key, 20, 100, 3.0), Ok(5.0), "a retry is not added twice");
+        assert_eq!(s.add_sum(&key, 15, 100, 1.0), Err(RejectReason::DeltaOutOfOrder));
         s.forget_sum(&key);
         assert_eq!(s.add_sum(&key, 30, 100, 1.0), Ok(1.0));
         drop(s);
@@ -230,13 +200,7 @@ mod tests {
         };
         let mut a = h(&[1.0], &[1.0, 2.0]);
         a.add(h(&[1.0], &[3.0, 4.0]));
-        assert_eq!(
-            a,
-            ClassicHist {
-                sum: Some(2.0),
-                ..h(&[1.0], &[4.0, 6.0])
-            }
-        );
+        assert_eq!(a, ClassicHist { sum: Some(2.0), ..h(&[1.0], &[4.0, 6.0]) });
         a.add(h(&[2.0], &[1.0, 1.0]));
         assert_eq!(a, h(&[2.0], &[1.0, 1.0]));
     }

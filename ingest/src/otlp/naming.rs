@@ -83,24 +83,12 @@ fn unit_suffixes(unit: &str) -> (&str, Cow<'_, str>) {
     };
     let annotated = |s: &str| s.contains(['{', '}']);
     let m = main_raw.trim();
-    let main = if !m.is_empty() && !annotated(m) {
-        main_unit(m)
-    } else {
-        ""
-    };
+    let main = if !m.is_empty() && !annotated(m) { main_unit(m) } else { "" };
     let per = match per_raw {
         Some(p) if !p.is_empty() => {
             let p = p.trim();
-            let mapped = if !p.is_empty() && !annotated(p) {
-                per_unit(p)
-            } else {
-                ""
-            };
-            if mapped.is_empty() {
-                Cow::Borrowed("")
-            } else {
-                Cow::Owned(format!("per_{mapped}"))
-            }
+            let mapped = if !p.is_empty() && !annotated(p) { per_unit(p) } else { "" };
+            if mapped.is_empty() { Cow::Borrowed("") } else { Cow::Owned(format!("per_{mapped}")) }
         }
         _ => Cow::Borrowed(""),
     };
@@ -131,10 +119,7 @@ fn clean_up_unit(unit: &str) -> String {
 /// token; counters get `total` moved to the end, gauges with unit `1` get `ratio` moved to the
 /// end; a leading digit gets a `_` prefix.
 pub(crate) fn metric_name(name: &str, unit: &str, ty: NameType) -> String {
-    let mut tokens: Vec<&str> = name
-        .split(|c| !is_metric_char(c))
-        .filter(|t| !t.is_empty())
-        .collect();
+    let mut tokens: Vec<&str> = name.split(|c| !is_metric_char(c)).filter(|t| !t.is_empty()).collect();
     let (main, per) = unit_suffixes(unit);
     let (main, per) = (clean_up_unit(main), clean_up_unit(&per));
     let mut main = main.as_str();
@@ -199,29 +184,36 @@ fn is_label_char(b: u8) -> bool {
 /// kept); a leading digit gets a `key_` prefix, a single leading `_` a `key` prefix (`__x` is left
 /// alone). Valid keys are moved, not copied.
 pub(crate) fn label_name(key: String) -> Result<String, String> {
-    // Without a letter or digit the result is all underscores, except that a lone `_` turns into
-    // `key_` through the prefix rule.
-    let mut chars = key.chars();
-    let single = chars.next().is_some() && chars.next().is_none();
-    if key.is_empty() || (!single && !key.chars().any(|c| c.is_ascii_alphanumeric())) {
-        return Err(key);
+    // Keys are short and usually valid (`zone`) or ASCII with dots (`http.method`).
+    let all_valid = key.bytes().all(is_label_char);
+    if !key.bytes().any(|b| b.is_ascii_alphanumeric()) {
+        // Only underscores would be left, unless a lone character becomes `key_` through the
+        // prefix rule below.
+        if key.is_empty() || key.chars().nth(1).is_some() {
+            return Err(key);
+        }
     }
-    let mut s = if key.bytes().all(is_label_char) {
+    let mut s = if all_valid {
         key
+    } else if key.is_ascii() {
+        // `http.method`: rewrite the bytes in place, no new allocation.
+        let mut bytes = key.into_bytes();
+        for b in &mut bytes {
+            if !is_label_char(*b) {
+                *b = b'_';
+            }
+        }
+        String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into())
     } else {
-        key.chars()
-            .map(|c| {
-                if c.is_ascii() && is_label_char(c as u8) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        let ascii_or_underscore = |c: char| {
+            if c.is_ascii() && is_label_char(c as u8) { c } else { '_' }
+        };
+        key.chars().map(ascii_or_underscore).collect()
     };
-    if s.as_bytes()[0].is_ascii_digit() {
+    let first = s.as_bytes()[0];
+    if first.is_ascii_digit() {
         s.insert_str(0, "key_");
-    } else if s.starts_with('_') && !s.starts_with("__") {
+    } else if first == b'_' && s.as_bytes().get(1) != Some(&b'_') {
         s.insert_str(0, "key");
     }
     Ok(s)
@@ -233,11 +225,7 @@ pub(crate) fn format_float(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f.is_infinite() {
-        if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
+        if f > 0.0 { "+Inf".into() } else { "-Inf".into() }
     } else {
         f.to_string()
     }
@@ -278,11 +266,7 @@ pub(crate) fn label_value(v: Option<PAnyValue>) -> String {
         Some(PValue::BytesValue(b)) => base64(&b),
         Some(v @ (PValue::ArrayValue(_) | PValue::KvlistValue(_))) => {
             let mut out = String::new();
-            if write_go_json(&v, &mut out) {
-                out
-            } else {
-                String::new()
-            }
+            if write_go_json(&v, &mut out) { out } else { String::new() }
         }
     }
 }
@@ -405,38 +389,13 @@ mod tests {
     #[test]
     fn metric_names() {
         let cases: &[(&str, &str, NameType, &str)] = &[
-            (
-                "http.server.duration",
-                "ms",
-                Histogram,
-                "http_server_duration_milliseconds",
-            ),
-            (
-                "http.server.request.duration",
-                "s",
-                Histogram,
-                "http_server_request_duration_seconds",
-            ),
-            (
-                "system.memory.usage",
-                "By",
-                Gauge,
-                "system_memory_usage_bytes",
-            ),
-            (
-                "system.cpu.utilization",
-                "1",
-                Gauge,
-                "system_cpu_utilization_ratio",
-            ),
+            ("http.server.duration", "ms", Histogram, "http_server_duration_milliseconds"),
+            ("http.server.request.duration", "s", Histogram, "http_server_request_duration_seconds"),
+            ("system.memory.usage", "By", Gauge, "system_memory_usage_bytes"),
+            ("system.cpu.utilization", "1", Gauge, "system_cpu_utilization_ratio"),
             ("queue.fill", "1", NonMonotonicCounter, "queue_fill"),
             ("requests", "1", MonotonicCounter, "requests_total"),
-            (
-                "http.server.requests",
-                "{requests}",
-                MonotonicCounter,
-                "http_server_requests_total",
-            ),
+            ("http.server.requests", "{requests}", MonotonicCounter, "http_server_requests_total"),
             ("network.io", "By/s", Gauge, "network_io_bytes_per_second"),
             ("packets", "{packets}/s", Gauge, "packets_per_second"),
             ("speed", "m/s", Gauge, "speed_meters_per_second"),
@@ -447,12 +406,7 @@ mod tests {
             ("odd", "custom unit", Gauge, "odd_custom_unit"),
             ("requests_total", "", MonotonicCounter, "requests_total"),
             ("total.requests", "", MonotonicCounter, "requests_total"),
-            (
-                "bytes.sent.total",
-                "By",
-                MonotonicCounter,
-                "bytes_sent_total",
-            ),
+            ("bytes.sent.total", "By", MonotonicCounter, "bytes_sent_total"),
             ("foo_total", "", Gauge, "foo_total"),
             ("foo_total", "", NonMonotonicCounter, "foo_total"),
             ("duration_seconds", "s", Histogram, "duration_seconds"),
@@ -465,22 +419,13 @@ mod tests {
             ("ns:sub.metric", "", Gauge, "ns:sub_metric"),
             ("métrica", "", Gauge, "m_trica"),
             // Upstream quirk: the per-unit suffix is compared as one token, so it repeats.
-            (
-                "http.bytes_per_second",
-                "By/s",
-                Gauge,
-                "http_bytes_per_second_per_second",
-            ),
+            ("http.bytes_per_second", "By/s", Gauge, "http_bytes_per_second_per_second"),
             ("...", "s", Gauge, "seconds"),
             ("", "", Gauge, ""),
             ("...", "", MonotonicCounter, "total"),
         ];
         for (name, unit, ty, want) in cases {
-            assert_eq!(
-                metric_name(name, unit, *ty),
-                *want,
-                "{name:?} {unit:?} {ty:?}"
-            );
+            assert_eq!(metric_name(name, unit, *ty), *want, "{name:?} {unit:?} {ty:?}");
         }
     }
 
@@ -521,11 +466,7 @@ mod tests {
             ("__", None),
         ];
         for (key, want) in cases {
-            assert_eq!(
-                label_name(key.to_string()).ok().as_deref(),
-                *want,
-                "{key:?}"
-            );
+            assert_eq!(label_name(key.to_string()).ok().as_deref(), *want, "{key:?}");
         }
     }
 
@@ -534,11 +475,7 @@ mod tests {
     }
 
     fn kv(k: &str, value: PValue) -> PKeyValue {
-        PKeyValue {
-            key: k.into(),
-            value: v(value),
-            key_strindex: 0,
-        }
+        PKeyValue { key: k.into(), value: v(value), key_strindex: 0 }
     }
 
     #[test]
@@ -554,13 +491,9 @@ mod tests {
         let arr = |d: f64| {
             PValue::ArrayValue(ArrayValue {
                 values: vec![
-                    PAnyValue {
-                        value: Some(PValue::BoolValue(true)),
-                    },
+                    PAnyValue { value: Some(PValue::BoolValue(true)) },
                     PAnyValue { value: None },
-                    PAnyValue {
-                        value: Some(PValue::DoubleValue(d)),
-                    },
+                    PAnyValue { value: Some(PValue::DoubleValue(d)) },
                 ],
             })
         };
@@ -574,18 +507,9 @@ mod tests {
             (v(PValue::DoubleValue(1e21)), "1e+21"),
             (v(PValue::DoubleValue(1.5e-7)), "1.5e-7"),
             (v(PValue::DoubleValue(0.000001)), "0.000001"),
-            (
-                v(PValue::DoubleValue(f64::NAN)),
-                "json: unsupported value: NaN",
-            ),
-            (
-                v(PValue::DoubleValue(f64::NEG_INFINITY)),
-                "json: unsupported value: -Inf",
-            ),
-            (
-                v(PValue::BytesValue(vec![0xde, 0xad, 0xbe, 0xef])),
-                "3q2+7w==",
-            ),
+            (v(PValue::DoubleValue(f64::NAN)), "json: unsupported value: NaN"),
+            (v(PValue::DoubleValue(f64::NEG_INFINITY)), "json: unsupported value: -Inf"),
+            (v(PValue::BytesValue(vec![0xde, 0xad, 0xbe, 0xef])), "3q2+7w=="),
             (v(PValue::BytesValue(b"hi".to_vec())), "aGk="),
             (v(map), r#"{"a":"x\u003cy","b":2.5,"c":"/w=="}"#),
             (v(arr(0.5)), "[true,null,0.5]"),
@@ -598,13 +522,7 @@ mod tests {
 
     #[test]
     fn floats_like_go() {
-        let cases = [
-            (0.005, "0.005"),
-            (1.0, "1"),
-            (0.25, "0.25"),
-            (1e-9, "0.000000001"),
-            (-0.0, "-0"),
-        ];
+        let cases = [(0.005, "0.005"), (1.0, "1"), (0.25, "0.25"), (1e-9, "0.000000001"), (-0.0, "-0")];
         for (f, want) in cases {
             assert_eq!(format_float(f), want);
         }

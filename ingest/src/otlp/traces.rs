@@ -2,9 +2,7 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{Span as PSpan, span};
-use storage::model::{
-    Span, SpanEvent, SpanGroup, SpanId, SpanKind, SpanLink, SpansBatch, StatusCode, TraceId,
-};
+use storage::model::{Span, SpanEvent, SpanGroup, SpanId, SpanKind, SpanLink, SpansBatch, StatusCode, TraceId};
 
 use super::attrs::{attributes, resource, scope};
 use super::{Limits, Mapped, Reject, RejectReason, Tally, check_time, ns_i64};
@@ -50,24 +48,15 @@ pub fn traces(req: ExportTraceServiceRequest, limits: &Limits, now_ns: i64) -> M
             }
             tally.accept(spans.len() as u64);
             // The resource is cloned once per extra scope group, never per span.
-            let resource = if i == last {
-                std::mem::take(&mut res)
-            } else {
-                res.clone()
-            };
-            batch.groups.push(SpanGroup {
-                resource,
-                scope: sc,
-                spans,
-            });
+            let resource = if i == last { std::mem::take(&mut res) } else { res.clone() };
+            batch.groups.push(SpanGroup { resource, scope: sc, spans });
         }
     }
     tally.finish(batch, limits)
 }
 
 fn map_span(s: PSpan, limits: &Limits, now_ns: i64) -> Result<Span, Reject> {
-    let trace_id =
-        TraceId::from_slice(&s.trace_id).ok_or(Reject::new(RejectReason::InvalidTraceId))?;
+    let trace_id = TraceId::from_slice(&s.trace_id).ok_or(Reject::new(RejectReason::InvalidTraceId))?;
     let span_id = SpanId::from_slice(&s.span_id).ok_or(Reject::new(RejectReason::InvalidSpanId))?;
     let parent_span_id = match s.parent_span_id.len() {
         0 => None,
@@ -78,26 +67,15 @@ fn map_span(s: PSpan, limits: &Limits, now_ns: i64) -> Result<Span, Reject> {
     let start_time_ns = ns_i64(s.start_time_unix_nano);
     let end_time_ns = ns_i64(s.end_time_unix_nano);
     if s.start_time_unix_nano == 0 {
-        return Err(Reject::with(
-            RejectReason::TimestampTooOld,
-            "start time missing".into(),
-        ));
+        return Err(Reject::with(RejectReason::TimestampTooOld, "start time missing".into()));
     }
     check_time(start_time_ns, limits, now_ns).map_err(Reject::new)?;
     if end_time_ns < start_time_ns {
         return Err(Reject::new(RejectReason::EndBeforeStart));
     }
     let attributes = attributes(s.attributes, limits, "key")?;
-    let events = s
-        .events
-        .into_iter()
-        .map(|e| map_event(e, limits))
-        .collect::<Result<Vec<_>, _>>()?;
-    let links = s
-        .links
-        .into_iter()
-        .map(|l| map_link(l, limits))
-        .collect::<Result<Vec<_>, _>>()?;
+    let events = s.events.into_iter().map(|e| map_event(e, limits)).collect::<Result<Vec<_>, _>>()?;
+    let links = s.links.into_iter().map(|l| map_link(l, limits)).collect::<Result<Vec<_>, _>>()?;
     let status = s.status.unwrap_or_default();
     Ok(Span {
         trace_id,

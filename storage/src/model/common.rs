@@ -86,10 +86,7 @@ impl AnyValue {
             AnyValue::String(s) => s.len(),
             AnyValue::Bytes(b) => b.len(),
             AnyValue::Array(items) => items.iter().map(AnyValue::heap_size).sum(),
-            AnyValue::KvList(kvs) => kvs
-                .iter()
-                .map(|kv| kv.key.len() + kv.value.heap_size())
-                .sum(),
+            AnyValue::KvList(kvs) => kvs.iter().map(|kv| kv.key.len() + kv.value.heap_size()).sum(),
             _ => 0,
         }
     }
@@ -123,10 +120,7 @@ pub struct KeyValue {
 impl KeyValue {
     /// Convenience constructor.
     pub fn new(key: impl Into<String>, value: AnyValue) -> Self {
-        KeyValue {
-            key: key.into(),
-            value,
-        }
+        KeyValue { key: key.into(), value }
     }
 }
 
@@ -144,13 +138,10 @@ pub struct Resource {
 impl Resource {
     /// The string value of attribute `key`, if present and a string.
     pub fn attr_str(&self, key: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|kv| kv.key == key)
-            .and_then(|kv| match &kv.value {
-                AnyValue::String(s) => Some(s.as_str()),
-                _ => None,
-            })
+        self.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value {
+            AnyValue::String(s) => Some(s.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -183,11 +174,7 @@ macro_rules! id_impls {
             /// Builds an id from bytes; `None` unless exactly the right length and not all zero.
             pub fn from_slice(b: &[u8]) -> Option<Self> {
                 let arr: [u8; $n] = b.try_into().ok()?;
-                if arr == [0u8; $n] {
-                    None
-                } else {
-                    Some($t(arr))
-                }
+                if arr == [0u8; $n] { None } else { Some($t(arr)) }
             }
             /// Parses lower- or upper-case hex of exactly the right length.
             pub fn from_hex(s: &str) -> Option<Self> {
@@ -237,16 +224,8 @@ impl Labels {
 
     /// Builds a canonical set from pairs: sorted by name; for a repeated name the last value wins;
     /// empty values are dropped (an empty label equals an absent one in Prometheus and Loki).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
-        let mut v: Vec<Label> = pairs
-            .into_iter()
-            .map(|(k, v)| Label {
-                name: k.into(),
-                value: v.into(),
-            })
-            .collect();
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut v: Vec<Label> = pairs.into_iter().map(|(k, v)| Label { name: k.into(), value: v.into() }).collect();
         // Stable sort keeps input order among equal names, so "last wins" is the last of each run.
         v.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out: Vec<Label> = Vec::with_capacity(v.len());
@@ -262,10 +241,7 @@ impl Labels {
 
     /// Value of label `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].value.as_str())
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
     }
 
     /// Sets (or replaces) a label, keeping the set canonical; an empty value removes it.
@@ -346,10 +322,7 @@ mod tests {
     fn any_value_json() {
         let v = AnyValue::KvList(vec![
             KeyValue::new("a", AnyValue::Int(1)),
-            KeyValue::new(
-                "b\"",
-                AnyValue::Array(vec![AnyValue::Bool(true), AnyValue::Empty]),
-            ),
+            KeyValue::new("b\"", AnyValue::Array(vec![AnyValue::Bool(true), AnyValue::Empty])),
             KeyValue::new("c", AnyValue::Double(f64::NAN)),
         ]);
         assert_eq!(v.to_json(), r#"{"a":1,"b\"":[true,null],"c":"NaN"}"#);

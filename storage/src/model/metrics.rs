@@ -22,10 +22,7 @@ pub struct MetricsBatch {
 impl MetricsBatch {
     /// Float samples plus histogram samples.
     pub fn item_count(&self) -> usize {
-        self.series
-            .iter()
-            .map(|s| s.samples.len() + s.histograms.len())
-            .sum()
+        self.series.iter().map(|s| s.samples.len() + s.histograms.len()).sum()
     }
 }
 

@@ -55,10 +55,7 @@ pub struct ProfileType {
 impl ProfileType {
     /// The profile type id string Pyroscope uses.
     pub fn id(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.name, self.sample_type, self.sample_unit, self.period_type, self.period_unit
-        )
+        format!("{}:{}:{}:{}:{}", self.name, self.sample_type, self.sample_unit, self.period_type, self.period_unit)
     }
 }
 

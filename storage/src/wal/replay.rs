@@ -33,10 +33,7 @@ pub(super) fn replay(
         report.segments += 1;
         report.bytes += len;
         report.torn_tail_bytes += len;
-        fs::remove_file(path).map_err(|source| OpenError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        fs::remove_file(path).map_err(|source| OpenError::Io { path: path.clone(), source })?;
         segments.pop();
     }
 
@@ -48,10 +45,7 @@ pub(super) fn replay(
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, OpenError> {
-    let io_err = |source| OpenError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_err = |source| OpenError::Io { path: dir.to_path_buf(), source };
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -66,18 +60,13 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, OpenError> {
 
 /// `Some(len)` when `path` is shorter than a header and holds a prefix of it.
 fn torn_header_len(path: &Path) -> Result<Option<u64>, OpenError> {
-    let io_err = |source| OpenError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
     let len = fs::metadata(path).map_err(io_err)?.len();
     if len >= SEGMENT_HEADER_LEN {
         return Ok(None);
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io_err)?;
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err)?;
     Ok(SEGMENT_HEADER.starts_with(&bytes).then_some(len))
 }
 
@@ -91,21 +80,13 @@ fn replay_segment(
     report.segments += 1;
     let corrupt = |report: &mut ReplayReport, offset: u64, detail: String| {
         events.wal_corruption(path, offset, &detail);
-        report.corrupt.push(CorruptSegment {
-            path: path.to_path_buf(),
-            offset,
-            detail,
-        });
+        report.corrupt.push(CorruptSegment { path: path.to_path_buf(), offset, detail });
     };
     // Only the last segment may need cutting, so only it is opened for writing.
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(last)
-        .open(path)
-        .and_then(|f| {
-            let len = f.metadata()?.len();
-            Ok((f, len))
-        });
+    let opened = OpenOptions::new().read(true).write(last).open(path).and_then(|f| {
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    });
     let (file, len) = match opened {
         Ok(opened) => opened,
         Err(e) => {
@@ -120,11 +101,7 @@ fn replay_segment(
     match reader.read_header() {
         Ok(Header::Valid) => {}
         Ok(Header::Torn) => {
-            corrupt(
-                report,
-                0,
-                format!("segment is {len} bytes, shorter than its header"),
-            );
+            corrupt(report, 0, format!("segment is {len} bytes, shorter than its header"));
             return Ok(());
         }
         Err(bad) => {
@@ -155,14 +132,9 @@ fn replay_segment(
         Some(bad) if last && matches!(bad.error, ReadError::Corrupted { .. }) => {
             // Cutting makes the segment end cleanly, so it replays without complaint even once a
             // newer segment has made it an earlier one.
-            let io_err = |source| OpenError::Io {
-                path: path.to_path_buf(),
-                source,
-            };
+            let io_err = |source| OpenError::Io { path: path.to_path_buf(), source };
             let file = cut_file.map_err(io_err)?;
-            file.set_len(bad.offset)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err)?;
+            file.set_len(bad.offset).and_then(|()| file.sync_all()).map_err(io_err)?;
             report.torn_tail_bytes += len - bad.offset;
         }
         Some(bad) => {

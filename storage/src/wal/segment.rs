@@ -39,16 +39,11 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Vec<u8>, WriteError> {
     let mut buf = vec![0u8; RECORD_HEADER_LEN];
     buf.push(RECORD_VERSION);
-    let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode {
-        detail: e.to_string(),
-    })?;
+    let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
     let payload_len = buf.len() - RECORD_HEADER_LEN;
     let max = max_payload.min(u32::MAX as usize);
     if payload_len > max {
-        return Err(WriteError::TooLarge {
-            size: payload_len,
-            max,
-        });
+        return Err(WriteError::TooLarge { size: payload_len, max });
     }
     let crc = crc32c::crc32c(&buf[RECORD_HEADER_LEN..]);
     buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -62,13 +57,10 @@ fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
     if version != RECORD_VERSION {
         return Err(format!("unsupported record version {version}"));
     }
-    let (batch, rest) = postcard::take_from_bytes::<WriteBatch>(body)
-        .map_err(|e| format!("undecodable payload: {e}"))?;
+    let (batch, rest) =
+        postcard::take_from_bytes::<WriteBatch>(body).map_err(|e| format!("undecodable payload: {e}"))?;
     if !rest.is_empty() {
-        return Err(format!(
-            "{} trailing bytes after the encoded batch",
-            rest.len()
-        ));
+        return Err(format!("{} trailing bytes after the encoded batch", rest.len()));
     }
     Ok(batch)
 }
@@ -127,9 +119,7 @@ impl SegmentReader {
     pub fn read_header(&mut self) -> Result<Header, BadRecord> {
         let mut header = [0u8; SEGMENT_HEADER.len()];
         let n = (self.len as usize).min(header.len());
-        self.reader
-            .read_exact(&mut header[..n])
-            .map_err(|e| self.io(e))?;
+        self.reader.read_exact(&mut header[..n]).map_err(|e| self.io(e))?;
         self.pos = n as u64;
         if n < header.len() {
             return if SEGMENT_HEADER.starts_with(&header[..n]) {
@@ -142,13 +132,7 @@ impl SegmentReader {
             return Err(self.corrupted(0, format!("bad magic {}", hex::encode(&header[..5]))));
         }
         if header[5..7] != [0, 0] {
-            return Err(self.corrupted(
-                0,
-                format!(
-                    "reserved header bytes {} are not zero",
-                    hex::encode(&header[5..7])
-                ),
-            ));
+            return Err(self.corrupted(0, format!("reserved header bytes {} are not zero", hex::encode(&header[5..7]))));
         }
         if header[7] != SEGMENT_VERSION {
             return Err(self.corrupted(0, format!("unsupported segment version {}", header[7])));
@@ -164,15 +148,10 @@ impl SegmentReader {
             return Ok(None);
         }
         if left < RECORD_HEADER_LEN as u64 {
-            return Err(self.corrupted(
-                start,
-                format!("truncated record header: {left} of {RECORD_HEADER_LEN} bytes"),
-            ));
+            return Err(self.corrupted(start, format!("truncated record header: {left} of {RECORD_HEADER_LEN} bytes")));
         }
         let mut head = [0u8; RECORD_HEADER_LEN];
-        self.reader
-            .read_exact(&mut head)
-            .map_err(|e| self.io_at(start, e))?;
+        self.reader.read_exact(&mut head).map_err(|e| self.io_at(start, e))?;
         let payload_len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as u64;
         let stored_crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
         let left = left - RECORD_HEADER_LEN as u64;
@@ -195,10 +174,7 @@ impl SegmentReader {
         read.map_err(|e| self.io_at(start, e))?;
         let crc = crc32c::crc32c(&self.payload);
         if crc != stored_crc {
-            return Err(self.corrupted(
-                start,
-                format!("CRC mismatch: stored {stored_crc:08x}, computed {crc:08x}"),
-            ));
+            return Err(self.corrupted(start, format!("CRC mismatch: stored {stored_crc:08x}, computed {crc:08x}")));
         }
         let batch = decode_payload(&self.payload).map_err(|d| self.corrupted(start, d))?;
         let framed = RECORD_HEADER_LEN as u64 + payload_len;
@@ -209,10 +185,7 @@ impl SegmentReader {
     fn corrupted(&self, offset: u64, detail: String) -> BadRecord {
         BadRecord {
             offset,
-            error: ReadError::Corrupted {
-                path: self.path.clone(),
-                detail: format!("at offset {offset}: {detail}"),
-            },
+            error: ReadError::Corrupted { path: self.path.clone(), detail: format!("at offset {offset}: {detail}") },
         }
     }
 
@@ -221,13 +194,7 @@ impl SegmentReader {
     }
 
     fn io_at(&self, offset: u64, source: io::Error) -> BadRecord {
-        BadRecord {
-            offset,
-            error: ReadError::Io {
-                path: self.path.clone(),
-                source,
-            },
-        }
+        BadRecord { offset, error: ReadError::Io { path: self.path.clone(), source } }
     }
 }
 
@@ -250,34 +217,20 @@ mod tests {
     fn record_bytes_match_the_spec() {
         let rec = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 64).unwrap();
         assert_eq!(hex::encode(&rec), "030000009d99c2f1010300");
-        assert_eq!(
-            decode_payload(&rec[8..]).unwrap(),
-            WriteBatch::Profiles(ProfilesBatch::default())
-        );
+        assert_eq!(decode_payload(&rec[8..]).unwrap(), WriteBatch::Profiles(ProfilesBatch::default()));
     }
 
     #[test]
     fn payload_limit_is_enforced() {
         let err = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 2).unwrap_err();
-        assert!(
-            matches!(err, WriteError::TooLarge { size: 3, max: 2 }),
-            "{err}"
-        );
+        assert!(matches!(err, WriteError::TooLarge { size: 3, max: 2 }), "{err}");
     }
 
     #[test]
     fn bad_payloads_are_rejected() {
         assert!(decode_payload(&[]).is_err());
-        assert!(
-            decode_payload(&[2, 3, 0])
-                .unwrap_err()
-                .contains("version 2")
-        );
+        assert!(decode_payload(&[2, 3, 0]).unwrap_err().contains("version 2"));
         assert!(decode_payload(&[1, 9]).unwrap_err().contains("undecodable"));
-        assert!(
-            decode_payload(&[1, 3, 0, 0])
-                .unwrap_err()
-                .contains("trailing")
-        );
+        assert!(decode_payload(&[1, 3, 0, 0]).unwrap_err().contains("trailing"));
     }
 }

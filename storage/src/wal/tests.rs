@@ -27,10 +27,7 @@ fn batch(v: f64) -> WriteBatch {
     WriteBatch::Metrics(MetricsBatch {
         series: vec![TimeSeries {
             labels: Labels::from_pairs([("__name__", "m")]),
-            samples: vec![FloatSample {
-                timestamp_ms: 1,
-                value: v,
-            }],
+            samples: vec![FloatSample { timestamp_ms: 1, value: v }],
             ..TimeSeries::default()
         }],
         metadata: vec![],
@@ -50,10 +47,7 @@ fn values(c: &Collect) -> Vec<f64> {
 
 fn open(dir: &Path, fsync: FsyncPolicy) -> (Wal, ReplayReport, Collect) {
     let collect = Collect::default();
-    let opts = WalOptions {
-        fsync,
-        ..WalOptions::default()
-    };
+    let opts = WalOptions { fsync, ..WalOptions::default() };
     let (wal, report) = Wal::open(dir, opts, Arc::new(NoEvents), &collect).unwrap();
     (wal, report, collect)
 }
@@ -72,18 +66,10 @@ fn failed_write_is_cut_back_and_the_wal_goes_on() {
         other => panic!("expected Io, got {other:?}"),
     }
     assert!(err.is_retryable());
-    assert_eq!(
-        fs::metadata(&path).unwrap().len(),
-        good_len,
-        "partial record must be cut off"
-    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), good_len, "partial record must be cut off");
 
     wal.append(batch(3.0), &applied).unwrap();
-    assert_eq!(
-        values(&applied),
-        vec![1.0, 3.0],
-        "a failed write is never applied"
-    );
+    assert_eq!(values(&applied), vec![1.0, 3.0], "a failed write is never applied");
     wal.close().unwrap();
     drop(wal);
 
@@ -144,14 +130,8 @@ fn a_failed_cut_poisons_the_wal() {
         faults.short_write = Some(4);
         faults.fail_cut = true;
     }
-    assert!(matches!(
-        wal.append(batch(2.0), &applied),
-        Err(WriteError::Io { .. })
-    ));
-    assert!(matches!(
-        wal.append(batch(3.0), &applied),
-        Err(WriteError::Poisoned { .. })
-    ));
+    assert!(matches!(wal.append(batch(2.0), &applied), Err(WriteError::Io { .. })));
+    assert!(matches!(wal.append(batch(3.0), &applied), Err(WriteError::Poisoned { .. })));
     assert!(matches!(wal.sync(), Err(WriteError::Poisoned { .. })));
     assert!(matches!(wal.close(), Err(WriteError::Poisoned { .. })));
     drop(wal);
@@ -186,20 +166,12 @@ fn a_panicking_apply_releases_followers_and_poisons() {
         }
         drop(held);
         assert!(first.join().unwrap().is_ok());
-        pair.into_iter()
-            .map(|h| h.join().unwrap())
-            .collect::<Vec<_>>()
+        pair.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
     });
     let panicked = results.iter().filter(|r| r.is_err()).count();
-    let poisoned = results
-        .iter()
-        .filter(|r| matches!(r, Ok(Err(WriteError::Poisoned { .. }))))
-        .count();
+    let poisoned = results.iter().filter(|r| matches!(r, Ok(Err(WriteError::Poisoned { .. })))).count();
     assert_eq!((panicked, poisoned), (1, 1), "{results:?}");
-    assert!(matches!(
-        wal.append(batch(6.0), &applied),
-        Err(WriteError::Poisoned { .. })
-    ));
+    assert!(matches!(wal.append(batch(6.0), &applied), Err(WriteError::Poisoned { .. })));
 }
 
 #[test]
@@ -209,9 +181,6 @@ fn writes_after_close_are_refused() {
     wal.append(batch(1.0), &applied).unwrap();
     wal.close().unwrap();
     wal.close().unwrap();
-    assert!(matches!(
-        wal.append(batch(2.0), &applied),
-        Err(WriteError::Closed)
-    ));
+    assert!(matches!(wal.append(batch(2.0), &applied), Err(WriteError::Closed)));
     wal.sync().unwrap();
 }

@@ -12,18 +12,12 @@ fn oversized_batches_are_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let opts = StorageOptions {
         data_dir: dir.path().to_path_buf(),
-        wal: WalOptions {
-            max_record_bytes: 200,
-            ..WalOptions::default()
-        },
+        wal: WalOptions { max_record_bytes: 200, ..WalOptions::default() },
     };
     let (s, _, _) = open_with(opts);
     s.write(sample("ok", 1, 1.0)).unwrap();
     let err = s.write(WriteBatch::Logs(logs_batch())).unwrap_err();
-    assert!(
-        matches!(err, WriteError::TooLarge { max: 200, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, WriteError::TooLarge { max: 200, .. }), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(s.item_counts().logs, 0);
     drop(s);
@@ -36,8 +30,7 @@ fn oversized_batches_are_refused_and_not_stored() {
 fn empty_batches_are_accepted_without_a_record() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open(dir.path());
-    s.write(WriteBatch::Metrics(MetricsBatch::default()))
-        .unwrap();
+    s.write(WriteBatch::Metrics(MetricsBatch::default())).unwrap();
     drop(s);
     let (_s, report) = open(dir.path());
     assert_eq!(report.records, 0);
@@ -49,14 +42,8 @@ fn close_refuses_writes_and_keeps_reads() {
     let (s, _) = open(dir.path());
     s.write(sample("c", 1, 1.0)).unwrap();
     s.close().unwrap();
-    assert!(matches!(
-        s.write(sample("c", 2, 2.0)),
-        Err(WriteError::Closed)
-    ));
-    assert!(matches!(
-        s.write(WriteBatch::Metrics(MetricsBatch::default())),
-        Err(WriteError::Closed)
-    ));
+    assert!(matches!(s.write(sample("c", 2, 2.0)), Err(WriteError::Closed)));
+    assert!(matches!(s.write(WriteBatch::Metrics(MetricsBatch::default())), Err(WriteError::Closed)));
     s.sync().unwrap();
     s.close().unwrap();
     assert_eq!(samples_of(&s, "c"), vec![(1, 1.0)]);
@@ -66,19 +53,10 @@ fn close_refuses_writes_and_keeps_reads() {
 fn impossible_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for wal in [
-        WalOptions {
-            segment_bytes: 0,
-            ..WalOptions::default()
-        },
-        WalOptions {
-            max_record_bytes: 0,
-            ..WalOptions::default()
-        },
+        WalOptions { segment_bytes: 0, ..WalOptions::default() },
+        WalOptions { max_record_bytes: 0, ..WalOptions::default() },
     ] {
-        let opts = StorageOptions {
-            data_dir: dir.path().to_path_buf(),
-            wal,
-        };
+        let opts = StorageOptions { data_dir: dir.path().to_path_buf(), wal };
         let err = Storage::open(opts, Arc::new(storage::NoEvents)).unwrap_err();
         assert!(matches!(err, OpenError::InvalidOptions { .. }), "{err}");
     }

@@ -25,28 +25,16 @@ impl StorageEvents for Counting {
     }
 
     fn wal_corruption(&self, path: &Path, offset: u64, detail: &str) {
-        self.corruptions
-            .lock()
-            .push((path.to_path_buf(), offset, detail.to_string()));
+        self.corruptions.lock().push((path.to_path_buf(), offset, detail.to_string()));
     }
 }
 
 pub fn options(dir: &Path, fsync: FsyncPolicy) -> StorageOptions {
-    StorageOptions {
-        data_dir: dir.to_path_buf(),
-        wal: WalOptions {
-            fsync,
-            ..WalOptions::default()
-        },
-    }
+    StorageOptions { data_dir: dir.to_path_buf(), wal: WalOptions { fsync, ..WalOptions::default() } }
 }
 
 pub fn open(dir: &Path) -> (Storage, ReplayReport) {
-    Storage::open(
-        options(dir, FsyncPolicy::Batch),
-        Arc::new(storage::NoEvents),
-    )
-    .expect("open")
+    Storage::open(options(dir, FsyncPolicy::Batch), Arc::new(storage::NoEvents)).expect("open")
 }
 
 pub fn open_with(opts: StorageOptions) -> (Storage, ReplayReport, Arc<Counting>) {
@@ -85,12 +73,7 @@ pub fn record_offsets(path: &Path) -> Vec<u64> {
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
         pos += storage::wal::RECORD_HEADER_LEN + len;
     }
-    assert_eq!(
-        pos,
-        bytes.len(),
-        "segment {} does not end on a record boundary",
-        path.display()
-    );
+    assert_eq!(pos, bytes.len(), "segment {} does not end on a record boundary", path.display());
     offsets
 }
 
@@ -99,10 +82,7 @@ pub fn sample(key: &str, ts: i64, value: f64) -> WriteBatch {
     WriteBatch::Metrics(MetricsBatch {
         series: vec![TimeSeries {
             labels: Labels::from_pairs([("__name__", "m"), ("k", key)]),
-            samples: vec![FloatSample {
-                timestamp_ms: ts,
-                value,
-            }],
+            samples: vec![FloatSample { timestamp_ms: ts, value }],
             ..TimeSeries::default()
         }],
         metadata: vec![],
@@ -139,36 +119,22 @@ pub fn every_value() -> Vec<KeyValue> {
         KeyValue::new("bytes", AnyValue::Bytes(vec![0, 1, 0x7f, 0xff])),
         KeyValue::new(
             "array",
-            AnyValue::Array(vec![
-                AnyValue::Int(1),
-                AnyValue::String("two".into()),
-                AnyValue::Array(vec![]),
-            ]),
+            AnyValue::Array(vec![AnyValue::Int(1), AnyValue::String("two".into()), AnyValue::Array(vec![])]),
         ),
         KeyValue::new(
             "kvlist",
             AnyValue::KvList(vec![
                 KeyValue::new("dup", AnyValue::Bool(false)),
-                KeyValue::new(
-                    "dup",
-                    AnyValue::KvList(vec![KeyValue::new("deep", AnyValue::Bytes(vec![]))]),
-                ),
+                KeyValue::new("dup", AnyValue::KvList(vec![KeyValue::new("deep", AnyValue::Bytes(vec![]))])),
             ]),
         ),
     ]
 }
 
 pub fn resource(service: &str) -> Resource {
-    let mut attributes = vec![KeyValue::new(
-        "service.name",
-        AnyValue::String(service.into()),
-    )];
+    let mut attributes = vec![KeyValue::new("service.name", AnyValue::String(service.into()))];
     attributes.extend(every_value());
-    Resource {
-        attributes,
-        dropped_attributes_count: 3,
-        schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
-    }
+    Resource { attributes, dropped_attributes_count: 3, schema_url: "https://opentelemetry.io/schemas/1.26.0".into() }
 }
 
 pub fn scope(name: &str) -> Scope {
@@ -188,21 +154,9 @@ fn histogram(is_gauge: bool) -> NativeHistogram {
         zero_count: 2.0,
         count: 17.0,
         sum: -3.5,
-        positive_spans: vec![
-            BucketSpan {
-                offset: 0,
-                length: 2,
-            },
-            BucketSpan {
-                offset: 5,
-                length: 1,
-            },
-        ],
+        positive_spans: vec![BucketSpan { offset: 0, length: 2 }, BucketSpan { offset: 5, length: 1 }],
         positive_counts: vec![1.0, 4.0, 7.0],
-        negative_spans: vec![BucketSpan {
-            offset: -2,
-            length: 1,
-        }],
+        negative_spans: vec![BucketSpan { offset: -2, length: 1 }],
         negative_counts: vec![3.0],
         is_gauge,
     }
@@ -210,10 +164,7 @@ fn histogram(is_gauge: bool) -> NativeHistogram {
 
 pub fn metrics_batch() -> MetricsBatch {
     let exemplar = |ts, v| Exemplar {
-        labels: Labels::from_pairs([
-            ("trace_id", trace_id(1).to_hex()),
-            ("span_id", span_id(1).to_hex()),
-        ]),
+        labels: Labels::from_pairs([("trace_id", trace_id(1).to_hex()), ("span_id", span_id(1).to_hex())]),
         value: v,
         timestamp_ms: ts,
     };
@@ -226,45 +177,21 @@ pub fn metrics_batch() -> MetricsBatch {
                     ("instance", "i-1"),
                 ]),
                 samples: vec![
-                    FloatSample {
-                        timestamp_ms: 1_000,
-                        value: 1.5,
-                    },
-                    FloatSample {
-                        timestamp_ms: 2_000,
-                        value: f64::NAN,
-                    },
-                    FloatSample {
-                        timestamp_ms: 3_000,
-                        value: f64::from_bits(STALE_NAN_BITS),
-                    },
-                    FloatSample {
-                        timestamp_ms: 4_000,
-                        value: f64::NEG_INFINITY,
-                    },
-                    FloatSample {
-                        timestamp_ms: 5_000,
-                        value: -0.0,
-                    },
+                    FloatSample { timestamp_ms: 1_000, value: 1.5 },
+                    FloatSample { timestamp_ms: 2_000, value: f64::NAN },
+                    FloatSample { timestamp_ms: 3_000, value: f64::from_bits(STALE_NAN_BITS) },
+                    FloatSample { timestamp_ms: 4_000, value: f64::NEG_INFINITY },
+                    FloatSample { timestamp_ms: 5_000, value: -0.0 },
                 ],
                 histograms: vec![],
                 exemplars: vec![exemplar(1_000, 1.5), exemplar(4_000, 9.0)],
             },
             TimeSeries {
-                labels: Labels::from_pairs([
-                    ("__name__", "rpc_latency_seconds"),
-                    ("job", "shop/api"),
-                ]),
+                labels: Labels::from_pairs([("__name__", "rpc_latency_seconds"), ("job", "shop/api")]),
                 samples: vec![],
                 histograms: vec![
-                    HistogramSample {
-                        timestamp_ms: -5,
-                        histogram: histogram(false),
-                    },
-                    HistogramSample {
-                        timestamp_ms: 2_500,
-                        histogram: histogram(true),
-                    },
+                    HistogramSample { timestamp_ms: -5, histogram: histogram(false) },
+                    HistogramSample { timestamp_ms: 2_500, histogram: histogram(true) },
                 ],
                 exemplars: vec![exemplar(2_500, 0.25)],
             },
@@ -366,25 +293,14 @@ pub fn spans_batches() -> [SpansBatch; 2] {
                     scope: scope("tracer"),
                     spans: vec![span(1, 1, None, "GET /")],
                 },
-                SpanGroup {
-                    resource: resource("cart"),
-                    scope: scope("tracer"),
-                    spans: vec![span(2, 3, None, "cron")],
-                },
+                SpanGroup { resource: resource("cart"), scope: scope("tracer"), spans: vec![span(2, 3, None, "cron")] },
             ],
         },
         SpansBatch {
             groups: vec![SpanGroup {
                 resource: resource("cart"),
-                scope: Scope {
-                    name: "other".into(),
-                    ..Scope::default()
-                },
-                spans: vec![Span {
-                    kind: SpanKind::Client,
-                    status_code: StatusCode::Ok,
-                    ..span(1, 2, Some(1), "add")
-                }],
+                scope: Scope { name: "other".into(), ..Scope::default() },
+                spans: vec![Span { kind: SpanKind::Client, status_code: StatusCode::Ok, ..span(1, 2, Some(1), "add") }],
             }],
         },
     ]
@@ -404,50 +320,24 @@ pub fn profiles_batch() -> ProfilesBatch {
         duration_ns: 10_000_000_000,
         period: 10_000_000,
         functions: vec![
-            Function {
-                name: "main".into(),
-                system_name: "_main".into(),
-                filename: "main.rs".into(),
-                start_line: 1,
-            },
-            Function {
-                name: "work".into(),
-                system_name: "_work".into(),
-                filename: "lib.rs".into(),
-                start_line: 40,
-            },
+            Function { name: "main".into(), system_name: "_main".into(), filename: "main.rs".into(), start_line: 1 },
+            Function { name: "work".into(), system_name: "_work".into(), filename: "lib.rs".into(), start_line: 40 },
         ],
         locations: vec![
-            Location {
-                address: 0x1000,
-                lines: vec![(0, 3)],
-            },
-            Location {
-                address: 0x2000,
-                lines: vec![(1, 42), (0, 5)],
-            },
+            Location { address: 0x1000, lines: vec![(0, 3)] },
+            Location { address: 0x2000, lines: vec![(1, 42), (0, 5)] },
         ],
         samples: vec![
             ProfileSample {
                 locations: vec![1, 0],
                 value: 30_000_000,
                 span_id: Some(span_id(1)),
-                labels: vec![Label {
-                    name: "thread".into(),
-                    value: "worker-1".into(),
-                }],
+                labels: vec![Label { name: "thread".into(), value: "worker-1".into() }],
             },
-            ProfileSample {
-                locations: vec![0],
-                value: 10_000_000,
-                span_id: None,
-                labels: vec![],
-            },
+            ProfileSample { locations: vec![0], value: 10_000_000, span_id: None, labels: vec![] },
         ],
     };
-    ProfilesBatch {
-        profiles: vec![profile(9_000, "checkout"), profile(5_000, "cart")],
-    }
+    ProfilesBatch { profiles: vec![profile(9_000, "checkout"), profile(5_000, "cart")] }
 }
 
 /// Every batch of the fixtures, in write order.

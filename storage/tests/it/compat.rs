@@ -41,15 +41,10 @@ fn the_v1_wal_image_still_replays() {
     }
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir_all(dir.path().join("wal")).unwrap();
-    let frozen =
-        fs::read_dir(image.join("wal")).expect("missing frozen image; see this file's header");
+    let frozen = fs::read_dir(image.join("wal")).expect("missing frozen image; see this file's header");
     for entry in frozen {
         let path = entry.unwrap().path();
-        fs::copy(
-            &path,
-            dir.path().join("wal").join(path.file_name().unwrap()),
-        )
-        .unwrap();
+        fs::copy(&path, dir.path().join("wal").join(path.file_name().unwrap())).unwrap();
     }
 
     let (s, report) = open(dir.path());

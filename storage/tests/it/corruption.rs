@@ -49,11 +49,7 @@ fn a_flipped_byte_in_an_earlier_segment_skips_the_rest_of_it() {
         assert_eq!(c.offset, second);
         assert!(c.detail.contains("CRC mismatch"), "{}", c.detail);
         assert_eq!(report.torn_tail_bytes, 0);
-        assert_eq!(
-            samples_of(&s, "a"),
-            all(1),
-            "records before the damage are kept"
-        );
+        assert_eq!(samples_of(&s, "a"), all(1), "records before the damage are kept");
         assert_eq!(samples_of(&s, "b"), all(3), "later segments are replayed");
         assert_eq!(events.corruptions.lock().len(), 1);
         assert_eq!(events.corruptions.lock()[0].1, second);
@@ -69,15 +65,8 @@ fn a_garbage_header_skips_the_segment() {
     patch(&seg1, 0, b"GARBAGE!");
     let (s, report) = open(dir.path());
     assert_eq!(report.corrupt.len(), 1);
-    assert_eq!(
-        (report.corrupt[0].path.clone(), report.corrupt[0].offset),
-        (seg1, 0)
-    );
-    assert!(
-        report.corrupt[0].detail.contains("bad magic"),
-        "{}",
-        report.corrupt[0].detail
-    );
+    assert_eq!((report.corrupt[0].path.clone(), report.corrupt[0].offset), (seg1, 0));
+    assert!(report.corrupt[0].detail.contains("bad magic"), "{}", report.corrupt[0].detail);
     assert!(samples_of(&s, "a").is_empty());
     assert_eq!(samples_of(&s, "b"), all(3));
 }
@@ -87,13 +76,7 @@ fn an_unknown_segment_version_is_reported() {
     let (dir, seg1) = two_segments();
     patch(&seg1, 7, &[9]);
     let (_s, report) = open(dir.path());
-    assert!(
-        report.corrupt[0]
-            .detail
-            .contains("unsupported segment version 9"),
-        "{:?}",
-        report.corrupt
-    );
+    assert!(report.corrupt[0].detail.contains("unsupported segment version 9"), "{:?}", report.corrupt);
 }
 
 #[test]
@@ -104,11 +87,7 @@ fn an_oversized_length_in_an_earlier_segment_is_reported() {
     let (s, report) = open(dir.path());
     assert_eq!(report.corrupt.len(), 1);
     assert_eq!(report.corrupt[0].offset, third as u64);
-    assert!(
-        report.corrupt[0].detail.contains("runs past the end"),
-        "{}",
-        report.corrupt[0].detail
-    );
+    assert!(report.corrupt[0].detail.contains("runs past the end"), "{}", report.corrupt[0].detail);
     assert_eq!(samples_of(&s, "a"), all(2));
     assert_eq!(samples_of(&s, "b"), all(3));
 }
@@ -146,25 +125,14 @@ fn random_damage_never_prevents_opening() {
                 1 => bytes.truncate((next() as usize) % (bytes.len() + 1)),
                 _ => {}
             }
-            fs::write(
-                dir.path().join("wal").join(path.file_name().unwrap()),
-                bytes,
-            )
-            .unwrap();
+            fs::write(dir.path().join("wal").join(path.file_name().unwrap()), bytes).unwrap();
         }
         let (s, report, _) = open_with(options(dir.path(), FsyncPolicy::None));
-        assert!(
-            samples_of(&s, "a").len() <= 3 && samples_of(&s, "b").len() <= 3,
-            "round {round}"
-        );
+        assert!(samples_of(&s, "a").len() <= 3 && samples_of(&s, "b").len() <= 3, "round {round}");
         s.write(sample("z", 1, 1.0)).unwrap();
         drop(s);
         let (s, again) = open(dir.path());
-        assert_eq!(
-            samples_of(&s, "z"),
-            vec![(1, 1.0)],
-            "round {round}: {report:?}"
-        );
+        assert_eq!(samples_of(&s, "z"), vec![(1, 1.0)], "round {round}: {report:?}");
         assert_eq!(again.torn_tail_bytes, 0, "round {round}");
     }
 }

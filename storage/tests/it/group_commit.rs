@@ -21,8 +21,7 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
             scope.spawn(move || {
                 let key = format!("w{t}");
                 for i in 0..WRITES {
-                    s.write(sample(&key, i, (t as i64 * WRITES + i) as f64))
-                        .unwrap();
+                    s.write(sample(&key, i, (t as i64 * WRITES + i) as f64)).unwrap();
                     // Visible as soon as acknowledged.
                     let got = s.select(&[("k".into(), key.clone())], i, i);
                     assert_eq!(got.len(), 1, "write {i} of {key} not visible");
@@ -33,10 +32,7 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
     let fsyncs = events.fsyncs.load(Ordering::Relaxed) - before;
     let writes = THREADS as u64 * WRITES as u64;
     assert!(fsyncs > 0);
-    assert!(
-        fsyncs < writes,
-        "{fsyncs} fsyncs for {writes} writes: no group commit"
-    );
+    assert!(fsyncs < writes, "{fsyncs} fsyncs for {writes} writes: no group commit");
     s.close().unwrap();
     drop(s);
 
@@ -44,9 +40,7 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
     assert_eq!(report.records, writes);
     assert_eq!(s.item_counts().metrics, writes);
     for t in 0..THREADS {
-        let want: Vec<(i64, f64)> = (0..WRITES)
-            .map(|i| (i, (t as i64 * WRITES + i) as f64))
-            .collect();
+        let want: Vec<(i64, f64)> = (0..WRITES).map(|i| (i, (t as i64 * WRITES + i) as f64)).collect();
         assert_eq!(samples_of(&s, &format!("w{t}")), want);
     }
 }
@@ -62,11 +56,7 @@ fn interval_and_none_do_not_sync_per_write() {
         }
         assert_eq!(events.fsyncs.load(Ordering::Relaxed), before, "{policy:?}");
         s.sync().unwrap();
-        assert_eq!(
-            events.fsyncs.load(Ordering::Relaxed),
-            before + 1,
-            "{policy:?}"
-        );
+        assert_eq!(events.fsyncs.load(Ordering::Relaxed), before + 1, "{policy:?}");
         drop(s);
         let (s, _) = open(dir.path());
         assert_eq!(samples_of(&s, "x").len(), 20, "{policy:?}");

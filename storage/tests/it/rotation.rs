@@ -12,11 +12,7 @@ fn many_small_segments_replay_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let opts = StorageOptions {
             data_dir: dir.path().to_path_buf(),
-            wal: WalOptions {
-                fsync,
-                segment_bytes: 200,
-                ..WalOptions::default()
-            },
+            wal: WalOptions { fsync, segment_bytes: 200, ..WalOptions::default() },
         };
         let (s, _, _) = open_with(opts.clone());
         for i in 0..60 {
@@ -28,16 +24,10 @@ fn many_small_segments_replay_in_order() {
         let segs = segments(dir.path());
         assert!(segs.len() >= 10, "{fsync:?}: only {} segments", segs.len());
         for (i, seg) in segs.iter().enumerate() {
-            assert_eq!(
-                seg.file_name().unwrap().to_str().unwrap(),
-                format!("{:016}.wal", i + 1)
-            );
+            assert_eq!(seg.file_name().unwrap().to_str().unwrap(), format!("{:016}.wal", i + 1));
             let len = fs::metadata(seg).unwrap().len();
             if i + 1 < segs.len() {
-                assert!(
-                    len >= 200,
-                    "{fsync:?}: segment {i} rotated early at {len} bytes"
-                );
+                assert!(len >= 200, "{fsync:?}: segment {i} rotated early at {len} bytes");
             }
         }
 

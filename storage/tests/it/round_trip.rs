@@ -32,24 +32,12 @@ pub(crate) fn snapshot(r: &dyn Reader) -> Snapshot {
         series: r.series(),
         selected: r.select(&[], i64::MIN, i64::MAX),
         metadata: r.metadata(),
-        logs: r
-            .logs(&[], i64::MIN, i64::MAX)
-            .into_iter()
-            .map(log)
-            .collect(),
+        logs: r.logs(&[], i64::MIN, i64::MAX).into_iter().map(log).collect(),
         trace_1_logs: r.logs_by_trace(trace_id(1)).into_iter().map(log).collect(),
         traces: r
             .trace_ids()
             .into_iter()
-            .map(|id| {
-                (
-                    id,
-                    r.trace(id)
-                        .into_iter()
-                        .map(|s| (s.resource, s.scope, s.span))
-                        .collect(),
-                )
-            })
+            .map(|id| (id, r.trace(id).into_iter().map(|s| (s.resource, s.scope, s.span)).collect()))
             .collect(),
         span_count: r.span_count(),
         profiles: r.profiles(i64::MIN, i64::MAX),
@@ -74,11 +62,7 @@ fn expected() -> Snapshot {
     }
     // Stable: equal timestamps keep arrival order.
     logs.sort_by_key(|l| l.3.timestamp_ns);
-    let trace_1_logs = logs
-        .iter()
-        .filter(|l| l.3.trace_id == Some(trace_id(1)))
-        .cloned()
-        .collect();
+    let trace_1_logs = logs.iter().filter(|l| l.3.trace_id == Some(trace_id(1))).cloned().collect();
 
     let mut spans = Vec::new();
     for batch in spans_batches() {
@@ -89,16 +73,7 @@ fn expected() -> Snapshot {
     }
     let traces = [trace_id(1), trace_id(2)]
         .into_iter()
-        .map(|id| {
-            (
-                id,
-                spans
-                    .iter()
-                    .filter(|s| s.2.trace_id == id)
-                    .cloned()
-                    .collect(),
-            )
-        })
+        .map(|id| (id, spans.iter().filter(|s| s.2.trace_id == id).cloned().collect()))
         .collect();
 
     let mut profiles = profiles_batch().profiles;
@@ -139,15 +114,8 @@ fn every_signal_survives_close_and_replay() {
     assert!(report.bytes > 0);
     assert_same(&snapshot(s.reader()), &want);
 
-    let stale = &s.select(
-        &[("__name__".into(), "http_requests_total".into())],
-        3_000,
-        3_000,
-    )[0];
-    assert!(
-        is_stale_nan(stale.samples[0].value),
-        "the stale marker's bits must survive"
-    );
+    let stale = &s.select(&[("__name__".into(), "http_requests_total".into())], 3_000, 3_000)[0];
+    assert!(is_stale_nan(stale.samples[0].value), "the stale marker's bits must survive");
 }
 
 #[test]
@@ -157,9 +125,7 @@ fn storage_is_a_shareable_reader() {
     let s = Arc::new(s);
     s.write(sample("a", 1, 1.0)).unwrap();
     let reader: Arc<dyn Reader> = s.clone();
-    let seen = std::thread::spawn(move || samples_of(reader.as_ref(), "a"))
-        .join()
-        .unwrap();
+    let seen = std::thread::spawn(move || samples_of(reader.as_ref(), "a")).join().unwrap();
     assert_eq!(seen, vec![(1, 1.0)]);
 }
 
@@ -169,11 +135,7 @@ fn repeated_resources_and_scopes_are_shared() {
     let (s, _) = open(tmp.path());
     s.write(WriteBatch::Logs(logs_batch())).unwrap();
     s.write(WriteBatch::Logs(logs_batch())).unwrap();
-    let logs = s.logs(
-        &[("service_name".into(), "checkout".into())],
-        i64::MIN,
-        i64::MAX,
-    );
+    let logs = s.logs(&[("service_name".into(), "checkout".into())], i64::MIN, i64::MAX);
     assert_eq!(logs.len(), 6);
     for l in &logs[1..] {
         assert!(Arc::ptr_eq(&l.resource, &logs[0].resource));

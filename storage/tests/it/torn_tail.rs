@@ -44,11 +44,7 @@ fn a_cut_anywhere_in_the_last_record_loses_only_that_record() {
 
         let (s, report, _) = open_with(options(dir.path(), FsyncPolicy::None));
         assert_eq!(report.torn_tail_bytes, (cut - last) as u64, "cut at {cut}");
-        assert!(
-            report.corrupt.is_empty(),
-            "cut at {cut}: {:?}",
-            report.corrupt
-        );
+        assert!(report.corrupt.is_empty(), "cut at {cut}: {:?}", report.corrupt);
         assert_eq!(report.records, N as u64 - 1);
         assert_eq!(samples_of(&s, "t"), expect(N - 1), "cut at {cut}");
         s.write(sample("t", 100, 100.0)).unwrap();
@@ -57,11 +53,7 @@ fn a_cut_anywhere_in_the_last_record_loses_only_that_record() {
 
         let (s, report, _) = open_with(options(dir.path(), FsyncPolicy::None));
         assert_eq!(report.torn_tail_bytes, 0, "cut at {cut}");
-        assert!(
-            report.corrupt.is_empty(),
-            "cut at {cut}: {:?}",
-            report.corrupt
-        );
+        assert!(report.corrupt.is_empty(), "cut at {cut}: {:?}", report.corrupt);
         let mut want = expect(N - 1);
         want.push((100, 100.0));
         assert_eq!(samples_of(&s, "t"), want, "cut at {cut}");
