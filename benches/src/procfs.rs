@@ -42,6 +42,30 @@ fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
     Some((utime, stime))
 }
 
+/// CPU seconds the whole machine has been busy so far, all CPUs together (the first line of
+/// `/proc/stat`: everything but `idle` and `iowait`; `guest` time is already inside `user`).
+pub fn machine_busy_seconds() -> io::Result<f64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    parse_machine_busy(&stat)
+        .map(|ticks| ticks as f64 / clock_ticks() as f64)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/stat"))
+}
+
+fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_ascii_whitespace().skip(1).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let busy = v.get(..8)?.iter().enumerate().filter(|&(k, _)| k != 3 && k != 4).map(|(_, x)| x).sum();
+    Some(busy)
+}
+
+/// `/proc/loadavg`'s three load averages.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_ascii_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// A `kB` line of `/proc/<pid>/status` (`VmHWM`, `VmRSS`, …), in KiB.
 pub fn status_kib(pid: u32, key: &str) -> io::Result<Option<u64>> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -101,6 +125,13 @@ mod tests {
     fn own_cpu_time_is_readable() {
         assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
         assert!(status_kib(std::process::id(), "VmHWM").unwrap().unwrap() > 0);
+    }
+
+    #[test]
+    fn machine_busy_skips_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 3 2 1 40 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        assert_eq!(parse_machine_busy(stat), Some(100 + 5 + 50 + 3 + 2 + 1));
+        assert!(machine_busy_seconds().unwrap() > 0.0);
     }
 
     #[test]

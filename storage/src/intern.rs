@@ -1,9 +1,10 @@
 //! Sharing of repeated resources and scopes: a service sends the same resource with every batch,
 //! and the stores keep one `Arc` of it instead of one copy per batch.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
+
+use crate::FastMap;
 
 use crate::model::{AnyValue, KeyValue, Resource, Scope};
 
@@ -90,19 +91,21 @@ impl Identity for Scope {
 
 /// A set of shared values. It only grows: entries stay referenced by the records that use them.
 pub(crate) struct Interner<T> {
-    by_hash: HashMap<u64, Vec<Arc<T>>>,
+    by_hash: FastMap<u64, Vec<Arc<T>>>,
+    /// Seeded per process, so crafted resources cannot pile into one bucket.
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<T> Default for Interner<T> {
     fn default() -> Self {
-        Interner { by_hash: HashMap::new() }
+        Interner { by_hash: FastMap::default(), hasher: foldhash::fast::RandomState::default() }
     }
 }
 
 impl<T: Identity> Interner<T> {
     /// The shared copy of `value`, created on first sight.
     pub fn intern(&mut self, value: T) -> Arc<T> {
-        let mut h = DefaultHasher::new();
+        let mut h = self.hasher.build_hasher();
         value.hash_into(&mut h);
         let bucket = self.by_hash.entry(h.finish()).or_default();
         if let Some(shared) = bucket.iter().find(|shared| shared.same(&value)) {

@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+mod chunked;
 mod error;
 mod events;
 mod intern;
@@ -31,6 +32,10 @@ mod profiles;
 pub mod read;
 mod traces;
 pub mod wal;
+
+/// Hash maps of the heads: foldhash is several times faster than SipHash on label sets and ids,
+/// and its per-process random seed keeps crafted collisions impractical.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};

@@ -3,10 +3,12 @@
 //! Invariant: a record's id is its arrival position, which is its WAL order; every index sorts
 //! by `(timestamp, id)`, so equal timestamps keep arrival order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use crate::FastMap;
+use crate::chunked::ChunkedVec;
 
 use crate::intern::Interner;
 use crate::model::{Labels, LogRecord, LogsBatch, Resource, Scope, TraceId};
@@ -22,11 +24,11 @@ pub(crate) struct LogsHead {
 #[derive(Default)]
 struct Inner {
     /// Every record; the index is the record id.
-    records: Vec<Entry>,
-    stream_ids: HashMap<Arc<Labels>, usize>,
+    records: ChunkedVec<Entry>,
+    stream_ids: FastMap<Arc<Labels>, usize>,
     streams: Vec<Stream>,
     /// Record ids per trace, ascending.
-    by_trace: HashMap<TraceId, Vec<usize>>,
+    by_trace: FastMap<TraceId, Vec<usize>>,
     resources: Interner<Resource>,
     scopes: Interner<Scope>,
 }

@@ -5,10 +5,11 @@
 //! timestamp (a later write replaces); exemplars are sorted by timestamp with no duplicate
 //! `(timestamp, labels)`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use crate::FastMap;
 
 use crate::model::{Exemplar, FloatSample, HistogramSample, Label, Labels, MetricMetadata, MetricsBatch, TimeSeries};
 use crate::read::matches;
@@ -22,13 +23,13 @@ pub(crate) struct MetricsHead {
 
 #[derive(Default)]
 struct Inner {
-    ids: HashMap<Arc<Labels>, u32>,
+    ids: FastMap<Arc<Labels>, u32>,
     /// Indexed by series id.
     series: Vec<MemSeries>,
     /// Series ids per label, ascending (ids are handed out in increasing order).
-    postings: HashMap<Label, Vec<u32>>,
+    postings: FastMap<Label, Vec<u32>>,
     /// Latest metadata per family name.
-    metadata: HashMap<String, MetricMetadata>,
+    metadata: FastMap<String, MetricMetadata>,
     /// Float plus histogram samples held.
     items: u64,
 }

@@ -3,10 +3,12 @@
 //! Invariant: a span's id is its arrival position, which is its WAL order; the per-trace lists
 //! are ascending, so a trace reads back in arrival order however many writes it spanned.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use crate::FastMap;
+use crate::chunked::ChunkedVec;
 
 use crate::intern::Interner;
 use crate::model::{Resource, Scope, SpansBatch, TraceId};
@@ -22,8 +24,8 @@ pub(crate) struct TracesHead {
 #[derive(Default)]
 struct Inner {
     /// Every span; the index is the span id.
-    spans: Vec<StoredSpan>,
-    by_trace: HashMap<TraceId, Vec<usize>>,
+    spans: ChunkedVec<StoredSpan>,
+    by_trace: FastMap<TraceId, Vec<usize>>,
     resources: Interner<Resource>,
     scopes: Interner<Scope>,
 }

@@ -201,6 +201,8 @@ struct RunResult {
     window: Duration,
     server_cpu_s: f64,
     client_cpu_s: f64,
+    /// CPU seconds used by everything else on the machine during the window (noise).
+    other_cpu_s: f64,
     peak_rss_kib: Option<u64>,
     /// Items acknowledged over the whole run, warm-up included.
     items_total: u64,
@@ -253,6 +255,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         machine.nproc, machine.cpu_model, machine.mem_total_mib, machine.kernel
     );
     let _ = writeln!(header, "- command: `{}`", command_line());
+    let _ = writeln!(header, "- load average at start: {}", procfs::load_average());
     if let Some(o) = &outpost {
         let _ = writeln!(
             header,
@@ -432,6 +435,7 @@ fn run_one(
         window: m.window,
         server_cpu_s: m.server_cpu_s,
         client_cpu_s: m.client_cpu_s,
+        other_cpu_s: m.other_cpu_s,
         peak_rss_kib,
         items_total: m.items_total,
         latency_p50_ms: m.latency_p50_ms,
@@ -450,6 +454,7 @@ struct Measured {
     window: Duration,
     server_cpu_s: f64,
     client_cpu_s: f64,
+    other_cpu_s: f64,
     items_total: u64,
     latency_p50_ms: f64,
     latency_p99_ms: f64,
@@ -496,9 +501,11 @@ async fn drive(
     let me = std::process::id();
 
     sleep_checking(started + warmup, &stop).await;
-    let (t1, cpu1, own1) = (Instant::now(), procfs::cpu_seconds(pid)?, procfs::cpu_seconds(me)?);
+    let (t1, cpu1, own1, all1) =
+        (Instant::now(), procfs::cpu_seconds(pid)?, procfs::cpu_seconds(me)?, procfs::machine_busy_seconds()?);
     sleep_checking(end, &stop).await;
-    let (t2, cpu2, own2) = (Instant::now(), procfs::cpu_seconds(pid)?, procfs::cpu_seconds(me)?);
+    let (t2, cpu2, own2, all2) =
+        (Instant::now(), procfs::cpu_seconds(pid)?, procfs::cpu_seconds(me)?, procfs::machine_busy_seconds()?);
     stop.store(true, Ordering::Relaxed);
 
     let mut logs = Vec::new();
@@ -521,6 +528,7 @@ async fn drive(
         window: t2 - t1,
         server_cpu_s: cpu2 - cpu1,
         client_cpu_s: own2 - own1,
+        other_cpu_s: ((all2 - all1) - (cpu2 - cpu1) - (own2 - own1)).max(0.0),
         items_total: 0,
         latency_p50_ms: f64::NAN,
         latency_p99_ms: f64::NAN,
@@ -822,11 +830,11 @@ fn report(results: &[RunResult]) -> String {
     let _ = writeln!(out, "\n### Details\n");
     let _ = writeln!(
         out,
-        "| target | signal | transport | window s | server cores busy | client CPU-s | latency p50 / p99 ms | \
+        "| target | signal | transport | window s | server cores busy | client CPU-s | other CPU-s | latency p50 / p99 ms | \
          items acked (whole run) | items stored (/metrics) | WAL fsyncs | items per fsync | mean fsync ms | \
          mean server request ms | WARN/ERROR lines |"
     );
-    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let (stored, fsyncs, per_fsync, fsync_ms, req_ms) = match &r.stats {
             Some(s) => (
@@ -840,13 +848,14 @@ fn report(results: &[RunResult]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} / {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             r.target.as_str(),
             r.signal.as_str(),
             r.transport.label(),
             r.window.as_secs_f64(),
             r.server_cpu_s / r.window.as_secs_f64(),
             r.client_cpu_s,
+            r.other_cpu_s,
             r.latency_p50_ms,
             r.latency_p99_ms,
             fmt_int(r.items_total as f64),
