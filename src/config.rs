@@ -65,6 +65,10 @@ pub struct RawConfig {
     pub log_format: LogFormat,
     /// tracing filter directive (`info`, `outpost=debug,info`, …).
     pub log_level: String,
+    /// Resident memory above which ingest answers "retry later"; absent = a quarter of the
+    /// machine's memory, at most 2 GiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
     /// Write-ahead log.
     pub wal: RawWal,
     /// Request and item limits.
@@ -164,6 +168,7 @@ impl Default for RawConfig {
             otlp_http_listen: "127.0.0.1:4318".into(),
             log_format: LogFormat::Human,
             log_level: "info".into(),
+            memory_limit_bytes: None,
             wal: RawWal::default(),
             limits: RawLimits::default(),
             logs: RawLogs::default(),
@@ -353,6 +358,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// tracing filter directive.
     pub log_level: String,
+    /// Resident memory above which ingest is refused with "retry later".
+    pub memory_limit_bytes: u64,
     /// Storage options.
     pub storage: storage::StorageOptions,
     /// fsync period when the policy is `interval`.
@@ -469,6 +476,11 @@ impl RawConfig {
                 return Err(key_err(&format!("logs.stream_labels[{i}]"), "must not be empty"));
             }
         }
+        let memory_limit_bytes = match self.memory_limit_bytes {
+            Some(0) => return Err(key_err("memory_limit_bytes", "must be greater than 0")),
+            Some(v) => v,
+            None => default_memory_limit(),
+        };
         let storage = storage::StorageOptions {
             data_dir: self.data_dir.clone(),
             wal: storage::WalOptions {
@@ -488,6 +500,7 @@ impl RawConfig {
             otlp_http_listen: http,
             log_format: self.log_format,
             log_level: self.log_level,
+            memory_limit_bytes,
             storage,
             fsync_interval,
             requests,
@@ -495,6 +508,16 @@ impl RawConfig {
             logs: ingest::otlp::LogsOptions { stream_label_attributes: self.logs.stream_labels },
         })
     }
+}
+
+/// A quarter of the machine's memory, at most 2 GiB (2 GiB when it cannot be read).
+fn default_memory_limit() -> u64 {
+    const CAP: u64 = 2 << 30;
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    total.map_or(CAP, |t| (t / 4).min(CAP))
 }
 
 #[cfg(test)]

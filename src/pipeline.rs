@@ -2,7 +2,7 @@
 //! mapping into the model (`ingest`), and the durable write (`storage`). Receivers only translate
 //! their protocol to and from these calls; the CPU-bound steps run on the blocking pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +59,14 @@ pub enum PipelineError {
     /// Stores not open yet, or shutting down: retry later.
     #[error("not ready: {0}")]
     NotReady(&'static str),
+    /// The process is at its memory limit: retry later.
+    #[error("memory limit reached ({rss} bytes resident, memory_limit_bytes = {limit}); retry later")]
+    MemoryPressure {
+        /// Resident bytes when last measured.
+        rss: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// Too many requests in flight: retry later.
     #[error("too many ingest requests in flight (limits.max_inflight_requests = {0}); retry later")]
     Saturated(usize),
@@ -94,6 +102,7 @@ impl PipelineError {
         match self {
             PipelineError::NotReady(_) => RequestReject::NotReady,
             PipelineError::Saturated(_) => RequestReject::Saturated,
+            PipelineError::MemoryPressure { .. } => RequestReject::MemoryPressure,
             PipelineError::Malformed(_) => RequestReject::Malformed,
             PipelineError::Storage(_) | PipelineError::Internal(_) => RequestReject::StorageError,
         }
@@ -102,7 +111,7 @@ impl PipelineError {
     /// The protocol-independent class of the failure.
     pub fn class(&self) -> ErrorClass {
         match self {
-            PipelineError::NotReady(_) => ErrorClass::Unavailable,
+            PipelineError::NotReady(_) | PipelineError::MemoryPressure { .. } => ErrorClass::Unavailable,
             PipelineError::Saturated(_) => ErrorClass::Saturated,
             PipelineError::Malformed(_) => ErrorClass::BadRequest,
             PipelineError::Storage(storage::WriteError::TooLarge { .. }) => ErrorClass::TooLarge,
@@ -118,6 +127,9 @@ impl PipelineError {
 pub struct Pipeline {
     storage: OnceLock<Arc<Storage>>,
     closing: AtomicBool,
+    /// Resident bytes at the last measurement, and the limit above which writes are refused.
+    rss: AtomicU64,
+    memory_limit: u64,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     limits: Limits,
@@ -129,10 +141,18 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline with no store yet (`set_storage` makes it ready).
-    pub fn new(max_inflight: usize, limits: Limits, logs: LogsOptions, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        max_inflight: usize,
+        memory_limit: u64,
+        limits: Limits,
+        logs: LogsOptions,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Pipeline {
             storage: OnceLock::new(),
             closing: AtomicBool::new(false),
+            rss: AtomicU64::new(0),
+            memory_limit,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             limits,
@@ -158,6 +178,13 @@ impl Pipeline {
         self.metrics_state.evict_idle(now_ns(), i64::try_from(max_idle.as_nanos()).unwrap_or(i64::MAX))
     }
 
+    /// Records a resident-memory measurement; writes are refused while it is over the limit.
+    pub fn set_resident_memory(&self, rss: u64) {
+        let was_over = self.rss.swap(rss, Ordering::Relaxed) > self.memory_limit;
+        let over = rss > self.memory_limit;
+        self.telemetry.memory(rss, self.memory_limit, was_over, over);
+    }
+
     /// True when writes are accepted.
     pub fn is_ready(&self) -> bool {
         self.storage.get().is_some() && !self.closing.load(Ordering::Acquire)
@@ -177,6 +204,10 @@ impl Pipeline {
         }
         if self.closing.load(Ordering::Acquire) {
             return Err(PipelineError::NotReady("shutting down"));
+        }
+        let rss = self.rss.load(Ordering::Relaxed);
+        if rss > self.memory_limit {
+            return Err(PipelineError::MemoryPressure { rss, limit: self.memory_limit });
         }
         self.inflight.clone().try_acquire_owned().map_err(|_| PipelineError::Saturated(self.max_inflight))
     }

@@ -87,6 +87,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let telemetry = Arc::new(Telemetry::new());
     let pipeline = Arc::new(Pipeline::new(
         config.requests.max_inflight_requests,
+        config.memory_limit_bytes,
         config.item_limits.clone(),
         config.logs.clone(),
         Arc::clone(&telemetry),
@@ -127,6 +128,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         })
     };
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
+    background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
     }
@@ -145,6 +147,31 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
     if let Err(e) = r {
         tracing::error!(listener = key, error = %e, "Server failed");
     }
+}
+
+/// How often resident memory is measured for the memory limit.
+const MEMORY_CHECK_PERIOD: Duration = Duration::from_millis(250);
+
+/// Measures resident memory (`VmRSS`) for the write path's memory limit. RSS, not allocator
+/// statistics: it is what the kernel's OOM killer and a container limit see.
+async fn watch_memory(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(MEMORY_CHECK_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(rss) = resident_bytes() {
+            pipeline.set_resident_memory(rss);
+        }
+    }
+}
+
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
 /// Delta → cumulative totals of series silent this long are forgotten; a series that comes back

@@ -51,6 +51,8 @@ pub enum RequestReject {
     BodyTimeout,
     /// The store refused the write (IO error, disk full).
     StorageError,
+    /// Resident memory over `memory_limit_bytes`.
+    MemoryPressure,
 }
 
 impl RequestReject {
@@ -64,6 +66,7 @@ impl RequestReject {
             RequestReject::NotReady => "not_ready",
             RequestReject::BodyTimeout => "body_timeout",
             RequestReject::StorageError => "storage_error",
+            RequestReject::MemoryPressure => "memory_limit",
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct Telemetry {
     replay_seconds: Gauge<f64, AtomicU64>,
     replay_records: Gauge,
     ready: Gauge,
+    resident_memory: Gauge,
+    memory_limit: Gauge,
 }
 
 impl Default for Telemetry {
@@ -107,6 +112,8 @@ impl Telemetry {
         let replay_seconds = Gauge::<f64, AtomicU64>::default();
         let replay_records = Gauge::default();
         let ready = Gauge::default();
+        let resident_memory = Gauge::default();
+        let memory_limit = Gauge::default();
         registry.register(
             "received_items",
             "Items accepted and stored, by signal and protocol (samples, log records, spans)",
@@ -137,6 +144,12 @@ impl Telemetry {
         registry.register("wal_replay_duration_seconds", "Time the last WAL replay took", replay_seconds.clone());
         registry.register("wal_replay_records", "Records read by the last WAL replay", replay_records.clone());
         registry.register("ready", "1 once the stores are open and serving", ready.clone());
+        registry.register("resident_memory_bytes", "Resident memory of the process", resident_memory.clone());
+        registry.register(
+            "memory_limit_bytes",
+            "Resident memory above which ingest answers retry later",
+            memory_limit.clone(),
+        );
         Telemetry {
             registry,
             received_items,
@@ -149,6 +162,8 @@ impl Telemetry {
             replay_seconds,
             replay_records,
             ready,
+            resident_memory,
+            memory_limit,
         }
     }
 
@@ -217,6 +232,17 @@ impl Telemetry {
             took_ms = report.duration.as_millis() as u64,
             "WAL replayed"
         );
+    }
+
+    /// A resident-memory measurement; logs when the limit is crossed either way.
+    pub fn memory(&self, rss: u64, limit: u64, was_over: bool, over: bool) {
+        self.resident_memory.set(i64::try_from(rss).unwrap_or(i64::MAX));
+        self.memory_limit.set(i64::try_from(limit).unwrap_or(i64::MAX));
+        match (was_over, over) {
+            (false, true) => tracing::warn!(rss, limit, "Memory limit reached; refusing writes until below it"),
+            (true, false) => tracing::info!(rss, limit, "Memory back under the limit; accepting writes"),
+            _ => {}
+        }
     }
 
     /// Readiness changed.

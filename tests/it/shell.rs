@@ -138,3 +138,39 @@ fn sigterm_shuts_down_gracefully() {
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].record.body, "before sigterm");
 }
+
+/// Over `memory_limit_bytes`, ingest is told to retry later (503 + Retry-After; gRPC UNAVAILABLE)
+/// instead of the process growing further.
+#[test]
+fn memory_limit_answers_retry_later() {
+    // 1 MiB is below any process' baseline, so the first measurement is over the limit.
+    let srv = TestServer::start(|c| c.memory_limit_bytes = Some(1 << 20));
+    let c = reqwest::blocking::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let r = loop {
+        let r = c
+            .post(format!("{}/v1/logs", srv.otlp_http()))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .unwrap();
+        if r.status() != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: serde_json::Value = r.json().unwrap();
+    assert!(v["message"].as_str().unwrap().contains("memory_limit_bytes"), "{v}");
+    let ep = srv.otlp_grpc();
+    srv.rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(ep).await.unwrap();
+        let e = client.export(ExportTraceServiceRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    });
+    let m = c.get(format!("{}/metrics", srv.http())).send().unwrap().text().unwrap();
+    assert!(m.contains("outpost_memory_limit_bytes 1048576"), "{m}");
+    assert!(m.contains("reason=\"memory_limit\""), "{m}");
+}
