@@ -136,6 +136,7 @@ impl ChildServer {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("outpost did not become ready:\n{}", seen.join("\n"));
     }
 

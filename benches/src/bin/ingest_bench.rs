@@ -371,7 +371,12 @@ fn start_server(
                     cmd.env_remove(k);
                 }
             }
-            cmd.env("OUTPOST_LOG", "info").env("OUTPOST_WAL__FSYNC", fsync.as_str());
+            // The heads keep everything in memory until the per-signal engines land; a run can pass
+            // the default memory limit (a quarter of RAM, at most 2 GiB), which would turn ingest
+            // into 503s. The benchmark measures the write path, so it lifts the guard.
+            cmd.env("OUTPOST_LOG", "info")
+                .env("OUTPOST_WAL__FSYNC", fsync.as_str())
+                .env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string());
             ServerProcess::spawn(cmd, Some(dir), Duration::from_secs(60))
         }
         Target::Sink => {

@@ -363,10 +363,10 @@ impl<'a> Cx<'a> {
     fn accept(&mut self, fam: &mut Family, ts_ms: i64) {
         self.tally.accept(1);
         self.latest_ms = Some(self.latest_ms.map_or(ts_ms, |t| t.max(ts_ms)));
-        if let Some(m) = fam.metadata.take() {
-            if self.families.insert(m.metric_family.clone()) {
-                self.metadata.push(m);
-            }
+        if let Some(m) = fam.metadata.take()
+            && self.families.insert(m.metric_family.clone())
+        {
+            self.metadata.push(m);
         }
     }
 
@@ -455,6 +455,8 @@ impl<'a> Cx<'a> {
             let s = self.series_mut(labels);
             s.samples.push(FloatSample { timestamp_ms: ts_ms, value: or_stale(cumulative) });
             // Exemplars are sorted by value, so each goes to the first bucket whose bound holds it.
+            // Written as "not above" on purpose: a NaN exemplar lands in the first bucket.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
             while let Some(e) = exemplars.next_if(|e| !(e.value > *bound)) {
                 s.exemplars.push(e);
             }
@@ -562,10 +564,10 @@ impl<'a> Cx<'a> {
             Some(i) => i,
             None => {
                 let i = self.series.len();
-                if self.index.contains_key(&h) {
-                    self.overflow.push(i);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.index.entry(h) {
+                    slot.insert(i);
                 } else {
-                    self.index.insert(h, i);
+                    self.overflow.push(i);
                 }
                 self.series.push(TimeSeries { labels, ..TimeSeries::default() });
                 i
