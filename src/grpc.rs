@@ -19,11 +19,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use storage::model::Signal;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use crate::pipeline::{ErrorClass, Outcome, Payload, Pipeline, PipelineError};
+use crate::pipeline::{self, ErrorClass, Outcome, Payload, Pipeline, PipelineError};
 use crate::telemetry::Protocol;
 
 /// The OTLP services over one pipeline.
@@ -61,12 +60,7 @@ pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> tonic::servi
 impl Otlp {
     async fn export(&self, payload: Payload, wire_bytes: usize) -> Result<Outcome, Status> {
         let started = Instant::now();
-        let signal = match &payload {
-            Payload::Traces(_) => Signal::Traces,
-            Payload::Logs(_) => Signal::Logs,
-            Payload::Metrics(_) => Signal::Metrics,
-            Payload::Encoded { signal, .. } => *signal,
-        };
+        let signal = payload.signal();
         let permit = self.pipeline.admit().map_err(|e| {
             self.pipeline.telemetry.request_rejected(signal, Protocol::Grpc, e.reason(), &e.to_string());
             status(e)
@@ -100,7 +94,7 @@ impl TraceService for Otlp {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let req = req.into_inner();
         let size = req.encoded_len();
-        let o = Otlp::export(self, Payload::Traces(req), size).await?;
+        let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Traces(req)), size).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: partial(&o)
                 .map(|(n, m)| ExportTracePartialSuccess { rejected_spans: n, error_message: m }),
@@ -116,7 +110,7 @@ impl LogsService for Otlp {
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let req = req.into_inner();
         let size = req.encoded_len();
-        let o = Otlp::export(self, Payload::Logs(req), size).await?;
+        let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Logs(req)), size).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: partial(&o)
                 .map(|(n, m)| ExportLogsPartialSuccess { rejected_log_records: n, error_message: m }),
@@ -132,7 +126,7 @@ impl MetricsService for Otlp {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let req = req.into_inner();
         let size = req.encoded_len();
-        let o = Otlp::export(self, Payload::Metrics(req), size).await?;
+        let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Metrics(req)), size).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&o)
                 .map(|(n, m)| ExportMetricsPartialSuccess { rejected_data_points: n, error_message: m }),

@@ -21,15 +21,31 @@ use crate::telemetry::{Protocol, RequestReject, Telemetry};
 /// Seconds a client is told to wait before retrying a refused write.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
+/// A decoded OTLP export request.
+pub enum Request {
+    /// Spans.
+    Traces(ExportTraceServiceRequest),
+    /// Log records.
+    Logs(ExportLogsServiceRequest),
+    /// Metric data points.
+    Metrics(ExportMetricsServiceRequest),
+}
+
+impl Request {
+    fn signal(&self) -> Signal {
+        match self {
+            Request::Traces(_) => Signal::Traces,
+            Request::Logs(_) => Signal::Logs,
+            Request::Metrics(_) => Signal::Metrics,
+        }
+    }
+}
+
 /// An OTLP export request, decoded or still in its wire encoding.
 pub enum Payload {
     /// Already decoded (gRPC: tonic decodes).
-    Traces(ExportTraceServiceRequest),
-    /// Already decoded.
-    Logs(ExportLogsServiceRequest),
-    /// Already decoded.
-    Metrics(ExportMetricsServiceRequest),
-    /// Undecoded HTTP body (decompressed).
+    Decoded(Request),
+    /// Undecoded HTTP body (decompressed); decoded on the blocking pool.
     Encoded {
         /// Which export request the body holds.
         signal: Signal,
@@ -38,6 +54,16 @@ pub enum Payload {
         /// The body.
         body: Bytes,
     },
+}
+
+impl Payload {
+    /// The signal the request carries.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Payload::Decoded(r) => r.signal(),
+            Payload::Encoded { signal, .. } => *signal,
+        }
+    }
 }
 
 /// What an accepted request came to.
@@ -221,7 +247,7 @@ impl Pipeline {
         started: Instant,
         _permit: OwnedSemaphorePermit,
     ) -> Result<Outcome, PipelineError> {
-        let signal = payload_signal(&payload);
+        let signal = payload.signal();
         let this = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || this.export_blocking(payload))
             .await
@@ -236,33 +262,32 @@ impl Pipeline {
     fn export_blocking(&self, payload: Payload) -> Result<Outcome, PipelineError> {
         let storage = self.storage.get().ok_or(PipelineError::NotReady("replaying the write-ahead log"))?;
         let now = now_ns();
-        let payload = match payload {
+        let request = match payload {
             Payload::Encoded { signal, json, body } => decode(signal, json, &body)?,
-            decoded => decoded,
+            Payload::Decoded(request) => request,
         };
-        let (batch, outcome) = match payload {
-            Payload::Traces(req) => {
+        let (batch, outcome) = match request {
+            Request::Traces(req) => {
                 let m = ingest::otlp::traces(req, &self.limits, now);
                 (
                     WriteBatch::Spans(m.batch),
                     Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
                 )
             }
-            Payload::Logs(req) => {
+            Request::Logs(req) => {
                 let m = ingest::otlp::logs(req, &self.logs, &self.limits, now);
                 (
                     WriteBatch::Logs(m.batch),
                     Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
                 )
             }
-            Payload::Metrics(req) => {
+            Request::Metrics(req) => {
                 let m = ingest::otlp::metrics(req, &self.metrics_state, &self.limits, now);
                 (
                     WriteBatch::Metrics(m.batch),
                     Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
                 )
             }
-            Payload::Encoded { .. } => unreachable!("decoded above"),
         };
         if !batch.is_empty() {
             storage.write(batch).map_err(PipelineError::Storage)?;
@@ -271,16 +296,7 @@ impl Pipeline {
     }
 }
 
-fn payload_signal(p: &Payload) -> Signal {
-    match p {
-        Payload::Traces(_) => Signal::Traces,
-        Payload::Logs(_) => Signal::Logs,
-        Payload::Metrics(_) => Signal::Metrics,
-        Payload::Encoded { signal, .. } => *signal,
-    }
-}
-
-fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Payload, PipelineError> {
+fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Request, PipelineError> {
     fn pb<M: Message + Default>(body: &[u8]) -> Result<M, PipelineError> {
         M::decode(body).map_err(|e| PipelineError::Malformed(format!("invalid protobuf export request: {e}")))
     }
@@ -289,12 +305,12 @@ fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Payload, PipelineEr
             .map_err(|e| PipelineError::Malformed(format!("invalid OTLP/JSON export request: {e}")))
     }
     Ok(match (signal, json) {
-        (Signal::Traces, false) => Payload::Traces(pb(body)?),
-        (Signal::Traces, true) => Payload::Traces(js(body)?),
-        (Signal::Logs, false) => Payload::Logs(pb(body)?),
-        (Signal::Logs, true) => Payload::Logs(js(body)?),
-        (Signal::Metrics, false) => Payload::Metrics(pb(body)?),
-        (Signal::Metrics, true) => Payload::Metrics(js(body)?),
+        (Signal::Traces, false) => Request::Traces(pb(body)?),
+        (Signal::Traces, true) => Request::Traces(js(body)?),
+        (Signal::Logs, false) => Request::Logs(pb(body)?),
+        (Signal::Logs, true) => Request::Logs(js(body)?),
+        (Signal::Metrics, false) => Request::Metrics(pb(body)?),
+        (Signal::Metrics, true) => Request::Metrics(js(body)?),
         (Signal::Profiles, _) => {
             return Err(PipelineError::Malformed("profiles are not accepted over OTLP yet".into()));
         }
