@@ -196,8 +196,10 @@ fn acknowledged_items_survive_kill_9_without_duplicates() {
         streamer.join().unwrap();
     }
     let acked = Arc::try_unwrap(acked).ok().unwrap().into_inner().unwrap();
-    assert!(acked.logs.len() > KILLS * BATCH, "too little traffic: {} logs", acked.logs.len());
-    assert!(acked.spans.len() > KILLS * BATCH, "too little traffic: {} spans", acked.spans.len());
+    // Not vacuous: some of every signal was acknowledged (a loaded machine may ack little per round).
+    for (what, n) in [("logs", acked.logs.len()), ("metrics", acked.metrics.len()), ("spans", acked.spans.len())] {
+        assert!(n >= KILLS, "too little traffic to test anything: {n} {what} acknowledged");
+    }
 
     let (store, report) = open_store(dir.path());
     assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);

@@ -77,10 +77,12 @@ fn saturated_write_path_answers_retry_later() {
     )
     .unwrap();
     slow.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let c = reqwest::blocking::Client::new();
-    let r =
-        c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap();
+    let post = || {
+        c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap()
+    };
+    // Until the server has admitted the slow request, ours go through; then they are refused.
+    let r = poll_until(|| post(), |r| r.status() != 200);
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     let v: serde_json::Value = r.json().unwrap();
@@ -96,10 +98,20 @@ fn saturated_write_path_answers_retry_later() {
 
     // Once the slow client goes away, its slot is free again.
     drop(slow);
-    std::thread::sleep(Duration::from_millis(200));
-    let r =
-        c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap();
+    let r = poll_until(|| post(), |r| r.status() == 200);
     assert_eq!(r.status(), 200);
+}
+
+/// Repeats `f` until `done` holds for its result or 10 s pass; returns the last result.
+fn poll_until<T>(mut f: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = f();
+        if done(&r) || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// SIGTERM: in-flight work finishes, the WAL is flushed and closed, the process exits 0, and the
@@ -146,19 +158,16 @@ fn memory_limit_answers_retry_later() {
     // 1 MiB is below any process' baseline, so the first measurement is over the limit.
     let srv = TestServer::start(|c| c.memory_limit_bytes = Some(1 << 20));
     let c = reqwest::blocking::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let r = loop {
-        let r = c
-            .post(format!("{}/v1/logs", srv.otlp_http()))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .unwrap();
-        if r.status() != 200 || std::time::Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let r = poll_until(
+        || {
+            c.post(format!("{}/v1/logs", srv.otlp_http()))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .unwrap()
+        },
+        |r| r.status() != 200,
+    );
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     let v: serde_json::Value = r.json().unwrap();
