@@ -82,7 +82,7 @@ fn saturated_write_path_answers_retry_later() {
         c.post(format!("{}/v1/logs", srv.http())).header("content-type", "application/json").body("{}").send().unwrap()
     };
     // Until the server has admitted the slow request, ours go through; then they are refused.
-    let r = poll_until(|| post(), |r| r.status() != 200);
+    let r = poll_until(&post, |r| r.status() != 200);
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     let v: serde_json::Value = r.json().unwrap();
@@ -98,7 +98,7 @@ fn saturated_write_path_answers_retry_later() {
 
     // Once the slow client goes away, its slot is free again.
     drop(slow);
-    let r = poll_until(|| post(), |r| r.status() == 200);
+    let r = poll_until(&post, |r| r.status() == 200);
     assert_eq!(r.status(), 200);
 }
 
