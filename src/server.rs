@@ -152,20 +152,39 @@ async fn serve(listener: TcpListener, router: axum::Router, stop: CancellationTo
 /// How often resident memory is measured for the memory limit.
 const MEMORY_CHECK_PERIOD: Duration = Duration::from_millis(250);
 
-/// Measures resident memory (`VmRSS`) for the write path's memory limit. RSS, not allocator
-/// statistics: it is what the kernel's OOM killer and a container limit see.
-async fn watch_memory(pipeline: Arc<Pipeline>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(MEMORY_CHECK_PERIOD);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// How often idle delta → cumulative state is looked for.
+const DELTA_STATE_CHECK_PERIOD: Duration = Duration::from_secs(300);
+
+/// Delta → cumulative totals of series silent this long are forgotten; a series that comes back
+/// starts a new cumulative run (a counter reset, which PromQL's rate() handles).
+const DELTA_STATE_MAX_IDLE: Duration = Duration::from_secs(3600);
+
+/// Runs `tick` every `period` until `stop`; a slow tick delays the next instead of bunching them.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = interval.tick() => {}
         }
+        tick().await;
+    }
+}
+
+/// Measures resident memory (`VmRSS`) for the write path's memory limit. RSS, not allocator
+/// statistics: it is what the kernel's OOM killer and a container limit see.
+async fn watch_memory(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    every(MEMORY_CHECK_PERIOD, stop, || async {
         if let Some(rss) = resident_bytes() {
             pipeline.set_resident_memory(rss);
         }
-    }
+    })
+    .await
 }
 
 fn resident_bytes() -> Option<u64> {
@@ -174,40 +193,26 @@ fn resident_bytes() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
-/// Delta → cumulative totals of series silent this long are forgotten; a series that comes back
-/// starts a new cumulative run (a counter reset, which PromQL's rate() handles).
-const DELTA_STATE_MAX_IDLE: Duration = Duration::from_secs(3600);
-
 async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(300));
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every(DELTA_STATE_CHECK_PERIOD, stop, || async {
         let evicted = pipeline.evict_idle_metrics_state(DELTA_STATE_MAX_IDLE);
         if evicted > 0 {
             tracing::debug!(evicted, "Idle delta series forgotten");
         }
-    }
+    })
+    .await
 }
 
 async fn fsync_ticker(pipeline: Arc<Pipeline>, period: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+    every(period, stop, || async {
+        let Some(store) = pipeline.storage().cloned() else { return };
+        match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "WAL fsync failed"),
+            Err(e) => tracing::warn!(error = %e, "WAL fsync task failed"),
         }
-        if let Some(store) = pipeline.storage().cloned() {
-            match tokio::task::spawn_blocking(move || store.sync()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "WAL fsync failed"),
-                Err(e) => tracing::warn!(error = %e, "WAL fsync task failed"),
-            }
-        }
-    }
+    })
+    .await
 }
 
 impl Running {

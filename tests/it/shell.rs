@@ -88,18 +88,22 @@ fn saturated_write_path_answers_retry_later() {
     let v: serde_json::Value = r.json().unwrap();
     assert!(v["message"].as_str().unwrap().contains("max_inflight_requests"), "{v}");
 
-    let ep = srv.otlp_grpc();
-    srv.rt.block_on(async {
-        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-        let mut client = TraceServiceClient::connect(ep).await.unwrap();
-        let e = client.export(ExportTraceServiceRequest::default()).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    });
+    assert_eq!(grpc_export_error(&srv), tonic::Code::Unavailable);
 
     // Once the slow client goes away, its slot is free again.
     drop(slow);
     let r = poll_until(&post, |r| r.status() == 200);
     assert_eq!(r.status(), 200);
+}
+
+/// The status code of an (empty) OTLP/gRPC trace export that the server refuses.
+fn grpc_export_error(srv: &TestServer) -> tonic::Code {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let ep = srv.otlp_grpc();
+    srv.rt.block_on(async {
+        let mut client = TraceServiceClient::connect(ep).await.unwrap();
+        client.export(ExportTraceServiceRequest::default()).await.expect_err("export should be refused").code()
+    })
 }
 
 /// Repeats `f` until `done` holds for its result or 10 s pass; returns the last result.
@@ -172,13 +176,7 @@ fn memory_limit_answers_retry_later() {
     assert_eq!(r.headers()["retry-after"], "1");
     let v: serde_json::Value = r.json().unwrap();
     assert!(v["message"].as_str().unwrap().contains("memory_limit_bytes"), "{v}");
-    let ep = srv.otlp_grpc();
-    srv.rt.block_on(async {
-        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-        let mut client = TraceServiceClient::connect(ep).await.unwrap();
-        let e = client.export(ExportTraceServiceRequest::default()).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
-    });
+    assert_eq!(grpc_export_error(&srv), tonic::Code::Unavailable);
     let m = c.get(format!("{}/metrics", srv.http())).send().unwrap().text().unwrap();
     assert!(m.contains("outpost_memory_limit_bytes 1048576"), "{m}");
     assert!(m.contains("reason=\"memory_limit\""), "{m}");
