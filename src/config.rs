@@ -492,6 +492,7 @@ impl RawConfig {
                 segment_bytes: self.wal.segment_bytes,
                 ..storage::WalOptions::default()
             },
+            engines: storage::EngineOptions::default(),
         };
         Ok(Config {
             data_dir: self.data_dir,

@@ -37,6 +37,7 @@ fn otlp_routes() -> Router<AppState> {
 /// The main port: OTLP/HTTP, OTLP/gRPC (`grpc`), `/healthz`, `/readyz`, `/metrics`.
 pub fn main_router(state: AppState, grpc: tonic::service::Routes) -> Router {
     otlp_routes()
+        .merge(crate::api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(self_metrics))

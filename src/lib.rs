@@ -2,6 +2,7 @@
 //! crates. It owns the CLI and config, the listeners (axum for HTTP, tonic for gRPC), the
 //! protocol edges, background tasks, shutdown and self-telemetry — and no domain logic.
 
+pub mod api;
 pub mod config;
 pub mod grpc;
 pub mod http;

@@ -128,6 +128,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         })
     };
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
+    background.spawn(maintain_stores(Arc::clone(&pipeline), stop.clone()));
     background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
@@ -198,6 +199,31 @@ async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         let evicted = pipeline.evict_idle_metrics_state(DELTA_STATE_MAX_IDLE);
         if evicted > 0 {
             tracing::debug!(evicted, "Idle delta series forgotten");
+        }
+    })
+    .await
+}
+
+/// How often the stores checkpoint (engines persist, the WAL before them goes) and do their
+/// background work (compaction, retention).
+const MAINTENANCE_PERIOD: Duration = Duration::from_secs(30);
+
+async fn maintain_stores(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    every(MAINTENANCE_PERIOD, stop, || async {
+        let Some(store) = pipeline.storage().cloned() else { return };
+        let done = tokio::task::spawn_blocking(move || {
+            let checkpoint = store.checkpoint()?;
+            store.maintain(crate::pipeline::now_ns() / 1_000_000)?;
+            Ok::<_, storage::WriteError>(checkpoint)
+        })
+        .await;
+        match done {
+            Ok(Ok(c)) if c.segments_removed > 0 => {
+                tracing::debug!(segments = c.segments_removed, "Checkpoint removed WAL segments");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Store maintenance failed"),
+            Err(e) => tracing::warn!(error = %e, "Store maintenance task failed"),
         }
     })
     .await

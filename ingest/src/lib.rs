@@ -13,3 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod otlp;
+pub mod loki_push;
+pub mod pprof;
+pub mod prom_text;
+pub mod remote_write;
+pub mod spanmetrics;

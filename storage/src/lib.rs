@@ -46,10 +46,17 @@ use std::sync::Arc;
 pub use error::{Error, OpenError, ReadError, WriteError};
 pub use events::{NoEvents, StorageEvents};
 pub use mem::MemStore;
-pub use read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan, TracesReader};
-pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions};
+pub use logs::LogsOptions;
+pub use metrics::MetricsOptions;
+pub use profiles::ProfilesOptions;
+pub use read::{
+    ItemCounts, LogsReader, MatchOp, Matcher, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan,
+    TracesReader, TsdbStats,
+};
+pub use traces::TracesOptions;
+pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions, WalPos};
 
-use model::{Labels, MetricMetadata, Profile, TimeSeries, TraceId, WriteBatch};
+use model::WriteBatch;
 use wal::Wal;
 
 /// Where and how to store.
@@ -59,13 +66,37 @@ pub struct StorageOptions {
     pub data_dir: PathBuf,
     /// WAL settings.
     pub wal: WalOptions,
+    /// Per-signal engine settings.
+    pub engines: EngineOptions,
 }
 
 impl StorageOptions {
-    /// Options for `data_dir` with default WAL settings.
+    /// Options for `data_dir` with default WAL and engine settings.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        StorageOptions { data_dir: data_dir.into(), wal: WalOptions::default() }
+        StorageOptions { data_dir: data_dir.into(), wal: WalOptions::default(), engines: EngineOptions::default() }
     }
+}
+
+/// Settings of the four engines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// The metrics engine.
+    pub metrics: MetricsOptions,
+    /// The logs engine.
+    pub logs: LogsOptions,
+    /// The traces engine.
+    pub traces: TracesOptions,
+    /// The profiles engine.
+    pub profiles: ProfilesOptions,
+}
+
+/// What a [`Storage::checkpoint`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Every engine held everything in its own files, so the WAL before the checkpoint went.
+    pub durable: bool,
+    /// WAL segments deleted.
+    pub segments_removed: usize,
 }
 
 /// The durable store of one data directory. `Send + Sync`: share it as `Arc<Storage>`; any number
@@ -93,7 +124,7 @@ impl Storage {
         let data_dir = opts.data_dir;
         fs::create_dir_all(&data_dir).map_err(|source| OpenError::Io { path: data_dir.clone(), source })?;
         let lock = lock_data_dir(&data_dir)?;
-        let mem = MemStore::new();
+        let mem = MemStore::open(Some(&data_dir), &opts.engines)?;
         let (wal, report) = Wal::open(&data_dir.join("wal"), opts.wal, events, &mem)?;
         Ok((Storage { mem, wal, data_dir, _lock: lock }, report))
     }
@@ -118,6 +149,23 @@ impl Storage {
         self.wal.sync()
     }
 
+    /// Checkpoint: starts a new WAL segment, asks every engine to persist what it has applied and,
+    /// when all of them did, deletes the WAL segments before the new one, so that start-up replays
+    /// only what came after. Safe to call at any time from one thread (the shell's timer); writes
+    /// go on meanwhile.
+    pub fn checkpoint(&self) -> Result<CheckpointReport, WriteError> {
+        let seq = self.wal.rotate_for_checkpoint()?;
+        let io = |source| WriteError::Io { path: self.data_dir.clone(), source };
+        let durable = self.mem.persist().map_err(io)?;
+        let segments_removed = if durable { self.wal.remove_segments_before(seq).map_err(io)? } else { 0 };
+        Ok(CheckpointReport { durable, segments_removed })
+    }
+
+    /// Background work of every engine: compaction and retention. Call from a timer.
+    pub fn maintain(&self, now_ms: i64) -> Result<(), WriteError> {
+        self.mem.maintain(now_ms).map_err(|source| WriteError::Io { path: self.data_dir.clone(), source })
+    }
+
     /// Waits for in-flight writes, syncs and closes the WAL. Later writes fail with
     /// [`WriteError::Closed`]; reads keep working. The directory stays locked until the `Storage`
     /// is dropped. Idempotent. Dropping a `Storage` closes it too, ignoring errors.
@@ -127,6 +175,11 @@ impl Storage {
 
     /// The stores as a read-trait object.
     pub fn reader(&self) -> &dyn Reader {
+        &self.mem
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &MemStore {
         &self.mem
     }
 
@@ -161,51 +214,23 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
     Ok(file)
 }
 
-impl MetricsReader for Storage {
-    fn series(&self) -> Vec<Labels> {
-        self.mem.series()
-    }
-
-    fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
-        self.mem.select(matchers, start_ms, end_ms)
-    }
-
-    fn metadata(&self) -> Vec<MetricMetadata> {
-        self.mem.metadata()
-    }
-}
-
-impl LogsReader for Storage {
-    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
-        self.mem.logs(stream_matchers, start_ns, end_ns)
-    }
-
-    fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog> {
-        self.mem.logs_by_trace(trace_id)
-    }
-}
-
-impl TracesReader for Storage {
-    fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
-        self.mem.trace(trace_id)
-    }
-
-    fn trace_ids(&self) -> Vec<TraceId> {
-        self.mem.trace_ids()
-    }
-
-    fn span_count(&self) -> u64 {
-        self.mem.span_count()
-    }
-}
-
-impl ProfilesReader for Storage {
-    fn profiles(&self, start_ns: i64, end_ns: i64) -> Vec<Profile> {
-        self.mem.profiles(start_ns, end_ns)
-    }
-}
-
 impl Reader for Storage {
+    fn metric_store(&self) -> &dyn MetricsReader {
+        self.mem.metric_store()
+    }
+
+    fn log_store(&self) -> &dyn LogsReader {
+        self.mem.log_store()
+    }
+
+    fn trace_store(&self) -> &dyn TracesReader {
+        self.mem.trace_store()
+    }
+
+    fn profile_store(&self) -> &dyn ProfilesReader {
+        self.mem.profile_store()
+    }
+
     fn item_counts(&self) -> ItemCounts {
         self.mem.item_counts()
     }

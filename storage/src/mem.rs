@@ -1,20 +1,35 @@
-//! [`MemStore`]: the four in-memory stores ("heads") behind one handle.
+//! [`MemStore`]: the four per-signal engines behind one handle, and their shared lifecycle.
+//!
+//! Every engine has the same life, driven from here:
+//! - `open(dir, opts)`: `dir` is `Some(<data_dir>/<signal>)` under [`crate::Storage`] and `None` for a
+//!   memory-only store (tests of query code). An engine loads what it persisted earlier.
+//! - `apply(pos, batch)`: a durable batch, in WAL order, at WAL position `pos`
+//!   ([`crate::wal::WalPos::ZERO`] when memory-only). On replay an engine skips batches at or before
+//!   the position it persisted last, so nothing is applied twice across a checkpoint.
+//! - `persist()`: make everything applied so far durable in the engine's own files, recording the
+//!   last applied position with it; `Ok(false)` if the engine keeps its data only through the WAL.
+//!   When every engine answers `Ok(true)`, [`crate::Storage::checkpoint`] deletes the WAL segments
+//!   before the checkpoint.
+//! - `maintain(now_ms)`: background work (compaction, retention). Called from the shell's timer.
 
 use std::fmt;
+use std::path::Path;
 
+use crate::error::OpenError;
 use crate::logs::LogsHead;
 use crate::metrics::MetricsHead;
-use crate::model::{Labels, MetricMetadata, Profile, TimeSeries, TraceId, WriteBatch};
+use crate::model::WriteBatch;
 use crate::profiles::ProfilesHead;
-use crate::read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan, TracesReader};
+use crate::read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, TracesReader};
 use crate::traces::TracesHead;
-use crate::wal::Apply;
+use crate::wal::{Apply, WalPos};
+use crate::EngineOptions;
 
-/// The in-memory stores of all four signals, without durability.
+/// The stores of all four signals, without a WAL of their own.
 ///
-/// [`crate::Storage`] feeds one from its WAL; on its own it is the in-memory implementation of the
-/// read traits for tests of query code: build batches, [`MemStore::apply`] them, query.
-#[derive(Default)]
+/// [`crate::Storage`] feeds one from its WAL; on its own ([`MemStore::new`]) it is the in-memory
+/// implementation of the read traits for tests of query code: build batches, [`MemStore::apply`]
+/// them, query.
 pub struct MemStore {
     metrics: MetricsHead,
     logs: LogsHead,
@@ -22,27 +37,71 @@ pub struct MemStore {
     profiles: ProfilesHead,
 }
 
+impl Default for MemStore {
+    fn default() -> Self {
+        MemStore::new()
+    }
+}
+
 impl MemStore {
-    /// An empty store.
+    /// An empty memory-only store with default options.
     pub fn new() -> Self {
-        MemStore::default()
+        Self::with_options(&EngineOptions::default())
+    }
+
+    /// An empty memory-only store.
+    pub fn with_options(opts: &EngineOptions) -> Self {
+        Self::open(None, opts).expect("memory-only engines open without I/O")
+    }
+
+    /// Opens the engines under `dir` (memory-only with `None`).
+    pub(crate) fn open(dir: Option<&Path>, opts: &EngineOptions) -> Result<Self, OpenError> {
+        let sub = |name: &str| dir.map(|d| d.join(name));
+        Ok(MemStore {
+            metrics: MetricsHead::open(sub("metrics").as_deref(), &opts.metrics)?,
+            logs: LogsHead::open(sub("logs").as_deref(), &opts.logs)?,
+            traces: TracesHead::open(sub("traces").as_deref(), &opts.traces)?,
+            profiles: ProfilesHead::open(sub("profiles").as_deref(), &opts.profiles)?,
+        })
     }
 
     /// Makes `batch` visible to readers. Batches applied from several threads at once are each
     /// applied atomically per signal, in an unspecified order.
     pub fn apply(&self, batch: WriteBatch) {
+        self.apply_at(WalPos::ZERO, batch);
+    }
+
+    pub(crate) fn apply_at(&self, pos: WalPos, batch: WriteBatch) {
         match batch {
-            WriteBatch::Metrics(b) => self.metrics.apply(b),
-            WriteBatch::Logs(b) => self.logs.apply(b),
-            WriteBatch::Spans(b) => self.traces.apply(b),
-            WriteBatch::Profiles(b) => self.profiles.apply(b),
+            WriteBatch::Metrics(b) => self.metrics.apply(pos, b),
+            WriteBatch::Logs(b) => self.logs.apply(pos, b),
+            WriteBatch::Spans(b) => self.traces.apply(pos, b),
+            WriteBatch::Profiles(b) => self.profiles.apply(pos, b),
         }
+    }
+
+    /// Persists every engine; true when all of them hold everything applied in their own files.
+    pub(crate) fn persist(&self) -> std::io::Result<bool> {
+        // Every engine persists even if an earlier one cannot: each checkpoint shrinks their WAL debt.
+        let m = self.metrics.persist()?;
+        let l = self.logs.persist()?;
+        let t = self.traces.persist()?;
+        let p = self.profiles.persist()?;
+        Ok(m && l && t && p)
+    }
+
+    /// Background work of every engine (compaction, retention).
+    pub(crate) fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
+        self.metrics.maintain(now_ms)?;
+        self.logs.maintain(now_ms)?;
+        self.traces.maintain(now_ms)?;
+        self.profiles.maintain(now_ms)
     }
 }
 
 impl Apply for MemStore {
-    fn apply(&self, batch: WriteBatch) {
-        MemStore::apply(self, batch);
+    fn apply(&self, pos: WalPos, batch: WriteBatch) {
+        self.apply_at(pos, batch);
     }
 }
 
@@ -52,51 +111,23 @@ impl fmt::Debug for MemStore {
     }
 }
 
-impl MetricsReader for MemStore {
-    fn series(&self) -> Vec<Labels> {
-        self.metrics.series()
-    }
-
-    fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
-        self.metrics.select(matchers, start_ms, end_ms)
-    }
-
-    fn metadata(&self) -> Vec<MetricMetadata> {
-        self.metrics.metadata()
-    }
-}
-
-impl LogsReader for MemStore {
-    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
-        self.logs.logs(stream_matchers, start_ns, end_ns)
-    }
-
-    fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog> {
-        self.logs.logs_by_trace(trace_id)
-    }
-}
-
-impl TracesReader for MemStore {
-    fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
-        self.traces.trace(trace_id)
-    }
-
-    fn trace_ids(&self) -> Vec<TraceId> {
-        self.traces.trace_ids()
-    }
-
-    fn span_count(&self) -> u64 {
-        self.traces.span_count()
-    }
-}
-
-impl ProfilesReader for MemStore {
-    fn profiles(&self, start_ns: i64, end_ns: i64) -> Vec<Profile> {
-        self.profiles.profiles(start_ns, end_ns)
-    }
-}
-
 impl Reader for MemStore {
+    fn metric_store(&self) -> &dyn MetricsReader {
+        &self.metrics
+    }
+
+    fn log_store(&self) -> &dyn LogsReader {
+        &self.logs
+    }
+
+    fn trace_store(&self) -> &dyn TracesReader {
+        &self.traces
+    }
+
+    fn profile_store(&self) -> &dyn ProfilesReader {
+        &self.profiles
+    }
+
     fn item_counts(&self) -> ItemCounts {
         ItemCounts {
             metrics: self.metrics.items(),

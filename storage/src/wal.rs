@@ -116,10 +116,26 @@ pub struct CorruptSegment {
     pub detail: String,
 }
 
+/// The position of a record in the WAL: its segment and the offset just past its end. Positions
+/// grow strictly in WAL order, so an engine that persisted everything up to `p` skips records at
+/// positions `<= p` on replay (see `Storage::checkpoint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct WalPos {
+    /// Segment sequence number.
+    pub segment: u64,
+    /// Byte offset just past the record, within the segment.
+    pub offset: u64,
+}
+
+impl WalPos {
+    /// Before every record: what a memory-only store applies with.
+    pub const ZERO: WalPos = WalPos { segment: 0, offset: 0 };
+}
+
 /// Where the WAL's leader delivers durable batches, in WAL order.
 pub(crate) trait Apply: Sync {
-    /// Makes `batch` visible to readers.
-    fn apply(&self, batch: WriteBatch);
+    /// Makes `batch`, written at `pos`, visible to readers.
+    fn apply(&self, pos: WalPos, batch: WriteBatch);
 }
 
 /// The write-ahead log of one data directory.
@@ -144,6 +160,8 @@ struct Queue {
     bytes: Vec<u8>,
     /// Their batches, same order.
     batches: Vec<WriteBatch>,
+    /// Their framed lengths, same order.
+    lens: Vec<u64>,
     /// The group the queued records will be committed in.
     group: Arc<Group>,
     /// A leader is committing; nobody else may start.
@@ -237,6 +255,7 @@ impl Wal {
             queue: Mutex::new(Queue {
                 bytes: Vec::new(),
                 batches: Vec::new(),
+                lens: Vec::new(),
                 group: Arc::new(Group::default()),
                 leading: false,
                 closed: false,
@@ -264,6 +283,7 @@ impl Wal {
             return Err(WriteError::Closed);
         }
         queue.bytes.extend_from_slice(&record);
+        queue.lens.push(record.len() as u64);
         drop(record);
         queue.batches.push(batch);
         let group = Arc::clone(&queue.group);
@@ -321,6 +341,44 @@ impl Wal {
         }
     }
 
+    /// Starts a new segment now and returns its sequence number: every record in a segment
+    /// before it has been applied when this returns. The first step of a checkpoint.
+    pub fn rotate_for_checkpoint(&self) -> Result<u64, WriteError> {
+        let mut writer = self.writer.lock();
+        match &mut *writer {
+            Writer::Open(seg) => {
+                if seg.len > SEGMENT_HEADER_LEN
+                    && let Err(outcome) = self.rotate(seg)
+                {
+                    return outcome.to_result().map(|()| seg.seq);
+                }
+                Ok(seg.seq)
+            }
+            Writer::Poisoned(detail) => Err(WriteError::Poisoned { detail: detail.clone() }),
+            Writer::Closed => Err(WriteError::Closed),
+        }
+    }
+
+    /// Deletes every segment before `seq`: the last step of a checkpoint, once every store has
+    /// persisted what those segments hold. Returns the number of segments removed.
+    pub fn remove_segments_before(&self, seq: u64) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let Some(s) = entry.file_name().to_str().and_then(segment::parse_segment_file_name) else {
+                continue;
+            };
+            if s < seq {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        if removed > 0 && self.opts.fsync != FsyncPolicy::None {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(removed)
+    }
+
     /// Takes the leader role for the queued group, commits it and publishes the outcome. Returns
     /// with the queue locked again.
     fn lead<'a>(&'a self, mut queue: MutexGuard<'a, Queue>, apply: &dyn Apply) -> MutexGuard<'a, Queue> {
@@ -329,15 +387,16 @@ impl Wal {
         let spare = mem::take(&mut queue.spare);
         let bytes = mem::replace(&mut queue.bytes, spare);
         let batches = mem::take(&mut queue.batches);
+        let lens = mem::take(&mut queue.lens);
         drop(queue);
         let mut publish = Publish { wal: self, group, bytes, outcome: None };
-        let outcome = self.commit(&publish.bytes, batches, apply);
+        let outcome = self.commit(&publish.bytes, batches, &lens, apply);
         publish.outcome = Some(outcome);
         drop(publish);
         self.queue.lock()
     }
 
-    fn commit(&self, bytes: &[u8], batches: Vec<WriteBatch>, apply: &dyn Apply) -> Outcome {
+    fn commit(&self, bytes: &[u8], batches: Vec<WriteBatch>, lens: &[u64], apply: &dyn Apply) -> Outcome {
         let mut writer = self.writer.lock();
         let seg = match &mut *writer {
             Writer::Open(seg) => seg,
@@ -366,10 +425,14 @@ impl Wal {
             return outcome;
         }
         seg.len = start + bytes.len() as u64;
-        drop(writer);
-        for batch in batches {
-            apply.apply(batch);
+        // Applied with the writer held, so that once `rotate_for_checkpoint` has the writer,
+        // every record of the earlier segments has reached the stores.
+        let mut end = start;
+        for (batch, len) in batches.into_iter().zip(lens) {
+            end += len;
+            apply.apply(WalPos { segment: seg.seq, offset: end }, batch);
         }
+        drop(writer);
         Outcome::Committed
     }
 

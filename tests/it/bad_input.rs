@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use outpost::http::RpcStatus;
 use prost::Message;
-use storage::TracesReader as _;
+use storage::Reader as _;
 
 use crate::support::{TestServer, now_ns};
 
@@ -185,7 +185,7 @@ fn bad_http_input_gets_documented_errors_and_changes_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let store = srv.storage();
-    let before = store.trace(storage::model::TraceId([7; 16]));
+    let before = store.trace_store().trace(storage::model::TraceId([7; 16]));
     assert_eq!(before.len(), 1);
     let mut spans_expected = 1;
 
@@ -218,15 +218,15 @@ fn bad_http_input_gets_documented_errors_and_changes_nothing() {
         // Still serving, and what was stored is unchanged.
         let health = client.get(format!("{}/healthz", srv.http())).send().unwrap();
         assert_eq!(health.status(), 200, "after {}", c.name);
-        assert_eq!(store.trace(storage::model::TraceId([7; 16])), before, "after {}", c.name);
-        assert_eq!(store.span_count(), spans_expected, "after {}", c.name);
+        assert_eq!(store.trace_store().trace(storage::model::TraceId([7; 16])), before, "after {}", c.name);
+        assert_eq!(store.trace_store().span_count(), spans_expected, "after {}", c.name);
     }
     // The rejected spans are nowhere.
     for id in [1u8, 2, 4, 8] {
-        assert!(store.trace(storage::model::TraceId([id; 16])).is_empty(), "span {id} stored");
+        assert!(store.trace_store().trace(storage::model::TraceId([id; 16])).is_empty(), "span {id} stored");
     }
     for id in [3u8, 5] {
-        assert_eq!(store.trace(storage::model::TraceId([id; 16])).len(), 1, "span {id} missing");
+        assert_eq!(store.trace_store().trace(storage::model::TraceId([id; 16])).len(), 1, "span {id} missing");
     }
     // The refusals are counted in /metrics.
     let metrics = client.get(format!("{}/metrics", srv.http())).send().unwrap().text().unwrap();
@@ -262,5 +262,5 @@ fn bad_grpc_input_gets_status_codes() {
         let ok = client.export(request(vec![span(4, now_ns(), vec![])])).await.unwrap().into_inner();
         assert!(ok.partial_success.is_none());
     });
-    assert_eq!(srv.storage().span_count(), 2);
+    assert_eq!(srv.storage().trace_store().span_count(), 2);
 }

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use storage::{LogsReader as _, MetricsReader as _, TracesReader as _};
+use storage::Reader as _;
 
 use crate::support::{ChildServer, now_ns, open_store};
 
@@ -205,17 +205,17 @@ fn acknowledged_items_survive_kill_9_without_duplicates() {
     assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
 
     let mut logs: HashMap<String, usize> = HashMap::new();
-    for l in store.logs(&[], 0, i64::MAX) {
+    for l in store.log_store().logs(&[], 0, i64::MAX) {
         *logs.entry(l.record.body.clone()).or_default() += 1;
     }
     let mut spans: HashMap<String, usize> = HashMap::new();
-    for id in store.trace_ids() {
-        for s in store.trace(id) {
+    for id in store.trace_store().trace_ids() {
+        for s in store.trace_store().trace(id) {
             *spans.entry(s.span.name.clone()).or_default() += 1;
         }
     }
     let mut metrics: HashMap<String, usize> = HashMap::new();
-    for s in store.select(&[("__name__".into(), "crash_items".into())], 0, i64::MAX) {
+    for s in store.metric_store().select(&[("__name__".into(), "crash_items".into())], 0, i64::MAX) {
         *metrics.entry(s.labels.get("item").unwrap().to_string()).or_default() += s.samples.len();
     }
     for (what, acked, stored) in

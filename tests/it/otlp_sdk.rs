@@ -16,8 +16,8 @@ use opentelemetry_sdk::Resource as SdkResource;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use storage::Reader as _;
 use storage::model::{AnyValue, KeyValue, SpanKind, StatusCode, TraceId};
-use storage::{LogsReader as _, MetricsReader as _, TracesReader as _};
 
 use crate::support::TestServer;
 
@@ -201,7 +201,7 @@ fn sdk_exporters_round_trip_every_signal() {
 }
 
 fn check_trace(store: &storage::Storage, t: Transport, sent: &Sent) {
-    let spans = store.trace(sent.trace_id);
+    let spans = store.trace_store().trace(sent.trace_id);
     assert_eq!(spans.len(), 2, "{t:?}: {spans:#?}");
     let parent = spans.iter().find(|s| s.span.parent_span_id.is_none()).expect("root span");
     let child = spans.iter().find(|s| s.span.parent_span_id.is_some()).expect("child span");
@@ -240,7 +240,7 @@ fn check_trace(store: &storage::Storage, t: Transport, sent: &Sent) {
 }
 
 fn check_logs(store: &storage::Storage, t: Transport, sent: &Sent) {
-    let logs = store.logs_by_trace(sent.trace_id);
+    let logs = store.log_store().logs_by_trace(sent.trace_id);
     assert_eq!(logs.len(), 1, "{t:?}: {logs:#?}");
     let l = &logs[0];
     assert_eq!(l.stream.get("service_name"), Some(t.service()));
@@ -257,7 +257,7 @@ fn check_logs(store: &storage::Storage, t: Transport, sent: &Sent) {
     assert_eq!(r.span_id, Some(sent.parent_span_id));
     assert!(r.timestamp_ns > 0);
     // The same record through the stream selector.
-    let by_stream = store.logs(&[("service_name".into(), t.service().into())], 0, i64::MAX);
+    let by_stream = store.log_store().logs(&[("service_name".into(), t.service().into())], 0, i64::MAX);
     assert_eq!(by_stream.len(), 1);
 }
 
@@ -266,7 +266,7 @@ fn check_metrics(store: &storage::Storage, t: Transport) {
     let one = |name: &str, extra: &[(&str, &str)]| {
         let mut m: Vec<(String, String)> = vec![("__name__".into(), name.into()), ("job".into(), job.clone())];
         m.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-        let series = store.select(&m, 0, i64::MAX);
+        let series = store.metric_store().select(&m, 0, i64::MAX);
         assert_eq!(series.len(), 1, "{t:?} {m:?}: {series:#?}");
         let s = series.into_iter().next().unwrap();
         assert_eq!(s.labels.get("instance"), Some("i-1"), "{:?}", s.labels);
@@ -279,11 +279,11 @@ fn check_metrics(store: &storage::Storage, t: Transport) {
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "10")]), 1.0);
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "100")]), 2.0);
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "+Inf")]), 2.0);
-    let target = store.select(&[("__name__".into(), "target_info".into()), ("job".into(), job.clone())], 0, i64::MAX);
+    let target = store.metric_store().select(&[("__name__".into(), "target_info".into()), ("job".into(), job.clone())], 0, i64::MAX);
     assert_eq!(target.len(), 1);
     assert_eq!(target[0].labels.get("deployment_environment"), Some("test"));
     assert_eq!(target[0].labels.get("host_cores"), Some("2"));
-    let meta = store.metadata();
+    let meta = store.metric_store().metadata();
     let m = meta.iter().find(|m| m.metric_family == "it_requests_total").expect("counter metadata");
     assert_eq!(m.metric_type, storage::model::MetricType::Counter);
     assert_eq!(m.help, "Requests served");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use storage::LogsReader as _;
+use storage::Reader as _;
 
 use crate::support::{ChildServer, TestServer, open_store, outpost_bin};
 
@@ -150,7 +150,7 @@ fn sigterm_shuts_down_gracefully() {
     assert!(status.success(), "{status}");
     let (store, report) = open_store(dir.path());
     assert!(report.corrupt.is_empty() && report.torn_tail_bytes == 0, "{report:?}");
-    let logs = store.logs(&[("service_name".into(), "term".into())], 0, i64::MAX);
+    let logs = store.log_store().logs(&[("service_name".into(), "term".into())], 0, i64::MAX);
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0].record.body, "before sigterm");
 }

@@ -156,7 +156,7 @@ impl Drop for ChildServer {
 /// Opens a data folder directly (replaying its WAL) to check what survived.
 pub fn open_store(dir: &Path) -> (Storage, storage::ReplayReport) {
     Storage::open(
-        storage::StorageOptions { data_dir: dir.to_path_buf(), wal: storage::WalOptions::default() },
+        storage::StorageOptions::new(dir),
         Arc::new(storage::NoEvents),
     )
     .unwrap()

@@ -38,8 +38,8 @@ pub(super) fn replay(
     }
 
     let count = segments.len();
-    for (i, (_, path)) in segments.iter().enumerate() {
-        replay_segment(path, i + 1 == count, events, apply, &mut report)?;
+    for (i, (seq, path)) in segments.iter().enumerate() {
+        replay_segment(*seq, path, i + 1 == count, events, apply, &mut report)?;
     }
     Ok((report, next_seq))
 }
@@ -71,6 +71,7 @@ fn torn_header_len(path: &Path) -> Result<Option<u64>, OpenError> {
 }
 
 fn replay_segment(
+    seq: u64,
     path: &Path,
     last: bool,
     events: &dyn StorageEvents,
@@ -119,7 +120,7 @@ fn replay_segment(
                 end += framed;
                 report.records += 1;
                 report.items += batch.item_count() as u64;
-                apply.apply(batch);
+                apply.apply(super::WalPos { segment: seq, offset: end }, batch);
             }
             Ok(None) => break None,
             Err(bad) => break Some(bad),

@@ -15,7 +15,7 @@ struct Collect {
 }
 
 impl Apply for Collect {
-    fn apply(&self, batch: WriteBatch) {
+    fn apply(&self, _pos: WalPos, batch: WriteBatch) {
         if value_of(&batch) < 0.0 {
             panic!("apply refused a negative sample");
         }

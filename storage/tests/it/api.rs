@@ -13,6 +13,7 @@ fn oversized_batches_are_refused_and_not_stored() {
     let opts = StorageOptions {
         data_dir: dir.path().to_path_buf(),
         wal: WalOptions { max_record_bytes: 200, ..WalOptions::default() },
+        engines: Default::default(),
     };
     let (s, _, _) = open_with(opts);
     s.write(sample("ok", 1, 1.0)).unwrap();
@@ -56,7 +57,7 @@ fn impossible_options_are_refused() {
         WalOptions { segment_bytes: 0, ..WalOptions::default() },
         WalOptions { max_record_bytes: 0, ..WalOptions::default() },
     ] {
-        let opts = StorageOptions { data_dir: dir.path().to_path_buf(), wal };
+        let opts = StorageOptions { wal, ..StorageOptions::new(dir.path()) };
         let err = Storage::open(opts, Arc::new(storage::NoEvents)).unwrap_err();
         assert!(matches!(err, OpenError::InvalidOptions { .. }), "{err}");
     }

@@ -30,7 +30,7 @@ impl StorageEvents for Counting {
 }
 
 pub fn options(dir: &Path, fsync: FsyncPolicy) -> StorageOptions {
-    StorageOptions { data_dir: dir.to_path_buf(), wal: WalOptions { fsync, ..WalOptions::default() } }
+    StorageOptions { wal: WalOptions { fsync, ..WalOptions::default() }, ..StorageOptions::new(dir) }
 }
 
 pub fn open(dir: &Path) -> (Storage, ReplayReport) {
@@ -91,7 +91,7 @@ pub fn sample(key: &str, ts: i64, value: f64) -> WriteBatch {
 
 /// `(timestamp, value)` of every sample of series `k=key`.
 pub fn samples_of(s: &dyn storage::Reader, key: &str) -> Vec<(i64, f64)> {
-    s.select(&[("k".to_string(), key.to_string())], i64::MIN, i64::MAX)
+    s.metric_store().select(&[("k".to_string(), key.to_string())], i64::MIN, i64::MAX)
         .into_iter()
         .flat_map(|ts| ts.samples)
         .map(|s| (s.timestamp_ms, s.value))

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use storage::{FsyncPolicy, MetricsReader, Reader};
+use storage::{FsyncPolicy, Reader};
 
 use crate::common::*;
 
@@ -23,7 +23,7 @@ fn concurrent_writers_share_fsyncs_and_lose_nothing() {
                 for i in 0..WRITES {
                     s.write(sample(&key, i, (t as i64 * WRITES + i) as f64)).unwrap();
                     // Visible as soon as acknowledged.
-                    let got = s.select(&[("k".into(), key.clone())], i, i);
+                    let got = s.metric_store().select(&[("k".into(), key.clone())], i, i);
                     assert_eq!(got.len(), 1, "write {i} of {key} not visible");
                 }
             });

@@ -13,6 +13,7 @@ fn many_small_segments_replay_in_order() {
         let opts = StorageOptions {
             data_dir: dir.path().to_path_buf(),
             wal: WalOptions { fsync, segment_bytes: 200, ..WalOptions::default() },
+            engines: Default::default(),
         };
         let (s, _, _) = open_with(opts.clone());
         for i in 0..60 {

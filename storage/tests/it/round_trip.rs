@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use storage::model::*;
-use storage::{LogsReader, MetricsReader, Reader};
+use storage::Reader;
 
 use crate::common::*;
 
@@ -29,18 +29,18 @@ pub(crate) fn snapshot(r: &dyn Reader) -> Snapshot {
     let log = |l: storage::StoredLog| (l.resource, l.scope, l.stream, l.record);
     let c = r.item_counts();
     Snapshot {
-        series: r.series(),
-        selected: r.select(&[], i64::MIN, i64::MAX),
-        metadata: r.metadata(),
-        logs: r.logs(&[], i64::MIN, i64::MAX).into_iter().map(log).collect(),
-        trace_1_logs: r.logs_by_trace(trace_id(1)).into_iter().map(log).collect(),
+        series: r.metric_store().series(),
+        selected: r.metric_store().select(&[], i64::MIN, i64::MAX),
+        metadata: r.metric_store().metadata(),
+        logs: r.log_store().logs(&[], i64::MIN, i64::MAX).into_iter().map(log).collect(),
+        trace_1_logs: r.log_store().logs_by_trace(trace_id(1)).into_iter().map(log).collect(),
         traces: r
-            .trace_ids()
+            .trace_store().trace_ids()
             .into_iter()
-            .map(|id| (id, r.trace(id).into_iter().map(|s| (s.resource, s.scope, s.span)).collect()))
+            .map(|id| (id, r.trace_store().trace(id).into_iter().map(|s| (s.resource, s.scope, s.span)).collect()))
             .collect(),
-        span_count: r.span_count(),
-        profiles: r.profiles(i64::MIN, i64::MAX),
+        span_count: r.trace_store().span_count(),
+        profiles: r.profile_store().profiles(i64::MIN, i64::MAX),
         counts: [c.metrics, c.logs, c.traces, c.profiles],
     }
 }
@@ -114,7 +114,7 @@ fn every_signal_survives_close_and_replay() {
     assert!(report.bytes > 0);
     assert_same(&snapshot(s.reader()), &want);
 
-    let stale = &s.select(&[("__name__".into(), "http_requests_total".into())], 3_000, 3_000)[0];
+    let stale = &s.metric_store().select(&[("__name__".into(), "http_requests_total".into())], 3_000, 3_000)[0];
     assert!(is_stale_nan(stale.samples[0].value), "the stale marker's bits must survive");
 }
 
@@ -135,7 +135,7 @@ fn repeated_resources_and_scopes_are_shared() {
     let (s, _) = open(tmp.path());
     s.write(WriteBatch::Logs(logs_batch())).unwrap();
     s.write(WriteBatch::Logs(logs_batch())).unwrap();
-    let logs = s.logs(&[("service_name".into(), "checkout".into())], i64::MIN, i64::MAX);
+    let logs = s.log_store().logs(&[("service_name".into(), "checkout".into())], i64::MIN, i64::MAX);
     assert_eq!(logs.len(), 6);
     for l in &logs[1..] {
         assert!(Arc::ptr_eq(&l.resource, &logs[0].resource));

@@ -42,7 +42,22 @@ struct MemSeries {
 }
 
 impl MetricsHead {
-    pub fn apply(&self, batch: MetricsBatch) {
+    pub fn open(dir: Option<&std::path::Path>, opts: &MetricsOptions) -> Result<Self, crate::error::OpenError> {
+        let _ = (dir, opts);
+        Ok(Self::default())
+    }
+
+    /// This head lives in memory only: the WAL is its durability.
+    pub fn persist(&self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    pub fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
+        let _ = now_ms;
+        Ok(())
+    }
+
+    pub fn apply(&self, _pos: crate::wal::WalPos, batch: MetricsBatch) {
         let mut inner = self.inner.write();
         for ts in batch.series {
             if ts.samples.is_empty() && ts.histograms.is_empty() && ts.exemplars.is_empty() {
@@ -208,8 +223,8 @@ mod tests {
             series: vec![TimeSeries { labels: labels.clone(), samples, ..TimeSeries::default() }],
             metadata: vec![],
         };
-        head.apply(batch(vec![fs(20, 1.0), fs(10, 2.0), fs(20, 3.0)]));
-        head.apply(batch(vec![fs(10, 4.0), fs(30, 5.0), fs(5, 6.0)]));
+        head.apply(crate::wal::WalPos::ZERO, batch(vec![fs(20, 1.0), fs(10, 2.0), fs(20, 3.0)]));
+        head.apply(crate::wal::WalPos::ZERO, batch(vec![fs(10, 4.0), fs(30, 5.0), fs(5, 6.0)]));
         let got = head.select(&[("job".into(), "a".into())], i64::MIN, i64::MAX);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].samples, vec![fs(5, 6.0), fs(10, 4.0), fs(20, 3.0), fs(30, 5.0)]);
@@ -227,7 +242,7 @@ mod tests {
             samples: vec![fs(1, 1.0)],
             ..TimeSeries::default()
         };
-        head.apply(MetricsBatch {
+        head.apply(crate::wal::WalPos::ZERO, MetricsBatch {
             series: vec![
                 mk(&[("__name__", "m"), ("a", "1")]),
                 mk(&[("__name__", "m"), ("a", "1"), ("b", "2")]),
@@ -245,5 +260,23 @@ mod tests {
         assert!(names(&[("a", "9")]).is_empty());
         assert_eq!(names(&[]).len(), 3);
         assert_eq!(head.series().len(), 3);
+    }
+}
+
+/// Options of this engine (none yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsOptions {}
+
+impl crate::read::MetricsReader for MetricsHead {
+    fn series(&self) -> Vec<Labels> {
+        MetricsHead::series(self)
+    }
+
+    fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
+        MetricsHead::select(self, matchers, start_ms, end_ms)
+    }
+
+    fn metadata(&self) -> Vec<MetricMetadata> {
+        MetricsHead::metadata(self)
     }
 }

@@ -31,7 +31,22 @@ struct Inner {
 }
 
 impl TracesHead {
-    pub fn apply(&self, batch: SpansBatch) {
+    pub fn open(dir: Option<&std::path::Path>, opts: &TracesOptions) -> Result<Self, crate::error::OpenError> {
+        let _ = (dir, opts);
+        Ok(Self::default())
+    }
+
+    /// This head lives in memory only: the WAL is its durability.
+    pub fn persist(&self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    pub fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
+        let _ = now_ms;
+        Ok(())
+    }
+
+    pub fn apply(&self, _pos: crate::wal::WalPos, batch: SpansBatch) {
         let mut inner = self.inner.write();
         let inner = &mut *inner;
         for group in batch.groups {
@@ -63,5 +78,23 @@ impl TracesHead {
         let mut ids: Vec<TraceId> = self.inner.read().by_trace.keys().copied().collect();
         ids.sort_unstable();
         ids
+    }
+}
+
+/// Options of this engine (none yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TracesOptions {}
+
+impl crate::read::TracesReader for TracesHead {
+    fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
+        TracesHead::trace(self, trace_id)
+    }
+
+    fn trace_ids(&self) -> Vec<TraceId> {
+        TracesHead::trace_ids(self)
+    }
+
+    fn span_count(&self) -> u64 {
+        TracesHead::span_count(self)
     }
 }

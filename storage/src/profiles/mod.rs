@@ -23,7 +23,22 @@ struct Inner {
 }
 
 impl ProfilesHead {
-    pub fn apply(&self, batch: ProfilesBatch) {
+    pub fn open(dir: Option<&std::path::Path>, opts: &ProfilesOptions) -> Result<Self, crate::error::OpenError> {
+        let _ = (dir, opts);
+        Ok(Self::default())
+    }
+
+    /// This head lives in memory only: the WAL is its durability.
+    pub fn persist(&self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    pub fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
+        let _ = now_ms;
+        Ok(())
+    }
+
+    pub fn apply(&self, _pos: crate::wal::WalPos, batch: ProfilesBatch) {
         let mut inner = self.inner.write();
         for profile in batch.profiles {
             let key = (profile.time_ns, inner.profiles.len());
@@ -48,5 +63,15 @@ impl ProfilesHead {
         let lo = inner.order.partition_point(|(t, _)| *t < start_ns);
         let hi = inner.order.partition_point(|(t, _)| *t <= end_ns);
         inner.order[lo..hi.max(lo)].iter().map(|&(_, id)| inner.profiles[id].clone()).collect()
+    }
+}
+
+/// Options of this engine (none yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfilesOptions {}
+
+impl crate::read::ProfilesReader for ProfilesHead {
+    fn profiles(&self, start_ns: i64, end_ns: i64) -> Vec<Profile> {
+        ProfilesHead::profiles(self, start_ns, end_ns)
     }
 }

@@ -47,7 +47,22 @@ struct Stream {
 }
 
 impl LogsHead {
-    pub fn apply(&self, batch: LogsBatch) {
+    pub fn open(dir: Option<&std::path::Path>, opts: &LogsOptions) -> Result<Self, crate::error::OpenError> {
+        let _ = (dir, opts);
+        Ok(Self::default())
+    }
+
+    /// This head lives in memory only: the WAL is its durability.
+    pub fn persist(&self) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    pub fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
+        let _ = now_ms;
+        Ok(())
+    }
+
+    pub fn apply(&self, _pos: crate::wal::WalPos, batch: LogsBatch) {
         let mut inner = self.inner.write();
         let inner = &mut *inner;
         for group in batch.groups {
@@ -148,13 +163,27 @@ mod tests {
             records,
             ..LogGroup::default()
         };
-        head.apply(LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] });
-        head.apply(LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] });
+        head.apply(crate::wal::WalPos::ZERO, LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] });
+        head.apply(crate::wal::WalPos::ZERO, LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] });
         let bodies =
             |m: &[(String, String)], s, e| head.logs(m, s, e).into_iter().map(|l| l.record.body).collect::<Vec<_>>();
         assert_eq!(bodies(&[], 0, 100), vec!["a2", "a1", "b1", "a3"]);
         assert_eq!(bodies(&[("service_name".into(), "a".into())], 0, 100), vec!["a2", "a1", "a3"]);
         assert_eq!(bodies(&[], 11, 20), vec!["a1", "b1", "a3"]);
         assert_eq!(head.items(), 4);
+    }
+}
+
+/// Options of this engine (none yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogsOptions {}
+
+impl crate::read::LogsReader for LogsHead {
+    fn logs(&self, stream_matchers: &[(String, String)], start_ns: i64, end_ns: i64) -> Vec<StoredLog> {
+        LogsHead::logs(self, stream_matchers, start_ns, end_ns)
+    }
+
+    fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog> {
+        LogsHead::logs_by_trace(self, trace_id)
     }
 }

@@ -1,0 +1,1 @@
+//! pprof profiles (and Pyroscope ingest formats) mapped to the profiles model.

@@ -1,0 +1,1 @@
+//! The Prometheus text exposition format and OpenMetrics, for scraping.

@@ -1,0 +1,1 @@
+//! Prometheus remote write v1 (snappy-compressed protobuf) mapped to the metrics model.

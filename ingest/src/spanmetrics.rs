@@ -1,0 +1,1 @@
+//! Span metrics and the service graph, derived from spans at ingest under Tempo's names.

@@ -1,0 +1,1 @@
+//! Profile queries: flame graphs, series, span profiles, diffs over `storage::ProfilesReader`.

@@ -1,0 +1,1 @@
+//! PromQL: evaluation of promql-parser's AST over `storage::MetricsReader`.

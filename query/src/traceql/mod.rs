@@ -1,0 +1,1 @@
+//! TraceQL: parser and evaluation over `storage::TracesReader`.

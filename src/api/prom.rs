@@ -1,0 +1,10 @@
+//! The Prometheus HTTP API and remote write.
+
+use axum::Router;
+
+use crate::http::AppState;
+
+/// This family's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,10 @@
+//! Pyroscope ingest and the connect querier API.
+
+use axum::Router;
+
+use crate::http::AppState;
+
+/// This family's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -1,0 +1,182 @@
+//! Read access to metrics. Implemented by the metrics engine (`crate::metrics`).
+
+use std::fmt;
+
+use crate::model::{Labels, MetricMetadata, TimeSeries};
+
+/// How a [`Matcher`] compares a label's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatchOp {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `=~` (fully anchored, as in Prometheus)
+    Regex,
+    /// `!~` (fully anchored)
+    NotRegex,
+}
+
+/// A label matcher as PromQL and the Prometheus API use it. A missing label has the value `""`,
+/// so `{a=""}` matches series without `a` and `{a=~".*"}` matches every series.
+#[derive(Clone)]
+pub struct Matcher {
+    /// The label name.
+    pub name: String,
+    /// The comparison.
+    pub op: MatchOp,
+    /// The value or the regular expression's source.
+    pub value: String,
+    /// The anchored regex for `Regex`/`NotRegex`.
+    re: Option<regex::Regex>,
+}
+
+impl Matcher {
+    /// A matcher; fails only for a regex that does not compile.
+    pub fn new(name: impl Into<String>, op: MatchOp, value: impl Into<String>) -> Result<Matcher, regex::Error> {
+        let value = value.into();
+        let re = match op {
+            MatchOp::Regex | MatchOp::NotRegex => Some(regex::Regex::new(&format!("^(?s:{value})$"))?),
+            MatchOp::Equal | MatchOp::NotEqual => None,
+        };
+        Ok(Matcher { name: name.into(), op, value, re })
+    }
+
+    /// An equality matcher.
+    pub fn eq(name: impl Into<String>, value: impl Into<String>) -> Matcher {
+        Matcher { name: name.into(), op: MatchOp::Equal, value: value.into(), re: None }
+    }
+
+    /// True when a label value (`""` if absent) satisfies the matcher.
+    pub fn matches(&self, value: &str) -> bool {
+        match self.op {
+            MatchOp::Equal => self.value == value,
+            MatchOp::NotEqual => self.value != value,
+            MatchOp::Regex => self.re.as_ref().is_some_and(|re| re.is_match(value)),
+            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|re| re.is_match(value)),
+        }
+    }
+
+    /// True when the matcher matches the empty string (and so series lacking the label).
+    pub fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+
+    /// True when `labels` satisfies this matcher.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches(labels.get(&self.name).unwrap_or(""))
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let op = match self.op {
+            MatchOp::Equal => "=",
+            MatchOp::NotEqual => "!=",
+            MatchOp::Regex => "=~",
+            MatchOp::NotRegex => "!~",
+        };
+        write!(f, "{}{op}{:?}", self.name, self.value)
+    }
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.op == other.op && self.value == other.value
+    }
+}
+
+/// True when `labels` satisfies every matcher.
+pub fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers.iter().all(|m| m.matches_labels(labels))
+}
+
+/// Cardinality figures for `/api/v1/status/tsdb`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TsdbStats {
+    /// Series in the head (active).
+    pub head_series: u64,
+    /// Samples held in memory.
+    pub head_samples: u64,
+    /// Lowest and highest sample timestamps in the head (ms), if any.
+    pub head_min_time_ms: Option<i64>,
+    /// See `head_min_time_ms`.
+    pub head_max_time_ms: Option<i64>,
+    /// Series count per metric name, highest first.
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    /// Distinct values per label name, highest first.
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Series count per `name=value` pair, highest first.
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+}
+
+/// Read access to metrics.
+pub trait MetricsReader: Send + Sync {
+    /// Label sets of every series, sorted.
+    fn series(&self) -> Vec<Labels>;
+
+    /// Series matching every matcher, sorted by labels, each with its float samples, histogram
+    /// samples and exemplars whose timestamps fall in `start_ms..=end_ms`, in time order. A series
+    /// with nothing in the range is left out.
+    ///
+    /// Duplicate timestamps: a series holds at most one float sample and one histogram sample per
+    /// timestamp; a later write (in WAL order; within one write, later in the batch) replaces an
+    /// earlier one. Exemplars are kept per timestamp and label set under the same rule.
+    fn select(&self, matchers: &[(String, String)], start_ms: i64, end_ms: i64) -> Vec<TimeSeries>;
+
+    /// The latest metadata written for each metric family, sorted by family name.
+    fn metadata(&self) -> Vec<MetricMetadata>;
+
+    /// Series matching every matcher (`matchers` is never empty in PromQL use) with their samples,
+    /// histograms and exemplars in `start_ms..=end_ms`, sorted by labels; series with nothing in
+    /// the range are left out. The default implementation scans; engines override it.
+    fn select_matching(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
+        let mut out = Vec::new();
+        for labels in self.series() {
+            if !matches_all(&labels, matchers) {
+                continue;
+            }
+            let eq: Vec<(String, String)> =
+                labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+            out.extend(self.select(&eq, start_ms, end_ms).into_iter().filter(|ts| ts.labels == labels));
+        }
+        out
+    }
+
+    /// Label sets of the series matching every matcher that have data in `start_ms..=end_ms`,
+    /// sorted. No matchers: every series.
+    fn series_matching(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels> {
+        self.select_matching(matchers, start_ms, end_ms).into_iter().map(|ts| ts.labels).collect()
+    }
+
+    /// Sorted distinct label names of [`MetricsReader::series_matching`].
+    fn label_names(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .series_matching(matchers, start_ms, end_ms)
+            .iter()
+            .flat_map(|l| l.iter().map(|l| l.name.to_string()).collect::<Vec<_>>())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Sorted distinct values of label `name` in [`MetricsReader::series_matching`].
+    fn label_values(&self, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .series_matching(matchers, start_ms, end_ms)
+            .iter()
+            .filter_map(|l| l.get(name).map(str::to_string))
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    }
+
+    /// Cardinality statistics; `limit` entries per list.
+    fn stats(&self, limit: usize) -> TsdbStats {
+        let _ = limit;
+        TsdbStats { head_series: self.series().len() as u64, ..TsdbStats::default() }
+    }
+}
+
