@@ -259,6 +259,40 @@ impl Pipeline {
         result
     }
 
+    /// The write path for every protocol other than OTLP: runs `map` (decode, validate, map into
+    /// the model; it gets the wall-clock now in ns) on the blocking pool, writes the batch durably
+    /// and records the request in self-telemetry. Holds `_permit` (from [`Pipeline::admit`]) until
+    /// done. A `map` error is the request's error (use `PipelineError::Malformed` for bad input).
+    pub async fn write_mapped<F>(
+        self: &Arc<Self>,
+        signal: Signal,
+        protocol: Protocol,
+        wire_bytes: usize,
+        started: Instant,
+        _permit: OwnedSemaphorePermit,
+        map: F,
+    ) -> Result<Outcome, PipelineError>
+    where
+        F: FnOnce(i64) -> Result<(WriteBatch, Outcome), PipelineError> + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || {
+            let storage = this.storage.get().ok_or(PipelineError::NotReady("replaying the write-ahead log"))?;
+            let (batch, outcome) = map(now_ns())?;
+            if !batch.is_empty() {
+                storage.write(batch).map_err(PipelineError::Storage)?;
+            }
+            Ok(outcome)
+        })
+        .await
+        .unwrap_or_else(|e| Err(PipelineError::Internal(format!("write task failed: {e}"))));
+        match &result {
+            Ok(outcome) => self.telemetry.ingested(signal, protocol, outcome, wire_bytes, started.elapsed()),
+            Err(e) => self.telemetry.request_rejected(signal, protocol, e.reason(), &e.to_string()),
+        }
+        result
+    }
+
     fn export_blocking(&self, payload: Payload) -> Result<Outcome, PipelineError> {
         let storage = self.storage.get().ok_or(PipelineError::NotReady("replaying the write-ahead log"))?;
         let now = now_ns();

@@ -21,6 +21,16 @@ pub enum Protocol {
     HttpProtobuf,
     /// OTLP/HTTP with a JSON body.
     HttpJson,
+    /// Prometheus remote write.
+    RemoteWrite,
+    /// Prometheus scraping.
+    Scrape,
+    /// Loki push (JSON or protobuf).
+    LokiPush,
+    /// Pyroscope `/ingest` or the connect `Push`.
+    Pyroscope,
+    /// Derived at ingest from other signals (span metrics, service graph).
+    Derived,
 }
 
 impl Protocol {
@@ -30,6 +40,11 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::HttpProtobuf => "http_protobuf",
             Protocol::HttpJson => "http_json",
+            Protocol::RemoteWrite => "remote_write",
+            Protocol::Scrape => "scrape",
+            Protocol::LokiPush => "loki_push",
+            Protocol::Pyroscope => "pyroscope",
+            Protocol::Derived => "derived",
         }
     }
 }

@@ -12,8 +12,8 @@
 //!   not clone per item.
 #![warn(missing_docs)]
 
-pub mod otlp;
 pub mod loki_push;
+pub mod otlp;
 pub mod pprof;
 pub mod prom_text;
 pub mod remote_write;

@@ -45,13 +45,13 @@ use std::sync::Arc;
 
 pub use error::{Error, OpenError, ReadError, WriteError};
 pub use events::{NoEvents, StorageEvents};
-pub use mem::MemStore;
 pub use logs::LogsOptions;
+pub use mem::MemStore;
 pub use metrics::MetricsOptions;
 pub use profiles::ProfilesOptions;
 pub use read::{
-    ItemCounts, LogsReader, MatchOp, Matcher, MetricsReader, ProfilesReader, Reader, StoredLog, StoredSpan,
-    TracesReader, TsdbStats,
+    Direction, ItemCounts, LogScan, LogsReader, MatchOp, Matcher, MetricsReader, ProfilesReader, Reader, StoredLog,
+    StoredSpan, TraceScan, TracesReader, TsdbStats,
 };
 pub use traces::TracesOptions;
 pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions, WalPos};

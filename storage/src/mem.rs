@@ -15,6 +15,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::EngineOptions;
 use crate::error::OpenError;
 use crate::logs::LogsHead;
 use crate::metrics::MetricsHead;
@@ -23,7 +24,6 @@ use crate::profiles::ProfilesHead;
 use crate::read::{ItemCounts, LogsReader, MetricsReader, ProfilesReader, Reader, TracesReader};
 use crate::traces::TracesHead;
 use crate::wal::{Apply, WalPos};
-use crate::EngineOptions;
 
 /// The stores of all four signals, without a WAL of their own.
 ///

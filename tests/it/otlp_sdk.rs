@@ -279,7 +279,11 @@ fn check_metrics(store: &storage::Storage, t: Transport) {
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "10")]), 1.0);
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "100")]), 2.0);
     assert_eq!(one("it_latency_milliseconds_bucket", &[("le", "+Inf")]), 2.0);
-    let target = store.metric_store().select(&[("__name__".into(), "target_info".into()), ("job".into(), job.clone())], 0, i64::MAX);
+    let target = store.metric_store().select(
+        &[("__name__".into(), "target_info".into()), ("job".into(), job.clone())],
+        0,
+        i64::MAX,
+    );
     assert_eq!(target.len(), 1);
     assert_eq!(target[0].labels.get("deployment_environment"), Some("test"));
     assert_eq!(target[0].labels.get("host_cores"), Some("2"));

@@ -155,11 +155,7 @@ impl Drop for ChildServer {
 
 /// Opens a data folder directly (replaying its WAL) to check what survived.
 pub fn open_store(dir: &Path) -> (Storage, storage::ReplayReport) {
-    Storage::open(
-        storage::StorageOptions::new(dir),
-        Arc::new(storage::NoEvents),
-    )
-    .unwrap()
+    Storage::open(storage::StorageOptions::new(dir), Arc::new(storage::NoEvents)).unwrap()
 }
 
 /// Nanoseconds since the epoch, now.

@@ -163,8 +163,14 @@ mod tests {
             records,
             ..LogGroup::default()
         };
-        head.apply(crate::wal::WalPos::ZERO, LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] });
-        head.apply(crate::wal::WalPos::ZERO, LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] });
+        head.apply(
+            crate::wal::WalPos::ZERO,
+            LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] },
+        );
+        head.apply(
+            crate::wal::WalPos::ZERO,
+            LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] },
+        );
         let bodies =
             |m: &[(String, String)], s, e| head.logs(m, s, e).into_iter().map(|l| l.record.body).collect::<Vec<_>>();
         assert_eq!(bodies(&[], 0, 100), vec!["a2", "a1", "b1", "a3"]);

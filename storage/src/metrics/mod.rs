@@ -242,14 +242,17 @@ mod tests {
             samples: vec![fs(1, 1.0)],
             ..TimeSeries::default()
         };
-        head.apply(crate::wal::WalPos::ZERO, MetricsBatch {
-            series: vec![
-                mk(&[("__name__", "m"), ("a", "1")]),
-                mk(&[("__name__", "m"), ("a", "1"), ("b", "2")]),
-                mk(&[("__name__", "n"), ("a", "1")]),
-            ],
-            metadata: vec![],
-        });
+        head.apply(
+            crate::wal::WalPos::ZERO,
+            MetricsBatch {
+                series: vec![
+                    mk(&[("__name__", "m"), ("a", "1")]),
+                    mk(&[("__name__", "m"), ("a", "1"), ("b", "2")]),
+                    mk(&[("__name__", "n"), ("a", "1")]),
+                ],
+                metadata: vec![],
+            },
+        );
         let names = |m: &[(&str, &str)]| {
             let m: Vec<(String, String)> = m.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
             head.select(&m, 0, 10).into_iter().map(|s| s.labels.to_string()).collect::<Vec<_>>()

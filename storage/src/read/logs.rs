@@ -25,5 +25,80 @@ pub trait LogsReader: Send + Sync {
 
     /// Every record carrying `trace_id`, in the same order as [`LogsReader::logs`].
     fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog>;
+
+    /// Label sets of the streams matching every matcher with records in `start_ns..=end_ns`,
+    /// sorted. The default implementation scans; engines override it.
+    fn streams(&self, matchers: &[crate::read::Matcher], start_ns: i64, end_ns: i64) -> Vec<Arc<Labels>> {
+        let mut out: Vec<Arc<Labels>> = self
+            .logs(&[], start_ns, end_ns)
+            .into_iter()
+            .filter(|l| crate::read::matches_all(&l.stream, matchers))
+            .map(|l| l.stream)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Hands the records `scan` selects to `visit`, in `scan.direction` order, until `visit`
+    /// returns false. The default implementation reads everything in range; engines override it
+    /// to use their indexes (and must never drop a record the hints do not rule out).
+    fn scan(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
+        let mut logs: Vec<StoredLog> = self
+            .logs(&[], scan.start_ns, scan.end_ns)
+            .into_iter()
+            .filter(|l| crate::read::matches_all(&l.stream, &scan.matchers))
+            .filter(|l| scan.trace_id.is_none_or(|t| l.record.trace_id == Some(t)))
+            .filter(|l| scan.line_contains.iter().all(|s| l.record.body.contains(s.as_str())))
+            .collect();
+        if scan.direction == Direction::Backward {
+            logs.reverse();
+        }
+        for l in &logs {
+            if !visit(l) {
+                return;
+            }
+        }
+    }
 }
 
+/// Scan order of [`LogsReader::scan`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first (Loki's default).
+    Backward,
+}
+
+/// What [`LogsReader::scan`] reads: the streams matching every matcher, records in
+/// `start_ns..=end_ns`. The hints only let the store skip records that cannot match; a store may
+/// ignore them, and callers must still verify every record they are given.
+#[derive(Clone, Debug, Default)]
+pub struct LogScan {
+    /// Stream selector matchers (at least one in LogQL use).
+    pub matchers: Vec<crate::read::Matcher>,
+    /// Inclusive start (ns).
+    pub start_ns: i64,
+    /// Inclusive end (ns).
+    pub end_ns: i64,
+    /// Order of the records handed to the visitor (by timestamp; ties in arrival order).
+    pub direction: Direction,
+    /// Hint: only lines containing every one of these substrings (case-sensitive) are wanted.
+    pub line_contains: Vec<String>,
+    /// Hint: only records carrying this trace id are wanted.
+    pub trace_id: Option<TraceId>,
+}
+
+impl dyn LogsReader + '_ {
+    /// Convenience: every record of `scan`, collected.
+    pub fn scan_all(&self, scan: &LogScan) -> Vec<StoredLog> {
+        let mut out = Vec::new();
+        self.scan(scan, &mut |log| {
+            out.push(log.clone());
+            true
+        });
+        out
+    }
+}

@@ -136,8 +136,7 @@ pub trait MetricsReader: Send + Sync {
             if !matches_all(&labels, matchers) {
                 continue;
             }
-            let eq: Vec<(String, String)> =
-                labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
+            let eq: Vec<(String, String)> = labels.iter().map(|l| (l.name.to_string(), l.value.to_string())).collect();
             out.extend(self.select(&eq, start_ms, end_ms).into_iter().filter(|ts| ts.labels == labels));
         }
         out
@@ -179,4 +178,3 @@ pub trait MetricsReader: Send + Sync {
         TsdbStats { head_series: self.series().len() as u64, ..TsdbStats::default() }
     }
 }
-

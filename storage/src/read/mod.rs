@@ -15,10 +15,10 @@ mod metrics;
 mod profiles;
 mod traces;
 
-pub use logs::{LogsReader, StoredLog};
+pub use logs::{Direction, LogScan, LogsReader, StoredLog};
 pub use metrics::{MatchOp, Matcher, MetricsReader, TsdbStats, matches_all};
 pub use profiles::ProfilesReader;
-pub use traces::{StoredSpan, TracesReader};
+pub use traces::{StoredSpan, TraceScan, TracesReader};
 
 use crate::model::{Labels, Signal};
 

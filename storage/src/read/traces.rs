@@ -26,5 +26,54 @@ pub trait TracesReader: Send + Sync {
 
     /// Number of stored spans.
     fn span_count(&self) -> u64;
+
+    /// Hands each trace `scan` selects (all its spans, as [`TracesReader::trace`] returns them)
+    /// to `visit`, newest trace first by latest span end, until `visit` returns false. The default
+    /// implementation reads every trace; engines override it with their indexes.
+    fn scan_traces(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
+        let mut traces: Vec<(i64, Vec<StoredSpan>)> = Vec::new();
+        for id in self.trace_ids() {
+            let spans = self.trace(id);
+            let overlaps =
+                spans.iter().any(|s| s.span.start_time_ns <= scan.end_ns && s.span.end_time_ns >= scan.start_ns);
+            if !overlaps {
+                continue;
+            }
+            let last = spans.iter().map(|s| s.span.end_time_ns).max().unwrap_or(0);
+            traces.push((last, spans));
+        }
+        traces.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, spans) in &traces {
+            if !visit(spans) {
+                return;
+            }
+        }
+    }
 }
 
+/// What [`TracesReader::scan_traces`] reads: traces with at least one span overlapping
+/// `start_ns..=end_ns` (0 and `i64::MAX` for all time). Hints only let the store skip traces that
+/// cannot match; callers verify.
+#[derive(Clone, Debug, Default)]
+pub struct TraceScan {
+    /// Inclusive start (ns).
+    pub start_ns: i64,
+    /// Inclusive end (ns).
+    pub end_ns: i64,
+    /// Hint: only traces with a span whose resource has `service.name` equal to this.
+    pub service_name: Option<String>,
+    /// Hint: only traces with a span of this name.
+    pub span_name: Option<String>,
+}
+
+impl dyn TracesReader + '_ {
+    /// Every span of every trace of `scan`, trace by trace.
+    pub fn scan_all(&self, scan: &TraceScan) -> Vec<Vec<StoredSpan>> {
+        let mut out = Vec::new();
+        self.scan_traces(scan, &mut |spans| {
+            out.push(spans.to_vec());
+            true
+        });
+        out
+    }
+}

@@ -91,7 +91,8 @@ pub fn sample(key: &str, ts: i64, value: f64) -> WriteBatch {
 
 /// `(timestamp, value)` of every sample of series `k=key`.
 pub fn samples_of(s: &dyn storage::Reader, key: &str) -> Vec<(i64, f64)> {
-    s.metric_store().select(&[("k".to_string(), key.to_string())], i64::MIN, i64::MAX)
+    s.metric_store()
+        .select(&[("k".to_string(), key.to_string())], i64::MIN, i64::MAX)
         .into_iter()
         .flat_map(|ts| ts.samples)
         .map(|s| (s.timestamp_ms, s.value))

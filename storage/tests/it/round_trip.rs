@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use storage::model::*;
 use storage::Reader;
+use storage::model::*;
 
 use crate::common::*;
 
@@ -35,7 +35,8 @@ pub(crate) fn snapshot(r: &dyn Reader) -> Snapshot {
         logs: r.log_store().logs(&[], i64::MIN, i64::MAX).into_iter().map(log).collect(),
         trace_1_logs: r.log_store().logs_by_trace(trace_id(1)).into_iter().map(log).collect(),
         traces: r
-            .trace_store().trace_ids()
+            .trace_store()
+            .trace_ids()
             .into_iter()
             .map(|id| (id, r.trace_store().trace(id).into_iter().map(|s| (s.resource, s.scope, s.span)).collect()))
             .collect(),
