@@ -42,7 +42,7 @@ pub trait TracesReader: Send + Sync {
             let last = spans.iter().map(|s| s.span.end_time_ns).max().unwrap_or(0);
             traces.push((last, spans));
         }
-        traces.sort_by(|a, b| b.0.cmp(&a.0));
+        traces.sort_by_key(|t| std::cmp::Reverse(t.0));
         for (_, spans) in &traces {
             if !visit(spans) {
                 return;
