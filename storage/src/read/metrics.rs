@@ -172,6 +172,20 @@ pub trait MetricsReader: Send + Sync {
         values
     }
 
+    /// Exemplars whose `trace_id` label equals `trace_id` (lowercase hex), with their series'
+    /// labels. The default implementation scans every series; engines override it with an index.
+    fn exemplars_by_trace(&self, trace_id: &str) -> Vec<(Labels, crate::model::Exemplar)> {
+        let mut out = Vec::new();
+        for ts in self.select_matching(&[], i64::MIN, i64::MAX) {
+            for e in &ts.exemplars {
+                if e.labels.get("trace_id") == Some(trace_id) {
+                    out.push((ts.labels.clone(), e.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Cardinality statistics; `limit` entries per list.
     fn stats(&self, limit: usize) -> TsdbStats {
         let _ = limit;
