@@ -425,6 +425,9 @@ struct Section {
     len: usize,
 }
 
+/// A label value in the label index: value symbol, postings offset, postings length.
+type ValueRef = (u32, u64, u32);
+
 /// The parts of the index kept in memory once a block is first read.
 struct Parsed {
     /// Offset and length of each symbol's bytes, in symbol order (= string order).
@@ -433,7 +436,7 @@ struct Parsed {
     offsets_at: usize,
     series_count: u32,
     /// name symbol → (value symbol, postings offset, postings length), both sorted.
-    labels: Vec<(u32, Vec<(u32, u64, u32)>)>,
+    labels: Vec<(u32, Vec<ValueRef>)>,
     traces: Section,
 }
 
@@ -587,7 +590,7 @@ impl Block {
         RoaringBitmap::deserialize_from(&self.index[off as usize..end as usize]).map_err(|e| format!("postings: {e}"))
     }
 
-    fn values_of<'p>(&self, p: &'p Parsed, name: &str) -> Option<&'p [(u32, u64, u32)]> {
+    fn values_of<'p>(&self, p: &'p Parsed, name: &str) -> Option<&'p [ValueRef]> {
         let n = self.sym_id(p, name)?;
         p.labels.binary_search_by_key(&n, |(k, _)| *k).ok().map(|i| &p.labels[i].1[..])
     }
@@ -600,10 +603,10 @@ impl Block {
             let Some(values) = self.values_of(p, &m.name) else { return Ok(out) };
             let exact = (m.op == MatchOp::Equal && want) || (m.op == MatchOp::NotEqual && !want);
             if exact {
-                if let Some(v) = self.sym_id(p, &m.value) {
-                    if let Ok(i) = values.binary_search_by_key(&v, |x| x.0) {
-                        out |= self.postings(values[i].1, values[i].2)?;
-                    }
+                if let Some(i) =
+                    self.sym_id(p, &m.value).and_then(|v| values.binary_search_by_key(&v, |x| x.0).ok())
+                {
+                    out |= self.postings(values[i].1, values[i].2)?;
                 }
                 return Ok(out);
             }

@@ -182,8 +182,7 @@ fn write_merged(engine: &MetricsHead, sources: &[Arc<Block>], writer: &mut Block
         next[i] = 1;
     }
     let cap = engine.opts.exemplars_per_series.max(1);
-    loop {
-        let Some(min) = current.iter().flatten().map(|s| &s.labels).min().cloned() else { break };
+    while let Some(min) = current.iter().flatten().map(|s| &s.labels).min().cloned() {
         let mut acc: BTreeMap<Labels, SeriesSamples> = BTreeMap::new();
         for i in 0..sources.len() {
             if current[i].as_ref().is_some_and(|s| s.labels == min) {

@@ -193,7 +193,7 @@ impl SeriesData {
                 false
             }
             Err(i) => {
-                let in_chunks = self.chunk_floats(t, t).first().is_some();
+                let in_chunks = !self.chunk_floats(t, t).is_empty();
                 self.overlay.insert(i, s);
                 !in_chunks
             }

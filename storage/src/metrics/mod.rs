@@ -682,7 +682,7 @@ impl crate::read::MetricsReader for MetricsHead {
         if matchers.is_empty() {
             let (h, blocks) = self.snapshot();
             if let Some(by_value) = h.syms.get(name).and_then(|n| h.postings.get(&n)) {
-                for (&v, _) in by_value {
+                for &v in by_value.keys() {
                     let m = [Matcher::eq(name, h.syms.str(v))];
                     let any = h.select_ids(&m).iter().any(|id| {
                         h.series[id as usize].as_deref().is_some_and(|s| Self::head_has_data(s, start_ms, end_ms))
