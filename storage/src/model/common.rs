@@ -239,6 +239,14 @@ impl Labels {
         Labels(out)
     }
 
+    /// A set from labels already sorted by name with unique names and no empty value (the
+    /// caller's invariant; stores rebuilding a set they validated on the way in).
+    pub(crate) fn from_sorted(labels: impl IntoIterator<Item = Label>) -> Self {
+        let v: Vec<Label> = labels.into_iter().collect();
+        debug_assert!(v.windows(2).all(|w| w[0].name < w[1].name));
+        Labels(v)
+    }
+
     /// Value of label `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
