@@ -279,12 +279,12 @@ impl Ctx<'_> {
                                     0.0
                                 }
                             };
-                            b.labels.remove(&u.label);
                             for f in &u.post_filters {
                                 if !pipeline::label_filter(f, &mut b) {
                                     return true;
                                 }
                             }
+                            b.labels.remove(&u.label);
                             v
                         }
                     };

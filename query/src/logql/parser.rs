@@ -655,25 +655,11 @@ impl Parser {
         }
     }
 
+    /// `name="expr"` / bare `name` parameters of `json` and `logfmt`, comma separated.
     fn extraction_params(&mut self, json: bool) -> Result<Vec<(String, String)>, ParseError> {
         let mut out = Vec::new();
         while let Tok::Ident(name) = self.peek().tok.clone() {
-            if !self.peek_at(1).is_punct("=") && !self.peek_at(1).is_punct(",") && !out.is_empty() {
-                break;
-            }
-            if !self.peek_at(1).is_punct("=") && !(self.peek_at(1).is_punct(",") || out.is_empty()) {
-                break;
-            }
-            // A bare identifier is only a parameter when followed by ',' or '|'/end: otherwise
-            // it is the start of something else.
-            if !self.peek_at(1).is_punct("=") {
-                let after = &self.peek_at(1).tok;
-                if !matches!(after, Tok::Punct("," | "|" | ")") | Tok::Eof | Tok::Range(_)) {
-                    break;
-                }
-                self.next();
-                out.push((name.clone(), name.clone()));
-            } else {
+            if self.peek_at(1).is_punct("=") {
                 self.next();
                 self.next();
                 let expr = self.string()?;
@@ -681,12 +667,16 @@ impl Parser {
                     return Err(ParseError::plain(format!("invalid JSON expression: {expr}")));
                 }
                 out.push((name, expr));
-            }
-            if self.peek().is_punct(",") {
+            } else if matches!(self.peek_at(1).tok, Tok::Punct("," | "|" | ")") | Tok::Eof | Tok::Range(_)) {
                 self.next();
-                continue;
+                out.push((name.clone(), name));
+            } else {
+                break;
             }
-            break;
+            if !self.peek().is_punct(",") {
+                break;
+            }
+            self.next();
         }
         Ok(out)
     }
