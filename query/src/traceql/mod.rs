@@ -52,6 +52,10 @@ impl ParseError {
     /// An error at byte `pos` of `query`.
     pub fn new(query: &str, pos: usize, message: impl Into<String>) -> Self {
         let pos = pos.min(query.len());
+        if query.is_empty() {
+            // Go's scanner reports no position at all for an empty query.
+            return ParseError { message: message.into(), pos, line: 0, col: 0 };
+        }
         let before = query.get(..pos).unwrap_or(query);
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map(|s| s.chars().count()).unwrap_or(0) + 1;
@@ -62,6 +66,9 @@ impl ParseError {
 impl fmt::Display for ParseError {
     /// Tempo's form: `parse error at line 1, col 7: syntax error: unexpected IDENTIFIER`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 && self.col == 0 {
+            return write!(f, "parse error : {}", self.message);
+        }
         write!(f, "parse error at line {}, col {}: {}", self.line, self.col, self.message)
     }
 }
