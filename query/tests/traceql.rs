@@ -13,7 +13,7 @@
 //! search [limit=N] [spss=N] [start=S] [end=E] [meta] [attrs] <query>
 //!   t1: a b | c [count()=2]           # one line per trace (result order); spansets split by |
 //!
-//! error <query>
+//! error <query>                    # `\n` in the query is a line break
 //!   parse error at line 1, col 8: syntax error: unexpected }
 //!
 //! metrics start=S end=E step=S <query>
@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use query::traceql::{self, Error, SearchRequest};
+use query::traceql::{self, SearchRequest};
 use storage::MemStore;
 use storage::model::{
     AnyValue, KeyValue, Resource, Scope, Span, SpanEvent, SpanGroup, SpanId, SpanKind, SpanLink, SpansBatch,
@@ -187,7 +187,14 @@ struct PendingSpan {
     scope: Scope,
 }
 
-fn build_span(names: &mut Names, trace: &str, trace_start: i64, ws: &[String], pending_links: &mut Vec<(usize, usize, String)>, idx: usize) -> PendingSpan {
+fn build_span(
+    names: &mut Names,
+    trace: &str,
+    trace_start: i64,
+    ws: &[String],
+    pending_links: &mut Vec<(usize, usize, String)>,
+    idx: usize,
+) -> PendingSpan {
     let sname = &ws[1];
     let mut span = Span {
         trace_id: names.trace_id(trace),
@@ -327,7 +334,8 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
             spans.push(build_span(&mut names, &t, start, &ws, &mut links, idx));
             continue;
         }
-        if line.starts_with("search ") || line.starts_with("error ") || line.starts_with("metrics ") {
+        if line.starts_with("search ") || line.starts_with("error ") || line == "error" || line.starts_with("metrics ")
+        {
             let mut expected = Vec::new();
             while i < lines.len() && lines[i].starts_with(' ') && !lines[i].trim().is_empty() {
                 if !lines[i].trim().starts_with('#') {
@@ -379,7 +387,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
 
 fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (kind, rest) = cmd.split_once(' ').unwrap();
+    let (kind, rest) = cmd.split_once(' ').unwrap_or((cmd, ""));
     let mut rest = rest.trim_start();
     let mut opts: Vec<(String, String)> = Vec::new();
     let mut flags: Vec<String> = Vec::new();
@@ -400,13 +408,12 @@ fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) 
         break;
     }
     let opt = |k: &str| opts.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
-    let query = rest.to_string();
+    let query = rest.replace("\\n", "\n");
     match kind {
         "error" => {
             let req = SearchRequest { query, start_ns: 0, end_ns: 0, limit: 100, spans_per_spanset: 100 };
             match traceql::search(reader, &req, deadline) {
                 Ok(r) => vec![format!("unexpected success: {} traces", r.traces.len())],
-                Err(Error::Parse(e)) => vec![e.to_string()],
                 Err(e) => vec![e.to_string()],
             }
         }
@@ -476,7 +483,9 @@ fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) 
                         let samples: Vec<String> = s
                             .samples
                             .iter()
-                            .map(|(t, v)| format!("{}:{}", fmt_f64((t * 1_000_000 - BASE_NS) as f64 / 1e9), fmt_f64(*v)))
+                            .map(|(t, v)| {
+                                format!("{}:{}", fmt_f64((t * 1_000_000 - BASE_NS) as f64 / 1e9), fmt_f64(*v))
+                            })
                             .collect();
                         format!("{{{}}} {}", labels.join(", "), samples.join(" "))
                     })

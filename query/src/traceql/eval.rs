@@ -48,10 +48,8 @@ impl<'a> TraceCtx<'a> {
             by_id.insert(s.span.span_id.0, spans.len());
             spans.push(s);
         }
-        let parent: Vec<Option<usize>> = spans
-            .iter()
-            .map(|s| s.span.parent_span_id.and_then(|p| by_id.get(&p.0).copied()))
-            .collect();
+        let parent: Vec<Option<usize>> =
+            spans.iter().map(|s| s.span.parent_span_id.and_then(|p| by_id.get(&p.0).copied())).collect();
         let mut children = vec![0i64; spans.len()];
         for p in parent.iter().flatten() {
             children[*p] += 1;
@@ -155,7 +153,8 @@ impl Evaluator {
                 let mut out = Vec::new();
                 for mut ss in input {
                     let mut attrs = Vec::new();
-                    let (Some(l), Some(r)) = (self.scalar(ctx, lhs, &ss, &mut attrs)?, self.scalar(ctx, rhs, &ss, &mut attrs)?)
+                    let (Some(l), Some(r)) =
+                        (self.scalar(ctx, lhs, &ss, &mut attrs)?, self.scalar(ctx, rhs, &ss, &mut attrs)?)
                     else {
                         continue;
                     };
@@ -821,7 +820,8 @@ fn scopes_used(e: &FieldExpr) -> (bool, bool) {
         FieldExpr::Attr(a) => {
             let ev = a.scope == AttrScope::Event
                 || matches!(a.intrinsic, Some(Intrinsic::EventName | Intrinsic::EventTimeSinceStart));
-            let ln = a.scope == AttrScope::Link || matches!(a.intrinsic, Some(Intrinsic::LinkSpanId | Intrinsic::LinkTraceId));
+            let ln = a.scope == AttrScope::Link
+                || matches!(a.intrinsic, Some(Intrinsic::LinkSpanId | Intrinsic::LinkTraceId));
             (ev, ln)
         }
         FieldExpr::Unary(_, e) => scopes_used(e),
@@ -841,13 +841,21 @@ pub(crate) fn from_any(v: &AnyValue) -> Static {
         AnyValue::Double(d) => Static::Float(*d),
         AnyValue::Bool(b) => Static::Bool(*b),
         AnyValue::Array(items) if !items.is_empty() => {
-            if let Some(v) = items.iter().map(|i| if let AnyValue::String(s) = i { Some(s.clone()) } else { None }).collect() {
+            if let Some(v) =
+                items.iter().map(|i| if let AnyValue::String(s) = i { Some(s.clone()) } else { None }).collect()
+            {
                 Static::StrArray(v)
-            } else if let Some(v) = items.iter().map(|i| if let AnyValue::Int(x) = i { Some(*x) } else { None }).collect() {
+            } else if let Some(v) =
+                items.iter().map(|i| if let AnyValue::Int(x) = i { Some(*x) } else { None }).collect()
+            {
                 Static::IntArray(v)
-            } else if let Some(v) = items.iter().map(|i| if let AnyValue::Double(x) = i { Some(*x) } else { None }).collect() {
+            } else if let Some(v) =
+                items.iter().map(|i| if let AnyValue::Double(x) = i { Some(*x) } else { None }).collect()
+            {
                 Static::FloatArray(v)
-            } else if let Some(v) = items.iter().map(|i| if let AnyValue::Bool(x) = i { Some(*x) } else { None }).collect() {
+            } else if let Some(v) =
+                items.iter().map(|i| if let AnyValue::Bool(x) = i { Some(*x) } else { None }).collect()
+            {
                 Static::BoolArray(v)
             } else {
                 Static::Nil

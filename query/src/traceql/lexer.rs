@@ -354,8 +354,9 @@ impl Lexer<'_> {
             }
             let text = self.q[start + 2..j].replace('_', "");
             self.i = j;
-            let v = i64::from_str_radix(&text, 16)
-                .map_err(|_| self.err(start, format!("strconv.Atoi: parsing \"{}\": value out of range", &self.q[start..j])))?;
+            let v = i64::from_str_radix(&text, 16).map_err(|_| {
+                self.err(start, format!("strconv.Atoi: parsing \"{}\": value out of range", &self.q[start..j]))
+            })?;
             self.push(Tok::Int(v), start);
             return Ok(());
         }
@@ -585,8 +586,17 @@ mod tests {
                 Tok::Eof
             ]
         );
-        assert_eq!(toks("parent.resource.x"), vec![Tok::Sym("parent."), Tok::Sym("resource."), Tok::AttrName("x".into()), Tok::Eof]);
-        assert_eq!(toks("span:id trace:rootService"), vec![Tok::Sym("span:"), Tok::Sym("id"), Tok::Sym("trace:"), Tok::Sym("rootService"), Tok::Eof]);
-        assert_eq!(toks("1h30m 5x .5"), vec![Tok::Duration(5_400_000_000_000), Tok::Int(5), Tok::Ident("x".into()), Tok::Float(0.5), Tok::Eof]);
+        assert_eq!(
+            toks("parent.resource.x"),
+            vec![Tok::Sym("parent."), Tok::Sym("resource."), Tok::AttrName("x".into()), Tok::Eof]
+        );
+        assert_eq!(
+            toks("span:id trace:rootService"),
+            vec![Tok::Sym("span:"), Tok::Sym("id"), Tok::Sym("trace:"), Tok::Sym("rootService"), Tok::Eof]
+        );
+        assert_eq!(
+            toks("1h30m 5x .5"),
+            vec![Tok::Duration(5_400_000_000_000), Tok::Int(5), Tok::Ident("x".into()), Tok::Float(0.5), Tok::Eof]
+        );
     }
 }

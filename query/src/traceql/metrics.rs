@@ -102,7 +102,11 @@ pub fn metrics_query_range(
                 if m.by.is_empty() && !matches!(m.op, MetricsOp::HistogramOverTime | MetricsOp::QuantileOverTime) {
                     labels.push(("__name__".to_string(), Static::Str(m.op.as_str().to_string())));
                 }
-                let key = labels.iter().map(|(k, v)| format!("{k}\u{1}{}\u{1}{}", type_tag(v), v.encode())).collect::<Vec<_>>().join("\u{2}");
+                let key = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}\u{1}{}\u{1}{}", type_tag(v), v.encode()))
+                    .collect::<Vec<_>>()
+                    .join("\u{2}");
                 if !series.contains_key(&key) {
                     if series.len() >= MAX_SERIES {
                         failure = Some(Error::Limit(format!("query produces more than {MAX_SERIES} series")));
@@ -151,8 +155,7 @@ pub fn metrics_query_range(
                 for &p in &m.quantiles {
                     let mut labels = base.clone();
                     labels.push(("p".to_string(), Static::Float(p)));
-                    let values =
-                        hists.iter().map(|h| if h.is_empty() { 0.0 } else { log2_quantile(p, h) }).collect();
+                    let values = hists.iter().map(|h| if h.is_empty() { 0.0 } else { log2_quantile(p, h) }).collect();
                     out.push((labels, values));
                 }
             }

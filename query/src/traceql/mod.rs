@@ -49,6 +49,11 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    /// An error found after parsing, about the query as a whole (no position).
+    pub fn without_position(message: impl Into<String>) -> Self {
+        ParseError { message: message.into(), pos: 0, line: 0, col: 0 }
+    }
+
     /// An error at byte `pos` of `query`.
     pub fn new(query: &str, pos: usize, message: impl Into<String>) -> Self {
         let pos = pos.min(query.len());
@@ -67,7 +72,12 @@ impl fmt::Display for ParseError {
     /// Tempo's form: `parse error at line 1, col 7: syntax error: unexpected IDENTIFIER`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line == 0 && self.col == 0 {
-            return write!(f, "parse error : {}", self.message);
+            // Tempo's errors without a position: the empty query, and the checks made on the
+            // parsed tree (which Tempo reports without the parse-error prefix).
+            if self.message.starts_with("syntax error") {
+                return write!(f, "parse error : {}", self.message);
+            }
+            return f.write_str(&self.message);
         }
         write!(f, "parse error at line {}, col {}: {}", self.line, self.col, self.message)
     }

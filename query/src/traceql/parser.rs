@@ -381,6 +381,9 @@ impl Parser<'_> {
                 break;
             }
             self.advance();
+            if !matches!(op, BinOp::Eq | BinOp::Neq) && self.is("nil") {
+                return Err(self.unexpected(&[]));
+            }
             if matches!(op, BinOp::Eq | BinOp::Neq) && self.is("nil") {
                 self.advance();
                 let u = if op == BinOp::Eq { UnaryOp::NotExists } else { UnaryOp::Exists };
@@ -635,7 +638,17 @@ impl Parser<'_> {
 fn is_attribute_start(s: &str) -> bool {
     matches!(
         s,
-        "." | "span." | "resource." | "parent." | "event." | "link." | "instrumentation." | "trace:" | "span:" | "event:" | "link:" | "instrumentation:"
+        "." | "span."
+            | "resource."
+            | "parent."
+            | "event."
+            | "link."
+            | "instrumentation."
+            | "trace:"
+            | "span:"
+            | "event:"
+            | "link:"
+            | "instrumentation:"
     ) || bare_intrinsic(s).is_some()
 }
 
@@ -699,7 +712,9 @@ impl Ty {
         match self {
             Ty::Attr => true,
             Ty::Bool => matches!(op, And | Or | Eq | Neq),
-            Ty::Int | Ty::Float | Ty::Duration => matches!(op, Add | Sub | Mul | Div | Mod | Pow | Eq | Neq | Gt | Gte | Lt | Lte),
+            Ty::Int | Ty::Float | Ty::Duration => {
+                matches!(op, Add | Sub | Mul | Div | Mod | Pow | Eq | Neq | Gt | Gte | Lt | Lte)
+            }
             Ty::Str => matches!(op, Eq | Neq | Re | Nre | Gt | Gte | Lt | Lte),
             Ty::Nil | Ty::Status | Ty::Kind => matches!(op, Eq | Neq),
         }
@@ -724,9 +739,10 @@ fn attr_ty(a: &Attribute) -> Ty {
         None => Ty::Attr,
         Some(i) => match i {
             Intrinsic::Duration | Intrinsic::TraceDuration | Intrinsic::EventTimeSinceStart => Ty::Duration,
-            Intrinsic::ChildCount | Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight | Intrinsic::NestedSetParent => {
-                Ty::Int
-            }
+            Intrinsic::ChildCount
+            | Intrinsic::NestedSetLeft
+            | Intrinsic::NestedSetRight
+            | Intrinsic::NestedSetParent => Ty::Int,
             Intrinsic::Status => Ty::Status,
             Intrinsic::Kind => Ty::Kind,
             Intrinsic::Parent => Ty::Attr,
@@ -739,11 +755,14 @@ fn field_ty(e: &FieldExpr) -> Ty {
     match e {
         FieldExpr::Static(s) => static_ty(s),
         FieldExpr::Attr(a) => attr_ty(a),
-        FieldExpr::Binary(op, l, _) => {
+        FieldExpr::Binary(op, l, r) => {
             if op.is_comparison() || matches!(op, BinOp::And | BinOp::Or) {
                 Ty::Bool
             } else {
-                field_ty(l)
+                match field_ty(l) {
+                    Ty::Attr => field_ty(r),
+                    t => t,
+                }
             }
         }
         FieldExpr::Unary(UnaryOp::Neg, e) => field_ty(e),
@@ -772,7 +791,8 @@ pub(crate) fn field_string(e: &FieldExpr) -> String {
 }
 
 fn validate(q: &str, query: &Query) -> Result<(), ParseError> {
-    let err = |msg: String| ParseError::new(q, 0, msg);
+    let _ = q;
+    let err = ParseError::without_position;
     validate_pipeline(&query.pipeline).map_err(err)?;
     if let Some(m) = &query.metrics {
         for q in &m.quantiles {

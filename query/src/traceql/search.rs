@@ -78,12 +78,7 @@ pub(crate) fn time_range(start_ns: i64, end_ns: i64) -> (i64, i64) {
     if end_ns <= 0 || end_ns < start_ns { (start_ns.max(0), i64::MAX) } else { (start_ns.max(0), end_ns) }
 }
 
-fn trace_match(
-    ctx: &TraceCtx<'_>,
-    sets: Vec<super::eval::Spanset>,
-    spss: usize,
-    returned: &[Attribute],
-) -> TraceMatch {
+fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize, returned: &[Attribute]) -> TraceMatch {
     let root = ctx.root.map(|r| ctx.spans[r]);
     let root_service_name = root
         .and_then(|r| r.resource.attr_str("service.name"))
@@ -162,9 +157,8 @@ fn conjunct_hints(f: &FieldExpr, scan: &mut TraceScan) {
         }
         FieldExpr::Binary(BinOp::Eq, l, r) => {
             let (attr, value) = match (l.as_ref(), r.as_ref()) {
-                (FieldExpr::Attr(a), FieldExpr::Static(Static::Str(v))) | (FieldExpr::Static(Static::Str(v)), FieldExpr::Attr(a)) => {
-                    (a, v)
-                }
+                (FieldExpr::Attr(a), FieldExpr::Static(Static::Str(v)))
+                | (FieldExpr::Static(Static::Str(v)), FieldExpr::Attr(a)) => (a, v),
                 _ => return,
             };
             if attr.parent {
