@@ -603,9 +603,7 @@ impl Block {
             let Some(values) = self.values_of(p, &m.name) else { return Ok(out) };
             let exact = (m.op == MatchOp::Equal && want) || (m.op == MatchOp::NotEqual && !want);
             if exact {
-                if let Some(i) =
-                    self.sym_id(p, &m.value).and_then(|v| values.binary_search_by_key(&v, |x| x.0).ok())
-                {
+                if let Some(i) = self.sym_id(p, &m.value).and_then(|v| values.binary_search_by_key(&v, |x| x.0).ok()) {
                     out |= self.postings(values[i].1, values[i].2)?;
                 }
                 return Ok(out);
