@@ -407,10 +407,11 @@ impl Head {
             self.postings.entry(n).or_default().entry(v).and_modify(|l| l.push(id)).or_insert(PostingList::One(id));
         }
         self.all.insert(id);
-        if self.by_hash.contains_key(&hash) {
-            self.collisions.entry(hash).or_default().push(id);
-        } else {
-            self.by_hash.insert(hash, id);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(id),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
         }
         self.series.push(Some(Box::new(Series {
             labels: pairs,

@@ -690,6 +690,7 @@ fn rss_kib() -> u64 {
 /// Run by hand: `cargo test -p storage --lib head_memory -- --ignored --nocapture`.
 #[test]
 #[ignore]
+#[allow(clippy::print_stdout)]
 fn head_memory_at_100k_series() {
     let e = mem();
     let n = 100_000u64;
