@@ -344,6 +344,9 @@ pub(crate) struct Head {
     /// Items of the frozen data.
     pub frozen_items: u64,
     pub last_applied: crate::wal::WalPos,
+    /// Tests force every label set onto one hash to exercise the collision path.
+    #[cfg(test)]
+    pub force_hash: Option<u64>,
 }
 
 impl Default for Head {
@@ -361,12 +364,18 @@ impl Default for Head {
             items: 0,
             frozen_items: 0,
             last_applied: crate::wal::WalPos::ZERO,
+            #[cfg(test)]
+            force_hash: None,
         }
     }
 }
 
 impl Head {
     fn hash(&self, labels: &Labels) -> u64 {
+        #[cfg(test)]
+        if let Some(h) = self.force_hash {
+            return h;
+        }
         let mut h = self.hasher.build_hasher();
         for l in labels.iter() {
             l.name.hash(&mut h);
@@ -531,12 +540,11 @@ impl Head {
         out
     }
 
-    pub fn index_exemplar(&mut self, id: u32, e: &Exemplar) {
-        if let Some(key) = e.labels.get("trace_id").and_then(trace_key) {
-            let ids = self.exemplar_index.entry(key).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+    /// Records that series `id` holds an exemplar of trace `key`.
+    pub fn index_exemplar(&mut self, id: u32, key: u128) {
+        let ids = self.exemplar_index.entry(key).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
 

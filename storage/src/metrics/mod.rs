@@ -67,8 +67,8 @@ use crate::wal::WalPos;
 /// Options of the metrics engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsOptions {
-    /// Blocks whose newest sample is older than this (relative to `maintain`'s clock) are deleted.
-    /// Default 15 days (Prometheus' default).
+    /// Blocks whose newest sample is older than this (relative to `maintain`'s clock) are deleted;
+    /// zero keeps blocks regardless of age. Default 15 days (Prometheus' default).
     pub retention: Duration,
     /// When nonzero, the oldest blocks are deleted while all blocks together exceed this many
     /// bytes. Default 0: unlimited.
@@ -277,15 +277,13 @@ impl MetricsHead {
                 added += u64::from(s.live.upsert_histogram(x));
             }
             newest = newest.max(s.max_t);
-            let indexed = !ts.exemplars.is_empty();
+            let traces: Vec<u128> =
+                ts.exemplars.iter().filter_map(|e| e.labels.get("trace_id").and_then(trace_key)).collect();
             for e in ts.exemplars {
                 s.live.add_exemplar(e, cap);
             }
-            if indexed {
-                let exemplars = s.live.exemplars().to_vec();
-                for e in &exemplars {
-                    h.index_exemplar(id, e);
-                }
+            for key in traces {
+                h.index_exemplar(id, key);
             }
         }
         h.items += added;

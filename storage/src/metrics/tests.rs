@@ -266,6 +266,36 @@ fn out_of_order_and_rewrites_match_a_model() {
 }
 
 #[test]
+fn label_sets_sharing_a_hash_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = disk(dir.path(), &opts());
+    e.head.write().force_hash = Some(7);
+    let ls: Vec<Labels> = (0..4).map(|i| labels(&[("__name__", "c"), ("i", &i.to_string())])).collect();
+    for (i, l) in ls.iter().enumerate() {
+        e.apply(pos(i as u64 + 1), batch(vec![floats(l, &[(i as i64, i as f64)])]));
+        e.apply(pos(i as u64 + 10), batch(vec![floats(l, &[(100 + i as i64, 1.0)])]));
+    }
+    assert_eq!(e.stats(1).head_series, 4);
+    let got = e.select_matching(&[m("i", MatchOp::Equal, "2")], 0, 1000);
+    assert_eq!(got[0].samples, vec![fs(2, 2.0), fs(102, 1.0)]);
+    // Collect some of them, then register them again.
+    e.persist().unwrap();
+    e.apply(pos(30), batch(vec![floats(&ls[3], &[(10_000_000, 1.0)])]));
+    e.maintain(0).unwrap();
+    assert_eq!(e.stats(1).head_series, 1);
+    for (i, l) in ls.iter().enumerate() {
+        e.apply(pos(40 + i as u64), batch(vec![floats(l, &[(10_000_001, i as f64)])]));
+    }
+    assert_eq!(e.stats(1).head_series, 4);
+    for (i, l) in ls.iter().enumerate() {
+        let got = e.select_matching(&[m("i", MatchOp::Equal, &i.to_string())], 0, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].labels, l);
+        assert_eq!(got[0].samples.last(), Some(&fs(10_000_001, i as f64)));
+    }
+}
+
+#[test]
 fn matcher_semantics_follow_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let e = disk(dir.path(), &opts());
