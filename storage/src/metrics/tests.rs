@@ -772,3 +772,45 @@ fn head_memory_at_100k_series() {
     let got = e.select_matching(&[m("job", MatchOp::Equal, "job-3"), m("status", MatchOp::Regex, "5..")], 0, i64::MAX);
     println!("select of {} series in {:?}", got.len(), sel.elapsed());
 }
+
+#[test]
+fn readers_never_miss_data_while_persist_and_compaction_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = MetricsOptions { block_range: Duration::from_secs(60), ..opts() };
+    let e = Arc::new(disk(dir.path(), &o));
+    let l = labels(&[("__name__", "c")]);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, l, done) = (Arc::clone(&e), l.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for i in 0..2000u64 {
+                e.apply(pos(i + 1), batch(vec![floats(&l, &[(i as i64 * 100, i as f64)])]));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let persister = {
+        let (e, done) = (Arc::clone(&e), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                e.persist().unwrap();
+                e.maintain(0).unwrap();
+            }
+        })
+    };
+    let mut seen = 0;
+    while !done.load(Ordering::SeqCst) {
+        let got = e.select_matching(&[], i64::MIN, i64::MAX);
+        let n = got.first().map_or(0, |s| s.samples.len());
+        assert!(n >= seen, "saw {seen} samples, then {n}");
+        if let Some(s) = got.first() {
+            assert!(s.samples.iter().enumerate().all(|(i, x)| x.timestamp_ms == i as i64 * 100), "a gap");
+        }
+        seen = n;
+    }
+    writer.join().unwrap();
+    persister.join().unwrap();
+    e.persist().unwrap();
+    assert_eq!(e.select_matching(&[], i64::MIN, i64::MAX)[0].samples.len(), 2000);
+    assert!(e.storage_problems().is_empty(), "{:?}", e.storage_problems());
+}
