@@ -256,6 +256,12 @@ impl MetricsHead {
 
     pub fn apply(&self, pos: WalPos, batch: MetricsBatch) {
         if pos != WalPos::ZERO && pos <= self.skip_upto {
+            // The samples are in blocks. Metadata is cheap and idempotent: replaying it in WAL
+            // order restores the latest even if a crash came between a block and `persisted.json`.
+            let mut h = self.head.write();
+            for m in batch.metadata {
+                h.metadata.insert(m.metric_family.clone(), m);
+            }
             return;
         }
         let cap = self.opts.exemplars_per_series.max(1);

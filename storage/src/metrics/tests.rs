@@ -483,6 +483,13 @@ fn replay_after_a_partial_persist_applies_only_newer_batches() {
     apply_all(&e, &batches);
     assert_same(&snapshot(&e), &want, "");
     assert_eq!(e.items(), items, "no double counts");
+    // A crash after the block but before `persisted.json`: the WAL still restores the metadata.
+    fs::remove_file(dir.path().join("persisted.json")).unwrap();
+    drop(e);
+    let e = disk(dir.path(), &opts());
+    assert!(e.metadata().is_empty());
+    apply_all(&e, &batches);
+    assert_same(&snapshot(&e), &want, "without persisted.json");
 }
 
 #[test]
