@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Logs ingest.
     pub logs: RawLogs,
+    /// The metrics store.
+    pub metrics: RawMetrics,
 }
 
 /// `[wal]`.
@@ -159,6 +161,35 @@ pub struct RawLogs {
     pub stream_labels: Vec<String>,
 }
 
+/// `[metrics]`: the metrics store (`storage::MetricsOptions`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Blocks whose newest sample is older than this are deleted (`0s` = keep regardless of age).
+    pub retention: String,
+    /// When nonzero, the oldest blocks are deleted while all blocks exceed this many bytes.
+    pub retention_bytes: u64,
+    /// Samples older than the newest stored sample minus this are refused (`0s` = each series only
+    /// accepts samples at or after its newest one).
+    pub out_of_order_window: String,
+    /// Exemplars kept per series (in memory and per block).
+    pub exemplars_per_series: usize,
+    /// Time range of the smallest compacted block.
+    pub block_range: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            retention: "15d".into(),
+            retention_bytes: 0,
+            out_of_order_window: "10m".into(),
+            exemplars_per_series: storage::MetricsOptions::default().exemplars_per_series,
+            block_range: "2h".into(),
+        }
+    }
+}
+
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
@@ -172,6 +203,7 @@ impl Default for RawConfig {
             wal: RawWal::default(),
             limits: RawLimits::default(),
             logs: RawLogs::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -492,7 +524,7 @@ impl RawConfig {
                 segment_bytes: self.wal.segment_bytes,
                 ..storage::WalOptions::default()
             },
-            engines: storage::EngineOptions::default(),
+            engines: storage::EngineOptions { metrics: self.metrics.resolve()?, ..storage::EngineOptions::default() },
         };
         Ok(Config {
             data_dir: self.data_dir,
@@ -507,6 +539,22 @@ impl RawConfig {
             requests,
             item_limits,
             logs: ingest::otlp::LogsOptions { stream_label_attributes: self.logs.stream_labels },
+        })
+    }
+}
+
+impl RawMetrics {
+    fn resolve(&self) -> Result<storage::MetricsOptions, ConfigError> {
+        let block_range = parse_duration("metrics.block_range", &self.block_range)?;
+        if block_range < Duration::from_secs(60) {
+            return Err(key_err("metrics.block_range", "must be at least 1m"));
+        }
+        Ok(storage::MetricsOptions {
+            retention: parse_duration("metrics.retention", &self.retention)?,
+            retention_bytes: self.retention_bytes,
+            ooo_window: parse_duration("metrics.out_of_order_window", &self.out_of_order_window)?,
+            exemplars_per_series: positive("metrics.exemplars_per_series", self.exemplars_per_series)?,
+            block_range,
         })
     }
 }

@@ -288,8 +288,13 @@ fn encode_index(series: &[(Labels, Vec<ChunkMeta>)], traces: &mut Vec<(u128, u32
     // 1. symbols
     let start = out.len();
     out.extend_from_slice(&(syms.len() as u32).to_le_bytes());
+    let mut end = 0u32;
+    out.extend_from_slice(&end.to_le_bytes());
     for s in &syms {
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        end = end.checked_add(s.len() as u32).ok_or_else(|| io_other("symbols of one block exceed 4 GiB".into()))?;
+        out.extend_from_slice(&end.to_le_bytes());
+    }
+    for s in &syms {
         out.extend_from_slice(s.as_bytes());
     }
     toc.push((start as u64, (out.len() - start) as u64));
@@ -338,19 +343,23 @@ fn encode_index(series: &[(Labels, Vec<ChunkMeta>)], traces: &mut Vec<(u128, u32
 
     // 5. label index
     let start = out.len();
-    let mut names: BTreeMap<u32, Vec<(u32, u64, u32)>> = BTreeMap::new();
+    let mut names: BTreeMap<u32, Vec<ValueRef>> = BTreeMap::new();
     for ((n, v), off, len) in refs {
         names.entry(n).or_default().push((v, off, len));
     }
     out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    let mut first = 0u32;
     for (n, values) in &names {
         out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&first.to_le_bytes());
         out.extend_from_slice(&(values.len() as u32).to_le_bytes());
-        for (v, off, len) in values {
-            out.extend_from_slice(&v.to_le_bytes());
-            out.extend_from_slice(&off.to_le_bytes());
-            out.extend_from_slice(&len.to_le_bytes());
-        }
+        first += values.len() as u32;
+    }
+    out.extend_from_slice(&first.to_le_bytes());
+    for (v, off, len) in names.values().flatten() {
+        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
     }
     toc.push((start as u64, (out.len() - start) as u64));
 
@@ -428,15 +437,21 @@ struct Section {
 /// A label value in the label index: value symbol, postings offset, postings length.
 type ValueRef = (u32, u64, u32);
 
-/// The parts of the index kept in memory once a block is first read.
+/// Where the fixed-size tables of the index start, found once a block is first read. Nothing is
+/// copied out of the map: lookups binary-search the file's bytes, so an open block costs no
+/// memory beyond its (reclaimable) page cache.
 struct Parsed {
-    /// Offset and length of each symbol's bytes, in symbol order (= string order).
-    syms: Vec<(u32, u32)>,
+    /// Symbol end offsets (`count + 1` u32 entries, relative to `strings_at`).
+    sym_count: u32,
+    sym_ends_at: usize,
+    strings_at: usize,
     /// Start of the series offset table's entries and the series count.
     offsets_at: usize,
     series_count: u32,
-    /// name symbol → (value symbol, postings offset, postings length), both sorted.
-    labels: Vec<(u32, Vec<ValueRef>)>,
+    /// Label index: names table (12-byte entries) and values table (16-byte entries).
+    names_at: usize,
+    name_count: u32,
+    values_at: usize,
     traces: Section,
 }
 
@@ -457,9 +472,19 @@ impl std::fmt::Debug for Block {
     }
 }
 
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
 impl Block {
     /// Opens the block in `dir`: reads `meta.json`, maps the files and checks their headers and
-    /// the index's table of contents. Cheap: the index is parsed on first use.
+    /// the index's table of contents. Cheap: the index is checked on first use.
     pub fn open(dir: &Path) -> Result<Block, String> {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let meta_bytes = fs::read(dir.join("meta.json")).map_err(|e| format!("meta.json: {e}"))?;
@@ -484,8 +509,7 @@ impl Block {
             return Err("index: too short for its table of contents".into());
         }
         let toc = &index[index.len() - TOC_LEN..];
-        let want = u32::from_le_bytes(toc[TOC_LEN - 4..].try_into().map_err(|_| "toc")?);
-        if crc32c::crc32c(&toc[..TOC_LEN - 4]) != want {
+        if crc32c::crc32c(&toc[..TOC_LEN - 4]) != le32(toc, TOC_LEN - 4) {
             return Err("index: table of contents checksum mismatch".into());
         }
         let mut c = Cur::at(toc, 0);
@@ -503,16 +527,15 @@ impl Block {
 
     fn section_crc_ok(&self, i: usize) -> bool {
         let toc = &self.index[self.index.len() - TOC_LEN..];
-        let at = i * 20 + 16;
-        let want = u32::from_le_bytes([toc[at], toc[at + 1], toc[at + 2], toc[at + 3]]);
         let s = &self.sections[i];
-        crc32c::crc32c(&self.index[s.off..s.off + s.len]) == want
+        crc32c::crc32c(&self.index[s.off..s.off + s.len]) == le32(toc, i * 20 + 16)
     }
 
     fn parsed(&self) -> Result<&Parsed, String> {
         self.parsed.get_or_init(|| self.parse()).as_ref().map_err(|e| format!("block {}: index: {e}", self.name))
     }
 
+    /// Checks the sections' checksums and that every table fits its section.
     fn parse(&self) -> Result<Parsed, String> {
         for i in 0..SECTIONS {
             if !self.section_crc_ok(i) {
@@ -520,60 +543,102 @@ impl Block {
             }
         }
         let b = &self.index[..];
+        let within = |i: usize| {
+            let s = &self.sections[i];
+            &b[..s.off + s.len]
+        };
+        // 1. symbols
         let s = &self.sections[0];
-        let mut c = Cur::at(&b[..s.off + s.len], s.off);
-        let n = c.u32()?;
-        let mut syms = Vec::with_capacity((n as usize).min(s.len / 4));
-        for _ in 0..n {
-            let len = c.u32()?;
-            let at = c.pos;
-            let bytes = c.take(len as usize)?;
-            std::str::from_utf8(bytes).map_err(|_| "symbol is not UTF-8")?;
-            syms.push((at as u32, len));
+        let mut c = Cur::at(within(0), s.off);
+        let sym_count = c.u32()?;
+        let sym_ends_at = c.pos;
+        c.take((sym_count as usize + 1) * 4)?;
+        let strings_at = c.pos;
+        let strings_len = s.off + s.len - strings_at;
+        let mut prev = 0u32;
+        for i in 0..=sym_count as usize {
+            let end = le32(b, sym_ends_at + i * 4);
+            if (i == 0 && end != 0) || end < prev || end as usize > strings_len {
+                return Err("symbol offsets out of order".into());
+            }
+            prev = end;
         }
+        // 3. series offsets
         let s = &self.sections[2];
-        let mut c = Cur::at(&b[..s.off + s.len], s.off);
+        let mut c = Cur::at(within(2), s.off);
         let series_count = c.u32()?;
         let offsets_at = c.pos;
         c.take(series_count as usize * 8)?;
+        // 5. label index
         let s = &self.sections[4];
-        let mut c = Cur::at(&b[..s.off + s.len], s.off);
-        let names = c.u32()?;
-        let mut labels = Vec::with_capacity((names as usize).min(s.len / 8));
-        for _ in 0..names {
-            let name = c.u32()?;
-            let nv = c.u32()?;
-            let mut values = Vec::with_capacity((nv as usize).min(s.len / 16));
-            for _ in 0..nv {
-                values.push((c.u32()?, c.u64()?, c.u32()?));
+        let mut c = Cur::at(within(4), s.off);
+        let name_count = c.u32()?;
+        let names_at = c.pos;
+        c.take(name_count as usize * 12)?;
+        let value_count = c.u32()?;
+        let values_at = c.pos;
+        c.take(value_count as usize * 16)?;
+        for i in 0..name_count as usize {
+            let at = names_at + i * 12;
+            let (first, n) = (le32(b, at + 4) as u64, le32(b, at + 8) as u64);
+            if first + n > u64::from(value_count) || le32(b, at) >= sym_count {
+                return Err("label index entry out of range".into());
             }
-            if name as usize >= syms.len() || values.iter().any(|v| v.0 as usize >= syms.len()) {
+        }
+        for i in 0..value_count as usize {
+            if le32(b, values_at + i * 16) >= sym_count {
                 return Err("label index refers to a missing symbol".into());
             }
-            labels.push((name, values));
         }
         let t = &self.sections[5];
-        Ok(Parsed { syms, offsets_at, series_count, labels, traces: Section { off: t.off, len: t.len } })
+        Ok(Parsed {
+            sym_count,
+            sym_ends_at,
+            strings_at,
+            offsets_at,
+            series_count,
+            names_at,
+            name_count,
+            values_at,
+            traces: Section { off: t.off, len: t.len },
+        })
     }
 
     fn sym<'a>(&'a self, p: &Parsed, id: u32) -> Result<&'a str, String> {
-        let &(off, len) = p.syms.get(id as usize).ok_or("symbol out of range")?;
-        // Checked to be UTF-8 when parsed.
-        std::str::from_utf8(&self.index[off as usize..(off + len) as usize]).map_err(|_| "symbol is not UTF-8".into())
+        if id >= p.sym_count {
+            return Err("symbol out of range".into());
+        }
+        let (start, end) = (
+            le32(&self.index, p.sym_ends_at + id as usize * 4),
+            le32(&self.index, p.sym_ends_at + id as usize * 4 + 4),
+        );
+        let bytes = &self.index[p.strings_at + start as usize..p.strings_at + end as usize];
+        std::str::from_utf8(bytes).map_err(|_| "symbol is not UTF-8".into())
     }
 
     fn sym_id(&self, p: &Parsed, s: &str) -> Option<u32> {
-        let mut lo = 0usize;
-        let mut hi = p.syms.len();
+        let mut lo = 0u32;
+        let mut hi = p.sym_count;
         while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.sym(p, mid as u32).ok()?.cmp(s) {
+            let mid = lo + (hi - lo) / 2;
+            match self.sym(p, mid).ok()?.cmp(s) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid as u32),
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
         None
+    }
+
+    /// Label name `i` of the label index: its symbol, first value index and value count.
+    fn name_entry(&self, p: &Parsed, i: u32) -> (u32, u32, u32) {
+        let at = p.names_at + i as usize * 12;
+        (le32(&self.index, at), le32(&self.index, at + 4), le32(&self.index, at + 8))
+    }
+
+    fn value_entry(&self, p: &Parsed, i: u32) -> ValueRef {
+        let at = p.values_at + i as usize * 16;
+        (le32(&self.index, at), le64(&self.index, at + 4), le32(&self.index, at + 12))
     }
 
     /// Number of series.
@@ -590,9 +655,12 @@ impl Block {
         RoaringBitmap::deserialize_from(&self.index[off as usize..end as usize]).map_err(|e| format!("postings: {e}"))
     }
 
-    fn values_of<'p>(&self, p: &'p Parsed, name: &str) -> Option<&'p [ValueRef]> {
+    /// The values of label `name`: `(first, count)` in the values table.
+    fn values_of(&self, p: &Parsed, name: &str) -> Option<(u32, u32)> {
         let n = self.sym_id(p, name)?;
-        p.labels.binary_search_by_key(&n, |(k, _)| *k).ok().map(|i| &p.labels[i].1[..])
+        let i = partition_point(p.name_count as usize, |i| self.name_entry(p, i as u32).0 < n) as u32;
+        let (sym, first, count) = (i < p.name_count).then(|| self.name_entry(p, i))?;
+        (sym == n).then_some((first, count))
     }
 
     /// Series references matching every matcher.
@@ -600,17 +668,21 @@ impl Block {
         let p = self.parsed()?;
         let ids_where = |m: &Matcher, want: bool| -> Result<RoaringBitmap, String> {
             let mut out = RoaringBitmap::new();
-            let Some(values) = self.values_of(p, &m.name) else { return Ok(out) };
+            let Some((first, count)) = self.values_of(p, &m.name) else { return Ok(out) };
             let exact = (m.op == MatchOp::Equal && want) || (m.op == MatchOp::NotEqual && !want);
             if exact {
-                if let Some(i) =
-                    self.sym_id(p, &m.value).and_then(|v| values.binary_search_by_key(&v, |x| x.0).ok())
-                {
-                    out |= self.postings(values[i].1, values[i].2)?;
+                let Some(v) = self.sym_id(p, &m.value) else { return Ok(out) };
+                let i = first + partition_point(count as usize, |i| self.value_entry(p, first + i as u32).0 < v) as u32;
+                if i < first + count {
+                    let (sym, off, len) = self.value_entry(p, i);
+                    if sym == v {
+                        out |= self.postings(off, len)?;
+                    }
                 }
                 return Ok(out);
             }
-            for &(v, off, len) in values {
+            for i in first..first + count {
+                let (v, off, len) = self.value_entry(p, i);
                 if m.matches(self.sym(p, v)?) == want {
                     out |= self.postings(off, len)?;
                 }
@@ -730,14 +802,14 @@ impl Block {
     /// Sorted values of label `name` (all series).
     pub fn label_values(&self, name: &str) -> Result<Vec<String>, String> {
         let p = self.parsed()?;
-        let Some(values) = self.values_of(p, name) else { return Ok(Vec::new()) };
-        values.iter().map(|&(v, _, _)| self.sym(p, v).map(str::to_string)).collect()
+        let Some((first, count)) = self.values_of(p, name) else { return Ok(Vec::new()) };
+        (first..first + count).map(|i| self.sym(p, self.value_entry(p, i).0).map(str::to_string)).collect()
     }
 
     /// Sorted label names (all series).
     pub fn label_names(&self) -> Result<Vec<String>, String> {
         let p = self.parsed()?;
-        p.labels.iter().map(|(n, _)| self.sym(p, *n).map(str::to_string)).collect()
+        (0..p.name_count).map(|i| self.sym(p, self.name_entry(p, i).0).map(str::to_string)).collect()
     }
 
     /// Series references holding an exemplar with this trace id.

@@ -37,7 +37,9 @@ const TIER: usize = 4;
 /// The window ranges in milliseconds, smallest first.
 pub(crate) fn ranges(engine: &MetricsHead) -> Vec<i64> {
     let base = ms(engine.opts.block_range).max(1);
-    let max = (ms(engine.opts.retention) / 10).clamp(base, 31 * 24 * 3600 * 1000);
+    let month = 31 * 24 * 3600 * 1000;
+    let max = if engine.opts.retention.is_zero() { month } else { (ms(engine.opts.retention) / 10).min(month) };
+    let max = max.max(base);
     let mut out = vec![base];
     while let Some(next) = out.last().and_then(|r| r.checked_mul(3)).filter(|&r| r <= max) {
         out.push(next);
@@ -47,7 +49,8 @@ pub(crate) fn ranges(engine: &MetricsHead) -> Vec<i64> {
 
 /// Applies retention by age and by size.
 pub(crate) fn retention(engine: &MetricsHead, now_ms: i64) -> io::Result<()> {
-    let cutoff = now_ms.saturating_sub(ms(engine.opts.retention));
+    let cutoff =
+        if engine.opts.retention.is_zero() { i64::MIN } else { now_ms.saturating_sub(ms(engine.opts.retention)) };
     let list: Vec<Arc<Block>> = engine.blocks.read().iter().cloned().collect();
     let mut doomed: Vec<Arc<Block>> = list.iter().filter(|b| b.meta.max_time < cutoff).cloned().collect();
     if engine.opts.retention_bytes > 0 {

@@ -55,6 +55,8 @@ impl Symbols {
 
 /// A sorted list of series ids: a plain vector while short, a roaring bitmap when long.
 pub(crate) enum PostingList {
+    /// A single id, without a heap allocation (most values of a unique label, e.g. `instance`).
+    One(u32),
     Small(Vec<u32>),
     Big(RoaringBitmap),
 }
@@ -64,6 +66,7 @@ const SMALL_POSTINGS: usize = 32;
 impl PostingList {
     fn push(&mut self, id: u32) {
         match self {
+            PostingList::One(first) => *self = PostingList::Small(vec![*first, id]),
             PostingList::Small(v) if v.len() < SMALL_POSTINGS => v.push(id),
             PostingList::Small(v) => {
                 let mut b: RoaringBitmap = v.iter().copied().collect();
@@ -78,6 +81,8 @@ impl PostingList {
 
     fn remove(&mut self, id: u32) {
         match self {
+            PostingList::One(x) if *x == id => *self = PostingList::Small(Vec::new()),
+            PostingList::One(_) => {}
             PostingList::Small(v) => v.retain(|&x| x != id),
             PostingList::Big(b) => {
                 b.remove(id);
@@ -87,6 +92,7 @@ impl PostingList {
 
     pub fn len(&self) -> u64 {
         match self {
+            PostingList::One(_) => 1,
             PostingList::Small(v) => v.len() as u64,
             PostingList::Big(b) => b.len(),
         }
@@ -94,6 +100,9 @@ impl PostingList {
 
     fn or_into(&self, out: &mut RoaringBitmap) {
         match self {
+            PostingList::One(id) => {
+                out.insert(*id);
+            }
             PostingList::Small(v) => v.iter().for_each(|&id| {
                 out.insert(id);
             }),
@@ -115,18 +124,52 @@ pub(crate) struct ClosedChunk {
 pub(crate) struct SeriesData {
     chunks: Vec<ClosedChunk>,
     open: XorAppender,
+    /// What most series never have, boxed to keep the common case small.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
     overlay: Vec<FloatSample>,
-    pub histograms: Vec<HistogramSample>,
-    pub exemplars: Vec<Exemplar>,
+    histograms: Vec<HistogramSample>,
+    exemplars: Vec<Exemplar>,
 }
 
 impl SeriesData {
+    fn overlay(&self) -> &[FloatSample] {
+        self.extra.as_ref().map_or(&[], |x| &x.overlay)
+    }
+
+    pub fn histograms(&self) -> &[HistogramSample] {
+        self.extra.as_ref().map_or(&[], |x| &x.histograms)
+    }
+
+    pub fn exemplars(&self) -> &[Exemplar] {
+        self.extra.as_ref().map_or(&[], |x| &x.exemplars)
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    pub fn set_histograms(&mut self, v: Vec<HistogramSample>) {
+        if !v.is_empty() || self.extra.is_some() {
+            self.extra_mut().histograms = v;
+        }
+    }
+
+    pub fn set_exemplars(&mut self, v: Vec<Exemplar>) {
+        if !v.is_empty() || self.extra.is_some() {
+            self.extra_mut().exemplars = v;
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.open.count() == 0 && self.overlay.is_empty() && self.histograms.is_empty()
+        self.chunks.is_empty() && self.open.count() == 0 && self.overlay().is_empty() && self.histograms().is_empty()
     }
 
     pub fn has_anything(&self) -> bool {
-        !self.is_empty() || !self.exemplars.is_empty()
+        !self.is_empty() || !self.exemplars().is_empty()
     }
 
     fn chunks_max_t(&self) -> Option<i64> {
@@ -150,10 +193,10 @@ impl SeriesData {
         if let Some(t) = self.chunks_max_t() {
             upd(t, t);
         }
-        if let (Some(a), Some(b)) = (self.overlay.first(), self.overlay.last()) {
+        if let (Some(a), Some(b)) = (self.overlay().first(), self.overlay().last()) {
             upd(a.timestamp_ms, b.timestamp_ms);
         }
-        if let (Some(a), Some(b)) = (self.histograms.first(), self.histograms.last()) {
+        if let (Some(a), Some(b)) = (self.histograms().first(), self.histograms().last()) {
             upd(a.timestamp_ms, b.timestamp_ms);
         }
         (lo <= hi).then_some((lo, hi))
@@ -167,7 +210,7 @@ impl SeriesData {
             // Ranges overlap: look closer only when the range falls in a gap.
             _ => {
                 !self.floats(start, end).is_empty()
-                    || !in_range(&self.histograms, start, end, |h| h.timestamp_ms).is_empty()
+                    || !in_range(self.histograms(), start, end, |h| h.timestamp_ms).is_empty()
             }
         }
     }
@@ -187,18 +230,19 @@ impl SeriesData {
             }
         }
         let s = FloatSample { timestamp_ms: t, value: v };
-        let grew = match self.overlay.binary_search_by_key(&t, |s| s.timestamp_ms) {
+        let in_chunks = !self.chunk_floats(t, t).is_empty();
+        let overlay = &mut self.extra_mut().overlay;
+        let grew = match overlay.binary_search_by_key(&t, |s| s.timestamp_ms) {
             Ok(i) => {
-                self.overlay[i] = s;
+                overlay[i] = s;
                 false
             }
             Err(i) => {
-                let in_chunks = !self.chunk_floats(t, t).is_empty();
-                self.overlay.insert(i, s);
+                overlay.insert(i, s);
                 !in_chunks
             }
         };
-        if self.overlay.len() > MAX_OVERLAY {
+        if overlay.len() > MAX_OVERLAY {
             self.reencode();
         }
         grew
@@ -209,12 +253,13 @@ impl SeriesData {
         let all = self.floats(i64::MIN, i64::MAX);
         self.chunks.clear();
         self.open = XorAppender::default();
-        self.overlay.clear();
+        if let Some(x) = self.extra.as_mut() {
+            x.overlay = Vec::new();
+        }
         for s in all {
             self.append(s.timestamp_ms, s.value);
         }
         self.chunks.shrink_to_fit();
-        self.overlay.shrink_to_fit();
     }
 
     fn chunk_floats(&self, start: i64, end: i64) -> Vec<FloatSample> {
@@ -238,7 +283,7 @@ impl SeriesData {
     /// Float samples in `start..=end`, sorted, the overlay winning on equal timestamps.
     pub fn floats(&self, start: i64, end: i64) -> Vec<FloatSample> {
         let chunks = self.chunk_floats(start, end);
-        let overlay = in_range(&self.overlay, start, end, |s| s.timestamp_ms);
+        let overlay = in_range(self.overlay(), start, end, |s| s.timestamp_ms);
         if overlay.is_empty() {
             return chunks;
         }
@@ -246,13 +291,13 @@ impl SeriesData {
     }
 
     pub fn upsert_histogram(&mut self, h: HistogramSample) -> bool {
-        upsert(&mut self.histograms, h, |h| h.timestamp_ms)
+        upsert(&mut self.extra_mut().histograms, h, |h| h.timestamp_ms)
     }
 
     /// Adds an exemplar (replacing one with the same timestamp and labels), keeping at most `cap`:
     /// the oldest go first.
     pub fn add_exemplar(&mut self, e: Exemplar, cap: usize) {
-        let v = &mut self.exemplars;
+        let v = &mut self.extra_mut().exemplars;
         let first = v.partition_point(|x| x.timestamp_ms < e.timestamp_ms);
         let end = first + v[first..].partition_point(|x| x.timestamp_ms == e.timestamp_ms);
         match v[first..end].iter().position(|x| x.labels == e.labels) {
@@ -275,20 +320,16 @@ pub(crate) struct Series {
     pub frozen: Option<Arc<SeriesData>>,
     /// Newest float or histogram timestamp applied (for the in-order check of `admit`).
     pub max_t: i64,
-    /// Persist generation of the last write (for garbage collection of idle series).
-    pub last_gen: u32,
-}
-
-enum HashSlot {
-    One(u32),
-    Many(Vec<u32>),
 }
 
 /// The registry and the in-memory samples.
 pub(crate) struct Head {
     pub syms: Symbols,
     hasher: foldhash::fast::RandomState,
-    by_hash: FastMap<u64, HashSlot>,
+    /// Label-set hash → the first series id with it.
+    by_hash: FastMap<u64, u32>,
+    /// Further ids of a hash shared by several label sets (practically never used).
+    collisions: FastMap<u64, Vec<u32>>,
     /// Indexed by series id; `None` once garbage collected.
     pub series: Vec<Option<Box<Series>>>,
     /// name symbol → value symbol → series ids.
@@ -302,9 +343,10 @@ pub(crate) struct Head {
     pub items: u64,
     /// Items of the frozen data.
     pub frozen_items: u64,
-    /// Persist generation: incremented by every persist.
-    pub generation: u32,
     pub last_applied: crate::wal::WalPos,
+    /// Tests force every label set onto one hash to exercise the collision path.
+    #[cfg(test)]
+    pub force_hash: Option<u64>,
 }
 
 impl Default for Head {
@@ -313,6 +355,7 @@ impl Default for Head {
             syms: Symbols::default(),
             hasher: foldhash::fast::RandomState::default(),
             by_hash: FastMap::default(),
+            collisions: FastMap::default(),
             series: Vec::new(),
             postings: FastMap::default(),
             all: RoaringBitmap::new(),
@@ -320,14 +363,19 @@ impl Default for Head {
             exemplar_index: FastMap::default(),
             items: 0,
             frozen_items: 0,
-            generation: 0,
             last_applied: crate::wal::WalPos::ZERO,
+            #[cfg(test)]
+            force_hash: None,
         }
     }
 }
 
 impl Head {
     fn hash(&self, labels: &Labels) -> u64 {
+        #[cfg(test)]
+        if let Some(h) = self.force_hash {
+            return h;
+        }
         let mut h = self.hasher.build_hasher();
         for l in labels.iter() {
             l.name.hash(&mut h);
@@ -347,10 +395,12 @@ impl Head {
     /// The id of `labels`, if registered. Allocates nothing.
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
         let found = |id: &u32| self.series[*id as usize].as_ref().is_some_and(|s| self.same(s, labels));
-        match self.by_hash.get(&self.hash(labels))? {
-            HashSlot::One(id) => Some(*id).filter(found),
-            HashSlot::Many(ids) => ids.iter().copied().find(found),
+        let hash = self.hash(labels);
+        let first = *self.by_hash.get(&hash)?;
+        if found(&first) {
+            return Some(first);
         }
+        self.collisions.get(&hash)?.iter().copied().find(found)
     }
 
     /// The id of `labels`, registering it on first sight; `None` when ids are exhausted.
@@ -363,18 +413,14 @@ impl Head {
         let pairs: Box<[(u32, u32)]> =
             labels.iter().map(|l| (self.syms.intern(&l.name), self.syms.intern(&l.value))).collect();
         for &(n, v) in pairs.iter() {
-            self.postings.entry(n).or_default().entry(v).or_insert_with(|| PostingList::Small(Vec::new())).push(id);
+            self.postings.entry(n).or_default().entry(v).and_modify(|l| l.push(id)).or_insert(PostingList::One(id));
         }
         self.all.insert(id);
-        match self.by_hash.get_mut(&hash) {
-            None => {
-                self.by_hash.insert(hash, HashSlot::One(id));
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(id),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
             }
-            Some(HashSlot::One(other)) => {
-                let other = *other;
-                self.by_hash.insert(hash, HashSlot::Many(vec![other, id]));
-            }
-            Some(HashSlot::Many(ids)) => ids.push(id),
         }
         self.series.push(Some(Box::new(Series {
             labels: pairs,
@@ -382,19 +428,19 @@ impl Head {
             live: SeriesData::default(),
             frozen: None,
             max_t: i64::MIN,
-            last_gen: self.generation,
         })));
         Some(id)
     }
 
-    /// Removes series without data in memory that were not written during the last full persist
-    /// period. Their data (if any) lives in blocks; a later write registers them again.
-    pub fn gc(&mut self) -> usize {
+    /// Removes series that hold no data in memory and whose newest sample is older than
+    /// `idle_before` (Prometheus drops such series from its head at head compaction). Their data
+    /// lives in blocks; a later write registers them again under a new id.
+    pub fn gc(&mut self, idle_before: i64) -> usize {
         let mut removed = 0;
         for id in 0..self.series.len() {
-            let idle = self.series[id].as_ref().is_some_and(|s| {
-                !s.live.has_anything() && s.frozen.is_none() && s.last_gen.saturating_add(1) < self.generation
-            });
+            let idle = self.series[id]
+                .as_ref()
+                .is_some_and(|s| !s.live.has_anything() && s.frozen.is_none() && s.max_t < idle_before);
             if !idle {
                 continue;
             }
@@ -414,18 +460,21 @@ impl Head {
                     }
                 }
             }
-            match self.by_hash.get_mut(&s.hash) {
-                Some(HashSlot::One(_)) => {
-                    self.by_hash.remove(&s.hash);
-                }
-                Some(HashSlot::Many(ids)) => {
-                    ids.retain(|&x| x != id);
-                    if ids.len() == 1 {
-                        let only = ids[0];
-                        self.by_hash.insert(s.hash, HashSlot::One(only));
+            if self.by_hash.get(&s.hash) == Some(&id) {
+                self.by_hash.remove(&s.hash);
+                if let Some(others) = self.collisions.get_mut(&s.hash) {
+                    if let Some(next) = others.pop() {
+                        self.by_hash.insert(s.hash, next);
+                    }
+                    if others.is_empty() {
+                        self.collisions.remove(&s.hash);
                     }
                 }
-                None => {}
+            } else if let Some(others) = self.collisions.get_mut(&s.hash) {
+                others.retain(|&x| x != id);
+                if others.is_empty() {
+                    self.collisions.remove(&s.hash);
+                }
             }
             removed += 1;
         }
@@ -491,12 +540,11 @@ impl Head {
         out
     }
 
-    pub fn index_exemplar(&mut self, id: u32, e: &Exemplar) {
-        if let Some(key) = e.labels.get("trace_id").and_then(trace_key) {
-            let ids = self.exemplar_index.entry(key).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+    /// Records that series `id` holds an exemplar of trace `key`.
+    pub fn index_exemplar(&mut self, id: u32, key: u128) {
+        let ids = self.exemplar_index.entry(key).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
 
@@ -505,8 +553,8 @@ impl Head {
         let mut index: FastMap<u128, Vec<u32>> = FastMap::default();
         for (id, s) in self.series.iter().enumerate() {
             let Some(s) = s else { continue };
-            let frozen = s.frozen.iter().flat_map(|f| f.exemplars.iter());
-            for e in s.live.exemplars.iter().chain(frozen) {
+            let frozen = s.frozen.iter().flat_map(|f| f.exemplars().iter());
+            for e in s.live.exemplars().iter().chain(frozen) {
                 if let Some(key) = e.labels.get("trace_id").and_then(trace_key) {
                     let ids = index.entry(key).or_default();
                     if ids.last() != Some(&(id as u32)) {

@@ -11,7 +11,14 @@
 //! the last applied [`WalPos`] in them and in `persisted.json` (with the metric metadata), then
 //! drops those samples from memory (the registry stays, so ids are stable); `open` maps the
 //! blocks without decoding them and skips replayed batches at or before the persisted position;
-//! `maintain` applies retention and compacts.
+//! `maintain` applies retention, compacts, and drops from the registry series that hold nothing in
+//! memory and received no sample for a `block_range` (their data stays in blocks).
+//!
+//! Memory: labels are `u32` symbol pairs over one interned copy of each string; a label set is
+//! found by its hash without allocating; postings of a unique label value cost no allocation;
+//! what few series have (out-of-order overlay, native histograms, exemplars) is boxed apart.
+//! Measured (`head_memory_at_100k_series`, debug build, glibc malloc): 100k series with 40
+//! samples each add about 63 MiB of RSS.
 //!
 //! Reads merge blocks (in WAL order) and the head: on equal timestamps the later write wins,
 //! which is the trait's duplicate rule. Out-of-order samples are accepted into the head and
@@ -60,8 +67,8 @@ use crate::wal::WalPos;
 /// Options of the metrics engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetricsOptions {
-    /// Blocks whose newest sample is older than this (relative to `maintain`'s clock) are deleted.
-    /// Default 15 days (Prometheus' default).
+    /// Blocks whose newest sample is older than this (relative to `maintain`'s clock) are deleted;
+    /// zero keeps blocks regardless of age. Default 15 days (Prometheus' default).
     pub retention: Duration,
     /// When nonzero, the oldest blocks are deleted while all blocks together exceed this many
     /// bytes. Default 0: unlimited.
@@ -249,6 +256,12 @@ impl MetricsHead {
 
     pub fn apply(&self, pos: WalPos, batch: MetricsBatch) {
         if pos != WalPos::ZERO && pos <= self.skip_upto {
+            // The samples are in blocks. Metadata is cheap and idempotent: replaying it in WAL
+            // order restores the latest even if a crash came between a block and `persisted.json`.
+            let mut h = self.head.write();
+            for m in batch.metadata {
+                h.metadata.insert(m.metric_family.clone(), m);
+            }
             return;
         }
         let cap = self.opts.exemplars_per_series.max(1);
@@ -260,9 +273,7 @@ impl MetricsHead {
                 continue;
             }
             let Some(id) = h.get_or_create(&ts.labels) else { continue };
-            let generation = h.generation;
             let Some(s) = h.series[id as usize].as_mut() else { continue };
-            s.last_gen = generation;
             for x in ts.samples {
                 added += u64::from(s.live.append(x.timestamp_ms, x.value));
                 s.max_t = s.max_t.max(x.timestamp_ms);
@@ -272,15 +283,13 @@ impl MetricsHead {
                 added += u64::from(s.live.upsert_histogram(x));
             }
             newest = newest.max(s.max_t);
-            let indexed = !ts.exemplars.is_empty();
+            let traces: Vec<u128> =
+                ts.exemplars.iter().filter_map(|e| e.labels.get("trace_id").and_then(trace_key)).collect();
             for e in ts.exemplars {
                 s.live.add_exemplar(e, cap);
             }
-            if indexed {
-                let exemplars = s.live.exemplars.clone();
-                for e in &exemplars {
-                    h.index_exemplar(id, e);
-                }
+            for key in traces {
+                h.index_exemplar(id, key);
             }
         }
         h.items += added;
@@ -332,7 +341,6 @@ impl MetricsHead {
                 }
             }
             h.frozen_items = h.items;
-            h.generation = h.generation.wrapping_add(1);
             let mut metadata: Vec<MetricMetadata> = h.metadata.values().cloned().collect();
             metadata.sort_by(|a, b| a.metric_family.cmp(&b.metric_family));
             (frozen, pos, metadata)
@@ -348,8 +356,8 @@ impl MetricsHead {
                 let mut windows: BTreeSet<i64> = BTreeSet::new();
                 let w = |t: i64| t.div_euclid(range) * range;
                 windows.extend(floats.iter().map(|s| w(s.timestamp_ms)));
-                windows.extend(data.histograms.iter().map(|s| w(s.timestamp_ms)));
-                windows.extend(data.exemplars.iter().map(|s| w(s.timestamp_ms)));
+                windows.extend(data.histograms().iter().map(|s| w(s.timestamp_ms)));
+                windows.extend(data.exemplars().iter().map(|s| w(s.timestamp_ms)));
                 for win in windows {
                     let end = win.saturating_add(range - 1);
                     let writer = match writers.entry(win) {
@@ -362,8 +370,8 @@ impl MetricsHead {
                     writer.add(
                         labels.clone(),
                         in_range(&floats, win, end, |s| s.timestamp_ms),
-                        in_range(&data.histograms, win, end, |s| s.timestamp_ms),
-                        in_range(&data.exemplars, win, end, |s| s.timestamp_ms),
+                        in_range(data.histograms(), win, end, |s| s.timestamp_ms),
+                        in_range(data.exemplars(), win, end, |s| s.timestamp_ms),
                     )?;
                 }
             }
@@ -418,8 +426,10 @@ impl MetricsHead {
     pub fn maintain(&self, now_ms: i64) -> io::Result<()> {
         let _io = self.persisted.lock();
         {
+            // Series idle for a block range leave the head (their data is in blocks).
+            let newest = self.max_t.load(Ordering::Relaxed);
             let mut h = self.head.write();
-            h.gc();
+            h.gc(newest.saturating_sub(ms(self.opts.block_range)));
             h.rebuild_exemplar_index();
         }
         let Some(dir) = self.dir.clone() else { return Ok(()) };
@@ -442,25 +452,25 @@ impl MetricsHead {
     fn head_samples(s: &Series, start: i64, end: i64) -> SeriesSamples {
         let mut out = SeriesSamples {
             floats: s.live.floats(start, end),
-            histograms: in_range(&s.live.histograms, start, end, |h| h.timestamp_ms).to_vec(),
-            exemplars: in_range(&s.live.exemplars, start, end, |e| e.timestamp_ms).to_vec(),
+            histograms: in_range(s.live.histograms(), start, end, |h| h.timestamp_ms).to_vec(),
+            exemplars: in_range(s.live.exemplars(), start, end, |e| e.timestamp_ms).to_vec(),
         };
         if let Some(f) = &s.frozen {
             out.floats = merge_newer_wins(f.floats(start, end), out.floats, |s| s.timestamp_ms);
             out.histograms = merge_newer_wins(
-                in_range(&f.histograms, start, end, |h| h.timestamp_ms).to_vec(),
+                in_range(f.histograms(), start, end, |h| h.timestamp_ms).to_vec(),
                 out.histograms,
                 |h| h.timestamp_ms,
             );
             out.exemplars =
-                merge_exemplars(in_range(&f.exemplars, start, end, |e| e.timestamp_ms).to_vec(), out.exemplars);
+                merge_exemplars(in_range(f.exemplars(), start, end, |e| e.timestamp_ms).to_vec(), out.exemplars);
         }
         out
     }
 
     fn head_has_data(s: &Series, start: i64, end: i64) -> bool {
         let has = |d: &SeriesData| {
-            d.has_data_in(start, end) || !in_range(&d.exemplars, start, end, |e| e.timestamp_ms).is_empty()
+            d.has_data_in(start, end) || !in_range(d.exemplars(), start, end, |e| e.timestamp_ms).is_empty()
         };
         has(&s.live) || s.frozen.as_deref().is_some_and(has)
     }
@@ -578,8 +588,8 @@ fn combine(old: &SeriesData, live: SeriesData) -> SeriesData {
     for s in floats {
         out.append(s.timestamp_ms, s.value);
     }
-    out.histograms = merge_newer_wins(old.histograms.clone(), live.histograms, |h| h.timestamp_ms);
-    out.exemplars = merge_exemplars(old.exemplars.clone(), live.exemplars);
+    out.set_histograms(merge_newer_wins(old.histograms().to_vec(), live.histograms().to_vec(), |h| h.timestamp_ms));
+    out.set_exemplars(merge_exemplars(old.exemplars().to_vec(), live.exemplars().to_vec()));
     out
 }
 

@@ -266,6 +266,36 @@ fn out_of_order_and_rewrites_match_a_model() {
 }
 
 #[test]
+fn label_sets_sharing_a_hash_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = disk(dir.path(), &opts());
+    e.head.write().force_hash = Some(7);
+    let ls: Vec<Labels> = (0..4).map(|i| labels(&[("__name__", "c"), ("i", &i.to_string())])).collect();
+    for (i, l) in ls.iter().enumerate() {
+        e.apply(pos(i as u64 + 1), batch(vec![floats(l, &[(i as i64, i as f64)])]));
+        e.apply(pos(i as u64 + 10), batch(vec![floats(l, &[(100 + i as i64, 1.0)])]));
+    }
+    assert_eq!(e.stats(1).head_series, 4);
+    let got = e.select_matching(&[m("i", MatchOp::Equal, "2")], 0, 1000);
+    assert_eq!(got[0].samples, vec![fs(2, 2.0), fs(102, 1.0)]);
+    // Collect some of them, then register them again.
+    e.persist().unwrap();
+    e.apply(pos(30), batch(vec![floats(&ls[3], &[(10_000_000, 1.0)])]));
+    e.maintain(0).unwrap();
+    assert_eq!(e.stats(1).head_series, 1);
+    for (i, l) in ls.iter().enumerate() {
+        e.apply(pos(40 + i as u64), batch(vec![floats(l, &[(10_000_001, i as f64)])]));
+    }
+    assert_eq!(e.stats(1).head_series, 4);
+    for (i, l) in ls.iter().enumerate() {
+        let got = e.select_matching(&[m("i", MatchOp::Equal, &i.to_string())], 0, i64::MAX);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].labels, l);
+        assert_eq!(got[0].samples.last(), Some(&fs(10_000_001, i as f64)));
+    }
+}
+
+#[test]
 fn matcher_semantics_follow_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let e = disk(dir.path(), &opts());
@@ -453,6 +483,13 @@ fn replay_after_a_partial_persist_applies_only_newer_batches() {
     apply_all(&e, &batches);
     assert_same(&snapshot(&e), &want, "");
     assert_eq!(e.items(), items, "no double counts");
+    // A crash after the block but before `persisted.json`: the WAL still restores the metadata.
+    fs::remove_file(dir.path().join("persisted.json")).unwrap();
+    drop(e);
+    let e = disk(dir.path(), &opts());
+    assert!(e.metadata().is_empty());
+    apply_all(&e, &batches);
+    assert_same(&snapshot(&e), &want, "without persisted.json");
 }
 
 #[test]
@@ -598,16 +635,19 @@ fn idle_series_are_collected_but_stay_queryable() {
     let e = disk(dir.path(), &opts());
     let a = labels(&[("__name__", "a")]);
     let b = labels(&[("__name__", "b")]);
+    let hour = 3_600_000;
     e.apply(pos(1), batch(vec![floats(&a, &[(1, 1.0)]), floats(&b, &[(1, 1.0)])]));
     e.persist().unwrap();
-    for i in 2..5 {
-        e.apply(pos(i), batch(vec![floats(&b, &[(i as i64, 1.0)])]));
-        e.persist().unwrap();
-    }
+    e.apply(pos(2), batch(vec![floats(&b, &[(hour, 1.0)])]));
+    e.maintain(0).unwrap();
+    assert_eq!(e.stats(10).head_series, 2, "b's sample is in memory; a is idle for less than a block range");
+    e.apply(pos(3), batch(vec![floats(&b, &[(hour + 2, 1.0)])]));
+    e.persist().unwrap();
     e.maintain(0).unwrap();
     assert_eq!(e.stats(10).head_series, 1);
     assert_eq!(e.series(), vec![a.clone(), b.clone()]);
     e.apply(pos(9), batch(vec![floats(&a, &[(9, 2.0)])]));
+    assert_eq!(e.stats(10).head_series, 2);
     assert_eq!(
         e.select_matching(&[m("__name__", MatchOp::Equal, "a")], 0, 100)[0].samples,
         vec![fs(1, 1.0), fs(9, 2.0)]
@@ -671,4 +711,113 @@ fn damaged_blocks_are_reported_not_fatal() {
     assert!(e.items() < full);
     assert_eq!(e.skip_upto, pos(30), "persisted.json still records the position");
     assert!(!e.storage_problems().is_empty());
+}
+
+fn rss_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory of the head at 100k active series with realistic labels: the registry alone (one
+/// sample each, what stays after a persist) and with 10 minutes of 15 s scrapes.
+/// Run by hand: `cargo test -p storage --lib head_memory -- --ignored --nocapture`.
+#[test]
+#[ignore]
+#[allow(clippy::print_stdout)]
+fn head_memory_at_100k_series() {
+    let e = mem();
+    let n = 100_000u64;
+    let series: Vec<Labels> = (0..n)
+        .map(|i| {
+            labels(&[
+                ("__name__", &format!("metric_{}", i % 200)),
+                ("job", &format!("job-{}", i % 20)),
+                ("instance", &format!("10.0.{}.{}:9100", i / 250 % 256, i % 250)),
+                ("method", ["GET", "POST", "PUT"][(i % 3) as usize]),
+                ("status", ["200", "404", "500"][(i / 3 % 3) as usize]),
+                ("le", &format!("{}", i % 11)),
+            ])
+        })
+        .collect();
+    let step_batch = |step: i64| {
+        batch(
+            series
+                .iter()
+                .enumerate()
+                .map(|(i, l)| floats(l, &[(1_700_000_000_000 + step * 15_000, (step * (i as i64 % 7)) as f64)]))
+                .collect(),
+        )
+    };
+    // The first batch is built before measuring: its label copies are not the head's.
+    let first = step_batch(0);
+    let before = rss_kib();
+    let start = std::time::Instant::now();
+    e.apply(WalPos::ZERO, first);
+    let after = rss_kib();
+    println!("registry: RSS +{} MiB ({} bytes/series)", (after - before) / 1024, (after - before) * 1024 / n);
+    let steps = 40i64;
+    for step in 1..steps {
+        e.apply(WalPos::ZERO, step_batch(step));
+    }
+    let took = start.elapsed();
+    let after = rss_kib();
+    let stats = e.stats(1);
+    println!(
+        "{} series, {} samples: RSS +{} MiB ({} bytes/series), {:?} ({:.0} samples/s, debug build)",
+        stats.head_series,
+        stats.head_samples,
+        (after - before) / 1024,
+        (after - before) * 1024 / n,
+        took,
+        stats.head_samples as f64 / took.as_secs_f64()
+    );
+    let sel = std::time::Instant::now();
+    let got = e.select_matching(&[m("job", MatchOp::Equal, "job-3"), m("status", MatchOp::Regex, "5..")], 0, i64::MAX);
+    println!("select of {} series in {:?}", got.len(), sel.elapsed());
+}
+
+#[test]
+fn readers_never_miss_data_while_persist_and_compaction_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = MetricsOptions { block_range: Duration::from_secs(60), ..opts() };
+    let e = Arc::new(disk(dir.path(), &o));
+    let l = labels(&[("__name__", "c")]);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, l, done) = (Arc::clone(&e), l.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            for i in 0..2000u64 {
+                e.apply(pos(i + 1), batch(vec![floats(&l, &[(i as i64 * 100, i as f64)])]));
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let persister = {
+        let (e, done) = (Arc::clone(&e), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                e.persist().unwrap();
+                e.maintain(0).unwrap();
+            }
+        })
+    };
+    let mut seen = 0;
+    while !done.load(Ordering::SeqCst) {
+        let got = e.select_matching(&[], i64::MIN, i64::MAX);
+        let n = got.first().map_or(0, |s| s.samples.len());
+        assert!(n >= seen, "saw {seen} samples, then {n}");
+        if let Some(s) = got.first() {
+            assert!(s.samples.iter().enumerate().all(|(i, x)| x.timestamp_ms == i as i64 * 100), "a gap");
+        }
+        seen = n;
+    }
+    writer.join().unwrap();
+    persister.join().unwrap();
+    e.persist().unwrap();
+    assert_eq!(e.select_matching(&[], i64::MIN, i64::MAX)[0].samples.len(), 2000);
+    assert!(e.storage_problems().is_empty(), "{:?}", e.storage_problems());
 }

@@ -98,3 +98,49 @@ fn maintenance_compacts_and_expires_through_storage() {
     assert_eq!(samples_of(&s, "k0"), vec![(3 * hour, 1.0)]);
     assert!(samples_of(&s, "k1").is_empty());
 }
+
+/// Frozen metrics blocks: `storage/testdata/compat/metrics-v1/` holds `<data_dir>/metrics` as block
+/// format version 1 wrote it from `common::all_batches()` and a checkpoint. Like the WAL image it
+/// is never regenerated for an existing version (`OUTPOST_REGENERATE_COMPAT=1` writes a new one).
+#[test]
+fn the_v1_metrics_block_image_still_reads() {
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/metrics-v1");
+    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (s, _) = open(tmp.path());
+        for b in all_batches() {
+            s.write(b).unwrap();
+        }
+        s.checkpoint().unwrap();
+        drop(s);
+        let _ = fs::remove_dir_all(&image);
+        copy_tree(&tmp.path().join("metrics"), &image);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&image, &dir.path().join("metrics"));
+    let (s, report) = open(dir.path());
+    assert_eq!(report.records, 0, "no WAL: everything comes from the blocks");
+    assert!(s.metric_store().storage_problems().is_empty(), "{:?}", s.metric_store().storage_problems());
+
+    let fresh = storage::MemStore::new();
+    for b in all_batches() {
+        fresh.apply(b);
+    }
+    let (got, want) = (s.metric_store(), fresh.metric_store());
+    assert_same(&got.select(&[], i64::MIN, i64::MAX), &want.select(&[], i64::MIN, i64::MAX));
+    assert_same(&got.series(), &want.series());
+    assert_same(&got.metadata(), &want.metadata());
+    assert_same(&got.exemplars_by_trace(&trace_id(1).to_hex()), &want.exemplars_by_trace(&trace_id(1).to_hex()));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).expect("missing frozen image; see the test's doc comment") {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
