@@ -393,12 +393,12 @@ fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) 
     let mut flags: Vec<String> = Vec::new();
     loop {
         let word = rest.split(' ').next().unwrap_or("");
-        if let Some((k, v)) = word.split_once('=') {
-            if ["limit", "spss", "start", "end", "step"].contains(&k) {
-                opts.push((k.to_string(), v.to_string()));
-                rest = rest[word.len()..].trim_start();
-                continue;
-            }
+        if let Some((k, v)) = word.split_once('=')
+            && ["limit", "spss", "start", "end", "step"].contains(&k)
+        {
+            opts.push((k.to_string(), v.to_string()));
+            rest = rest[word.len()..].trim_start();
+            continue;
         }
         if word == "meta" || word == "attrs" {
             flags.push(word.to_string());

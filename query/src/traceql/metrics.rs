@@ -19,6 +19,11 @@ use super::ast::*;
 use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
 use super::{Error, MetricsSeries, parse};
 
+/// Series labels while evaluating.
+type Labels = Vec<(String, Static)>;
+/// Per-interval histograms: `(bucket, count)` sorted by bucket.
+type Histograms = Vec<Vec<(f64, u64)>>;
+
 /// Most series a query may produce.
 pub const MAX_SERIES: usize = 10_000;
 /// Most intervals a query may span.
@@ -56,7 +61,7 @@ pub fn metrics_query_range(
 
     let eval = Evaluator::default();
     // Series key → (labels, per-interval accumulators).
-    let mut series: HashMap<String, (Vec<(String, Static)>, Vec<Acc>)> = HashMap::new();
+    let mut series: HashMap<String, (Labels, Vec<Acc>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut failure: Option<Error> = None;
     let scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
@@ -81,7 +86,7 @@ pub fn metrics_query_range(
                 }
                 let start = ctx.spans[s].span.start_time_ns;
                 let Some(i) = mapper.interval(start) else { continue };
-                let mut labels: Vec<(String, Static)> = Vec::new();
+                let mut labels: Labels = Vec::new();
                 let mut all_nil = true;
                 for a in &m.by {
                     let v = group_value(&ctx, a, s);
@@ -127,11 +132,11 @@ pub fn metrics_query_range(
     }
 
     let step_s = step_ns as f64 / 1e9;
-    let mut out: Vec<(Vec<(String, Static)>, Vec<f64>)> = Vec::new();
+    let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
     match m.op {
         MetricsOp::QuantileOverTime => {
             // Group the bucket series back into their `by()` series.
-            let mut groups: Vec<(Vec<(String, Static)>, Vec<Vec<(f64, u64)>>)> = Vec::new();
+            let mut groups: Vec<(Labels, Histograms)> = Vec::new();
             for key in &order {
                 let Some((labels, accs)) = series.get(key) else { continue };
                 let (base, bucket) = split_bucket(labels);
@@ -237,7 +242,7 @@ pub fn metrics_query_range(
             Some(MetricsSeries { labels: labels.iter().map(|(k, v)| (k.clone(), to_any(v))).collect(), samples })
         })
         .collect();
-    result.sort_by(|a, b| label_key(&a.labels).cmp(&label_key(&b.labels)));
+    result.sort_by_key(|a| label_key(&a.labels));
     Ok(result)
 }
 
@@ -259,7 +264,7 @@ fn type_tag(s: &Static) -> u8 {
     }
 }
 
-fn split_bucket(labels: &[(String, Static)]) -> (Vec<(String, Static)>, f64) {
+fn split_bucket(labels: &[(String, Static)]) -> (Labels, f64) {
     let mut base = Vec::new();
     let mut bucket = f64::NAN;
     for (k, v) in labels {

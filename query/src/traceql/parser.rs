@@ -227,8 +227,7 @@ impl Parser<'_> {
 
     fn scalar(&mut self, min: u8) -> Result<ScalarExpr, ParseError> {
         let mut lhs = self.scalar_primary()?;
-        loop {
-            let Some((op, lp, right)) = self.peek_arith() else { break };
+        while let Some((op, lp, right)) = self.peek_arith() {
             if lp < min {
                 break;
             }
@@ -344,12 +343,11 @@ impl Parser<'_> {
                 if !self.eat(")") {
                     return Err(self.unexpected(&[")", "|"]));
                 }
-                if inner.stages.len() == 1 {
-                    if let Some(Stage::Spanset(_)) = inner.stages.first() {
-                        if let Some(Stage::Spanset(e)) = inner.stages.pop() {
-                            return Ok(e);
-                        }
-                    }
+                if inner.stages.len() == 1
+                    && let Some(Stage::Spanset(_)) = inner.stages.first()
+                    && let Some(Stage::Spanset(e)) = inner.stages.pop()
+                {
+                    return Ok(e);
                 }
                 Ok(SpansetExpr::Pipeline(Box::new(inner)))
             }
@@ -375,8 +373,7 @@ impl Parser<'_> {
 
     fn field(&mut self, min: u8) -> Result<FieldExpr, ParseError> {
         let mut lhs = self.field_primary()?;
-        loop {
-            let Some((op, lp, right)) = self.peek_field_op() else { break };
+        while let Some((op, lp, right)) = self.peek_field_op() {
             if lp < min {
                 break;
             }
