@@ -247,7 +247,7 @@ fn build_span(
             "scope.name" => scope.name = unquote(v),
             "scope.version" => scope.version = unquote(v),
             _ => {
-                let kv = |name: &str| KeyValue::new(name, value(v));
+                let kv = |name: &str| KeyValue::new(name.trim_matches('"'), value(v));
                 if let Some(n) = k.strip_prefix("span.") {
                     span.attributes.push(kv(n));
                 } else if let Some(n) = k.strip_prefix("resource.") {

@@ -18,8 +18,11 @@ use super::lexer::{Tok, Token, lex};
 /// Parses and validates a query.
 pub(crate) fn parse(q: &str) -> Result<Query, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { q, toks, i: 0 };
+    let mut p = Parser { q, toks, i: 0, depth: 0, nodes: 0 };
     let query = p.root()?;
+    if tree_depth(&query) > MAX_DEPTH {
+        return Err(ParseError::without_position(format!("query is nested more than {MAX_DEPTH} levels deep")));
+    }
     validate(q, &query)?;
     Ok(query)
 }
@@ -28,7 +31,18 @@ struct Parser<'a> {
     q: &'a str,
     toks: Vec<Token>,
     i: usize,
+    /// Current recursion depth of the parser.
+    depth: usize,
+    /// Operator nodes built so far.
+    nodes: usize,
 }
+
+/// Most operator nodes a query may have. Together with [`MAX_DEPTH`] this keeps every walk of
+/// the tree (including dropping it) far from the stack's limits.
+pub const MAX_NODES: usize = 2_000;
+
+/// Deepest nesting a query may have: bounds the recursion of parsing, checking and evaluation.
+pub const MAX_DEPTH: usize = 128;
 
 const STRUCTURAL: &[(&str, SpansetOp)] = &[
     (">", SpansetOp::Child),
@@ -98,6 +112,15 @@ impl Parser<'_> {
         self.err_at(self.pos(), msg)
     }
 
+    /// Counts one more operator node.
+    fn node(&mut self) -> Result<(), ParseError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(self.err_at(self.pos(), format!("query has more than {MAX_NODES} operators")));
+        }
+        Ok(())
+    }
+
     fn expect(&mut self, s: &str) -> Result<(), ParseError> {
         if self.eat(s) { Ok(()) } else { Err(self.unexpected(&[s])) }
     }
@@ -111,13 +134,11 @@ impl Parser<'_> {
         if self.eat("with") {
             self.expect("(")?;
             loop {
-                let name = match self.advance() {
+                let name = match self.peek().clone() {
                     Tok::Ident(n) => n,
-                    _ => {
-                        self.i -= 1;
-                        return Err(self.unexpected(&["IDENTIFIER"]));
-                    }
+                    _ => return Err(self.unexpected(&["IDENTIFIER"])),
                 };
+                self.advance();
                 self.expect("=")?;
                 let v = self.static_literal()?;
                 hints.push((name, v));
@@ -134,6 +155,16 @@ impl Parser<'_> {
     }
 
     fn pipeline(&mut self, allow_metrics: bool) -> Result<(Pipeline, Option<MetricsAggregate>), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.pipeline_inner(allow_metrics);
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self, allow_metrics: bool) -> Result<(Pipeline, Option<MetricsAggregate>), ParseError> {
         if self.is("coalesce") {
             return Err(self.unexpected(&[]));
         }
@@ -226,6 +257,16 @@ impl Parser<'_> {
     }
 
     fn scalar(&mut self, min: u8) -> Result<ScalarExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.scalar_inner(min);
+        self.depth -= 1;
+        r
+    }
+
+    fn scalar_inner(&mut self, min: u8) -> Result<ScalarExpr, ParseError> {
         let mut lhs = self.scalar_primary()?;
         while let Some((op, lp, right)) = self.peek_arith() {
             if lp < min {
@@ -233,6 +274,7 @@ impl Parser<'_> {
             }
             self.advance();
             let rhs = self.scalar(if right { lp } else { lp + 1 })?;
+            self.node()?;
             lhs = ScalarExpr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -303,6 +345,16 @@ impl Parser<'_> {
     }
 
     fn spanset(&mut self, min: u8, after_op: bool) -> Result<SpansetExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.spanset_inner(min, after_op);
+        self.depth -= 1;
+        r
+    }
+
+    fn spanset_inner(&mut self, min: u8, after_op: bool) -> Result<SpansetExpr, ParseError> {
         let mut lhs = self.spanset_primary(after_op)?;
         loop {
             let (op, prec) = match self.peek() {
@@ -319,6 +371,7 @@ impl Parser<'_> {
             }
             self.advance();
             let rhs = self.spanset(prec + 1, true)?;
+            self.node()?;
             lhs = SpansetExpr::Op(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -372,6 +425,16 @@ impl Parser<'_> {
     }
 
     fn field(&mut self, min: u8) -> Result<FieldExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.field_inner(min);
+        self.depth -= 1;
+        r
+    }
+
+    fn field_inner(&mut self, min: u8) -> Result<FieldExpr, ParseError> {
         let mut lhs = self.field_primary()?;
         while let Some((op, lp, right)) = self.peek_field_op() {
             if lp < min {
@@ -384,10 +447,12 @@ impl Parser<'_> {
             if matches!(op, BinOp::Eq | BinOp::Neq) && self.is("nil") {
                 self.advance();
                 let u = if op == BinOp::Eq { UnaryOp::NotExists } else { UnaryOp::Exists };
+                self.node()?;
                 lhs = FieldExpr::Unary(u, Box::new(lhs));
                 continue;
             }
             let rhs = self.field(if right { lp } else { lp + 1 })?;
+            self.node()?;
             lhs = FieldExpr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -404,10 +469,12 @@ impl Parser<'_> {
             }
             Tok::Sym("-") => {
                 self.advance();
+                self.node()?;
                 Ok(FieldExpr::Unary(UnaryOp::Neg, Box::new(self.field(5)?)))
             }
             Tok::Sym("!") => {
                 self.advance();
+                self.node()?;
                 Ok(FieldExpr::Unary(UnaryOp::Not, Box::new(self.field(5)?)))
             }
             Tok::Sym("nil") => {
@@ -573,14 +640,12 @@ impl Parser<'_> {
             if op == MetricsOp::QuantileOverTime {
                 self.expect(",")?;
                 loop {
-                    match self.advance() {
-                        Tok::Float(f) => quantiles.push(f),
-                        Tok::Int(i) => quantiles.push(i as f64),
-                        _ => {
-                            self.i -= 1;
-                            return Err(self.unexpected(&["FLOAT", "INTEGER"]));
-                        }
+                    match self.peek() {
+                        Tok::Float(f) => quantiles.push(*f),
+                        Tok::Int(i) => quantiles.push(*i as f64),
+                        _ => return Err(self.unexpected(&["FLOAT", "INTEGER"])),
                     }
+                    self.advance();
                     if !self.eat(",") {
                         break;
                     }
@@ -600,13 +665,11 @@ impl Parser<'_> {
                 self.advance();
                 let top = matches!(self.advance(), Tok::Sym("topk"));
                 self.expect("(")?;
-                let n = match self.advance() {
-                    Tok::Int(n) if n > 0 => n as usize,
-                    _ => {
-                        self.i -= 1;
-                        return Err(self.unexpected(&["INTEGER"]));
-                    }
+                let n = match self.peek() {
+                    Tok::Int(n) if *n > 0 => *n as usize,
+                    _ => return Err(self.unexpected(&["INTEGER"])),
                 };
+                self.advance();
                 self.expect(")")?;
                 second.push(if top { SecondStage::TopK(n) } else { SecondStage::BottomK(n) });
                 continue;
@@ -901,5 +964,104 @@ fn validate_field(e: &FieldExpr) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// Depth of the tree, computed without recursion (the tree may be deeper than the stack allows:
+/// left-associative chains are built by loops).
+fn tree_depth(q: &Query) -> usize {
+    enum Node<'a> {
+        Pipe(&'a Pipeline),
+        Set(&'a SpansetExpr),
+        Field(&'a FieldExpr),
+        Scalar(&'a ScalarExpr),
+    }
+    let mut stack = vec![(Node::Pipe(&q.pipeline), 1usize)];
+    let mut max = 0;
+    while let Some((node, d)) = stack.pop() {
+        max = max.max(d);
+        if max > MAX_DEPTH {
+            break;
+        }
+        match node {
+            Node::Pipe(p) => {
+                for s in &p.stages {
+                    match s {
+                        Stage::Spanset(e) => stack.push((Node::Set(e), d + 1)),
+                        Stage::ScalarFilter { lhs, rhs, .. } => {
+                            stack.push((Node::Scalar(lhs), d + 1));
+                            stack.push((Node::Scalar(rhs), d + 1));
+                        }
+                        Stage::GroupBy(f) => stack.push((Node::Field(f), d + 1)),
+                        Stage::Coalesce | Stage::Select(_) => {}
+                    }
+                }
+            }
+            Node::Set(e) => match e {
+                SpansetExpr::Filter(f) => stack.push((Node::Field(f), d + 1)),
+                SpansetExpr::Op(_, l, r) => {
+                    stack.push((Node::Set(l), d + 1));
+                    stack.push((Node::Set(r), d + 1));
+                }
+                SpansetExpr::Pipeline(p) => stack.push((Node::Pipe(p), d + 1)),
+            },
+            Node::Field(f) => match f {
+                FieldExpr::Static(_) | FieldExpr::Attr(_) => {}
+                FieldExpr::Unary(_, e) => stack.push((Node::Field(e), d + 1)),
+                FieldExpr::Binary(_, l, r) => {
+                    stack.push((Node::Field(l), d + 1));
+                    stack.push((Node::Field(r), d + 1));
+                }
+            },
+            Node::Scalar(e) => match e {
+                ScalarExpr::Static(_) | ScalarExpr::Aggregate(_, None) => {}
+                ScalarExpr::Aggregate(_, Some(f)) => stack.push((Node::Field(f), d + 1)),
+                ScalarExpr::Binary(_, l, r) => {
+                    stack.push((Node::Scalar(l), d + 1));
+                    stack.push((Node::Scalar(r), d + 1));
+                }
+            },
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_and_long_queries_are_refused_not_overflowed() {
+        let long = format!("{{ {} }}", vec![".a = 1"; 3000].join(" && "));
+        let e = parse(&long).unwrap_err();
+        assert!(e.message.contains("operators"), "{e}");
+        let nested = format!("{{ {}.a = 1{} }}", "(".repeat(10_000), ")".repeat(10_000));
+        let e = parse(&nested).unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        let pow = format!("{{ {} > 1 }}", vec!["2"; 1000].join(" ^ "));
+        assert!(parse(&pow).is_err());
+        let chain = format!("{{ {} }}", vec![".a = 1"; 200].join(" && "));
+        let e = parse(&chain).unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        let ok = format!("{{ {} }}", vec![".a = 1"; 50].join(" && "));
+        assert!(parse(&ok).is_ok());
+        let spansets = vec!["{}"; 5000].join(" >> ");
+        assert!(parse(&spansets).is_err());
+    }
+
+    #[test]
+    fn precedence_follows_tempo() {
+        // `!` binds tighter than `=`, so this compares a boolean with an int, as in Tempo.
+        let e = parse("{ !.a = 1 }").unwrap_err();
+        assert_eq!(e.to_string(), "binary operations must operate on the same type: (!.a) = 1");
+        let q = parse("{ !.a && .b }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "(!.a) && .b");
+        let q = parse("{ -.a * 2 + 1 > 0 || .b && .c }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "((((-(.a * 2)) + 1) > 0) || .b) && .c");
+        let q = parse("{ 2 ^ 3 ^ 2 = .x }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "(2 ^ (3 ^ 2)) = .x");
     }
 }
