@@ -33,7 +33,7 @@ use storage::model::{
     AnyValue, KeyValue, Resource, Scope, Span, SpanEvent, SpanGroup, SpanId, SpanKind, SpanLink, SpansBatch,
     StatusCode, TraceId, WriteBatch,
 };
-use storage::read::Reader;
+use storage::read::{Reader, StoredSpan, TraceScan, TracesReader};
 
 /// Base time of every script: 2023-11-14T22:13:20Z.
 const BASE_NS: i64 = 1_700_000_000 * 1_000_000_000;
@@ -286,6 +286,35 @@ fn fmt_f64(f: f64) -> String {
     if s == "-0" { "0".to_string() } else { s.to_string() }
 }
 
+/// A reader that prunes by the scan hints as strictly as an indexed engine may: every search runs
+/// through it too and must give the same answer, which checks that hints never drop a match.
+struct HintedReader<'a>(&'a dyn TracesReader);
+
+impl TracesReader for HintedReader<'_> {
+    fn trace(&self, id: TraceId) -> Vec<StoredSpan> {
+        self.0.trace(id)
+    }
+
+    fn trace_ids(&self) -> Vec<TraceId> {
+        self.0.trace_ids()
+    }
+
+    fn span_count(&self) -> u64 {
+        self.0.span_count()
+    }
+
+    fn scan_traces(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
+        self.0.scan_traces(scan, &mut |spans| {
+            let svc_ok = scan
+                .service_name
+                .as_ref()
+                .is_none_or(|n| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(n.as_str())));
+            let name_ok = scan.span_name.as_ref().is_none_or(|n| spans.iter().any(|s| &s.span.name == n));
+            if svc_ok && name_ok { visit(spans) } else { true }
+        })
+    }
+}
+
 struct Case {
     line: usize,
     cmd: String,
@@ -369,8 +398,21 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
 
     let mut failures = Vec::new();
     let n = cases.len();
+    let hinted = HintedReader(reader);
     for c in cases {
         let got = run_case(reader, &names, &c.cmd);
+        if c.cmd.starts_with("search ") {
+            let pruned = run_case(&hinted, &names, &c.cmd);
+            if pruned != got {
+                failures.push(format!(
+                    "{}:{}: {}\n  pruning by the scan hints changed the answer:\n    {}",
+                    path.display(),
+                    c.line,
+                    c.cmd,
+                    pruned.join("\n    ")
+                ));
+            }
+        }
         if got != c.expected {
             failures.push(format!(
                 "{}:{}: {}\n  expected:\n    {}\n  got:\n    {}",
@@ -385,7 +427,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
     (n, failures)
 }
 
-fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) -> Vec<String> {
+fn run_case(reader: &dyn TracesReader, names: &Names, cmd: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (kind, rest) = cmd.split_once(' ').unwrap_or((cmd, ""));
     let mut rest = rest.trim_start();

@@ -61,23 +61,6 @@ impl<'a> TraceCtx<'a> {
         TraceCtx { spans, parent, children, root, start_ns, end_ns, trace_id }
     }
 
-    /// True when `anc` is a proper ancestor of `s`.
-    fn is_ancestor(&self, anc: usize, s: usize) -> bool {
-        let mut cur = self.parent[s];
-        let mut steps = 0;
-        while let Some(p) = cur {
-            if p == anc {
-                return true;
-            }
-            steps += 1;
-            if steps > self.spans.len() {
-                return false;
-            }
-            cur = self.parent[p];
-        }
-        false
-    }
-
     fn has_ancestor_in(&self, s: usize, set: &[bool]) -> bool {
         let mut cur = self.parent[s];
         let mut steps = 0;
@@ -724,92 +707,114 @@ fn union(ctx: &TraceCtx<'_>, l: &[Spanset], r: &[Spanset]) -> Vec<usize> {
 }
 
 /// Structural operators: which right-hand spans (and, for the union forms, left-hand spans) of
-/// `l op r` match.
+/// `l op r` match. Linear in the trace size apart from walks up the tree.
 fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Vec<usize> {
     use SpansetOp::*;
     let n = ctx.spans.len();
-    let mut in_l = vec![false; n];
-    for &s in l {
-        in_l[s] = true;
-    }
-    let mut in_r = vec![false; n];
-    for &s in r {
-        in_r[s] = true;
-    }
-    let mut out: Vec<usize> = Vec::new();
-    let mut extra: Vec<usize> = Vec::new();
-    let sibling_in = |s: usize, set: &[bool]| -> bool {
-        let Some(p) = ctx.parent[s] else { return false };
-        (0..n).any(|o| o != s && set[o] && ctx.parent[o] == Some(p))
+    let member = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            m[s] = true;
+        }
+        m
     };
-    match op {
-        Child | NotChild | UnionChild => {
-            for &s in r {
-                let hit = ctx.parent[s].is_some_and(|p| in_l[p]);
-                if hit != (op == NotChild) {
-                    out.push(s);
+    // Spans that are the parent of a member.
+    let parents_of = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            if let Some(p) = ctx.parent[s] {
+                m[p] = true;
+            }
+        }
+        m
+    };
+    // Spans that are a proper ancestor of a member.
+    let ancestors_of = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            let mut cur = ctx.parent[s];
+            while let Some(p) = cur {
+                if m[p] {
+                    break;
                 }
+                m[p] = true;
+                cur = ctx.parent[p];
             }
-            if op == UnionChild {
-                extra = l.iter().copied().filter(|&a| r.iter().any(|&s| ctx.parent[s] == Some(a))).collect();
+        }
+        m
+    };
+    // Members per parent span.
+    let per_parent = |set: &[usize]| {
+        let mut c = vec![0usize; n];
+        for &s in set {
+            if let Some(p) = ctx.parent[s] {
+                c[p] += 1;
             }
+        }
+        c
+    };
+    let (in_l, in_r) = (member(l), member(r));
+    let negated = matches!(op, NotChild | NotParent | NotDescendant | NotAncestor | NotSibling);
+    let (hit, extra): (Box<dyn Fn(usize) -> bool>, Option<Box<dyn Fn(usize) -> bool>>) = match op {
+        Child | NotChild | UnionChild => {
+            let pr = parents_of(r);
+            let in_l = in_l.clone();
+            (
+                Box::new(move |s| ctx.parent[s].is_some_and(|p| in_l[p])),
+                (op == UnionChild).then(|| Box::new(move |a: usize| pr[a]) as Box<dyn Fn(usize) -> bool>),
+            )
         }
         Parent | NotParent | UnionParent => {
-            for &s in r {
-                let hit = l.iter().any(|&a| ctx.parent[a] == Some(s));
-                if hit != (op == NotParent) {
-                    out.push(s);
-                }
-            }
-            if op == UnionParent {
-                extra = l.iter().copied().filter(|&a| ctx.parent[a].is_some_and(|p| in_r[p])).collect();
-            }
+            let pl = parents_of(l);
+            let in_r = in_r.clone();
+            (
+                Box::new(move |s| pl[s]),
+                (op == UnionParent).then(|| {
+                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| in_r[p])) as Box<dyn Fn(usize) -> bool>
+                }),
+            )
         }
         Descendant | NotDescendant | UnionDescendant => {
-            for &s in r {
-                let hit = ctx.has_ancestor_in(s, &in_l);
-                if hit != (op == NotDescendant) {
-                    out.push(s);
-                }
-            }
-            if op == UnionDescendant {
-                extra = l.iter().copied().filter(|&a| r.iter().any(|&s| ctx.is_ancestor(a, s))).collect();
-            }
+            let ar = ancestors_of(r);
+            let in_l = in_l.clone();
+            (
+                Box::new(move |s| ctx.has_ancestor_in(s, &in_l)),
+                (op == UnionDescendant).then(|| Box::new(move |a: usize| ar[a]) as Box<dyn Fn(usize) -> bool>),
+            )
         }
         Ancestor | NotAncestor | UnionAncestor => {
-            for &s in r {
-                let hit = l.iter().any(|&a| ctx.is_ancestor(s, a));
-                if hit != (op == NotAncestor) {
-                    out.push(s);
-                }
-            }
-            if op == UnionAncestor {
-                extra = l.iter().copied().filter(|&a| ctx.has_ancestor_in(a, &in_r)).collect();
-            }
+            let al = ancestors_of(l);
+            let in_r = in_r.clone();
+            (
+                Box::new(move |s| al[s]),
+                (op == UnionAncestor)
+                    .then(|| Box::new(move |a: usize| ctx.has_ancestor_in(a, &in_r)) as Box<dyn Fn(usize) -> bool>),
+            )
         }
         Sibling | NotSibling | UnionSibling => {
-            for &s in r {
-                let hit = sibling_in(s, &in_l);
-                if hit != (op == NotSibling) {
-                    out.push(s);
-                }
-            }
-            if op == UnionSibling {
-                extra = l.iter().copied().filter(|&a| sibling_in(a, &in_r)).collect();
-            }
+            let (cl, cr) = (per_parent(l), per_parent(r));
+            let (in_l, in_r) = (in_l.clone(), in_r.clone());
+            (
+                Box::new(move |s| ctx.parent[s].is_some_and(|p| cl[p] > usize::from(in_l[s]))),
+                (op == UnionSibling).then(|| {
+                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| cr[p] > usize::from(in_r[a])))
+                        as Box<dyn Fn(usize) -> bool>
+                }),
+            )
         }
-        And | Union => {}
-    }
-    if !extra.is_empty() {
+        And | Union => return Vec::new(),
+    };
+    let mut out: Vec<usize> = r.iter().copied().filter(|&s| hit(s) != negated).collect();
+    if let Some(extra) = extra {
         let mut seen = vec![false; n];
         let mut merged = Vec::new();
-        for s in extra.into_iter().chain(out) {
+        for s in l.iter().copied().filter(|&a| extra(a)).chain(out) {
             if !std::mem::replace(&mut seen[s], true) {
                 merged.push(s);
             }
         }
         merged.sort_unstable();
-        return merged;
+        out = merged;
     }
     out
 }
