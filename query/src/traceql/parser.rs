@@ -873,7 +873,8 @@ fn validate_pipeline(p: &Pipeline) -> Result<(), String> {
                 validate_scalar(lhs)?;
                 validate_scalar(rhs)?;
             }
-            Stage::Coalesce | Stage::Select(_) => {}
+            Stage::Select(attrs) => attrs.iter().try_for_each(validate_attr)?,
+            Stage::Coalesce => {}
         }
     }
     Ok(())
@@ -923,11 +924,32 @@ fn validate_spanset(e: &SpansetExpr) -> Result<(), String> {
     }
 }
 
+fn validate_attr(a: &Attribute) -> Result<(), String> {
+    if a.parent {
+        return Err("parent not yet supported".to_string());
+    }
+    if a.intrinsic == Some(Intrinsic::Parent) {
+        return Err("intrinsic (parent) not yet supported".to_string());
+    }
+    Ok(())
+}
+
 fn validate_field(e: &FieldExpr) -> Result<(), String> {
     match e {
-        FieldExpr::Static(_) | FieldExpr::Attr(_) => Ok(()),
+        FieldExpr::Static(_) => Ok(()),
+        FieldExpr::Attr(a) => validate_attr(a),
         FieldExpr::Unary(op, inner) => {
             validate_field(inner)?;
+            if *op == UnaryOp::NotExists {
+                if let FieldExpr::Attr(a) = inner.as_ref() {
+                    if a.intrinsic.is_some() {
+                        return Err(format!("{a}=nil is not valid because intrinsics cannot be nil"));
+                    }
+                    if a.scope == AttrScope::Resource && !a.parent && a.name == "service.name" {
+                        return Err(format!("{a}=nil is not valid because resource.service.name cannot be nil"));
+                    }
+                }
+            }
             let t = field_ty(inner);
             let ok = match op {
                 UnaryOp::Neg => t == Ty::Attr || t.numeric(),
