@@ -401,7 +401,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
     let hinted = HintedReader(reader);
     for c in cases {
         let got = run_case(reader, &names, &c.cmd);
-        if c.cmd.starts_with("search ") {
+        if c.cmd.starts_with("search ") || c.cmd.starts_with("metrics ") {
             let pruned = run_case(&hinted, &names, &c.cmd);
             if pruned != got {
                 failures.push(format!(

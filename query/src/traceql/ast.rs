@@ -635,3 +635,27 @@ pub enum SecondStage {
     /// `> 10`: keeps samples that compare true.
     Filter(BinOp, f64),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_formats() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1), "1ns");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(767_500_000), "767.5ms");
+        assert_eq!(go_duration(1_150_000_000), "1.15s");
+        assert_eq!(go_duration(3_723_500_000_000), "1h2m3.5s");
+        assert_eq!(go_duration(120_000_000_000), "2m0s");
+        assert_eq!(go_duration(-2_000_000), "-2ms");
+        assert_eq!(format_float(1.0), "1.0");
+        assert_eq!(format_float(0.5), "0.5");
+        assert_eq!(format_float(1e21), "1e+21");
+        assert_eq!(format_float(1e-7), "1e-07");
+        assert_eq!(Attribute::named(AttrScope::Resource, false, "a b").to_string(), "resource.\"a b\"");
+        assert_eq!(Attribute::named(AttrScope::None, true, "x").to_string(), "parent.x");
+        assert_eq!(Attribute::intrinsic(Intrinsic::ChildCount).to_string(), "span:childCount");
+    }
+}

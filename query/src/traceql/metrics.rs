@@ -64,7 +64,8 @@ pub fn metrics_query_range(
     let mut series: HashMap<String, (Labels, Vec<Acc>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut failure: Option<Error> = None;
-    let scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    super::search::pipeline_hints(&q.pipeline, &mut scan);
     reader.scan_traces(&scan, &mut |spans| {
         if Instant::now() >= deadline {
             failure = Some(Error::Timeout);

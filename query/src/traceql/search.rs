@@ -33,9 +33,7 @@ pub fn search(reader: &dyn TracesReader, req: &SearchRequest, deadline: Instant)
     let spss = if req.spans_per_spanset == 0 { DEFAULT_SPANS_PER_SPANSET } else { req.spans_per_spanset };
     let (start_ns, end_ns) = time_range(req.start_ns, req.end_ns);
     let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None };
-    if let Some(Stage::Spanset(first)) = query.pipeline.stages.first() {
-        required_hints(first, &mut scan);
-    }
+    pipeline_hints(&query.pipeline, &mut scan);
     let returned = returned_attributes(&query);
 
     let eval = Evaluator::default();
@@ -122,6 +120,13 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
         start_time_ns: ctx.start_ns,
         duration_ms: ((ctx.end_ns - ctx.start_ns).max(0) / 1_000_000) as u64,
         span_sets,
+    }
+}
+
+/// Sets the scan hints every trace the pipeline can match satisfies.
+pub(crate) fn pipeline_hints(p: &Pipeline, scan: &mut TraceScan) {
+    if let Some(Stage::Spanset(first)) = p.stages.first() {
+        required_hints(first, scan);
     }
 }
 
