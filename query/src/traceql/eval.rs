@@ -706,6 +706,9 @@ fn union(ctx: &TraceCtx<'_>, l: &[Spanset], r: &[Spanset]) -> Vec<usize> {
     out
 }
 
+/// A test on a span index.
+type Pred<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
 /// Structural operators: which right-hand spans (and, for the union forms, left-hand spans) of
 /// `l op r` match. Linear in the trace size apart from walks up the tree.
 fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Vec<usize> {
@@ -755,13 +758,13 @@ fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Ve
     };
     let (in_l, in_r) = (member(l), member(r));
     let negated = matches!(op, NotChild | NotParent | NotDescendant | NotAncestor | NotSibling);
-    let (hit, extra): (Box<dyn Fn(usize) -> bool>, Option<Box<dyn Fn(usize) -> bool>>) = match op {
+    let (hit, extra): (Pred<'_>, Option<Pred<'_>>) = match op {
         Child | NotChild | UnionChild => {
             let pr = parents_of(r);
             let in_l = in_l.clone();
             (
                 Box::new(move |s| ctx.parent[s].is_some_and(|p| in_l[p])),
-                (op == UnionChild).then(|| Box::new(move |a: usize| pr[a]) as Box<dyn Fn(usize) -> bool>),
+                (op == UnionChild).then(|| Box::new(move |a: usize| pr[a]) as Pred<'_>),
             )
         }
         Parent | NotParent | UnionParent => {
@@ -769,9 +772,8 @@ fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Ve
             let in_r = in_r.clone();
             (
                 Box::new(move |s| pl[s]),
-                (op == UnionParent).then(|| {
-                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| in_r[p])) as Box<dyn Fn(usize) -> bool>
-                }),
+                (op == UnionParent)
+                    .then(|| Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| in_r[p])) as Pred<'_>),
             )
         }
         Descendant | NotDescendant | UnionDescendant => {
@@ -779,7 +781,7 @@ fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Ve
             let in_l = in_l.clone();
             (
                 Box::new(move |s| ctx.has_ancestor_in(s, &in_l)),
-                (op == UnionDescendant).then(|| Box::new(move |a: usize| ar[a]) as Box<dyn Fn(usize) -> bool>),
+                (op == UnionDescendant).then(|| Box::new(move |a: usize| ar[a]) as Pred<'_>),
             )
         }
         Ancestor | NotAncestor | UnionAncestor => {
@@ -787,8 +789,7 @@ fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Ve
             let in_r = in_r.clone();
             (
                 Box::new(move |s| al[s]),
-                (op == UnionAncestor)
-                    .then(|| Box::new(move |a: usize| ctx.has_ancestor_in(a, &in_r)) as Box<dyn Fn(usize) -> bool>),
+                (op == UnionAncestor).then(|| Box::new(move |a: usize| ctx.has_ancestor_in(a, &in_r)) as Pred<'_>),
             )
         }
         Sibling | NotSibling | UnionSibling => {
@@ -797,8 +798,7 @@ fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Ve
             (
                 Box::new(move |s| ctx.parent[s].is_some_and(|p| cl[p] > usize::from(in_l[s]))),
                 (op == UnionSibling).then(|| {
-                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| cr[p] > usize::from(in_r[a])))
-                        as Box<dyn Fn(usize) -> bool>
+                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| cr[p] > usize::from(in_r[a]))) as Pred<'_>
                 }),
             )
         }

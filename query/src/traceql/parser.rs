@@ -940,14 +940,14 @@ fn validate_field(e: &FieldExpr) -> Result<(), String> {
         FieldExpr::Attr(a) => validate_attr(a),
         FieldExpr::Unary(op, inner) => {
             validate_field(inner)?;
-            if *op == UnaryOp::NotExists {
-                if let FieldExpr::Attr(a) = inner.as_ref() {
-                    if a.intrinsic.is_some() {
-                        return Err(format!("{a}=nil is not valid because intrinsics cannot be nil"));
-                    }
-                    if a.scope == AttrScope::Resource && !a.parent && a.name == "service.name" {
-                        return Err(format!("{a}=nil is not valid because resource.service.name cannot be nil"));
-                    }
+            if *op == UnaryOp::NotExists
+                && let FieldExpr::Attr(a) = inner.as_ref()
+            {
+                if a.intrinsic.is_some() {
+                    return Err(format!("{a}=nil is not valid because intrinsics cannot be nil"));
+                }
+                if a.scope == AttrScope::Resource && !a.parent && a.name == "service.name" {
+                    return Err(format!("{a}=nil is not valid because resource.service.name cannot be nil"));
                 }
             }
             let t = field_ty(inner);
