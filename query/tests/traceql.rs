@@ -18,6 +18,8 @@
 //!
 //! metrics start=S end=E step=S <query>
 //!   {__name__="rate"} 15:0.2 30:0     # one line per series, timestamps in s after the base time
+//!
+//! instant start=S end=E <query>       # /api/metrics/query: one sample per series, at E
 //! ```
 //!
 //! Span ids and trace ids are derived from the names (`t1`, `t1.a`); values are `"strings"`,
@@ -363,8 +365,8 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
             spans.push(build_span(&mut names, &t, start, &ws, &mut links, idx));
             continue;
         }
-        if line.starts_with("search ") || line.starts_with("error ") || line == "error" || line.starts_with("metrics ")
-        {
+        let command = ["search ", "error ", "metrics ", "instant "].iter().any(|c| line.starts_with(c));
+        if command || line == "error" {
             let mut expected = Vec::new();
             while i < lines.len() && lines[i].starts_with(' ') && !lines[i].trim().is_empty() {
                 if !lines[i].trim().starts_with('#') {
@@ -401,7 +403,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
     let hinted = HintedReader(reader);
     for c in cases {
         let got = run_case(reader, &names, &c.cmd);
-        if c.cmd.starts_with("search ") || c.cmd.starts_with("metrics ") {
+        if !c.cmd.starts_with("error") {
             let pruned = run_case(&hinted, &names, &c.cmd);
             if pruned != got {
                 failures.push(format!(
@@ -511,11 +513,16 @@ fn run_case(reader: &dyn TracesReader, names: &Names, cmd: &str) -> Vec<String> 
             }
             out
         }
-        "metrics" => {
+        "metrics" | "instant" => {
             let start = BASE_NS + secs(&opt("start").expect("metrics needs start="));
             let end = BASE_NS + secs(&opt("end").expect("metrics needs end="));
-            let step = secs(&opt("step").expect("metrics needs step="));
-            match traceql::metrics_query_range(reader, &query, start, end, step, deadline) {
+            let result = if kind == "instant" {
+                traceql::metrics_query_instant(reader, &query, start, end, deadline)
+            } else {
+                let step = secs(&opt("step").expect("metrics needs step="));
+                traceql::metrics_query_range(reader, &query, start, end, step, deadline)
+            };
+            match result {
                 Err(e) => vec![format!("error: {e}")],
                 Ok(series) => series
                     .iter()

@@ -39,24 +39,50 @@ pub fn metrics_query_range(
     deadline: Instant,
 ) -> Result<Vec<MetricsSeries>, Error> {
     let q = parse(query)?;
-    let Some(m) = q.metrics.clone() else {
-        return Err(Error::Execution(
-            "not a metrics query: add a metrics function such as | rate() or | count_over_time()".to_string(),
-        ));
-    };
     if step_ns <= 0 {
         return Err(Error::Execution("step must be positive".to_string()));
     }
     if end_ns < start_ns {
         return Err(Error::Execution("end must not be before start".to_string()));
     }
-    let mapper = Intervals::new(start_ns, end_ns, step_ns);
+    let mapper = Intervals::range(start_ns, end_ns, step_ns);
     if mapper.count > MAX_INTERVALS {
         return Err(Error::Limit(format!(
             "query would produce {} intervals, more than the limit of {MAX_INTERVALS}; use a larger step",
             mapper.count
         )));
     }
+    run(reader, &q, &mapper, deadline)
+}
+
+/// Runs a TraceQL metrics query as one interval `[start_ns, end_ns]` (`/api/metrics/query`): every
+/// series has one sample, at `end_ns`; `rate()` divides by the whole range.
+pub fn metrics_query_instant(
+    reader: &dyn TracesReader,
+    query: &str,
+    start_ns: i64,
+    end_ns: i64,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    let q = parse(query)?;
+    if end_ns <= start_ns {
+        return Err(Error::Execution("end must be after start".to_string()));
+    }
+    run(reader, &q, &Intervals::instant(start_ns, end_ns), deadline)
+}
+
+fn run(
+    reader: &dyn TracesReader,
+    q: &Query,
+    mapper: &Intervals,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    let Some(m) = q.metrics.clone() else {
+        return Err(Error::Execution(
+            "not a metrics query: add a metrics function such as | rate() or | count_over_time()".to_string(),
+        ));
+    };
+    let step_ns = mapper.step;
     let n = mapper.count as usize;
 
     let eval = Evaluator::default();
@@ -391,26 +417,34 @@ impl Acc {
     }
 }
 
-/// Tempo's aligned query-range intervals.
+/// Tempo's intervals: aligned query-range steps, or the one interval of an instant query.
 struct Intervals {
     start: i64,
     end: i64,
     step: i64,
     count: i64,
+    instant: bool,
 }
 
 impl Intervals {
-    fn new(start: i64, end: i64, step: i64) -> Self {
+    fn range(start: i64, end: i64, step: i64) -> Self {
         let mut s = start - start.rem_euclid(step);
         let m = end.rem_euclid(step);
         let e = if m == 0 { end } else { end + (step - m) };
         if s > step {
             s -= step;
         }
-        Intervals { start: s, end: e, step, count: (e - s) / step }
+        Intervals { start: s, end: e, step, count: (e - s) / step, instant: false }
+    }
+
+    fn instant(start: i64, end: i64) -> Self {
+        Intervals { start, end, step: end - start, count: 1, instant: true }
     }
 
     fn interval(&self, ts: i64) -> Option<usize> {
+        if self.instant {
+            return (ts >= self.start && ts <= self.end && self.end != self.start).then_some(0);
+        }
         if !(ts > self.start && ts <= self.end) || self.end == self.start {
             return None;
         }
@@ -426,6 +460,9 @@ impl Intervals {
     }
 
     fn timestamp_ms(&self, i: usize) -> i64 {
+        if self.instant {
+            return self.end.div_euclid(1_000_000);
+        }
         (self.start + (i as i64 + 1) * self.step).div_euclid(1_000_000)
     }
 }

@@ -9,7 +9,8 @@
 //! - [`parse`]: text → [`Query`] (the AST in [`ast`]), or a [`ParseError`] with its byte position.
 //! - [`search`]: the `/api/search` semantics — spanset pipelines over whole traces, newest first.
 //! - [`metrics_query_range`]: the `/api/metrics/query_range` semantics — `rate()`,
-//!   `count_over_time()`, `quantile_over_time()`, ... aligned to `step`.
+//!   `count_over_time()`, `quantile_over_time()`, ... aligned to `step`;
+//!   [`metrics_query_instant`] the `/api/metrics/query` one (one interval).
 //!
 //! Invariants: evaluation reads storage only through the `TracesReader` trait, one whole trace at
 //! a time, and checks the caller's deadline between traces; the scan hints it passes
@@ -27,7 +28,7 @@ use std::fmt;
 use storage::model::{AnyValue, SpanId, TraceId};
 
 pub use ast::Query;
-pub use metrics::metrics_query_range;
+pub use metrics::{metrics_query_instant, metrics_query_range};
 pub use search::search;
 
 /// Parses a TraceQL query.
