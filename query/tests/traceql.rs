@@ -20,6 +20,9 @@
 //!   {__name__="rate"} 15:0.2 30:0     # one line per series, timestamps in s after the base time
 //!
 //! instant start=S end=E <query>       # /api/metrics/query: one sample per series, at E
+//!
+//! values tag=<attribute> [limit=N] [start=S] [end=E] [<query>]
+//!   string shop                       # one line per distinct value: type and value
 //! ```
 //!
 //! Span ids and trace ids are derived from the names (`t1`, `t1.a`); values are `"strings"`,
@@ -365,7 +368,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
             spans.push(build_span(&mut names, &t, start, &ws, &mut links, idx));
             continue;
         }
-        let command = ["search ", "error ", "metrics ", "instant "].iter().any(|c| line.starts_with(c));
+        let command = ["search ", "error ", "metrics ", "instant ", "values "].iter().any(|c| line.starts_with(c));
         if command || line == "error" {
             let mut expected = Vec::new();
             while i < lines.len() && lines[i].starts_with(' ') && !lines[i].trim().is_empty() {
@@ -438,7 +441,7 @@ fn run_case(reader: &dyn TracesReader, names: &Names, cmd: &str) -> Vec<String> 
     loop {
         let word = rest.split(' ').next().unwrap_or("");
         if let Some((k, v)) = word.split_once('=')
-            && ["limit", "spss", "start", "end", "step"].contains(&k)
+            && ["limit", "spss", "start", "end", "step", "tag"].contains(&k)
         {
             opts.push((k.to_string(), v.to_string()));
             rest = rest[word.len()..].trim_start();
@@ -512,6 +515,16 @@ fn run_case(reader: &dyn TracesReader, names: &Names, cmd: &str) -> Vec<String> 
                 out.push(line);
             }
             out
+        }
+        "values" => {
+            let tag = opt("tag").expect("values needs tag=");
+            let start = opt("start").map(|s| BASE_NS + secs(&s)).unwrap_or(0);
+            let end = opt("end").map(|s| BASE_NS + secs(&s)).unwrap_or(0);
+            let limit = opt("limit").map(|s| s.parse().unwrap()).unwrap_or(0);
+            match traceql::tag_values(reader, &tag, &query, start, end, limit, deadline) {
+                Err(e) => vec![format!("error: {e}")],
+                Ok(values) => values.iter().map(|v| format!("{} {}", v.type_name, v.value)).collect(),
+            }
         }
         "metrics" | "instant" => {
             let start = BASE_NS + secs(&opt("start").expect("metrics needs start="));

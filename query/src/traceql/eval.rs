@@ -957,3 +957,26 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
 pub(crate) fn span_attribute(ctx: &TraceCtx<'_>, a: &Attribute, s: usize) -> Static {
     attribute(ctx, a, At { span: s, event: None, link: None })
 }
+
+/// Every value of `a` on span `s`: one per event or link for event and link scoped attributes.
+pub(crate) fn attribute_values(ctx: &TraceCtx<'_>, a: &Attribute, s: usize, out: &mut dyn FnMut(Static)) {
+    let (uses_event, uses_link) = scopes_used(&FieldExpr::Attr(a.clone()));
+    let span = &ctx.spans[s].span;
+    let mut emit = |at: At| {
+        let v = attribute(ctx, a, at);
+        if v != Static::Nil {
+            out(v);
+        }
+    };
+    if uses_event {
+        for e in 0..span.events.len() {
+            emit(At { span: s, event: Some(e), link: None });
+        }
+    } else if uses_link {
+        for l in 0..span.links.len() {
+            emit(At { span: s, event: None, link: Some(l) });
+        }
+    } else {
+        emit(At { span: s, event: None, link: None });
+    }
+}

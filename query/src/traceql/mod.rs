@@ -11,6 +11,7 @@
 //! - [`metrics_query_range`]: the `/api/metrics/query_range` semantics — `rate()`,
 //!   `count_over_time()`, `quantile_over_time()`, ... aligned to `step`;
 //!   [`metrics_query_instant`] the `/api/metrics/query` one (one interval).
+//! - [`tag_values`]: values of one attribute on the spans a query matches (tag-value browser).
 //!
 //! Invariants: evaluation reads storage only through the `TracesReader` trait, one whole trace at
 //! a time, and checks the caller's deadline between traces; the scan hints it passes
@@ -22,6 +23,7 @@ mod lexer;
 mod metrics;
 mod parser;
 mod search;
+mod tags;
 
 use std::fmt;
 
@@ -30,6 +32,7 @@ use storage::model::{AnyValue, SpanId, TraceId};
 pub use ast::Query;
 pub use metrics::{metrics_query_instant, metrics_query_range};
 pub use search::search;
+pub use tags::{TagValue, tag_values};
 
 /// Parses a TraceQL query.
 pub fn parse(q: &str) -> Result<Query, ParseError> {

@@ -27,6 +27,18 @@ pub(crate) fn parse(q: &str) -> Result<Query, ParseError> {
     Ok(query)
 }
 
+/// Parses one attribute or intrinsic (`resource.service.name`, `span."a b"`, `name`, `span:id`).
+pub(crate) fn parse_attribute(text: &str) -> Result<Attribute, ParseError> {
+    let toks = lex(text)?;
+    let mut p = Parser { q: text, toks, i: 0, depth: 0, nodes: 0 };
+    let a = p.attribute()?;
+    if !matches!(p.peek(), Tok::Eof) {
+        return Err(p.unexpected(&[]));
+    }
+    validate_attr(&a).map_err(ParseError::without_position)?;
+    Ok(a)
+}
+
 struct Parser<'a> {
     q: &'a str,
     toks: Vec<Token>,
