@@ -906,7 +906,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
     let span = &stored.span;
     if let Some(i) = a.intrinsic {
         return match i {
-            Intrinsic::Duration => Static::Duration(span.end_time_ns - span.start_time_ns),
+            Intrinsic::Duration => Static::Duration(span.end_time_ns.saturating_sub(span.start_time_ns)),
             Intrinsic::Name => Static::Str(span.name.clone()),
             Intrinsic::Status => Static::Status(span.status_code),
             Intrinsic::StatusMessage => Static::Str(span.status_message.clone()),
@@ -919,7 +919,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
                 .root
                 .and_then(|r| ctx.spans[r].resource.attr_str("service.name").map(|n| Static::Str(n.to_string())))
                 .unwrap_or(Static::Nil),
-            Intrinsic::TraceDuration => Static::Duration(ctx.end_ns - ctx.start_ns),
+            Intrinsic::TraceDuration => Static::Duration(ctx.end_ns.saturating_sub(ctx.start_ns)),
             Intrinsic::TraceId => Static::Str(ctx.trace_id.to_hex()),
             Intrinsic::EventName => {
                 at.event.and_then(|e| span.events.get(e)).map(|e| Static::Str(e.name.clone())).unwrap_or(Static::Nil)
@@ -927,7 +927,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
             Intrinsic::EventTimeSinceStart => at
                 .event
                 .and_then(|e| span.events.get(e))
-                .map(|e| Static::Duration(e.time_ns - span.start_time_ns))
+                .map(|e| Static::Duration(e.time_ns.saturating_sub(span.start_time_ns)))
                 .unwrap_or(Static::Nil),
             Intrinsic::LinkTraceId => {
                 at.link.and_then(|l| span.links.get(l)).map(|l| Static::Str(l.trace_id.to_hex())).unwrap_or(Static::Nil)

@@ -317,7 +317,7 @@ fn observed_value(ctx: &TraceCtx<'_>, m: &MetricsAggregate, s: usize) -> f64 {
     let Some(a) = &m.attr else { return f64::NAN };
     if a.intrinsic == Some(Intrinsic::Duration) {
         let span = &ctx.spans[s].span;
-        return (span.end_time_ns - span.start_time_ns) as f64 / 1e9;
+        return (span.end_time_ns.saturating_sub(span.start_time_ns)) as f64 / 1e9;
     }
     match span_attribute(ctx, a, s) {
         Static::Int(i) => i as f64,
@@ -332,7 +332,7 @@ fn bucket_of(ctx: &TraceCtx<'_>, m: &MetricsAggregate, s: usize) -> Option<f64> 
     let a = m.attr.as_ref()?;
     if a.intrinsic == Some(Intrinsic::Duration) {
         let span = &ctx.spans[s].span;
-        let d = span.end_time_ns - span.start_time_ns;
+        let d = span.end_time_ns.saturating_sub(span.start_time_ns);
         return if d < 2 { None } else { Some(log2_bucketize(d as u64) / 1e9) };
     }
     match span_attribute(ctx, a, s) {
@@ -428,17 +428,17 @@ struct Intervals {
 
 impl Intervals {
     fn range(start: i64, end: i64, step: i64) -> Self {
-        let mut s = start - start.rem_euclid(step);
+        let mut s = start.saturating_sub(start.rem_euclid(step));
         let m = end.rem_euclid(step);
-        let e = if m == 0 { end } else { end + (step - m) };
+        let e = if m == 0 { end } else { end.saturating_add(step - m) };
         if s > step {
             s -= step;
         }
-        Intervals { start: s, end: e, step, count: (e - s) / step, instant: false }
+        Intervals { start: s, end: e, step, count: e.saturating_sub(s) / step, instant: false }
     }
 
     fn instant(start: i64, end: i64) -> Self {
-        Intervals { start, end, step: end - start, count: 1, instant: true }
+        Intervals { start, end, step: end.saturating_sub(start), count: 1, instant: true }
     }
 
     fn interval(&self, ts: i64) -> Option<usize> {
@@ -448,7 +448,7 @@ impl Intervals {
         if !(ts > self.start && ts <= self.end) || self.end == self.start {
             return None;
         }
-        let off = ts - self.start;
+        let off = ts.saturating_sub(self.start);
         let mut i = off / self.step;
         if i * self.step == off {
             i -= 1;
@@ -463,6 +463,29 @@ impl Intervals {
         if self.instant {
             return self.end.div_euclid(1_000_000);
         }
-        (self.start + (i as i64 + 1) * self.step).div_euclid(1_000_000)
+        self.start.saturating_add((i as i64 + 1).saturating_mul(self.step)).div_euclid(1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::MemStore;
+    use storage::read::Reader;
+
+    #[test]
+    fn extreme_ranges_are_errors_not_panics() {
+        let store = MemStore::new();
+        let r = store.trace_store();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        for (s, e, step) in [(i64::MIN, i64::MAX, 1), (0, i64::MAX, i64::MAX), (i64::MIN, 0, i64::MAX), (-5, 5, 3)] {
+            let _ = metrics_query_range(r, "{} | rate()", s, e, step, far);
+            let _ = metrics_query_instant(r, "{} | rate()", s, e, far);
+        }
+        assert!(matches!(metrics_query_range(r, "{} | rate()", i64::MIN, i64::MAX, 1, far), Err(Error::Limit(_))));
+        assert!(matches!(
+            metrics_query_range(r, "{} | rate()", 0, 10, 1, Instant::now() - std::time::Duration::from_secs(1)),
+            Ok(_) | Err(Error::Timeout)
+        ));
     }
 }

@@ -105,7 +105,7 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
                         span_id: span.span_id,
                         name: span.name.clone(),
                         start_time_ns: span.start_time_ns,
-                        duration_ns: span.end_time_ns - span.start_time_ns,
+                        duration_ns: span.end_time_ns.saturating_sub(span.start_time_ns),
                         attributes,
                     }
                 })
@@ -118,7 +118,7 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
         root_service_name,
         root_trace_name,
         start_time_ns: ctx.start_ns,
-        duration_ms: ((ctx.end_ns - ctx.start_ns).max(0) / 1_000_000) as u64,
+        duration_ms: ((ctx.end_ns.saturating_sub(ctx.start_ns)).max(0) / 1_000_000) as u64,
         span_sets,
     }
 }
@@ -264,5 +264,38 @@ fn collect_field(f: &FieldExpr, out: &mut Vec<Attribute>) {
             collect_field(l, out);
             collect_field(r, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::MemStore;
+    use storage::model::{Span, SpanGroup, SpanId, SpansBatch, TraceId, WriteBatch};
+    use storage::read::Reader;
+
+    #[test]
+    fn a_passed_deadline_is_a_timeout_and_metrics_queries_are_refused() {
+        let store = MemStore::new();
+        let span = Span {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([1; 8]),
+            name: "x".into(),
+            start_time_ns: 1,
+            end_time_ns: 2,
+            ..Default::default()
+        };
+        store.apply(WriteBatch::Spans(SpansBatch {
+            groups: vec![SpanGroup { spans: vec![span], ..Default::default() }],
+        }));
+        let req = SearchRequest { query: "{}".into(), ..Default::default() };
+        let past = Instant::now() - std::time::Duration::from_millis(1);
+        assert_eq!(search(store.trace_store(), &req, past), Err(Error::Timeout));
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let found = search(store.trace_store(), &req, later).unwrap();
+        assert_eq!(found.traces.len(), 1);
+        assert_eq!((found.inspected_traces, found.inspected_spans), (1, 1));
+        let req = SearchRequest { query: "{} | rate()".into(), ..Default::default() };
+        assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Execution(_))));
     }
 }
