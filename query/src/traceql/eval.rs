@@ -90,6 +90,15 @@ pub(crate) fn compile_regex(re: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?s:{re})$"))
 }
 
+/// The value of a scalar expression made of literals only (`2 * 2`, `-1s`).
+pub(crate) fn fold_constant(e: &ScalarExpr) -> Result<Static, String> {
+    match e {
+        ScalarExpr::Static(s) => Ok(s.clone()),
+        ScalarExpr::Aggregate(..) => Err("aggregates are not constant".to_string()),
+        ScalarExpr::Binary(op, l, r) => Evaluator::default().binary(*op, fold_constant(l)?, fold_constant(r)?),
+    }
+}
+
 /// Evaluation state shared across traces (the regex cache).
 #[derive(Default)]
 pub(crate) struct Evaluator {

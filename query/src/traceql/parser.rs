@@ -262,9 +262,17 @@ impl Parser<'_> {
         let rhs_pos = self.pos();
         let rhs = self.scalar(0)?;
         if !has_aggregate(&lhs) && !has_aggregate(&rhs) {
-            let _ = start;
             return Err(self.err_at(rhs_pos, "syntax error: scalar filters need an aggregate"));
         }
+        // Constant arithmetic is folded, as Tempo's grammar does.
+        let fold = |e: ScalarExpr, p: &Self| -> Result<ScalarExpr, ParseError> {
+            if has_aggregate(&e) {
+                return Ok(e);
+            }
+            super::eval::fold_constant(&e).map(ScalarExpr::Static).map_err(|m| p.err_at(start, m))
+        };
+        let lhs = fold(lhs, self)?;
+        let rhs = fold(rhs, self)?;
         Ok(Stage::ScalarFilter { op, lhs, rhs })
     }
 
@@ -880,10 +888,31 @@ fn validate_pipeline(p: &Pipeline) -> Result<(), String> {
     for s in &p.stages {
         match s {
             Stage::Spanset(e) => validate_spanset(e)?,
-            Stage::GroupBy(e) => validate_field(e)?,
-            Stage::ScalarFilter { lhs, rhs, .. } => {
+            Stage::GroupBy(e) => {
+                validate_field(e)?;
+                if !references_span(e) {
+                    return Err(format!("grouping field expressions must reference the span: by({})", field_string(e)));
+                }
+            }
+            Stage::ScalarFilter { op, lhs, rhs } => {
                 validate_scalar(lhs)?;
                 validate_scalar(rhs)?;
+                let (lt, rt) = (scalar_ty(lhs), scalar_ty(rhs));
+                if !lt.matches(rt) {
+                    return Err(format!(
+                        "binary operations must operate on the same type: {} {} {}",
+                        scalar_string(lhs),
+                        op.as_str(),
+                        scalar_string(rhs)
+                    ));
+                }
+                // Tempo runs only `aggregate op literal` (the message keeps Tempo's unfilled verb).
+                if !matches!(lhs, ScalarExpr::Aggregate(..)) {
+                    return Err("scalar filter lhs of type (%v) not yet supported".to_string());
+                }
+                if !matches!(rhs, ScalarExpr::Static(_)) {
+                    return Err("scalar filter rhs of type (%v) not yet supported".to_string());
+                }
             }
             Stage::Select(attrs) => attrs.iter().try_for_each(validate_attr)?,
             Stage::Coalesce => {}
@@ -897,6 +926,13 @@ fn validate_scalar(e: &ScalarExpr) -> Result<(), String> {
         ScalarExpr::Static(_) => Ok(()),
         ScalarExpr::Aggregate(op, Some(f)) => {
             validate_field(f)?;
+            if !references_span(f) {
+                return Err(format!(
+                    "aggregate field expressions must reference the span: {}({})",
+                    op.as_str(),
+                    field_string(f)
+                ));
+            }
             let t = field_ty(f);
             if t != Ty::Attr && !t.numeric() {
                 return Err(format!(
@@ -933,6 +969,39 @@ fn validate_spanset(e: &SpansetExpr) -> Result<(), String> {
             validate_spanset(r)
         }
         SpansetExpr::Pipeline(p) => validate_pipeline(p),
+    }
+}
+
+fn scalar_ty(e: &ScalarExpr) -> Ty {
+    match e {
+        ScalarExpr::Static(s) => static_ty(s),
+        ScalarExpr::Aggregate(AggregateOp::Count, _) => Ty::Int,
+        ScalarExpr::Aggregate(_, Some(f)) => field_ty(f),
+        ScalarExpr::Aggregate(_, None) => Ty::Attr,
+        ScalarExpr::Binary(_, l, r) => match scalar_ty(l) {
+            Ty::Attr => scalar_ty(r),
+            t => t,
+        },
+    }
+}
+
+/// Tempo's text for a scalar expression.
+fn scalar_string(e: &ScalarExpr) -> String {
+    match e {
+        ScalarExpr::Static(s) => s.to_string(),
+        ScalarExpr::Aggregate(op, None) => format!("{}()", op.as_str()),
+        ScalarExpr::Aggregate(op, Some(f)) => format!("{}({})", op.as_str(), field_string(f)),
+        ScalarExpr::Binary(op, l, r) => format!("({} {} {})", scalar_string(l), op.as_str(), scalar_string(r)),
+    }
+}
+
+/// True when the expression reads anything from the span (an attribute or intrinsic).
+fn references_span(e: &FieldExpr) -> bool {
+    match e {
+        FieldExpr::Static(_) => false,
+        FieldExpr::Attr(_) => true,
+        FieldExpr::Unary(_, e) => references_span(e),
+        FieldExpr::Binary(_, l, r) => references_span(l) || references_span(r),
     }
 }
 
