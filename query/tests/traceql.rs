@@ -575,3 +575,61 @@ fn traceql_scripts() {
     assert!(failures.is_empty(), "{} of {total} TraceQL cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
     assert!(total >= 150, "only {total} TraceQL cases");
 }
+
+/// Prints rough timings over a generated store (`cargo test -p query --test traceql -- --ignored
+/// --nocapture`); asserts nothing about time.
+#[test]
+#[ignore]
+fn measure_generated_store() {
+    let store = MemStore::new();
+    let mut groups = Vec::new();
+    let (traces, per_trace) = (20_000u64, 10u64);
+    for t in 0..traces {
+        for s in 0..per_trace {
+            let mut tid = [0u8; 16];
+            tid[8..].copy_from_slice(&(t + 1).to_be_bytes());
+            let span = Span {
+                trace_id: TraceId(tid),
+                span_id: SpanId((t * 100 + s + 1).to_be_bytes()),
+                parent_span_id: (s > 0).then(|| SpanId((t * 100 + s).to_be_bytes())),
+                name: format!("op{}", s % 4),
+                kind: if s == 0 { SpanKind::Server } else { SpanKind::Client },
+                status_code: if (t + s) % 17 == 0 { StatusCode::Error } else { StatusCode::Unset },
+                start_time_ns: BASE_NS + (t as i64) * 1_000_000_000 + (s as i64) * 1_000_000,
+                end_time_ns: BASE_NS + (t as i64) * 1_000_000_000 + (s as i64 + 5) * 1_000_000,
+                attributes: vec![KeyValue::new("http.status_code", AnyValue::Int(200 + (s as i64 % 3) * 100))],
+                ..Default::default()
+            };
+            let resource = Resource {
+                attributes: vec![KeyValue::new("service.name", AnyValue::String(format!("svc{}", (t + s) % 8)))],
+                ..Default::default()
+            };
+            groups.push(SpanGroup { resource, scope: Scope::default(), spans: vec![span] });
+        }
+    }
+    store.apply(WriteBatch::Spans(SpansBatch { groups }));
+    let r = store.trace_store();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for q in [
+        "{ resource.service.name = \"svc3\" && status = error }",
+        "{ kind = server } >> { span.http.status_code = 400 }",
+        "{} | by(resource.service.name) | count() > 3",
+    ] {
+        let t0 = Instant::now();
+        let req =
+            SearchRequest { query: q.to_string(), start_ns: 0, end_ns: 0, limit: 1_000_000, spans_per_spanset: 3 };
+        let res = traceql::search(r, &req, deadline).unwrap();
+        println!("search {q}: {} traces of {} inspected in {:?}", res.traces.len(), res.inspected_traces, t0.elapsed());
+    }
+    let t0 = Instant::now();
+    let series = traceql::metrics_query_range(
+        r,
+        "{} | quantile_over_time(duration, .5, .99) by (resource.service.name)",
+        BASE_NS,
+        BASE_NS + (traces as i64) * 1_000_000_000,
+        60_000_000_000,
+        deadline,
+    )
+    .unwrap();
+    println!("metrics quantile by service: {} series in {:?}", series.len(), t0.elapsed());
+}
