@@ -619,7 +619,12 @@ fn measure_generated_store() {
         let req =
             SearchRequest { query: q.to_string(), start_ns: 0, end_ns: 0, limit: 1_000_000, spans_per_spanset: 3 };
         let res = traceql::search(r, &req, deadline).unwrap();
-        eprintln!("search {q}: {} traces of {} inspected in {:?}", res.traces.len(), res.inspected_traces, t0.elapsed());
+        eprintln!(
+            "search {q}: {} traces of {} inspected in {:?}",
+            res.traces.len(),
+            res.inspected_traces,
+            t0.elapsed()
+        );
     }
     let t0 = Instant::now();
     let series = traceql::metrics_query_range(

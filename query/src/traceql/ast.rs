@@ -348,7 +348,7 @@ pub enum Intrinsic {
     InstrumentationName,
     /// `instrumentation:version`
     InstrumentationVersion,
-    /// `parent` (true when the span has a parent... Tempo exposes it only for internal use)
+    /// `parent` (parsed; Tempo refuses to run it)
     Parent,
     /// `nestedSetLeft`
     NestedSetLeft,

@@ -35,6 +35,9 @@ pub(crate) struct TraceCtx<'a> {
     pub end_ns: i64,
     /// The trace id.
     pub trace_id: TraceId,
+    /// Nested-set numbering `(left, right, parent's left)` from a depth-first walk of each root's
+    /// tree (a root's parent is -1); spans not reachable from a root keep zeros, as in Tempo.
+    pub nested: Vec<(i64, i64, i64)>,
 }
 
 impl<'a> TraceCtx<'a> {
@@ -58,7 +61,8 @@ impl<'a> TraceCtx<'a> {
         let start_ns = spans.iter().map(|s| s.span.start_time_ns).min().unwrap_or(0);
         let end_ns = spans.iter().map(|s| s.span.end_time_ns).max().unwrap_or(0);
         let trace_id = spans.first().map(|s| s.span.trace_id).unwrap_or_default();
-        TraceCtx { spans, parent, children, root, start_ns, end_ns, trace_id }
+        let nested = nested_sets(&spans, &parent);
+        TraceCtx { spans, parent, children, root, start_ns, end_ns, trace_id, nested }
     }
 
     fn has_ancestor_in(&self, s: usize, set: &[bool]) -> bool {
@@ -76,6 +80,42 @@ impl<'a> TraceCtx<'a> {
         }
         false
     }
+}
+
+fn nested_sets(spans: &[&StoredSpan], parent: &[Option<usize>]) -> Vec<(i64, i64, i64)> {
+    let n = spans.len();
+    let mut kids: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            kids[*p].push(i);
+        }
+    }
+    let mut out = vec![(0i64, 0i64, 0i64); n];
+    let mut counter = 1i64;
+    // (span, next child to visit); a span is entered when pushed.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in (0..n).filter(|&i| spans[i].span.parent_span_id.is_none()) {
+        out[root] = (counter, 0, -1);
+        counter += 1;
+        stack.push((root, 0));
+        while let Some(top) = stack.last_mut() {
+            let (s, next) = *top;
+            if let Some(&c) = kids[s].get(next) {
+                top.1 += 1;
+                if out[c].0 != 0 {
+                    continue; // already numbered: a cycle in bad data
+                }
+                out[c] = (counter, 0, out[s].0);
+                counter += 1;
+                stack.push((c, 0));
+            } else {
+                out[s].1 = counter;
+                counter += 1;
+                stack.pop();
+            }
+        }
+    }
+    out
 }
 
 /// A set of spans of one trace, with the attributes the pipeline attached.
@@ -946,9 +986,10 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
             }
             Intrinsic::InstrumentationName => non_empty(&stored.scope.name),
             Intrinsic::InstrumentationVersion => non_empty(&stored.scope.version),
-            Intrinsic::Parent | Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight | Intrinsic::NestedSetParent => {
-                Static::Nil
-            }
+            Intrinsic::NestedSetLeft => Static::Int(ctx.nested[s].0),
+            Intrinsic::NestedSetRight => Static::Int(ctx.nested[s].1),
+            Intrinsic::NestedSetParent => Static::Int(ctx.nested[s].2),
+            Intrinsic::Parent => Static::Nil,
         };
     }
     let found = match a.scope {
