@@ -17,7 +17,7 @@ use storage::read::{TraceScan, TracesReader};
 
 use super::ast::*;
 use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
-use super::{Error, MetricsSeries, parse};
+use super::{Error, MetricsSeries, ParseError, parse};
 
 /// Series labels while evaluating.
 type Labels = Vec<(String, Static)>;
@@ -78,9 +78,9 @@ fn run(
     deadline: Instant,
 ) -> Result<Vec<MetricsSeries>, Error> {
     let Some(m) = q.metrics.clone() else {
-        return Err(Error::Execution(
-            "not a metrics query: add a metrics function such as | rate() or | count_over_time()".to_string(),
-        ));
+        return Err(Error::Parse(ParseError::without_position(
+            "not a metrics query: add a metrics function such as | rate() or | count_over_time()",
+        )));
     };
     let step_ns = mapper.step;
     let n = mapper.count as usize;

@@ -171,13 +171,15 @@ pub struct MetricsSeries {
 /// Why a query failed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
-    /// The query does not parse (or is not valid TraceQL).
+    /// The query does not parse, is not valid TraceQL, or is the wrong kind for the endpoint (a
+    /// metrics query sent to search, a search query sent to metrics). A client error (400).
     Parse(ParseError),
     /// A configured limit was exceeded.
     Limit(String),
     /// The deadline passed.
     Timeout,
-    /// The query is valid but cannot be run as asked (e.g. a metrics query sent to search).
+    /// The request cannot be run as asked (a non-positive step, an end before the start) or
+    /// evaluation failed (division by zero, spanset operators over several spansets).
     Execution(String),
 }
 

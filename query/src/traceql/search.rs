@@ -12,7 +12,7 @@ use storage::read::{TraceScan, TracesReader};
 
 use super::ast::*;
 use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
-use super::{Error, MatchedSpan, SearchRequest, SearchResponse, SpanSet, TraceMatch, parse};
+use super::{Error, MatchedSpan, ParseError, SearchRequest, SearchResponse, SpanSet, TraceMatch, parse};
 
 /// Tempo's default number of traces.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -25,9 +25,9 @@ pub const ROOT_SPAN_NOT_YET_RECEIVED: &str = "<root span not yet received>";
 pub fn search(reader: &dyn TracesReader, req: &SearchRequest, deadline: Instant) -> Result<SearchResponse, Error> {
     let query = parse(&req.query)?;
     if query.is_metrics() {
-        return Err(Error::Execution(
-            "metrics queries are not supported on the search endpoint; use /api/metrics/query_range".to_string(),
-        ));
+        return Err(Error::Parse(ParseError::without_position(
+            "metrics queries are not supported on the search endpoint; use /api/metrics/query_range",
+        )));
     }
     let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit };
     let spss = if req.spans_per_spanset == 0 { DEFAULT_SPANS_PER_SPANSET } else { req.spans_per_spanset };
@@ -296,6 +296,6 @@ mod tests {
         assert_eq!(found.traces.len(), 1);
         assert_eq!((found.inspected_traces, found.inspected_spans), (1, 1));
         let req = SearchRequest { query: "{} | rate()".into(), ..Default::default() };
-        assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Execution(_))));
+        assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Parse(_))));
     }
 }
