@@ -15,7 +15,14 @@
 //!
 //! Invariants: evaluation reads storage only through the `TracesReader` trait, one whole trace at
 //! a time, and checks the caller's deadline between traces; the scan hints it passes
-//! (`service_name`, `span_name`) only ever prune traces that cannot match.
+//! (`service_name`, `span_name`) only ever prune traces that cannot match (the test runner
+//! re-runs every script through a reader that prunes by them); a query's nesting and operator
+//! count are bounded at parse time (`parser::MAX_DEPTH`, `parser::MAX_NODES`) so no walk of the
+//! tree can exhaust the stack.
+//!
+//! Not implemented (Tempo has them): arithmetic between metrics queries
+//! (`({a} | rate()) / ({b} | rate())`), `compare()`, exemplars, and evaluating `parent.`
+//! attributes (which Tempo also refuses as "not yet supported").
 
 pub mod ast;
 mod eval;
