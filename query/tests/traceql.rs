@@ -638,3 +638,217 @@ fn measure_generated_store() {
     .unwrap();
     eprintln!("metrics quantile by service: {} series in {:?}", series.len(), t0.elapsed());
 }
+
+/// Random token soup through the parser, search and metrics: errors are fine, panics are not.
+#[test]
+fn random_queries_never_panic() {
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "(",
+        ")",
+        " ",
+        ".",
+        "span.",
+        "resource.",
+        "parent.",
+        "event.",
+        "link.",
+        "span:",
+        "trace:",
+        "event:",
+        "link:",
+        "instrumentation:",
+        "name",
+        "id",
+        "duration",
+        "status",
+        "kind",
+        "error",
+        "server",
+        "nil",
+        "true",
+        "=",
+        "!=",
+        "=~",
+        "!~",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        ">>",
+        "<<",
+        "~",
+        "!>>",
+        "&>",
+        "&&",
+        "||",
+        "!",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "^",
+        "|",
+        "count()",
+        "avg(",
+        "max(",
+        "by(",
+        "select(",
+        "coalesce()",
+        "rate()",
+        "quantile_over_time(",
+        "histogram_over_time(",
+        "topk(",
+        ",",
+        "0",
+        "1",
+        "-9",
+        "0.5",
+        "1ms",
+        "2h",
+        "\"a\"",
+        "\".*\"",
+        "\"(\"",
+        "a",
+        "http.status_code",
+        "with(",
+        "x=1",
+        "\"",
+        "`",
+        "/*",
+        "µ",
+        "9223372036854775807",
+    ];
+    let store = MemStore::new();
+    let mut names = Names { traces: Vec::new(), spans: Vec::new() };
+    let mut links = Vec::new();
+    let words = |s: &str| words(s);
+    let spans = vec![
+        build_span(
+            &mut names,
+            "r1",
+            BASE_NS,
+            &words("span a name=a svc=s kind=server status=error dur=2ms span.http.status_code=500 span.v=[1,2]"),
+            &mut links,
+            0,
+        ),
+        build_span(
+            &mut names,
+            "r1",
+            BASE_NS,
+            &words("span b parent=a name=b svc=t dur=1ms event=e@0 event.x=1 span.a=-9"),
+            &mut links,
+            1,
+        ),
+    ];
+    let groups =
+        spans.into_iter().map(|p| SpanGroup { resource: p.resource, scope: p.scope, spans: vec![p.span] }).collect();
+    store.apply(WriteBatch::Spans(SpansBatch { groups }));
+    let r = store.trace_store();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut parsed = 0;
+    for _ in 0..8_000 {
+        let mut q = String::new();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let len = 1 + (seed >> 59) as usize;
+        for _ in 0..len {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            q.push_str(PIECES[(seed >> 33) as usize % PIECES.len()]);
+        }
+        // Every other query is built from a small grammar so that many of them parse and run.
+        if seed & 1 == 0 {
+            q = structured(&mut seed);
+        }
+        if traceql::parse(&q).is_ok() {
+            parsed += 1;
+        }
+        let req = SearchRequest { query: q.clone(), start_ns: 0, end_ns: 0, limit: 10, spans_per_spanset: 3 };
+        let _ = traceql::search(r, &req, deadline);
+        let _ = traceql::metrics_query_range(
+            r,
+            &q,
+            BASE_NS - 10_000_000_000,
+            BASE_NS + 10_000_000_000,
+            5_000_000_000,
+            deadline,
+        );
+        let _ = traceql::tag_values(r, "span.a", &q, 0, 0, 10, deadline);
+    }
+    assert!(parsed > 150, "only {parsed} random queries parsed");
+}
+
+fn structured(seed: &mut u64) -> String {
+    const FIELDS: &[&str] = &[
+        "name",
+        "duration",
+        "status",
+        "kind",
+        "span.http.status_code",
+        ".a",
+        "span.v",
+        "event.x",
+        "event:name",
+        "span:childCount",
+        "nestedSetParent",
+        "traceDuration",
+        "rootName",
+        ".missing",
+        "span:id",
+    ];
+    const OPS: &[&str] = &["=", "!=", ">", ">=", "<", "<=", "=~", "!~", "+", "-", "*", "/", "%", "^", "&&", "||"];
+    const LITS: &[&str] = &[
+        "0",
+        "1",
+        "-9",
+        "500",
+        "0.5",
+        "1ms",
+        "\"a\"",
+        "\".*\"",
+        "error",
+        "server",
+        "true",
+        "nil",
+        "9223372036854775807",
+    ];
+    const SETOPS: &[&str] = &["&&", "||", ">", "<", ">>", "<<", "~", "!>", "!<<", "&>>", "&~", "!~"];
+    const TAILS: &[&str] = &[
+        "",
+        " | count() > 0",
+        " | avg(duration) > 1ms",
+        " | max(span.http.status_code) >= 1",
+        " | by(name)",
+        " | by(kind) | coalesce()",
+        " | select(span.a)",
+        " | rate()",
+        " | count_over_time() by (name)",
+        " | quantile_over_time(duration, .5)",
+        " | histogram_over_time(span.a)",
+        " | sum_over_time(span.http.status_code) | topk(1)",
+    ];
+    let mut next = |n: usize| {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 33) as usize % n
+    };
+    let filter = |next: &mut dyn FnMut(usize) -> usize| {
+        let mut e = format!("{} {} {}", FIELDS[next(FIELDS.len())], OPS[next(OPS.len())], LITS[next(LITS.len())]);
+        if next(2) == 0 {
+            e = format!(
+                "({e}) {} ({} {} {})",
+                OPS[next(OPS.len())],
+                FIELDS[next(FIELDS.len())],
+                OPS[next(OPS.len())],
+                LITS[next(LITS.len())]
+            );
+        }
+        format!("{{ {e} }}")
+    };
+    let mut q = filter(&mut next);
+    if next(2) == 0 {
+        q = format!("{q} {} {}", SETOPS[next(SETOPS.len())], filter(&mut next));
+    }
+    format!("{q}{}", TAILS[next(TAILS.len())])
+}
