@@ -586,6 +586,21 @@ pub struct MetricsAggregate {
     pub by: Vec<Attribute>,
     /// Second stage: `| topk(n)`, `| bottomk(n)` and `> x` filters.
     pub second: Vec<SecondStage>,
+    /// Arguments of `compare()`.
+    pub compare: Option<CompareArgs>,
+}
+
+/// `compare({selection}, topN, start, end)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareArgs {
+    /// The selection filter's expression.
+    pub filter: FieldExpr,
+    /// Values kept per attribute (default 10).
+    pub top_n: usize,
+    /// Selection window start (unix ns; 0 with `end` 0 for the whole range).
+    pub start: i64,
+    /// Selection window end (unix ns).
+    pub end: i64,
 }
 
 /// Metrics functions.
@@ -607,6 +622,8 @@ pub enum MetricsOp {
     QuantileOverTime,
     /// `histogram_over_time(x)`
     HistogramOverTime,
+    /// `compare({filter}, ...)`
+    Compare,
 }
 
 impl MetricsOp {
@@ -621,6 +638,7 @@ impl MetricsOp {
             MetricsOp::SumOverTime => "sum_over_time",
             MetricsOp::QuantileOverTime => "quantile_over_time",
             MetricsOp::HistogramOverTime => "histogram_over_time",
+            MetricsOp::Compare => "compare",
         }
     }
 }

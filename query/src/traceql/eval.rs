@@ -282,7 +282,7 @@ impl Evaluator {
 
     /// True when the filter holds for span `s`: for expressions on events or links, for at least
     /// one of the span's events/links (or with none when it has none).
-    fn matches(&self, ctx: &TraceCtx<'_>, f: &FieldExpr, s: usize) -> EvalResult<bool> {
+    pub(crate) fn matches(&self, ctx: &TraceCtx<'_>, f: &FieldExpr, s: usize) -> EvalResult<bool> {
         let (uses_event, uses_link) = scopes_used(f);
         let span = &ctx.spans[s].span;
         let events: Vec<Option<usize>> =
@@ -1029,4 +1029,44 @@ pub(crate) fn attribute_values(ctx: &TraceCtx<'_>, a: &Attribute, s: usize, out:
     } else {
         emit(At { span: s, event: None, link: None });
     }
+}
+
+/// What `compare()` breaks spans down by (Tempo's "select all"): span intrinsics and attributes,
+/// resource and instrumentation attributes, root name and service; not durations, ids or
+/// nested-set numbers. Names are Tempo's attribute texts (`span.http.method`, `name`).
+pub(crate) fn compare_attributes(ctx: &TraceCtx<'_>, s: usize) -> Vec<(String, Static)> {
+    let stored = ctx.spans[s];
+    let span = &stored.span;
+    let mut out: Vec<(String, Static)> = vec![
+        ("name".to_string(), Static::Str(span.name.clone())),
+        ("status".to_string(), Static::Status(span.status_code)),
+        ("kind".to_string(), Static::Kind(span.kind)),
+    ];
+    if !span.status_message.is_empty() {
+        out.push(("statusMessage".to_string(), Static::Str(span.status_message.clone())));
+    }
+    let mut push_attrs = |scope: AttrScope, attrs: &[KeyValue]| {
+        for kv in attrs {
+            let v = from_any(&kv.value);
+            if v != Static::Nil {
+                out.push((Attribute::named(scope, false, kv.key.clone()).to_string(), v));
+            }
+        }
+    };
+    push_attrs(AttrScope::Span, &span.attributes);
+    push_attrs(AttrScope::Resource, &stored.resource.attributes);
+    push_attrs(AttrScope::Instrumentation, &stored.scope.attributes);
+    for (name, i) in [("rootName", Intrinsic::RootName), ("rootServiceName", Intrinsic::RootServiceName)] {
+        let v = attribute(ctx, &Attribute::intrinsic(i), At { span: s, event: None, link: None });
+        if v != Static::Nil {
+            out.push((name.to_string(), v));
+        }
+    }
+    if !stored.scope.name.is_empty() {
+        out.push(("instrumentation:name".to_string(), Static::Str(stored.scope.name.clone())));
+    }
+    if !stored.scope.version.is_empty() {
+        out.push(("instrumentation:version".to_string(), Static::Str(stored.scope.version.clone())));
+    }
+    out
 }

@@ -16,7 +16,7 @@ use storage::model::AnyValue;
 use storage::read::{TraceScan, TracesReader};
 
 use super::ast::*;
-use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
+use super::eval::{Evaluator, TraceCtx, compare_attributes, span_attribute, to_any};
 use super::{Error, MetricsSeries, ParseError, parse};
 
 /// Series labels while evaluating.
@@ -82,6 +82,9 @@ fn run(
             "not a metrics query: add a metrics function such as | rate() or | count_over_time()",
         )));
     };
+    if let Some(c) = &m.compare {
+        return run_compare(reader, q, c, mapper, deadline);
+    }
     let step_ns = mapper.step;
     let n = mapper.count as usize;
 
@@ -210,7 +213,7 @@ fn run(
                                 a.total / a.n as f64
                             }
                         }
-                        MetricsOp::QuantileOverTime => f64::NAN,
+                        MetricsOp::QuantileOverTime | MetricsOp::Compare => f64::NAN,
                     })
                     .collect();
                 out.push((labels.clone(), values));
@@ -270,6 +273,128 @@ fn run(
         })
         .collect();
     result.sort_by_key(|a| label_key(&a.labels));
+    Ok(result)
+}
+
+/// `compare()`: for every attribute of the spans the pipeline yields, counts per value and per
+/// interval, split into `selection` (the filter holds, within the optional window) and `baseline`
+/// (the rest), keeping the `top_n` values of each attribute by total count, plus per-attribute
+/// totals (`baseline_total`, `selection_total`, labelled with the attribute and `nil`).
+fn run_compare(
+    reader: &dyn TracesReader,
+    q: &Query,
+    c: &CompareArgs,
+    mapper: &Intervals,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    /// The values of one attribute, and their index by type and text.
+    type Values = (Vec<(Static, Vec<f64>)>, HashMap<(u8, String), usize>);
+    let n = mapper.count as usize;
+    // [baseline, selection]: attribute → values; and attribute → totals.
+    let mut counts: [Vec<(String, Values)>; 2] = [Vec::new(), Vec::new()];
+    let mut totals: [Vec<(String, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
+    let eval = Evaluator::default();
+    let mut failure = None;
+    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    super::search::pipeline_hints(&q.pipeline, &mut scan);
+    let mut distinct = 0usize;
+    reader.scan_traces(&scan, &mut |spans| {
+        if Instant::now() >= deadline {
+            failure = Some(Error::Timeout);
+            return false;
+        }
+        let ctx = TraceCtx::new(spans);
+        let sets = match eval.run(&ctx, &q.pipeline) {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some(Error::Execution(e));
+                return false;
+            }
+        };
+        let mut seen = vec![false; ctx.spans.len()];
+        for ss in &sets {
+            for &s in &ss.spans {
+                if std::mem::replace(&mut seen[s], true) {
+                    continue;
+                }
+                let start = ctx.spans[s].span.start_time_ns;
+                let Some(i) = mapper.interval(start) else { continue };
+                let in_window = (c.start == 0 && c.end == 0) || (start > c.start && start <= c.end);
+                let selected = match in_window.then(|| eval.matches(&ctx, &c.filter, s)) {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        failure = Some(Error::Execution(e));
+                        return false;
+                    }
+                    None => false,
+                };
+                let k = usize::from(selected);
+                for (name, v) in compare_attributes(&ctx, s) {
+                    let ai = match counts[k].iter().position(|(a, _)| *a == name) {
+                        Some(ai) => ai,
+                        None => {
+                            counts[k].push((name.clone(), (Vec::new(), HashMap::new())));
+                            counts[k].len() - 1
+                        }
+                    };
+                    let (values, index) = &mut counts[k][ai].1;
+                    let key = (type_tag(&v), v.encode());
+                    match index.get(&key) {
+                        Some(&vi) => values[vi].1[i] += 1.0,
+                        None => {
+                            distinct += 1;
+                            if distinct > MAX_SERIES * 10 {
+                                failure = Some(Error::Limit(format!(
+                                    "compare() sees more than {} distinct attribute values",
+                                    MAX_SERIES * 10
+                                )));
+                                return false;
+                            }
+                            let mut cs = vec![0.0; n];
+                            cs[i] = 1.0;
+                            index.insert(key, values.len());
+                            values.push((v, cs));
+                        }
+                    }
+                    match totals[k].iter_mut().find(|(a, _)| *a == name) {
+                        Some((_, t)) => t[i] += 1.0,
+                        None => {
+                            let mut t = vec![0.0; n];
+                            t[i] = 1.0;
+                            totals[k].push((name, t));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
+    for (k, kind) in ["baseline", "selection"].into_iter().enumerate() {
+        for (name, (mut values, _)) in std::mem::take(&mut counts[k]) {
+            if values.len() > c.top_n {
+                values.sort_by(|a, b| b.1.iter().sum::<f64>().total_cmp(&a.1.iter().sum::<f64>()));
+                values.truncate(c.top_n);
+            }
+            for (v, cs) in values {
+                out.push((vec![("__meta_type".to_string(), Static::Str(kind.to_string())), (name.clone(), v)], cs));
+            }
+        }
+        for (name, t) in std::mem::take(&mut totals[k]) {
+            out.push((vec![("__meta_type".to_string(), Static::Str(format!("{kind}_total"))), (name, Static::Nil)], t));
+        }
+    }
+    let mut result: Vec<MetricsSeries> = out
+        .into_iter()
+        .map(|(labels, values)| MetricsSeries {
+            labels: labels.iter().map(|(k, v)| (k.clone(), to_any(v))).collect(),
+            samples: values.iter().enumerate().map(|(i, v)| (mapper.timestamp_ms(i), *v)).collect(),
+        })
+        .collect();
+    result.sort_by_key(|s| label_key(&s.labels));
     Ok(result)
 }
 

@@ -636,6 +636,67 @@ impl Parser<'_> {
         }
     }
 
+    /// `compare(` already read: `{filter} [, topN [, start, end]] )`.
+    fn compare_args(&mut self, pos: usize) -> Result<MetricsAggregate, ParseError> {
+        if !self.is("{") {
+            return Err(self.unexpected(&["{"]));
+        }
+        self.advance();
+        let filter = if self.eat("}") {
+            FieldExpr::Static(Static::Bool(true))
+        } else {
+            self.field(0).and_then(|f| self.expect("}").map(|_| f))?
+        };
+        let mut ints = Vec::new();
+        while self.eat(",") {
+            match self.peek() {
+                Tok::Int(i) => ints.push(*i),
+                _ => return Err(self.unexpected(&["INTEGER"])),
+            }
+            self.advance();
+        }
+        if ints.len() == 2 || ints.len() > 3 {
+            return Err(self.unexpected(&[]));
+        }
+        self.expect(")")?;
+        let top_n = ints.first().copied().unwrap_or(10);
+        let (start, end) = if ints.len() == 3 { (ints[1], ints[2]) } else { (0, 0) };
+        if top_n <= 0 || top_n > 1000 {
+            return Err(ParseError::without_position(
+                "compare() top number of values must be an integer between 1 and 1000",
+            ));
+        }
+        if !(start == 0 && end == 0) {
+            if start <= 0 || end <= 0 {
+                return Err(ParseError::without_position(
+                    "compare() timestamps must be positive integer unix nanoseconds",
+                ));
+            }
+            if end <= start {
+                return Err(ParseError::without_position(
+                    "compare() end timestamp must be greater than start timestamp",
+                ));
+            }
+        }
+        let _ = pos;
+        let mut second = Vec::new();
+        if self.is("|") && matches!(self.peek_n(1), Tok::Sym("topk" | "bottomk")) {
+            return Err(ParseError::without_position("`compare()` cannot be used with second stage functions"));
+        }
+        if let Tok::Sym("=" | "!=" | "<" | "<=" | ">" | ">=") = self.peek() {
+            second.clear();
+            return Err(ParseError::without_position("`compare()` cannot be used with second stage functions"));
+        }
+        Ok(MetricsAggregate {
+            op: MetricsOp::Compare,
+            attr: None,
+            quantiles: Vec::new(),
+            by: Vec::new(),
+            second,
+            compare: Some(CompareArgs { filter, top_n: top_n as usize, start, end }),
+        })
+    }
+
     fn metrics(&mut self) -> Result<MetricsAggregate, ParseError> {
         let pos = self.pos();
         let Tok::Sym(name) = self.advance() else {
@@ -650,9 +711,13 @@ impl Parser<'_> {
             "sum_over_time" => MetricsOp::SumOverTime,
             "quantile_over_time" => MetricsOp::QuantileOverTime,
             "histogram_over_time" => MetricsOp::HistogramOverTime,
+            "compare" => MetricsOp::Compare,
             _ => return Err(self.err_at(pos, format!("{name}() is not supported"))),
         };
         self.expect("(")?;
+        if op == MetricsOp::Compare {
+            return self.compare_args(pos);
+        }
         let mut attr = None;
         let mut quantiles = Vec::new();
         if !matches!(op, MetricsOp::Rate | MetricsOp::CountOverTime) {
@@ -711,7 +776,7 @@ impl Parser<'_> {
             };
             second.push(SecondStage::Filter(op, v));
         }
-        Ok(MetricsAggregate { op, attr, quantiles, by, second })
+        Ok(MetricsAggregate { op, attr, quantiles, by, second, compare: None })
     }
 }
 
@@ -874,6 +939,9 @@ fn validate(q: &str, query: &Query) -> Result<(), ParseError> {
     let _ = q;
     let err = ParseError::without_position;
     validate_pipeline(&query.pipeline).map_err(err)?;
+    if let Some(c) = query.metrics.as_ref().and_then(|m| m.compare.as_ref()) {
+        validate_spanset(&SpansetExpr::Filter(c.filter.clone())).map_err(err)?;
+    }
     if let Some(m) = &query.metrics {
         for q in &m.quantiles {
             if !(0.0..=1.0).contains(q) {
@@ -1080,6 +1148,9 @@ fn tree_depth(q: &Query) -> usize {
         Scalar(&'a ScalarExpr),
     }
     let mut stack = vec![(Node::Pipe(&q.pipeline), 1usize)];
+    if let Some(c) = q.metrics.as_ref().and_then(|m| m.compare.as_ref()) {
+        stack.push((Node::Field(&c.filter), 1));
+    }
     let mut max = 0;
     while let Some((node, d)) = stack.pop() {
         max = max.max(d);
