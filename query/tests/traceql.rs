@@ -828,6 +828,8 @@ fn structured(seed: &mut u64) -> String {
         " | quantile_over_time(duration, .5)",
         " | histogram_over_time(span.a)",
         " | sum_over_time(span.http.status_code) | topk(1)",
+        " | compare({status = error}, 2)",
+        " | min_over_time(duration) by (resource.service.name) > 0",
     ];
     let mut next = |n: usize| {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
