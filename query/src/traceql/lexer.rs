@@ -270,8 +270,7 @@ impl Lexer<'_> {
             }
             // Extend while the longer text is still a token.
             let mut sym = None;
-            loop {
-                let Some(next) = self.peek() else { break };
+            while let Some(next) = self.peek() {
                 let mut longer = text.clone();
                 longer.push(next);
                 match lookup(&longer) {
@@ -393,12 +392,12 @@ impl Lexer<'_> {
             }
             k += c.len_utf8();
         }
-        if k > j {
-            if let Some(d) = parse_duration(&self.q[start..k]) {
-                self.i = k;
-                self.push(Tok::Duration(d), start);
-                return Ok(());
-            }
+        if k > j
+            && let Some(d) = parse_duration(&self.q[start..k])
+        {
+            self.i = k;
+            self.push(Tok::Duration(d), start);
+            return Ok(());
         }
         if is_float {
             let v: f64 = text
