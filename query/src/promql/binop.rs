@@ -15,7 +15,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::model::Labels;
 
 use super::QueryError;
-use super::eval::{Evaluator, S, Val, Vector, drop_name};
+use super::eval::{Evaluator, S, Val, Vector, check_unique, drop_name};
 use super::value::Point;
 
 fn is_comparison(op: TokenId) -> bool {
@@ -87,10 +87,14 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
                 .collect(),
         )),
         (Val::Vector(l), Val::Scalar(r)) => {
-            Ok(Val::Vector(l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect()))
+            let out: Vec<Vector> = l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect();
+            out.iter().try_for_each(|v| check_unique(v))?;
+            Ok(Val::Vector(out))
         }
         (Val::Scalar(l), Val::Vector(r)) => {
-            Ok(Val::Vector(r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect()))
+            let out: Vec<Vector> = r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect();
+            out.iter().try_for_each(|v| check_unique(v))?;
+            Ok(Val::Vector(out))
         }
         (Val::Vector(l), Val::Vector(r)) => {
             let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
@@ -105,6 +109,7 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
                     T_LUNLESS => set_unless(lv, &rv, &matching),
                     _ => vector_binop(op, lv, rv, &matching, &card, return_bool)?,
                 };
+                check_unique(&v)?;
                 total += v.len();
                 ev.ctx.limit(total)?;
                 out.push(v);
