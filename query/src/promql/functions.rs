@@ -284,10 +284,6 @@ fn absent_labels(e: &Expr) -> Labels {
     let vs = match unwrap_parens(e) {
         Expr::VectorSelector(vs) => vs,
         Expr::MatrixSelector(ms) => &ms.vs,
-        Expr::Subquery(sq) => match unwrap_parens(&sq.expr) {
-            Expr::VectorSelector(vs) => vs,
-            _ => return Labels::new(),
-        },
         _ => return Labels::new(),
     };
     let mut set: Vec<(String, String)> = Vec::new();
@@ -349,7 +345,13 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
 /// Neumaier-compensated increment: returns the new sum and compensation.
 fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
-    let c = if sum.abs() >= inc.abs() { c + ((sum - t) + inc) } else { c + ((inc - t) + sum) };
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
     (t, c)
 }
 
