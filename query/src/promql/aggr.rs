@@ -40,6 +40,23 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Va
             return Err(QueryError::Execution(format!("invalid label name {l:?}")));
         }
     }
+    if !matches!(
+        op,
+        T_SUM
+            | T_AVG
+            | T_COUNT
+            | T_MIN
+            | T_MAX
+            | T_GROUP
+            | T_STDDEV
+            | T_STDVAR
+            | T_TOPK
+            | T_BOTTOMK
+            | T_QUANTILE
+            | T_COUNT_VALUES
+    ) {
+        return Err(QueryError::BadData(format!("parse error: unknown aggregation operator {}", a.op)));
+    }
     let input = ev.eval_vector(&a.expr)?;
     let mut out = Vec::with_capacity(input.len());
     for (i, vec) in input.into_iter().enumerate() {
@@ -96,7 +113,7 @@ fn aggregate(
     let mut k = 0usize;
     if op == T_TOPK || op == T_BOTTOMK {
         let f = param.unwrap_or(f64::NAN);
-        if f.is_nan() || f >= 9.223_372_036_854_776e18 || f < -9.223_372_036_854_776e18 {
+        if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
             return Err(QueryError::Execution(format!("Scalar value {} overflows int64", go_float(f))));
         }
         if f < 1.0 {

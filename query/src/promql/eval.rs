@@ -59,7 +59,6 @@ pub(crate) struct Loaded {
 
 /// One series' samples inside a range window `[start, end]`.
 pub(crate) struct Window<'a> {
-    pub labels: &'a Arc<Labels>,
     pub floats: &'a [(i64, f64)],
     pub hists: &'a [(i64, FloatHistogram)],
     /// Window start (ms), inclusive.
@@ -116,7 +115,7 @@ impl RangeInput {
         let fh = s.floats.partition_point(|p| p.0 <= end);
         let hl = s.hists.partition_point(|p| p.0 < start);
         let hh = s.hists.partition_point(|p| p.0 <= end);
-        Window { labels: &s.labels, floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
+        Window { floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
     }
 }
 
@@ -138,7 +137,7 @@ impl Ctx<'_> {
     pub fn check(&self) -> Result<(), QueryError> {
         let n = self.checks.get().wrapping_add(1);
         self.checks.set(n);
-        if n % 64 == 0 && Instant::now() > self.deadline {
+        if n.is_multiple_of(64) && Instant::now() > self.deadline {
             return Err(QueryError::Timeout);
         }
         Ok(())
@@ -160,13 +159,6 @@ impl Ctx<'_> {
 
     pub fn touch(&self, n: usize) {
         self.touched.set(self.touched.get() + n as u64);
-    }
-
-    pub fn warn(&self, w: String) {
-        let mut ws = self.warnings.borrow_mut();
-        if !ws.contains(&w) {
-            ws.push(w);
-        }
     }
 }
 

@@ -602,7 +602,9 @@ fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64
 
 fn histogram_quantile(q: f64, vec: Vector) -> Vector {
     let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, (Arc<Labels>, Vec<(f64, f64)>)> = HashMap::new();
+    // Per group (labels without `le`): output labels and `(upper_bound, count)` buckets.
+    type Buckets = (Arc<Labels>, Vec<(f64, f64)>);
+    let mut groups: HashMap<Labels, Buckets> = HashMap::new();
     let mut natives: Vec<&S> = Vec::new();
     for s in &vec {
         if s.h().is_some() {
