@@ -91,15 +91,16 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError>
                 v.into_iter()
                     .map(|vec| {
                         let mut fl: Vector = vec.into_iter().filter(|s| s.f().is_some()).collect();
+                        // NaN sorts last in both directions.
                         fl.sort_by(|a, b| {
                             let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
-                            let o = match (x.is_nan(), y.is_nan()) {
+                            match (x.is_nan(), y.is_nan()) {
                                 (true, true) => std::cmp::Ordering::Equal,
-                                (true, false) => std::cmp::Ordering::Less,
-                                (false, true) => std::cmp::Ordering::Greater,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
                                 _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                            };
-                            if desc { o.reverse() } else { o }
+                            }
                         });
                         fl
                     })
