@@ -318,6 +318,7 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
     let keep_name = name == "last_over_time";
     let mut out: Vec<Vector> = vec![Vec::new(); n];
     let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+    let mut total = 0usize;
     for s in &input.series {
         ev.ctx.check()?;
         let labels = if keep_name { s.labels.clone() } else { drop_name(&s.labels) };
@@ -328,12 +329,16 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
             if w.floats.is_empty() && w.hists.is_empty() {
                 continue;
             }
-            ev.ctx.touch(w.floats.len() + w.hists.len());
+            let points = w.floats.len() + w.hists.len();
+            ev.ctx.touch(points);
+            // Prometheus holds one window plus the output so far.
+            ev.ctx.limit(total + points)?;
             let sc: Vec<f64> = scalars.iter().map(|v| v[i]).collect();
             let eval_ts = if input.at.is_some() { ev.ctx.query_start } else { ts };
             if let Some(p) = range_fn(name, &w, &sc, eval_ts, input.range)? {
                 slot.push(S { labels: labels.clone(), point: p });
                 produced = true;
+                total += 1;
             }
         }
         if produced && !seen.insert(labels) {
