@@ -131,3 +131,52 @@ fn histogram_buckets_print_as_the_api_does() {
     assert_eq!(b.len(), 1);
     assert!((b[0].1 - 2f64.powf(-1.0)).abs() < 1e-12 && (b[0].2 - 2f64.powf(-0.75)).abs() < 1e-12, "{b:?}");
 }
+
+#[test]
+fn extreme_times_do_not_overflow() {
+    let s = store();
+    let e = Engine::default();
+    for q in ["m", "rate(m[5m])", "m offset 1000y", "m @ -100000000000", "sum_over_time(m[1y:1d] offset -1000y)"] {
+        let _ = e.instant_query(s.metric_store(), q, i64::MAX, None);
+        let _ = e.instant_query(s.metric_store(), q, i64::MIN, None);
+    }
+    let err = e.range_query(s.metric_store(), "m", i64::MIN, i64::MAX, 1, None).unwrap_err();
+    assert_eq!(err, QueryError::TooManySamples);
+    let err = e.instant_query(s.metric_store(), "m[100y:1ms]", 0, None).unwrap_err();
+    assert_eq!(err, QueryError::TooManySamples);
+}
+
+#[test]
+fn odd_histograms_do_not_panic() {
+    let h = FloatHistogram {
+        schema: 100,
+        count: 1.0,
+        positive_spans: vec![BucketSpan { offset: i32::MIN, length: 2 }, BucketSpan { offset: i32::MAX, length: 2 }],
+        positive_buckets: vec![1.0, 2.0, 3.0, 4.0],
+        negative_spans: vec![BucketSpan { offset: i32::MAX, length: 3 }],
+        negative_buckets: vec![1.0],
+        ..FloatHistogram::default()
+    };
+    let _ = h.api_buckets();
+    let store = MemStore::new();
+    let mut batch = MetricsBatch::default();
+    let native = storage::model::NativeHistogram {
+        schema: -100,
+        count: 2.0,
+        positive_spans: vec![BucketSpan { offset: i32::MAX, length: 1 }],
+        positive_counts: vec![2.0],
+        ..Default::default()
+    };
+    batch.series.push(TimeSeries {
+        labels: Labels::from_pairs([("__name__", "h")]),
+        histograms: (0..3)
+            .map(|i| storage::model::HistogramSample { timestamp_ms: i * 60_000, histogram: native.clone() })
+            .collect(),
+        ..Default::default()
+    });
+    store.apply(WriteBatch::Metrics(batch));
+    let e = Engine::default();
+    for q in ["h", "rate(h[5m])", "sum(h) + h", "histogram_quantile(0.5, h)", "histogram_fraction(0, 1, h)"] {
+        let _ = e.instant_query(store.metric_store(), q, 120_000, None);
+    }
+}
