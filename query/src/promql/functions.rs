@@ -334,8 +334,7 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
             // Prometheus holds one window plus the output so far.
             ev.ctx.limit(total + points)?;
             let sc: Vec<f64> = scalars.iter().map(|v| v[i]).collect();
-            let eval_ts = if input.at.is_some() { ev.ctx.query_start } else { ts };
-            if let Some(p) = range_fn(name, &w, &sc, eval_ts, input.range)? {
+            if let Some(p) = range_fn(name, &w, &sc, ts, input.range)? {
                 slot.push(S { labels: labels.clone(), point: p });
                 produced = true;
                 total += 1;
