@@ -23,9 +23,10 @@ fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
-/// Arithmetic operators drop the metric name; comparisons keep the left-hand side's.
+/// Arithmetic operators drop the metric name; comparisons and `atan2` keep the left-hand side's
+/// (as Prometheus 2.x does).
 fn drops_name(op: TokenId) -> bool {
-    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW)
 }
 
 /// Scalar operation: `(value, keep)`; for comparisons `value` is the left operand.
