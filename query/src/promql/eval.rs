@@ -332,9 +332,11 @@ impl<'a> Evaluator<'a> {
         }
         let mut out: Vec<Loaded> = Vec::new();
         let mut total = 0usize;
+        // Only `{a="1" or b="2"}` selectors can see a series twice.
+        let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
         for ms in &sets {
             for ts in self.ctx.reader.select_matching(ms, mint, maxt) {
-                if out.iter().any(|l| *l.labels == ts.labels) {
+                if sets.len() > 1 && !seen.insert(ts.labels.clone()) {
                     continue;
                 }
                 let floats: Vec<(i64, f64)> = ts
