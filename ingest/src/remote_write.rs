@@ -286,7 +286,8 @@ pub fn map(req: WriteRequest, limits: &Limits, max_series: usize, now_ns: i64) -
         for h in ts.histograms {
             check_time(h.timestamp, &labels)?;
             let timestamp_ms = h.timestamp;
-            let histogram = native_histogram(h).map_err(|e| RemoteWriteError::Invalid(format!("series {labels}: {e}")))?;
+            let histogram =
+                native_histogram(h).map_err(|e| RemoteWriteError::Invalid(format!("series {labels}: {e}")))?;
             histograms.push(HistogramSample { timestamp_ms, histogram });
         }
         let mut exemplars = Vec::with_capacity(ts.exemplars.len());
@@ -492,11 +493,7 @@ mod tests {
         let r = req(vec![
             series(vec![label("__name__", "up"), label("job", "a")], T, f64::NAN),
             series(vec![label("__name__", "up"), label("job", "b")], T, f64::INFINITY),
-            series(
-                vec![label("__name__", "up"), label("job", "c")],
-                T,
-                f64::from_bits(storage::model::STALE_NAN_BITS),
-            ),
+            series(vec![label("__name__", "up"), label("job", "c")], T, f64::from_bits(storage::model::STALE_NAN_BITS)),
         ]);
         let body = encode(&r);
         let back = decode(&body, 1 << 20).unwrap();
@@ -523,8 +520,9 @@ mod tests {
         let e = map(req(vec![series(vec![label("__name__", "a")], T, 1.0); 11]), &Limits::default(), 10, NOW_NS)
             .unwrap_err();
         assert!(matches!(e, RemoteWriteError::TooManySeries { count: 11, limit: 10 }));
-        let e = map(req(vec![series(vec![label("__name__", "a")], T + 3_600_000, 1.0)]), &Limits::default(), 10, NOW_NS)
-            .unwrap_err();
+        let e =
+            map(req(vec![series(vec![label("__name__", "a")], T + 3_600_000, 1.0)]), &Limits::default(), 10, NOW_NS)
+                .unwrap_err();
         assert!(e.to_string().contains("out of bounds"));
         assert!(matches!(decode(b"\xff\xff\xff\xff\xff\xff", 100), Err(RemoteWriteError::Snappy(_))));
         let junk = snap::raw::Encoder::new().compress_vec(b"\x0a\xff\xff\xff").unwrap();
