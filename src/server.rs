@@ -134,6 +134,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
     background.spawn(maintain_stores(Arc::clone(&pipeline), stop.clone()));
     background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
+    crate::scrape::spawn(&config.scrape, addrs.http, Arc::clone(&pipeline), stop.clone(), &mut background);
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
     }
