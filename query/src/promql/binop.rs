@@ -1,0 +1,289 @@
+//! Binary operators: arithmetic, comparison (with `bool`), `atan2`, and the set operators, with
+//! Prometheus' vector matching (`on`/`ignoring`, `group_left`/`group_right`).
+//!
+//! Matching signatures: with `on(l...)` only the listed labels count; otherwise every label except
+//! the listed ones and `__name__`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_DIV, T_EQLC, T_GTE, T_GTR, T_LAND, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MOD, T_MUL, T_NEQ, T_POW,
+    T_SUB, TokenId,
+};
+use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
+use storage::model::Labels;
+
+use super::QueryError;
+use super::eval::{Evaluator, S, Val, Vector, check_unique, drop_name};
+use super::value::Point;
+
+fn is_comparison(op: TokenId) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// Arithmetic operators drop the metric name; comparisons keep the left-hand side's.
+fn drops_name(op: TokenId) -> bool {
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+}
+
+/// Scalar operation: `(value, keep)`; for comparisons `value` is the left operand.
+pub(crate) fn float_op(op: TokenId, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        T_ADD => (l + r, true),
+        T_SUB => (l - r, true),
+        T_MUL => (l * r, true),
+        T_DIV => (l / r, true),
+        T_MOD => (l % r, true),
+        T_POW => (l.powf(r), true),
+        T_ATAN2 => (l.atan2(r), true),
+        T_EQLC => (l, l == r),
+        T_NEQ => (l, l != r),
+        T_GTR => (l, l > r),
+        T_LSS => (l, l < r),
+        T_GTE => (l, l >= r),
+        T_LTE => (l, l <= r),
+        _ => (f64::NAN, false),
+    }
+}
+
+/// Element operation over floats and histograms; `None` drops the element.
+fn elem_op(op: TokenId, l: &Point, r: &Point) -> Option<(Point, bool)> {
+    match (l, r) {
+        (Point::Float(a), Point::Float(b)) => {
+            let (v, keep) = float_op(op, *a, *b);
+            Some((Point::Float(v), keep))
+        }
+        (Point::Histogram(a), Point::Histogram(b)) => match op {
+            T_ADD => Some((Point::Histogram(a.add(b)), true)),
+            T_SUB => Some((Point::Histogram(a.sub(b)), true)),
+            _ => None,
+        },
+        (Point::Histogram(a), Point::Float(b)) => match op {
+            T_MUL => Some((Point::Histogram(a.mul(*b)), true)),
+            T_DIV => Some((Point::Histogram(a.div(*b)), true)),
+            _ => None,
+        },
+        (Point::Float(a), Point::Histogram(b)) => match op {
+            T_MUL => Some((Point::Histogram(b.mul(*a)), true)),
+            _ => None,
+        },
+    }
+}
+
+pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, QueryError> {
+    let op = b.op.id();
+    let return_bool = b.return_bool();
+    let lhs = ev.eval(&b.lhs)?;
+    let rhs = ev.eval(&b.rhs)?;
+    match (lhs, rhs) {
+        (Val::Scalar(l), Val::Scalar(r)) => Ok(Val::Scalar(
+            l.iter()
+                .zip(r.iter())
+                .map(|(a, b)| {
+                    let (v, keep) = float_op(op, *a, *b);
+                    if is_comparison(op) { if keep { 1.0 } else { 0.0 } } else { v }
+                })
+                .collect(),
+        )),
+        (Val::Vector(l), Val::Scalar(r)) => {
+            let out: Vec<Vector> = l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect();
+            out.iter().try_for_each(|v| check_unique(v))?;
+            Ok(Val::Vector(out))
+        }
+        (Val::Scalar(l), Val::Vector(r)) => {
+            let out: Vec<Vector> = r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect();
+            out.iter().try_for_each(|v| check_unique(v))?;
+            Ok(Val::Vector(out))
+        }
+        (Val::Vector(l), Val::Vector(r)) => {
+            let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+            let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+            let mut out = Vec::with_capacity(l.len());
+            let mut total = 0usize;
+            for (lv, rv) in l.into_iter().zip(r) {
+                ev.ctx.check()?;
+                let v = match op {
+                    T_LAND => set_and(lv, &rv, &matching),
+                    T_LOR => set_or(lv, rv, &matching),
+                    T_LUNLESS => set_unless(lv, &rv, &matching),
+                    _ => vector_binop(op, lv, rv, &matching, &card, return_bool)?,
+                };
+                check_unique(&v)?;
+                total += v.len();
+                ev.ctx.limit(total)?;
+                out.push(v);
+            }
+            Ok(Val::Vector(out))
+        }
+        _ => Err(QueryError::Execution("binary expression must contain only scalar and instant vector types".into())),
+    }
+}
+
+fn vector_scalar(op: TokenId, v: Vector, s: f64, swap: bool, return_bool: bool) -> Vector {
+    let mut out = Vec::with_capacity(v.len());
+    for e in v {
+        let sp = Point::Float(s);
+        let res = if swap { elem_op(op, &sp, &e.point) } else { elem_op(op, &e.point, &sp) };
+        let Some((mut value, mut keep)) = res else { continue };
+        if is_comparison(op) && swap {
+            // A comparison keeps the vector element's value even when the scalar is on the left.
+            value = e.point.clone();
+        }
+        if return_bool {
+            value = Point::Float(if keep { 1.0 } else { 0.0 });
+            keep = true;
+        }
+        if keep {
+            let labels = if drops_name(op) || return_bool { drop_name(&e.labels) } else { e.labels.clone() };
+            out.push(S { labels, point: value });
+        }
+    }
+    out
+}
+
+/// The matching signature of a label set.
+fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Vec<(String, String)> {
+    match matching {
+        Some(LabelModifier::Include(names)) => {
+            let mut out: Vec<(String, String)> = Vec::with_capacity(names.labels.len());
+            for n in &names.labels {
+                if let Some(v) = l.get(n) {
+                    out.push((n.clone(), v.to_string()));
+                }
+            }
+            out.sort();
+            out.dedup();
+            out
+        }
+        Some(LabelModifier::Exclude(names)) => l
+            .iter()
+            .filter(|x| x.name != "__name__" && !names.labels.contains(&x.name))
+            .map(|x| (x.name.clone(), x.value.clone()))
+            .collect(),
+        None => l.iter().filter(|x| x.name != "__name__").map(|x| (x.name.clone(), x.value.clone())).collect(),
+    }
+}
+
+fn set_and(l: Vector, r: &Vector, m: &Option<LabelModifier>) -> Vector {
+    let sigs: HashSet<Vec<(String, String)>> = r.iter().map(|s| signature(&s.labels, m)).collect();
+    l.into_iter().filter(|s| sigs.contains(&signature(&s.labels, m))).collect()
+}
+
+fn set_or(l: Vector, r: Vector, m: &Option<LabelModifier>) -> Vector {
+    let sigs: HashSet<Vec<(String, String)>> = l.iter().map(|s| signature(&s.labels, m)).collect();
+    let mut out = l;
+    out.extend(r.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))));
+    out
+}
+
+fn set_unless(l: Vector, r: &Vector, m: &Option<LabelModifier>) -> Vector {
+    let sigs: HashSet<Vec<(String, String)>> = r.iter().map(|s| signature(&s.labels, m)).collect();
+    l.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))).collect()
+}
+
+fn labels_text(sig: &[(String, String)]) -> String {
+    Labels::from_pairs(sig.iter().cloned()).to_string()
+}
+
+fn vector_binop(
+    op: TokenId,
+    lhs: Vector,
+    rhs: Vector,
+    matching: &Option<LabelModifier>,
+    card: &VectorMatchCardinality,
+    return_bool: bool,
+) -> Result<Vector, QueryError> {
+    let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+    let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let include: Option<&Vec<String>> = match card {
+        VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => Some(&l.labels),
+        _ => None,
+    };
+    let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+    let mut right: HashMap<Vec<(String, String)>, &S> = HashMap::with_capacity(rhs.len());
+    for rs in &rhs {
+        let sig = signature(&rs.labels, matching);
+        if let Some(dup) = right.get(&sig) {
+            let side = if one_to_many { "left" } else { "right" };
+            return Err(QueryError::Execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                labels_text(&sig),
+                rs.labels,
+                dup.labels
+            )));
+        }
+        right.insert(sig, rs);
+    }
+    let mut matched: HashMap<Vec<(String, String)>, HashSet<Arc<Labels>>> = HashMap::new();
+    let mut out = Vec::new();
+    for ls in &lhs {
+        let sig = signature(&ls.labels, matching);
+        let Some(rs) = right.get(&sig) else { continue };
+        let (lp, rp) = if one_to_many { (&rs.point, &ls.point) } else { (&ls.point, &rs.point) };
+        let Some((mut value, keep)) = elem_op(op, lp, rp) else { continue };
+        if return_bool {
+            value = Point::Float(if keep { 1.0 } else { 0.0 });
+        } else if !keep {
+            continue;
+        }
+        let mut metric = result_metric(&ls.labels, &rs.labels, op, matching, one_to_one, include);
+        if return_bool {
+            metric = drop_name(&metric);
+        }
+        let set = matched.entry(sig).or_default();
+        if one_to_one {
+            if !set.is_empty() {
+                return Err(QueryError::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                        .into(),
+                ));
+            }
+        } else if set.contains(&metric) {
+            return Err(QueryError::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
+        }
+        set.insert(metric.clone());
+        out.push(S { labels: metric, point: value });
+    }
+    Ok(out)
+}
+
+fn result_metric(
+    l: &Arc<Labels>,
+    r: &Labels,
+    op: TokenId,
+    matching: &Option<LabelModifier>,
+    one_to_one: bool,
+    include: Option<&Vec<String>>,
+) -> Arc<Labels> {
+    let mut out = (**l).clone();
+    if drops_name(op) {
+        out.set("__name__", "");
+    }
+    if one_to_one {
+        match matching {
+            Some(LabelModifier::Include(names)) => {
+                out = Labels::from_pairs(
+                    out.iter()
+                        .filter(|x| names.labels.contains(&x.name))
+                        .map(|x| (x.name.clone(), x.value.clone()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Some(LabelModifier::Exclude(names)) => {
+                for n in &names.labels {
+                    out.set(n.clone(), "");
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(inc) = include {
+        for n in inc {
+            out.set(n.clone(), r.get(n).unwrap_or(""));
+        }
+    }
+    Arc::new(out)
+}
