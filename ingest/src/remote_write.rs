@@ -217,8 +217,8 @@ impl std::fmt::Display for RemoteWriteError {
             RemoteWriteError::Protobuf(e) => write!(f, "invalid remote write request: {e}"),
             RemoteWriteError::TooManySeries { count, limit } => write!(
                 f,
-                "remote write request has {count} series, more than prometheus.remote_write_max_series_per_request \
-                 = {limit}; send smaller batches"
+                "remote write request has {count} series, more than limits.max_series_per_request = {limit}; send \
+                 smaller batches"
             ),
             RemoteWriteError::Invalid(e) => f.write_str(e),
         }

@@ -550,7 +550,7 @@ fn selectors_of(q: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
             Ok(true)
         }
     }
-    let expr = promql_parser::parser::parse(q).map_err(ApiError::bad_data)?;
+    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::bad_data(format!("parse error: {e}")))?;
     let mut c = Collect(Vec::new());
     let _ = walk_expr(&mut c, &expr);
     let convert = |m: &promql_parser::label::Matcher| -> Result<Matcher, ApiError> {

@@ -87,12 +87,14 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
                 .collect(),
         )),
         (Val::Vector(l), Val::Scalar(r)) => {
-            let out: Vec<Vector> = l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect();
+            let out: Vec<Vector> =
+                l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect();
             out.iter().try_for_each(|v| check_unique(v))?;
             Ok(Val::Vector(out))
         }
         (Val::Scalar(l), Val::Vector(r)) => {
-            let out: Vec<Vector> = r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect();
+            let out: Vec<Vector> =
+                r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect();
             out.iter().try_for_each(|v| check_unique(v))?;
             Ok(Val::Vector(out))
         }
