@@ -202,6 +202,9 @@ fn unescape_help(s: &str, format: Format) -> String {
     out
 }
 
+/// Labels as parsed: the metric name when given inside the braces, and the pairs.
+type ParsedLabels = (Option<String>, Vec<(String, String)>);
+
 /// A cursor over one sample line.
 struct Cursor<'a> {
     s: &'a str,
@@ -275,7 +278,7 @@ impl<'a> Cursor<'a> {
 
     /// `{a="1",b="2"}` (the opening brace already consumed). A quoted entry without `=` is the
     /// metric name (the UTF-8 syntax), returned separately.
-    fn labels(&mut self) -> Result<(Option<String>, Vec<(String, String)>), String> {
+    fn labels(&mut self) -> Result<ParsedLabels, String> {
         let mut name = None;
         let mut labels = Vec::new();
         loop {
