@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingest::remote_write::{PbTimeSeries, WriteRequest};
+use ingest::remote_write::{PbBucketSpan, PbCount, PbHistogram, PbTimeSeries, PbZeroCount, WriteRequest};
 
 use crate::prom_util::{now_ms, post_form, series};
 use crate::support::TestServer;
@@ -152,6 +152,16 @@ const EXPRESSIONS: &[&str] = &[
     "sum(diff_temperature) without (job)",
     "count(count by (job) (diff_requests_total))",
     "diff_requests_total[5m]",
+    "diff_native",
+    "rate(diff_native[5m])",
+    "sum(rate(diff_native[5m]))",
+    "histogram_count(rate(diff_native[5m]))",
+    "histogram_sum(rate(diff_native[5m]))",
+    "histogram_quantile(0.9, rate(diff_native[5m]))",
+    "histogram_quantile(0.5, sum(rate(diff_native[10m])))",
+    "histogram_fraction(0, 2, rate(diff_native[5m]))",
+    "histogram_count(diff_native)",
+    "increase(diff_native[10m])",
 ];
 
 /// A running Prometheus, killed on drop.
@@ -178,6 +188,7 @@ fn start_prometheus() -> Prometheus {
         .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--web.enable-remote-write-receiver")
+        .arg("--enable-feature=native-histograms")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -346,7 +357,56 @@ fn generate(end: i64) -> WriteRequest {
             .collect();
         out.push(series(&[("__name__", "diff_nan"), ("job", job)], &s));
     }
+    // Native histograms (integer, schema 1, four positive buckets and a zero bucket), one reset.
+    for (job, reset_at) in [("api", usize::MAX), ("db", 100)] {
+        let mut counts = [0u64; 4];
+        let (mut zero, mut sum) = (0u64, 0.0f64);
+        let mut h = series(&[("__name__", "diff_native"), ("job", job)], &[]);
+        for (i, t) in times.iter().enumerate() {
+            if i == reset_at {
+                counts = [0; 4];
+                zero = 0;
+                sum = 0.0;
+            }
+            for c in counts.iter_mut() {
+                *c += rng.below(6);
+            }
+            zero += rng.below(2);
+            sum += rng.unit() * 10.0;
+            let mut prev = 0i64;
+            let deltas: Vec<i64> = counts
+                .iter()
+                .map(|c| {
+                    let d = *c as i64 - prev;
+                    prev = *c as i64;
+                    d
+                })
+                .collect();
+            h.histograms.push(PbHistogram {
+                count: Some(PbCount::Int(counts.iter().sum::<u64>() + zero)),
+                sum,
+                schema: 1,
+                zero_threshold: 0.001,
+                zero_count: Some(PbZeroCount::Int(zero)),
+                positive_spans: vec![PbBucketSpan { offset: -1, length: 4 }],
+                positive_deltas: deltas,
+                timestamp: *t,
+                ..Default::default()
+            });
+        }
+        out.push(h);
+    }
     WriteRequest { timeseries: out, metadata: vec![] }
+}
+
+/// A histogram value as comparable text: `H count sum rule lo hi n ...`.
+fn histogram_text(h: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let mut out = format!("H {} {}", s(&h["count"]), s(&h["sum"]));
+    for b in h["buckets"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(" {} {} {} {}", b[0], s(&b[1]), s(&b[2]), s(&b[3])));
+    }
+    out
 }
 
 /// A query answer reduced to what is compared.
@@ -381,6 +441,12 @@ fn answer(status: u16, body: &str) -> Answer {
                 if let Some(p) = r.get("value") {
                     pts.push((p[0].as_f64().unwrap_or(f64::NAN), parse(&p[1])));
                 }
+                if let Some(p) = r.get("histogram") {
+                    pts.push((p[0].as_f64().unwrap_or(f64::NAN), histogram_text(&p[1])));
+                }
+                for p in r.get("histograms").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+                    pts.push((p[0].as_f64().unwrap_or(f64::NAN), histogram_text(&p[1])));
+                }
                 for p in r.get("values").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
                     pts.push((p[0].as_f64().unwrap_or(f64::NAN), parse(&p[1])));
                 }
@@ -396,6 +462,10 @@ fn answer(status: u16, body: &str) -> Answer {
 fn close(a: &str, b: &str) -> bool {
     if a == b {
         return true;
+    }
+    if a.starts_with('H') && b.starts_with('H') {
+        let (ta, tb): (Vec<&str>, Vec<&str>) = (a.split(' ').collect(), b.split(' ').collect());
+        return ta.len() == tb.len() && ta.iter().zip(&tb).all(|(x, y)| close(x, y));
     }
     let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) else { return false };
     close_f(x, y)
@@ -481,10 +551,24 @@ fn same_answers_as_prometheus() {
     let mut known_seen = Vec::new();
     let mut compared = 0;
     let mut nonempty = 0;
-    for expr in EXPRESSIONS {
+    // Expressions naming times inside the data set (`@`), and negative offsets.
+    let at = secs(end - 900_000);
+    let dynamic = [
+        format!("diff_temperature @ {at}"),
+        format!("rate(diff_requests_total[5m] @ {at})"),
+        format!("sum(diff_requests_total @ {at}) by (job)"),
+        format!("max_over_time(diff_temperature[10m:1m] @ {at})"),
+        "diff_temperature @ start()".to_string(),
+        "rate(diff_requests_total[5m] @ end())".to_string(),
+        "diff_temperature offset -5m".to_string(),
+        "rate(diff_requests_total[5m] offset -10m)".to_string(),
+    ];
+    let all: Vec<&str> = EXPRESSIONS.iter().copied().chain(dynamic.iter().map(String::as_str)).collect();
+    for expr in &all {
+        let expr: &str = expr;
         let mut diffs = Vec::new();
         for t in instant_times {
-            let params = [("query", *expr), ("time", &secs(t))];
+            let params = [("query", expr), ("time", &secs(t))];
             let (sa, ba) = post_form(&ours.http(), "/api/v1/query", "", &params);
             let (sb, bb) = post_form(&prom.base, "/api/v1/query", "", &params);
             compared += 1;
@@ -497,7 +581,7 @@ fn same_answers_as_prometheus() {
             }
         }
         for (from, step) in [(end - 2_400_000, "60"), (end - 600_123, "17")] {
-            let params = [("query", *expr), ("start", &secs(from)), ("end", &secs(end)), ("step", step)];
+            let params = [("query", expr), ("start", &secs(from)), ("end", &secs(end)), ("step", step)];
             let (sa, ba) = post_form(&ours.http(), "/api/v1/query_range", "", &params);
             let (sb, bb) = post_form(&prom.base, "/api/v1/query_range", "", &params);
             compared += 1;
@@ -522,7 +606,7 @@ fn same_answers_as_prometheus() {
     }
     eprintln!(
         "prom_diff: {compared} queries compared ({} expressions), {nonempty} with a non-empty vector or matrix",
-        EXPRESSIONS.len()
+        all.len()
     );
     for k in &known_seen {
         eprintln!("known difference: {k}");
