@@ -480,7 +480,23 @@ fn check_eval(engine: &Engine, store: &MemStore, e: &Eval) -> Result<(), String>
         }
         Value::Matrix(series) => {
             let Some((start, _, step)) = e.range else {
-                return fail("matrix results of instant queries are not compared".into());
+                // A range vector at an instant: expected values are the series' points in time order.
+                if series.len() != e.expected.len() {
+                    return fail(format!("expected {} series, got {}", e.expected.len(), series.len()));
+                }
+                for (labels, vals) in &e.expected {
+                    let Some(s) = series.iter().find(|s| Some(&s.labels) == labels.as_ref()) else {
+                        return fail("missing series".into());
+                    };
+                    let mut got: Vec<(i64, Val)> = s.floats.iter().map(|(t, f)| (*t, Val::F(*f))).collect();
+                    got.extend(s.histograms.iter().map(|(t, h)| (*t, Val::H(h.clone()))));
+                    got.sort_by_key(|p| p.0);
+                    let want: Vec<&Val> = vals.iter().flatten().collect();
+                    if want.len() != got.len() || want.iter().zip(&got).any(|(a, b)| !val_eq(a, &b.1)) {
+                        return fail(format!("points mismatch for {}", fmt_labels(&s.labels)));
+                    }
+                }
+                return Ok(());
             };
             let scalar_expected = e.expected.len() == 1 && e.expected[0].0.is_none();
             if series.len() != e.expected.len() {

@@ -40,8 +40,26 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Va
             return Err(QueryError::Execution(format!("invalid label name {l:?}")));
         }
     }
+    if !matches!(
+        op,
+        T_SUM
+            | T_AVG
+            | T_COUNT
+            | T_MIN
+            | T_MAX
+            | T_GROUP
+            | T_STDDEV
+            | T_STDVAR
+            | T_TOPK
+            | T_BOTTOMK
+            | T_QUANTILE
+            | T_COUNT_VALUES
+    ) {
+        return Err(QueryError::BadData(format!("parse error: unknown aggregation operator {}", a.op)));
+    }
     let input = ev.eval_vector(&a.expr)?;
     let mut out = Vec::with_capacity(input.len());
+    let mut cache = GroupCache::default();
     for (i, vec) in input.into_iter().enumerate() {
         ev.ctx.check()?;
         let p = match &param {
@@ -52,7 +70,7 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Va
             Param::Str(s) => s.as_str(),
             _ => "",
         };
-        out.push(aggregate(op, vec, p, label, &a.modifier)?);
+        out.push(aggregate(op, vec, p, label, &a.modifier, &mut cache)?);
     }
     Ok(Val::Vector(out))
 }
@@ -86,17 +104,35 @@ struct Group {
 }
 
 /// Go's `math.Max`/`math.Min`-free comparisons used by min/max: NaN is replaced by any value.
+/// Group labels per input label set, cached across steps; entries keep the input set alive so its
+/// address is not reused meanwhile.
+#[derive(Default)]
+struct GroupCache(HashMap<usize, (Arc<Labels>, Arc<Labels>)>);
+
+impl GroupCache {
+    fn get(&mut self, l: &Arc<Labels>, m: &Option<LabelModifier>) -> Arc<Labels> {
+        let key = Arc::as_ptr(l) as usize;
+        if let Some((_, g)) = self.0.get(&key) {
+            return g.clone();
+        }
+        let g = Arc::new(group_labels(l, m));
+        self.0.insert(key, (l.clone(), g.clone()));
+        g
+    }
+}
+
 fn aggregate(
     op: u16,
     vec: Vector,
     param: Option<f64>,
     label: &str,
     m: &Option<LabelModifier>,
+    cache: &mut GroupCache,
 ) -> Result<Vector, QueryError> {
     let mut k = 0usize;
     if op == T_TOPK || op == T_BOTTOMK {
         let f = param.unwrap_or(f64::NAN);
-        if f.is_nan() || f >= 9.223_372_036_854_776e18 || f < -9.223_372_036_854_776e18 {
+        if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
             return Err(QueryError::Execution(format!("Scalar value {} overflows int64", go_float(f))));
         }
         if f < 1.0 {
@@ -105,22 +141,24 @@ fn aggregate(
         k = f.trunc() as usize;
     }
     // Groups in order of first appearance.
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for s in vec {
-        let mut gl = group_labels(&s.labels, m);
+        let mut gl = cache.get(&s.labels, m);
         if op == T_COUNT_VALUES {
             let v = match &s.point {
                 Point::Float(f) => go_float(*f),
                 Point::Histogram(_) => continue,
             };
-            gl.set(label, v);
+            let mut l = (*gl).clone();
+            l.set(label, v);
+            gl = Arc::new(l);
         }
         let gi = match index.get(&gl) {
             Some(i) => *i,
             None => {
                 index.insert(gl.clone(), groups.len());
-                groups.push(Group { labels: Arc::new(gl), members: Vec::new() });
+                groups.push(Group { labels: gl, members: Vec::new() });
                 groups.len() - 1
             }
         };

@@ -5,6 +5,7 @@
 //! the listed ones and `__name__`.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use promql_parser::parser::token::{
@@ -22,9 +23,10 @@ fn is_comparison(op: TokenId) -> bool {
     matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
 }
 
-/// Arithmetic operators drop the metric name; comparisons keep the left-hand side's.
+/// Arithmetic operators drop the metric name; comparisons and `atan2` keep the left-hand side's
+/// (as Prometheus 2.x does).
 fn drops_name(op: TokenId) -> bool {
-    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW)
 }
 
 /// Scalar operation: `(value, keep)`; for comparisons `value` is the left operand.
@@ -103,13 +105,15 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
             let card = b.modifier.as_ref().map(|m| m.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
             let mut out = Vec::with_capacity(l.len());
             let mut total = 0usize;
+            let mut sigs = Sigs::new(&matching);
+            let mut metrics = HashMap::new();
             for (lv, rv) in l.into_iter().zip(r) {
                 ev.ctx.check()?;
                 let v = match op {
-                    T_LAND => set_and(lv, &rv, &matching),
-                    T_LOR => set_or(lv, rv, &matching),
-                    T_LUNLESS => set_unless(lv, &rv, &matching),
-                    _ => vector_binop(op, lv, rv, &matching, &card, return_bool)?,
+                    T_LAND => set_and(lv, &rv, &mut sigs),
+                    T_LOR => set_or(lv, rv, &mut sigs),
+                    T_LUNLESS => set_unless(lv, &rv, &mut sigs),
+                    _ => vector_binop(op, lv, rv, &mut sigs, &card, return_bool, &mut metrics)?,
                 };
                 check_unique(&v)?;
                 total += v.len();
@@ -167,35 +171,68 @@ fn signature(l: &Labels, matching: &Option<LabelModifier>) -> Vec<(String, Strin
     }
 }
 
-fn set_and(l: Vector, r: &Vector, m: &Option<LabelModifier>) -> Vector {
-    let sigs: HashSet<Vec<(String, String)>> = r.iter().map(|s| signature(&s.labels, m)).collect();
-    l.into_iter().filter(|s| sigs.contains(&signature(&s.labels, m))).collect()
+/// Signatures (hashed, as Prometheus does) cached per label set across the steps of one operation.
+/// The cache keeps each label set alive, so a pointer is never reused for another set meanwhile.
+struct Sigs<'m> {
+    matching: &'m Option<LabelModifier>,
+    cache: HashMap<usize, (Arc<Labels>, u64)>,
 }
 
-fn set_or(l: Vector, r: Vector, m: &Option<LabelModifier>) -> Vector {
-    let sigs: HashSet<Vec<(String, String)>> = l.iter().map(|s| signature(&s.labels, m)).collect();
+impl<'m> Sigs<'m> {
+    fn new(matching: &'m Option<LabelModifier>) -> Self {
+        Sigs { matching, cache: HashMap::new() }
+    }
+
+    fn get(&mut self, l: &Arc<Labels>) -> u64 {
+        let key = Arc::as_ptr(l) as usize;
+        if let Some((_, h)) = self.cache.get(&key) {
+            return *h;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        for (n, v) in signature(l, self.matching) {
+            n.hash(&mut hasher);
+            v.hash(&mut hasher);
+        }
+        let h = hasher.finish();
+        self.cache.insert(key, (l.clone(), h));
+        h
+    }
+}
+
+fn set_and(l: Vector, r: &Vector, sigs: &mut Sigs<'_>) -> Vector {
+    let rs: HashSet<u64> = r.iter().map(|s| sigs.get(&s.labels)).collect();
+    l.into_iter().filter(|s| rs.contains(&sigs.get(&s.labels))).collect()
+}
+
+fn set_or(l: Vector, r: Vector, sigs: &mut Sigs<'_>) -> Vector {
+    let ls: HashSet<u64> = l.iter().map(|s| sigs.get(&s.labels)).collect();
     let mut out = l;
-    out.extend(r.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))));
+    out.extend(r.into_iter().filter(|s| !ls.contains(&sigs.get(&s.labels))));
     out
 }
 
-fn set_unless(l: Vector, r: &Vector, m: &Option<LabelModifier>) -> Vector {
-    let sigs: HashSet<Vec<(String, String)>> = r.iter().map(|s| signature(&s.labels, m)).collect();
-    l.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))).collect()
+fn set_unless(l: Vector, r: &Vector, sigs: &mut Sigs<'_>) -> Vector {
+    let rs: HashSet<u64> = r.iter().map(|s| sigs.get(&s.labels)).collect();
+    l.into_iter().filter(|s| !rs.contains(&sigs.get(&s.labels))).collect()
 }
 
 fn labels_text(sig: &[(String, String)]) -> String {
     Labels::from_pairs(sig.iter().cloned()).to_string()
 }
 
+/// Result labels per (left, right) label set, cached across steps (entries keep both sets alive).
+type MetricCache = HashMap<(usize, usize), (Arc<Labels>, Arc<Labels>, Arc<Labels>)>;
+
 fn vector_binop(
     op: TokenId,
     lhs: Vector,
     rhs: Vector,
-    matching: &Option<LabelModifier>,
+    sigs: &mut Sigs<'_>,
     card: &VectorMatchCardinality,
     return_bool: bool,
+    metrics: &mut MetricCache,
 ) -> Result<Vector, QueryError> {
+    let matching = sigs.matching;
     let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
     let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
     let include: Option<&Vec<String>> = match card {
@@ -203,24 +240,24 @@ fn vector_binop(
         _ => None,
     };
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-    let mut right: HashMap<Vec<(String, String)>, &S> = HashMap::with_capacity(rhs.len());
+    let mut right: HashMap<u64, &S> = HashMap::with_capacity(rhs.len());
     for rs in &rhs {
-        let sig = signature(&rs.labels, matching);
+        let sig = sigs.get(&rs.labels);
         if let Some(dup) = right.get(&sig) {
             let side = if one_to_many { "left" } else { "right" };
             return Err(QueryError::Execution(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                labels_text(&sig),
+                labels_text(&signature(&rs.labels, matching)),
                 rs.labels,
                 dup.labels
             )));
         }
         right.insert(sig, rs);
     }
-    let mut matched: HashMap<Vec<(String, String)>, HashSet<Arc<Labels>>> = HashMap::new();
+    let mut matched: HashMap<u64, HashSet<Arc<Labels>>> = HashMap::new();
     let mut out = Vec::new();
     for ls in &lhs {
-        let sig = signature(&ls.labels, matching);
+        let sig = sigs.get(&ls.labels);
         let Some(rs) = right.get(&sig) else { continue };
         let (lp, rp) = if one_to_many { (&rs.point, &ls.point) } else { (&ls.point, &rs.point) };
         let Some((mut value, keep)) = elem_op(op, lp, rp) else { continue };
@@ -229,10 +266,18 @@ fn vector_binop(
         } else if !keep {
             continue;
         }
-        let mut metric = result_metric(&ls.labels, &rs.labels, op, matching, one_to_one, include);
-        if return_bool {
-            metric = drop_name(&metric);
-        }
+        let key = (Arc::as_ptr(&ls.labels) as usize, Arc::as_ptr(&rs.labels) as usize);
+        let metric = match metrics.get(&key) {
+            Some((_, _, m)) => m.clone(),
+            None => {
+                let mut m = result_metric(&ls.labels, &rs.labels, op, matching, one_to_one, include);
+                if return_bool {
+                    m = drop_name(&m);
+                }
+                metrics.insert(key, (ls.labels.clone(), rs.labels.clone(), m.clone()));
+                m
+            }
+        };
         let set = matched.entry(sig).or_default();
         if one_to_one {
             if !set.is_empty() {

@@ -59,7 +59,6 @@ pub(crate) struct Loaded {
 
 /// One series' samples inside a range window `[start, end]`.
 pub(crate) struct Window<'a> {
-    pub labels: &'a Arc<Labels>,
     pub floats: &'a [(i64, f64)],
     pub hists: &'a [(i64, FloatHistogram)],
     /// Window start (ms), inclusive.
@@ -78,11 +77,16 @@ pub(crate) struct Steps {
 
 impl Steps {
     pub fn len(&self) -> usize {
-        if self.end < self.start { 0 } else { ((self.end - self.start) / self.interval + 1) as usize }
+        if self.end < self.start || self.interval <= 0 {
+            0
+        } else {
+            let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.interval) + 1;
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
     }
 
     pub fn ts(&self, i: usize) -> i64 {
-        self.start + self.interval * i as i64
+        self.start.saturating_add(self.interval.saturating_mul(i as i64))
     }
 }
 
@@ -106,17 +110,17 @@ pub(crate) struct RangeInput {
 
 impl RangeInput {
     pub fn window_end(&self, ts: i64) -> i64 {
-        self.at.unwrap_or(ts) - self.offset
+        self.at.unwrap_or(ts).saturating_sub(self.offset)
     }
 
     pub fn window<'a>(&'a self, s: &'a Loaded, ts: i64) -> Window<'a> {
         let end = self.window_end(ts);
-        let start = end - self.range;
+        let start = end.saturating_sub(self.range);
         let fl = s.floats.partition_point(|p| p.0 < start);
         let fh = s.floats.partition_point(|p| p.0 <= end);
         let hl = s.hists.partition_point(|p| p.0 < start);
         let hh = s.hists.partition_point(|p| p.0 <= end);
-        Window { labels: &s.labels, floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
+        Window { floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
     }
 }
 
@@ -138,7 +142,7 @@ impl Ctx<'_> {
     pub fn check(&self) -> Result<(), QueryError> {
         let n = self.checks.get().wrapping_add(1);
         self.checks.set(n);
-        if n % 64 == 0 && Instant::now() > self.deadline {
+        if n.is_multiple_of(64) && Instant::now() > self.deadline {
             return Err(QueryError::Timeout);
         }
         Ok(())
@@ -160,13 +164,6 @@ impl Ctx<'_> {
 
     pub fn touch(&self, n: usize) {
         self.touched.set(self.touched.get() + n as u64);
-    }
-
-    pub fn warn(&self, w: String) {
-        let mut ws = self.warnings.borrow_mut();
-        if !ws.contains(&w) {
-            ws.push(w);
-        }
     }
 }
 
@@ -193,6 +190,7 @@ pub(crate) fn run(
     };
     let instant = step == 0;
     let steps = Steps { start, end, interval: if instant { 1 } else { step } };
+    ctx.limit(steps.len())?;
     let ev = Evaluator { ctx: &ctx, steps };
     let val = ev.eval(expr)?;
     let value = match val {
@@ -334,9 +332,11 @@ impl<'a> Evaluator<'a> {
         }
         let mut out: Vec<Loaded> = Vec::new();
         let mut total = 0usize;
+        // Only `{a="1" or b="2"}` selectors can see a series twice.
+        let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
         for ms in &sets {
             for ts in self.ctx.reader.select_matching(ms, mint, maxt) {
-                if out.iter().any(|l| *l.labels == ts.labels) {
+                if sets.len() > 1 && !seen.insert(ts.labels.clone()) {
                     continue;
                 }
                 let floats: Vec<(i64, f64)> = ts
@@ -422,8 +422,8 @@ impl<'a> Evaluator<'a> {
     /// Reference times of a selector at every step: `(min, max)` and a per-step function.
     fn ref_bounds(&self, at: Option<i64>, offset: i64) -> (i64, i64) {
         match at {
-            Some(a) => (a - offset, a - offset),
-            None => (self.steps.start - offset, self.steps.end - offset),
+            Some(a) => (a.saturating_sub(offset), a.saturating_sub(offset)),
+            None => (self.steps.start.saturating_sub(offset), self.steps.end.saturating_sub(offset)),
         }
     }
 
@@ -440,7 +440,7 @@ impl<'a> Evaluator<'a> {
             (Some(f), Some(h)) if f.0 >= h.0 => (f.0, Point::Float(f.1)),
             (Some(_), Some(h)) => (h.0, Point::Histogram(h.1.clone())),
         };
-        if ts < t - self.ctx.lookback {
+        if ts < t.saturating_sub(self.ctx.lookback) {
             return None;
         }
         match &point {
@@ -456,7 +456,7 @@ impl<'a> Evaluator<'a> {
         let offset = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
         let (lo, hi) = self.ref_bounds(at, offset);
-        let series = self.load(vs, lo - self.ctx.lookback, hi, false)?;
+        let series = self.load(vs, lo.saturating_sub(self.ctx.lookback), hi, false)?;
         let n = self.steps.len();
         let mut out: Vec<Vector> = vec![Vec::new(); n];
         let mut total = 0usize;
@@ -465,7 +465,7 @@ impl<'a> Evaluator<'a> {
             let labels = if timestamps { drop_name(&s.labels) } else { s.labels.clone() };
             let mut cached: Option<(i64, Option<(i64, Point)>)> = None;
             for (i, slot) in out.iter_mut().enumerate() {
-                let t = at.unwrap_or(self.steps.ts(i)) - offset;
+                let t = at.unwrap_or(self.steps.ts(i)).saturating_sub(offset);
                 let picked = match &cached {
                     Some((ct, p)) if *ct == t => p.clone(),
                     _ => {
@@ -496,7 +496,7 @@ impl<'a> Evaluator<'a> {
         let at = self.at_ms(&vs.at);
         let range = duration_ms(&ms.range);
         let (lo, hi) = self.ref_bounds(at, offset);
-        let series = self.load(vs, lo - range, hi, true)?;
+        let series = self.load(vs, lo.saturating_sub(range), hi, true)?;
         Ok(RangeInput { series, range, offset, at })
     }
 
@@ -506,8 +506,12 @@ impl<'a> Evaluator<'a> {
         let range = duration_ms(&sq.range);
         let interval = sq.step.as_ref().map(duration_ms).filter(|s| *s > 0).unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
         let (lo, hi) = self.ref_bounds(at, offset);
-        let first = lo - range;
-        let start = first.div_euclid(interval) * interval + if first.rem_euclid(interval) == 0 { 0 } else { interval };
+        let first = lo.saturating_sub(range);
+        let start = (first.div_euclid(interval) * interval).saturating_add(if first.rem_euclid(interval) == 0 {
+            0
+        } else {
+            interval
+        });
         let steps = Steps { start, end: hi, interval };
         self.ctx.limit(steps.len())?;
         let inner = Evaluator { ctx: self.ctx, steps };

@@ -91,15 +91,16 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError>
                 v.into_iter()
                     .map(|vec| {
                         let mut fl: Vector = vec.into_iter().filter(|s| s.f().is_some()).collect();
+                        // NaN sorts last in both directions.
                         fl.sort_by(|a, b| {
                             let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
-                            let o = match (x.is_nan(), y.is_nan()) {
+                            match (x.is_nan(), y.is_nan()) {
                                 (true, true) => std::cmp::Ordering::Equal,
-                                (true, false) => std::cmp::Ordering::Less,
-                                (false, true) => std::cmp::Ordering::Greater,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
                                 _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                            };
-                            if desc { o.reverse() } else { o }
+                            }
                         });
                         fl
                     })
@@ -317,6 +318,7 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
     let keep_name = name == "last_over_time";
     let mut out: Vec<Vector> = vec![Vec::new(); n];
     let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+    let mut total = 0usize;
     for s in &input.series {
         ev.ctx.check()?;
         let labels = if keep_name { s.labels.clone() } else { drop_name(&s.labels) };
@@ -327,12 +329,15 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
             if w.floats.is_empty() && w.hists.is_empty() {
                 continue;
             }
-            ev.ctx.touch(w.floats.len() + w.hists.len());
+            let points = w.floats.len() + w.hists.len();
+            ev.ctx.touch(points);
+            // Prometheus holds one window plus the output so far.
+            ev.ctx.limit(total + points)?;
             let sc: Vec<f64> = scalars.iter().map(|v| v[i]).collect();
-            let eval_ts = if input.at.is_some() { ev.ctx.query_start } else { ts };
-            if let Some(p) = range_fn(name, &w, &sc, eval_ts, input.range)? {
+            if let Some(p) = range_fn(name, &w, &sc, ts, input.range)? {
                 slot.push(S { labels: labels.clone(), point: p });
                 produced = true;
+                total += 1;
             }
         }
         if produced && !seen.insert(labels) {
@@ -602,7 +607,9 @@ fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64
 
 fn histogram_quantile(q: f64, vec: Vector) -> Vector {
     let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, (Arc<Labels>, Vec<(f64, f64)>)> = HashMap::new();
+    // Per group (labels without `le`): output labels and `(upper_bound, count)` buckets.
+    type Buckets = (Arc<Labels>, Vec<(f64, f64)>);
+    let mut groups: HashMap<Labels, Buckets> = HashMap::new();
     let mut natives: Vec<&S> = Vec::new();
     for s in &vec {
         if s.h().is_some() {

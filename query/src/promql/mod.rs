@@ -9,6 +9,14 @@
 //! - Range selectors and the lookback window are closed intervals `[t - range, t]` (Prometheus 2.x).
 //! - A staleness marker ends a series: it is never returned and hides older samples from lookback.
 //! - Range query results are matrices sorted by labels; instant vectors keep evaluation order.
+//!
+//! Known differences from Prometheus 2.42 (the reference the tests were checked against):
+//! - Parse errors carry promql-parser's wording and no `line:col` position.
+//! - Native histograms follow later 2.x releases where 2.42's experimental support had gaps
+//!   (histogram arithmetic with `-`, `*`, `/`, `avg`, `last_over_time`).
+//! - A range selector with `@` under `predict_linear` keeps its window at the `@` time in range
+//!   queries (2.42 moves it with each step).
+//! - Subqueries without a step use 1m, Prometheus' default evaluation interval.
 
 mod aggr;
 mod binop;

@@ -96,6 +96,8 @@ pub(crate) struct Bucket {
 
 /// Upper boundary of positive bucket `idx` of `schema`.
 pub(crate) fn bucket_bound(schema: i32, idx: i32) -> f64 {
+    // Valid schemas are -4..=8; clamping keeps corrupt input from overflowing the shifts.
+    let schema = schema.clamp(-30, 30);
     if schema <= 0 {
         let shift = (-schema) as u32;
         let exp = (i64::from(idx)) << shift.min(32);
@@ -128,9 +130,9 @@ fn to_map(spans: &[BucketSpan], buckets: &[f64]) -> BTreeMap<i32, f64> {
     for (si, s) in spans.iter().enumerate() {
         idx = if si == 0 { s.offset } else { idx.saturating_add(s.offset) };
         for _ in 0..s.length {
-            if let Some(c) = buckets.get(bi) {
-                *out.entry(idx).or_insert(0.0) += *c;
-            }
+            // Spans longer than the bucket list (corrupt input) end with the list.
+            let Some(c) = buckets.get(bi) else { return out };
+            *out.entry(idx).or_insert(0.0) += *c;
             bi += 1;
             idx = idx.saturating_add(1);
         }
@@ -152,11 +154,11 @@ fn from_map(m: &BTreeMap<i32, f64>) -> (Vec<BucketSpan>, Vec<f64>) {
                     last.length += 1;
                 }
             }
-            Some(n) => spans.push(BucketSpan { offset: idx - n, length: 1 }),
+            Some(n) => spans.push(BucketSpan { offset: idx.wrapping_sub(n), length: 1 }),
             None => spans.push(BucketSpan { offset: idx, length: 1 }),
         }
         buckets.push(c);
-        next = Some(idx + 1);
+        next = idx.checked_add(1);
     }
     (spans, buckets)
 }
@@ -206,7 +208,7 @@ impl FloatHistogram {
         for (&idx, &c) in self.negative().iter().rev() {
             out.push(Bucket {
                 lower: -bucket_bound(self.schema, idx),
-                upper: -bucket_bound(self.schema, idx - 1),
+                upper: -bucket_bound(self.schema, idx.saturating_sub(1)),
                 count: c,
                 lower_inclusive: true,
                 upper_inclusive: false,
@@ -223,7 +225,7 @@ impl FloatHistogram {
         }
         for (&idx, &c) in self.positive().iter() {
             out.push(Bucket {
-                lower: bucket_bound(self.schema, idx - 1),
+                lower: bucket_bound(self.schema, idx.saturating_sub(1)),
                 upper: bucket_bound(self.schema, idx),
                 count: c,
                 lower_inclusive: false,
@@ -256,11 +258,11 @@ impl FloatHistogram {
         if schema >= self.schema {
             return self.clone();
         }
-        let delta = (self.schema - schema) as u32;
+        let delta = self.schema.saturating_sub(schema).clamp(0, 31) as u32;
         let merge = |m: BTreeMap<i32, f64>| {
             let mut out = BTreeMap::new();
             for (idx, c) in m {
-                let t = ((idx - 1) >> delta.min(31)) + 1;
+                let t = (idx.saturating_sub(1) >> delta).saturating_add(1);
                 *out.entry(t).or_insert(0.0) += c;
             }
             out
@@ -285,7 +287,7 @@ impl FloatHistogram {
             for m in [&mut pos, &mut neg] {
                 let keys: Vec<i32> = m.keys().copied().collect();
                 for idx in keys {
-                    let lower = bucket_bound(self.schema, idx - 1);
+                    let lower = bucket_bound(self.schema, idx.saturating_sub(1));
                     let upper = bucket_bound(self.schema, idx);
                     if upper <= t {
                         self.zero_count += m.remove(&idx).unwrap_or(0.0);
