@@ -152,6 +152,56 @@ const EXPRESSIONS: &[&str] = &[
     "sum(diff_temperature) without (job)",
     "count(count by (job) (diff_requests_total))",
     "diff_requests_total[5m]",
+    "sum_over_time(diff_nan[10m])",
+    "changes(diff_nan[10m])",
+    "quantile(0.5, diff_nan)",
+    "stddev(diff_nan)",
+    "topk(2, diff_info)",
+    "count_values(\"t\", round(diff_temperature))",
+    "diff_temperature > bool on(job, instance) diff_temperature offset 1m",
+    "diff_info * on(job, instance) group_right diff_temperature",
+    "diff_requests_total unless on() vector(1)",
+    "diff_requests_total or on(job) diff_temperature",
+    "absent(diff_temperature{job=~\"a.*\"})",
+    "absent(diff_nonexistent{job=~\"a.*\",instance=\"x\"})",
+    "vector(1) and on() absent(diff_nonexistent)",
+    "diff_temperature > 5",
+    "5 < diff_temperature",
+    "rate(diff_temperature[10m])",
+    "deriv(diff_requests_total[10m])",
+    "resets(diff_latency_seconds_bucket[30m])",
+    "histogram_quantile(1.5, rate(diff_latency_seconds_bucket[5m]))",
+    "histogram_quantile(-1, rate(diff_latency_seconds_bucket[5m]))",
+    "histogram_quantile(0.5, rate(diff_latency_seconds_bucket{le!=\"+Inf\"}[5m]))",
+    "quantile(2, diff_temperature)",
+    "-quantile(0.5, diff_temperature)",
+    "clamp(diff_temperature, 5, 1)",
+    "round(diff_temperature, 0)",
+    "timestamp(rate(diff_requests_total[5m]))",
+    "rate(diff_requests_total[5m] offset 5m)[10m:1m]",
+    "max_over_time(diff_temperature[20m:2m] offset 10m)",
+    "count_over_time(diff_temperature[1m:7s])",
+    "max by (le) (diff_latency_seconds_bucket)",
+    "sum without (le) (diff_latency_seconds_bucket)",
+    "avg(diff_temperature) == bool 5",
+    "\"hello\"",
+    "42",
+    "time() - timestamp(diff_temperature)",
+    "sgn(-diff_temperature * 0)",
+    "diff_requests_total / ignoring(code) group_left sum without (code) (diff_requests_total)",
+    "sum by (job) (increase(diff_requests_total[1h]))",
+    "irate(diff_gappy[1m])",
+    "delta(diff_stale[5m])",
+    "last_over_time(diff_nan[1m])",
+    "stddev_over_time(diff_nan[10m])",
+    "quantile_over_time(0.5, diff_nan[10m])",
+    "max_over_time(diff_nan[10m])",
+    "min_over_time(diff_nan[10m])",
+    "label_replace(diff_temperature, \"x\", \"$2-$1\", \"instance\", \"(.*)-(.*)\")",
+    "label_replace(diff_temperature, \"bad-name\", \"x\", \"job\", \".*\")",
+    "sort_desc(diff_info)",
+    "bottomk(1, diff_nan)",
+    "topk(1, diff_nan)",
     "diff_native",
     "rate(diff_native[5m])",
     "sum(rate(diff_native[5m]))",
@@ -615,4 +665,30 @@ fn same_answers_as_prometheus() {
     // The data set must make most queries return something, or agreement proves little.
     assert!(nonempty * 10 >= compared * 6, "only {nonempty} of {compared} answers had data");
     assert!(failures.is_empty(), "{} expressions differ from Prometheus:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The comparison itself must catch differences, or agreement proves nothing.
+#[test]
+fn comparison_catches_differences() {
+    let a = |body: &str| answer(200, body);
+    let v = |m: &str, val: &str| {
+        format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{m},"value":[4,"{val}"]}}]}}}}"#
+        )
+    };
+    let base = a(&v(r#"{"a":"1"}"#, "1.5"));
+    assert!(compare(&base, &a(&v(r#"{"a":"1"}"#, "1.5000000000001"))).is_none());
+    assert!(compare(&base, &a(&v(r#"{"a":"1"}"#, "1.6"))).is_some());
+    assert!(compare(&base, &a(&v(r#"{"a":"2"}"#, "1.5"))).is_some());
+    assert!(compare(&a(&v("{}", "NaN")), &a(&v("{}", "NaN"))).is_none());
+    assert!(compare(&a(&v("{}", "NaN")), &a(&v("{}", "+Inf"))).is_some());
+    let err = a(r#"{"status":"error","errorType":"bad_data","error":"x"}"#);
+    assert!(compare(&base, &err).is_some());
+    let h = |c: &str| {
+        a(&format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"histogram":[4,{{"count":"{c}","sum":"1","buckets":[[0,"1","2","{c}"]]}}]}}]}}}}"#
+        ))
+    };
+    assert!(compare(&h("3"), &h("3")).is_none());
+    assert!(compare(&h("3"), &h("4")).is_some());
 }
