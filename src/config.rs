@@ -775,6 +775,35 @@ mod tests {
         assert_eq!(c.logs.stream_label_attributes, vec!["service.name".to_string()]);
     }
 
+    #[test]
+    fn scrape_targets_are_validated() {
+        let load = |toml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("c.toml");
+            std::fs::write(&file, toml).unwrap();
+            RawConfig::load(Some(&file), Vec::new(), &FlagOverrides::default()).and_then(RawConfig::resolve)
+        };
+        let ok = load("[scrape]\ninterval = \"30s\"\n[[scrape.targets]]\njob = \"node\"\nurl = \"http://127.0.0.1:9100/metrics\"\nlabels = { env = \"lab\" }\n").unwrap();
+        let t = &ok.scrape.targets[0];
+        assert_eq!((t.interval, t.timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+        assert_eq!(t.labels["env"], "lab");
+        for (bad, key) in [
+            ("[[scrape.targets]]\njob = \"\"\nurl = \"http://a:1/m\"\n", "scrape.targets[0].job"),
+            ("[[scrape.targets]]\njob = \"j\"\nurl = \"https://a:1/m\"\n", "scrape.targets[0].url"),
+            ("[[scrape.targets]]\njob = \"j\"\nurl = \"not a url\"\n", "scrape.targets[0].url"),
+            (
+                "[[scrape.targets]]\njob = \"j\"\nurl = \"http://a:1/m\"\ninterval = \"5s\"\ntimeout = \"6s\"\n",
+                "scrape.targets[0].timeout",
+            ),
+            ("[query]\nlookback_delta = \"0s\"\n", "query.lookback_delta"),
+            ("[query]\nmax_concurrency = 0\n", "query.max_concurrency"),
+            ("[limits]\nmax_series_per_request = 0\n", "limits.max_series_per_request"),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
     /// `deploy/outpost.example.toml` documents every key with its default value.
     #[test]
     fn example_config_loads_and_documents_the_defaults() {

@@ -79,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/status/flags", get(flags).post(flags))
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo).post(runtimeinfo))
         .route("/api/v1/status/config", get(config_status).post(config_status))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
         .route("/api/v1/rules", get(rules).post(rules))
         .route("/api/v1/alerts", get(alerts).post(alerts))
         .route("/api/v1/write", post(write::remote_write))
@@ -691,6 +692,16 @@ async fn config_status(State(s): State<AppState>) -> Response {
     json::string(&mut out, &yaml);
     out.push('}');
     ok(&out, &[])
+}
+
+/// `/api/v1/format_query`: the query pretty-printed (Grafana's "format query" button).
+async fn format_query(req: Request) -> ApiResult {
+    let p = read_params(req).await?;
+    let q = p.get("query").unwrap_or("");
+    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::bad_data(format!("1:1: parse error: {e}")))?;
+    let mut data = String::new();
+    json::string(&mut data, &expr.prettify());
+    Ok(ok(&data, &[]))
 }
 
 /// `/api/v1/rules`: no rules are configured yet.

@@ -258,3 +258,17 @@ fn status_rules_and_alerts() {
         assert!(body.starts_with(r#"{"status":"success","data":{"#), "{p}: {body}");
     }
 }
+
+#[test]
+fn format_query_and_remote_write_2_is_refused() {
+    let s = server();
+    let (st, body) = post_form(&s.http(), "/api/v1/format_query", "", &[("query", "sum(rate(x[5m]))by(job)")]);
+    assert_eq!((st, body.as_str()), (200, r#"{"status":"success","data":"sum by (job) (rate(x[5m]))"}"#));
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/write", s.http()))
+        .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+        .body(Vec::new())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+}

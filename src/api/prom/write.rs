@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ingest::remote_write::{self, RemoteWriteError};
 use storage::model::{Signal, WriteBatch};
@@ -41,8 +41,17 @@ fn pipeline_error(e: PipelineError) -> Response {
 }
 
 /// `POST /api/v1/write`
-pub async fn remote_write(State(s): State<AppState>, body: Body) -> Response {
+pub async fn remote_write(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    // Remote write 2.0 senders announce their message type and fall back to 1.0 on 415.
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(proto) = ct.split(';').skip(1).find_map(|p| p.trim().strip_prefix("proto="))
+        && proto.trim() != "prometheus.WriteRequest"
+    {
+        let msg =
+            format!("unsupported remote write message {proto:?}; send prometheus.WriteRequest (remote write 1.0)");
+        return refuse(&s, StatusCode::UNSUPPORTED_MEDIA_TYPE, RequestReject::UnsupportedMediaType, msg);
+    }
     let permit = match s.pipeline.admit() {
         Ok(p) => p,
         Err(e) => {
