@@ -35,6 +35,60 @@ use crate::telemetry::Protocol;
 /// What Prometheus sends as `Accept` (OpenMetrics preferred, the text format as fallback).
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
 
+/// The scrape targets and the outcome of their last scrape, for `/api/v1/targets`.
+#[derive(Default)]
+pub struct Targets {
+    /// Registered once at start; the std mutex is never held across an await.
+    list: std::sync::Mutex<Vec<Arc<TargetState>>>,
+}
+
+/// One target's description and last scrape.
+pub struct TargetState {
+    /// The job.
+    pub job: String,
+    /// The URL scraped.
+    pub url: String,
+    /// Target labels (`job`, `instance`, extra).
+    pub labels: Labels,
+    /// Interval.
+    pub interval: Duration,
+    /// Timeout.
+    pub timeout: Duration,
+    /// The last scrape, if any (std mutex: held for a copy only).
+    last: std::sync::Mutex<Option<LastScrape>>,
+}
+
+/// The outcome of a scrape.
+#[derive(Clone, Debug)]
+pub struct LastScrape {
+    /// When it started.
+    pub at: SystemTime,
+    /// How long it took, in seconds.
+    pub duration_s: f64,
+    /// Empty when it succeeded.
+    pub error: String,
+}
+
+impl TargetState {
+    /// The last scrape, if there was one.
+    pub fn last(&self) -> Option<LastScrape> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl Targets {
+    /// Every target, in configuration order (the self-scrape last).
+    pub fn list(&self) -> Vec<Arc<TargetState>> {
+        self.list.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn add(&self, t: Arc<TargetState>) {
+        if let Ok(mut l) = self.list.lock() {
+            l.push(t);
+        }
+    }
+}
+
 /// A target ready to scrape.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -75,6 +129,7 @@ pub fn spawn(
     config: &ScrapeConfig,
     self_addr: SocketAddr,
     pipeline: Arc<Pipeline>,
+    registry: &Targets,
     stop: CancellationToken,
     set: &mut JoinSet<()>,
 ) {
@@ -103,7 +158,16 @@ pub fn spawn(
             continue;
         };
         let limits = Limits { max_body_bytes: config.max_body_bytes, sample_limit: config.sample_limit };
-        set.spawn(run(target, limits, Arc::clone(&pipeline), stop.clone()));
+        let state = Arc::new(TargetState {
+            job: t.job.clone(),
+            url: t.url.clone(),
+            labels: target.labels.clone(),
+            interval: target.interval,
+            timeout: target.timeout,
+            last: std::sync::Mutex::new(None),
+        });
+        registry.add(Arc::clone(&state));
+        set.spawn(run(target, limits, Arc::clone(&pipeline), state, stop.clone()));
     }
 }
 
@@ -113,7 +177,13 @@ struct Limits {
     sample_limit: usize,
 }
 
-async fn run(target: Target, limits: Limits, pipeline: Arc<Pipeline>, stop: CancellationToken) {
+async fn run(
+    target: Target,
+    limits: Limits,
+    pipeline: Arc<Pipeline>,
+    state: Arc<TargetState>,
+    stop: CancellationToken,
+) {
     let mut previous: HashSet<Labels> = HashSet::new();
     let mut interval = tokio::time::interval(target.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -126,6 +196,7 @@ async fn run(target: Target, limits: Limits, pipeline: Arc<Pipeline>, stop: Canc
             continue;
         }
         let started = Instant::now();
+        let at = SystemTime::now();
         let t_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let fetched = tokio::time::timeout(target.timeout, fetch(&target, limits.max_body_bytes))
             .await
@@ -146,6 +217,10 @@ async fn run(target: Target, limits: Limits, pipeline: Arc<Pipeline>, stop: Canc
             tracing::debug!(instance = %target.authority, path = %target.path, error = %e, "Scrape failed");
         }
         let duration = started.elapsed().as_secs_f64();
+        if let Ok(mut last) = state.last.lock() {
+            let error = parsed.as_ref().err().cloned().unwrap_or_default();
+            *last = Some(LastScrape { at, duration_s: duration, error });
+        }
         let (batch, current) = build_batch(&target, parsed.ok(), t_ms, duration, &previous);
         previous = current;
         let permit = match pipeline.admit() {

@@ -46,13 +46,15 @@ pub struct PromState {
     gate: Arc<Semaphore>,
     /// Process start, for `status/runtimeinfo`.
     started: SystemTime,
+    /// Scrape targets, for `/api/v1/targets`.
+    targets: Arc<crate::scrape::Targets>,
 }
 
 impl PromState {
     /// State for `config`.
-    pub fn new(config: QueryConfig) -> PromState {
+    pub fn new(config: QueryConfig, targets: Arc<crate::scrape::Targets>) -> PromState {
         let gate = Arc::new(Semaphore::new(config.max_concurrency));
-        PromState { config, gate, started: SystemTime::now() }
+        PromState { config, gate, started: SystemTime::now(), targets }
     }
 
     fn engine(&self) -> Engine {
@@ -80,6 +82,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/status/runtimeinfo", get(runtimeinfo).post(runtimeinfo))
         .route("/api/v1/status/config", get(config_status).post(config_status))
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/targets", get(targets).post(targets))
         .route("/api/v1/rules", get(rules).post(rules))
         .route("/api/v1/alerts", get(alerts).post(alerts))
         .route("/api/v1/write", post(write::remote_write))
@@ -702,6 +705,55 @@ async fn format_query(req: Request) -> ApiResult {
     let mut data = String::new();
     json::string(&mut data, &expr.prettify());
     Ok(ok(&data, &[]))
+}
+
+/// `/api/v1/targets`: the scrape targets with their last scrape, in Prometheus' shape.
+async fn targets(State(s): State<AppState>) -> Response {
+    let mut out = String::from("{\"activeTargets\":[");
+    for (i, t) in s.prom.targets.list().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let uri: Option<http::Uri> = t.url.parse().ok();
+        let path = uri.as_ref().map(|u| u.path().to_string()).unwrap_or_default();
+        let instance = t.labels.get("instance").unwrap_or("").to_string();
+        let discovered = storage::model::Labels::from_pairs([
+            ("__address__", instance.as_str()),
+            ("__metrics_path__", path.as_str()),
+            ("__scheme__", "http"),
+            ("job", t.job.as_str()),
+        ]);
+        out.push_str("{\"discoveredLabels\":");
+        json::labels(&mut out, &discovered);
+        out.push_str(",\"labels\":");
+        json::labels(&mut out, &t.labels);
+        out.push_str(",\"scrapePool\":");
+        json::string(&mut out, &t.job);
+        out.push_str(",\"scrapeUrl\":");
+        json::string(&mut out, &t.url);
+        out.push_str(",\"globalUrl\":");
+        json::string(&mut out, &t.url);
+        let last = t.last();
+        let (health, error, at, duration) = match &last {
+            None => ("unknown", String::new(), UNIX_EPOCH, 0.0),
+            Some(l) if l.error.is_empty() => ("up", String::new(), l.at, l.duration_s),
+            Some(l) => ("down", l.error.clone(), l.at, l.duration_s),
+        };
+        out.push_str(",\"lastError\":");
+        json::string(&mut out, &error);
+        out.push_str(",\"lastScrape\":");
+        json::string(&mut out, &humantime::format_rfc3339_millis(at).to_string());
+        out.push_str(&format!(",\"lastScrapeDuration\":{duration}"));
+        out.push_str(",\"health\":");
+        json::string(&mut out, health);
+        out.push_str(",\"scrapeInterval\":");
+        json::string(&mut out, &humantime::format_duration(t.interval).to_string());
+        out.push_str(",\"scrapeTimeout\":");
+        json::string(&mut out, &humantime::format_duration(t.timeout).to_string());
+        out.push('}');
+    }
+    out.push_str("],\"droppedTargets\":[]}");
+    ok(&out, &[])
 }
 
 /// `/api/v1/rules`: no rules are configured yet.

@@ -99,6 +99,16 @@ fn scrape_a_target() {
     let (_, body) = get(&s.http(), "/api/v1/metadata", &[("metric", "temp")]);
     assert_eq!(body, r#"{"status":"success","data":{"temp":[{"type":"gauge","help":"Temperature.","unit":""}]}}"#);
 
+    // The targets endpoint reports the target as up.
+    let (_, body) = get(&s.http(), "/api/v1/targets", &[]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let t = &v["data"]["activeTargets"][0];
+    assert_eq!(t["health"], "up", "{body}");
+    assert_eq!(t["scrapePool"], "sensors");
+    assert_eq!(t["labels"]["instance"], instance);
+    assert_eq!(t["discoveredLabels"]["__metrics_path__"], "/metrics");
+    assert_eq!(t["scrapeInterval"], "1s");
+
     // A series disappears: it is marked stale and instant queries stop returning it.
     *page.lock().unwrap() = Some("temp{room=\"a\",job=\"inner\"} 22\n".into());
     wait_for("room b stale", || query(&s, "temp").len() == 1);
@@ -108,6 +118,10 @@ fn scrape_a_target() {
     *page.lock().unwrap() = None;
     wait_for("up 0", || query(&s, "up").first().is_some_and(|u| u["value"][1] == "0"));
     wait_for("all stale", || query(&s, "temp").is_empty());
+    let (_, body) = get(&s.http(), "/api/v1/targets", &[]);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["activeTargets"][0]["health"], "down", "{body}");
+    assert!(v["data"]["activeTargets"][0]["lastError"].as_str().unwrap().contains("500"), "{body}");
 }
 
 #[test]
