@@ -16,7 +16,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use storage::model::Labels;
 
 use super::QueryError;
-use super::eval::{Evaluator, S, Val, Vector, check_unique, drop_name};
+use super::eval::{Evaluator, NameCache, S, Val, Vector, check_unique, drop_name};
 use super::value::Point;
 
 fn is_comparison(op: TokenId) -> bool {
@@ -89,14 +89,16 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
                 .collect(),
         )),
         (Val::Vector(l), Val::Scalar(r)) => {
+            let mut names = NameCache::default();
             let out: Vec<Vector> =
-                l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool)).collect();
+                l.into_iter().zip(r).map(|(v, s)| vector_scalar(op, v, s, false, return_bool, &mut names)).collect();
             out.iter().try_for_each(|v| check_unique(v))?;
             Ok(Val::Vector(out))
         }
         (Val::Scalar(l), Val::Vector(r)) => {
+            let mut names = NameCache::default();
             let out: Vec<Vector> =
-                r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool)).collect();
+                r.into_iter().zip(l).map(|(v, s)| vector_scalar(op, v, s, true, return_bool, &mut names)).collect();
             out.iter().try_for_each(|v| check_unique(v))?;
             Ok(Val::Vector(out))
         }
@@ -126,7 +128,7 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr) -> Result<Val, Que
     }
 }
 
-fn vector_scalar(op: TokenId, v: Vector, s: f64, swap: bool, return_bool: bool) -> Vector {
+fn vector_scalar(op: TokenId, v: Vector, s: f64, swap: bool, return_bool: bool, names: &mut NameCache) -> Vector {
     let mut out = Vec::with_capacity(v.len());
     for e in v {
         let sp = Point::Float(s);
@@ -141,7 +143,7 @@ fn vector_scalar(op: TokenId, v: Vector, s: f64, swap: bool, return_bool: bool) 
             keep = true;
         }
         if keep {
-            let labels = if drops_name(op) || return_bool { drop_name(&e.labels) } else { e.labels.clone() };
+            let labels = if drops_name(op) || return_bool { names.drop_name(&e.labels) } else { e.labels.clone() };
             out.push(S { labels, point: value });
         }
     }

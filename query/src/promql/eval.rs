@@ -371,13 +371,14 @@ impl<'a> Evaluator<'a> {
             Expr::Paren(p) => self.eval(&p.expr),
             Expr::Unary(u) => match self.eval(&u.expr)? {
                 Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
-                Val::Vector(steps) => Ok(Val::Vector(
+                Val::Vector(steps) => Ok(Val::Vector({
+                    let mut names = NameCache::default();
                     steps
                         .into_iter()
                         .map(|vec| {
                             vec.into_iter()
                                 .map(|s| S {
-                                    labels: drop_name(&s.labels),
+                                    labels: names.drop_name(&s.labels),
                                     point: match s.point {
                                         Point::Float(f) => Point::Float(-f),
                                         Point::Histogram(h) => Point::Histogram(h.mul(-1.0)),
@@ -385,8 +386,8 @@ impl<'a> Evaluator<'a> {
                                 })
                                 .collect()
                         })
-                        .collect(),
-                )),
+                        .collect()
+                })),
                 _ => Err(QueryError::Execution("unary expression only allowed on scalars and vectors".into())),
             },
             Expr::VectorSelector(vs) => self.eval_vector_selector(vs),
@@ -554,6 +555,26 @@ impl<'a> Evaluator<'a> {
             Val::Vector(v) => Ok(v),
             _ => Err(QueryError::Execution("expected instant vector".into())),
         }
+    }
+}
+
+/// [`drop_name`] cached per label set across the steps of one operation; entries keep the input
+/// set alive so its address cannot be reused for another set meanwhile.
+#[derive(Default)]
+pub(crate) struct NameCache(HashMap<usize, (Arc<Labels>, Arc<Labels>)>);
+
+impl NameCache {
+    pub fn drop_name(&mut self, l: &Arc<Labels>) -> Arc<Labels> {
+        if l.get("__name__").is_none() {
+            return l.clone();
+        }
+        let key = Arc::as_ptr(l) as usize;
+        if let Some((_, d)) = self.0.get(&key) {
+            return d.clone();
+        }
+        let d = drop_name(l);
+        self.0.insert(key, (l.clone(), d.clone()));
+        d
     }
 }
 

@@ -13,7 +13,7 @@ use storage::model::Labels;
 
 use super::QueryError;
 use super::aggr::{quantile, valid_label_name};
-use super::eval::{Evaluator, RangeInput, S, Val, Vector, Window, check_unique, drop_name, unwrap_parens};
+use super::eval::{Evaluator, NameCache, RangeInput, S, Val, Vector, Window, check_unique, drop_name, unwrap_parens};
 use super::histogram::{bucket_quantile, native_fraction, native_quantile};
 use super::value::{FloatHistogram, Point};
 
@@ -267,8 +267,9 @@ fn simple(ev: &Evaluator<'_>, arg: &Expr, f: impl Fn(&S) -> Option<f64>) -> Resu
 
 fn per_step(v: Vec<Vector>, f: impl Fn(usize, &S) -> Option<f64>) -> Result<Val, QueryError> {
     let mut out = Vec::with_capacity(v.len());
+    let mut names = NameCache::default();
     for (i, vec) in v.into_iter().enumerate() {
-        let r: Vector = vec.iter().filter_map(|s| f(i, s).map(|x| S::float(drop_name(&s.labels), x))).collect();
+        let r: Vector = vec.iter().filter_map(|s| f(i, s).map(|x| S::float(names.drop_name(&s.labels), x))).collect();
         check_unique(&r)?;
         out.push(r);
     }
