@@ -477,4 +477,42 @@ mod tests {
         assert_eq!(e.samples[0].name, "my.metric");
         assert_eq!(e.samples[0].labels[0].0, "a.b");
     }
+
+    /// Mutated pages (bytes flipped, cut, duplicated) never panic, in either format.
+    #[test]
+    fn mutations_never_panic() {
+        let page = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\",y=\"\\\"q\"} 1.5e3 1700000000000\n\
+                    # TYPE h histogram\nh_bucket{le=\"0.5\"} 3 # {trace_id=\"abc\"} 0.2 1.5\nh_count 3\n# EOF\n";
+        let mut seed: u64 = 7;
+        let mut rnd = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) as usize) % n.max(1)
+        };
+        for _ in 0..20_000 {
+            let mut b = page.as_bytes().to_vec();
+            for _ in 0..1 + rnd(4) {
+                if b.is_empty() {
+                    break;
+                }
+                let i = rnd(b.len());
+                match rnd(3) {
+                    0 => {
+                        const ALPHABET: &[u8] = b"{}\"=,# \n\\ae1.+-";
+                        b[i] = ALPHABET[rnd(ALPHABET.len())];
+                    }
+                    1 => {
+                        b.truncate(i);
+                    }
+                    _ => {
+                        let j = rnd(b.len());
+                        let chunk: Vec<u8> = b[i.min(j)..i.max(j)].to_vec();
+                        b.splice(i..i, chunk);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&b);
+            let _ = parse(&text, Format::Text, 0);
+            let _ = parse(&text, Format::OpenMetrics, 0);
+        }
+    }
 }

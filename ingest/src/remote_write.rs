@@ -554,4 +554,35 @@ mod tests {
         assert_eq!(got.zero_count, 1.0);
         assert!(!got.is_gauge);
     }
+
+    /// Random and mutated bodies never panic.
+    #[test]
+    fn mutations_never_panic() {
+        let mut ts = series(vec![label("__name__", "a"), label("b", "c")], T, 1.0);
+        ts.histograms.push(PbHistogram {
+            count: Some(PbCount::Int(3)),
+            positive_spans: vec![PbBucketSpan { offset: 0, length: 2 }],
+            positive_deltas: vec![1, 1],
+            timestamp: T,
+            ..Default::default()
+        });
+        let raw = req(vec![ts]).encode_to_vec();
+        let mut seed: u64 = 11;
+        let mut rnd = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) as usize) % n.max(1)
+        };
+        for _ in 0..20_000 {
+            let mut b = raw.clone();
+            for _ in 0..1 + rnd(3) {
+                let i = rnd(b.len());
+                b[i] = rnd(256) as u8;
+            }
+            let body = snap::raw::Encoder::new().compress_vec(&b).unwrap();
+            if let Ok(r) = decode(&body, 1 << 20) {
+                let _ = map(r, &Limits::default(), 10, NOW_NS);
+            }
+            let _ = decode(&b, 1 << 20);
+        }
+    }
 }
