@@ -77,6 +77,91 @@ pub struct RawConfig {
     pub logs: RawLogs,
     /// The metrics store.
     pub metrics: RawMetrics,
+    /// PromQL and the Prometheus query API.
+    pub query: RawQuery,
+    /// Prometheus scraping.
+    pub scrape: RawScrape,
+}
+
+/// `[query]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuery {
+    /// How far back an instant selector looks for a sample (Prometheus `--query.lookback-delta`).
+    pub lookback_delta: String,
+    /// Longest a query may run (Prometheus `--query.timeout`); a `timeout` parameter can only shorten it.
+    pub timeout: String,
+    /// Most samples one query may hold in memory at once (Prometheus `--query.max-samples`).
+    pub max_samples: usize,
+    /// Queries evaluated at once (Prometheus `--query.max-concurrency`); more wait their turn.
+    pub max_concurrency: usize,
+    /// Most points per series a range query may produce ((end - start) / step).
+    pub max_points_per_series: usize,
+}
+
+/// `[scrape]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawScrape {
+    /// Default time between scrapes of a target.
+    pub interval: String,
+    /// Default time allowed for one scrape (at most the interval).
+    pub timeout: String,
+    /// Scrape Outpost's own `/metrics` (job `outpost`).
+    pub self_scrape: bool,
+    /// Largest accepted exposition body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most samples one scrape may return; more fails the scrape (Prometheus `sample_limit`, 0 = none).
+    pub sample_limit: usize,
+    /// Targets (`[[scrape.targets]]`).
+    pub targets: Vec<RawScrapeTarget>,
+}
+
+/// One `[[scrape.targets]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawScrapeTarget {
+    /// The `job` label.
+    pub job: String,
+    /// `http://host:port/path`; the `instance` label is its `host:port`.
+    pub url: String,
+    /// Overrides `scrape.interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Overrides `scrape.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Extra labels put on every series of the target.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Keep the target's own `job`/`instance`/... labels on conflict (Prometheus `honor_labels`).
+    #[serde(default)]
+    pub honor_labels: bool,
+}
+
+impl Default for RawQuery {
+    fn default() -> Self {
+        RawQuery {
+            lookback_delta: "5m".into(),
+            timeout: "2m".into(),
+            max_samples: 50_000_000,
+            max_concurrency: 20,
+            max_points_per_series: 11_000,
+        }
+    }
+}
+
+impl Default for RawScrape {
+    fn default() -> Self {
+        RawScrape {
+            interval: "15s".into(),
+            timeout: "10s".into(),
+            self_scrape: true,
+            max_body_bytes: 16 << 20,
+            sample_limit: 0,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// `[wal]`.
@@ -147,6 +232,8 @@ pub struct RawLimits {
     pub max_label_value_bytes: usize,
     /// Most labels per metric series.
     pub max_labels_per_series: usize,
+    /// Most series in one Prometheus remote-write request; more → 413.
+    pub max_series_per_request: usize,
     /// How far in the future a timestamp may lie.
     pub max_future: String,
     /// How far in the past a timestamp may lie (`0s` = no limit).
@@ -204,6 +291,8 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             logs: RawLogs::default(),
             metrics: RawMetrics::default(),
+            query: RawQuery::default(),
+            scrape: RawScrape::default(),
         }
     }
 }
@@ -227,6 +316,7 @@ impl Default for RawLimits {
             max_label_name_bytes: l.max_label_name_bytes,
             max_label_value_bytes: l.max_label_value_bytes,
             max_labels_per_series: l.max_labels_per_series,
+            max_series_per_request: 100_000,
             max_future: "10m".into(),
             max_age: "7d".into(),
         }
@@ -402,6 +492,59 @@ pub struct Config {
     pub item_limits: ingest::otlp::Limits,
     /// Logs mapping options.
     pub logs: ingest::otlp::LogsOptions,
+    /// PromQL engine and Prometheus API options.
+    pub query: QueryConfig,
+    /// Scraping.
+    pub scrape: ScrapeConfig,
+}
+
+/// The resolved `[query]` section.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    /// Lookback for instant selectors.
+    pub lookback_delta: Duration,
+    /// Longest a query may run.
+    pub timeout: Duration,
+    /// Most samples a query may hold.
+    pub max_samples: usize,
+    /// Queries evaluated at once.
+    pub max_concurrency: usize,
+    /// Most points per series of a range query.
+    pub max_points_per_series: usize,
+}
+
+/// The resolved `[scrape]` section.
+#[derive(Debug, Clone)]
+pub struct ScrapeConfig {
+    /// Scrape Outpost's own `/metrics`.
+    pub self_scrape: bool,
+    /// Default interval.
+    pub interval: Duration,
+    /// Default timeout.
+    pub timeout: Duration,
+    /// Largest exposition body.
+    pub max_body_bytes: usize,
+    /// Most samples per scrape (0 = none).
+    pub sample_limit: usize,
+    /// Configured targets.
+    pub targets: Vec<ScrapeTarget>,
+}
+
+/// A resolved scrape target.
+#[derive(Debug, Clone)]
+pub struct ScrapeTarget {
+    /// `job` label.
+    pub job: String,
+    /// Full URL.
+    pub url: String,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Time allowed per scrape.
+    pub timeout: Duration,
+    /// Extra target labels.
+    pub labels: BTreeMap<String, String>,
+    /// Keep the target's labels on conflict.
+    pub honor_labels: bool,
 }
 
 /// Limits on whole requests.
@@ -413,6 +556,8 @@ pub struct RequestLimits {
     pub max_inflight_requests: usize,
     /// Time allowed to receive a body.
     pub body_timeout: Duration,
+    /// Most series in one remote-write request.
+    pub max_series_per_request: usize,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -484,6 +629,7 @@ impl RawConfig {
             max_request_bytes: positive("limits.max_request_bytes", l.max_request_bytes)?,
             max_inflight_requests: positive("limits.max_inflight_requests", l.max_inflight_requests)?,
             body_timeout: parse_duration("limits.request_body_timeout", &l.request_body_timeout)?,
+            max_series_per_request: positive("limits.max_series_per_request", l.max_series_per_request)?,
         };
         let max_future = parse_duration("limits.max_future", &l.max_future)?;
         let max_age = parse_duration("limits.max_age", &l.max_age)?;
@@ -526,7 +672,18 @@ impl RawConfig {
             },
             engines: storage::EngineOptions { metrics: self.metrics.resolve()?, ..storage::EngineOptions::default() },
         };
+        let q = &self.query;
+        let query = QueryConfig {
+            lookback_delta: nonzero_duration("query.lookback_delta", &q.lookback_delta)?,
+            timeout: nonzero_duration("query.timeout", &q.timeout)?,
+            max_samples: positive("query.max_samples", q.max_samples)?,
+            max_concurrency: positive("query.max_concurrency", q.max_concurrency)?,
+            max_points_per_series: positive("query.max_points_per_series", q.max_points_per_series)?,
+        };
+        let scrape = resolve_scrape(&self.scrape)?;
         Ok(Config {
+            query,
+            scrape,
             data_dir: self.data_dir,
             listen,
             otlp_grpc_listen: grpc,
@@ -557,6 +714,54 @@ impl RawMetrics {
             block_range,
         })
     }
+}
+
+fn nonzero_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(key, v)?;
+    if d.is_zero() { Err(key_err(key, "must be greater than 0")) } else { Ok(d) }
+}
+
+fn resolve_scrape(s: &RawScrape) -> Result<ScrapeConfig, ConfigError> {
+    let interval = nonzero_duration("scrape.interval", &s.interval)?;
+    let timeout = nonzero_duration("scrape.timeout", &s.timeout)?;
+    let mut targets = Vec::with_capacity(s.targets.len());
+    for (i, t) in s.targets.iter().enumerate() {
+        let key = |k: &str| format!("scrape.targets[{i}].{k}");
+        if t.job.is_empty() {
+            return Err(key_err(&key("job"), "must not be empty"));
+        }
+        let uri: http::Uri = t.url.parse().map_err(|e| key_err(&key("url"), format!("{:?}: {e}", t.url)))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(key_err(&key("url"), format!("{:?} must be an http:// URL with a host", t.url)));
+        }
+        let t_interval = match &t.interval {
+            Some(v) => nonzero_duration(&key("interval"), v)?,
+            None => interval,
+        };
+        let t_timeout = match &t.timeout {
+            Some(v) => nonzero_duration(&key("timeout"), v)?,
+            None => timeout.min(t_interval),
+        };
+        if t_timeout > t_interval {
+            return Err(key_err(&key("timeout"), "must not be longer than the target's interval"));
+        }
+        targets.push(ScrapeTarget {
+            job: t.job.clone(),
+            url: t.url.clone(),
+            interval: t_interval,
+            timeout: t_timeout,
+            labels: t.labels.clone(),
+            honor_labels: t.honor_labels,
+        });
+    }
+    Ok(ScrapeConfig {
+        self_scrape: s.self_scrape,
+        interval,
+        timeout: timeout.min(interval),
+        max_body_bytes: positive("scrape.max_body_bytes", s.max_body_bytes)?,
+        sample_limit: s.sample_limit,
+        targets,
+    })
 }
 
 /// A quarter of the machine's memory, at most 2 GiB (2 GiB when it cannot be read).
@@ -616,6 +821,35 @@ mod tests {
         assert_eq!(c.fsync_interval, Some(Duration::from_millis(250)));
         assert_eq!(c.requests.max_inflight_requests, 7);
         assert_eq!(c.logs.stream_label_attributes, vec!["service.name".to_string()]);
+    }
+
+    #[test]
+    fn scrape_targets_are_validated() {
+        let load = |toml: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("c.toml");
+            std::fs::write(&file, toml).unwrap();
+            RawConfig::load(Some(&file), Vec::new(), &FlagOverrides::default()).and_then(RawConfig::resolve)
+        };
+        let ok = load("[scrape]\ninterval = \"30s\"\n[[scrape.targets]]\njob = \"node\"\nurl = \"http://127.0.0.1:9100/metrics\"\nlabels = { env = \"lab\" }\n").unwrap();
+        let t = &ok.scrape.targets[0];
+        assert_eq!((t.interval, t.timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+        assert_eq!(t.labels["env"], "lab");
+        for (bad, key) in [
+            ("[[scrape.targets]]\njob = \"\"\nurl = \"http://a:1/m\"\n", "scrape.targets[0].job"),
+            ("[[scrape.targets]]\njob = \"j\"\nurl = \"https://a:1/m\"\n", "scrape.targets[0].url"),
+            ("[[scrape.targets]]\njob = \"j\"\nurl = \"not a url\"\n", "scrape.targets[0].url"),
+            (
+                "[[scrape.targets]]\njob = \"j\"\nurl = \"http://a:1/m\"\ninterval = \"5s\"\ntimeout = \"6s\"\n",
+                "scrape.targets[0].timeout",
+            ),
+            ("[query]\nlookback_delta = \"0s\"\n", "query.lookback_delta"),
+            ("[query]\nmax_concurrency = 0\n", "query.max_concurrency"),
+            ("[limits]\nmax_series_per_request = 0\n", "limits.max_series_per_request"),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     /// `deploy/outpost.example.toml` documents every key with its default value.

@@ -23,6 +23,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// The Prometheus query API's engine options and query slots.
+    pub prom: Arc<crate::api::prom::PromState>,
 }
 
 fn otlp_routes() -> Router<AppState> {

@@ -7,5 +7,6 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod pipeline;
+pub mod scrape;
 pub mod server;
 pub mod telemetry;

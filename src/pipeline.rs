@@ -194,6 +194,11 @@ impl Pipeline {
         self.telemetry.set_ready(true);
     }
 
+    /// The item limits every protocol's mapping enforces.
+    pub fn item_limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The store, once open.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         self.storage.get()

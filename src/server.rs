@@ -92,7 +92,12 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         config.logs.clone(),
         Arc::clone(&telemetry),
     ));
-    let state = AppState { pipeline: Arc::clone(&pipeline), limits: config.requests };
+    let scrape_targets = Arc::new(crate::scrape::Targets::default());
+    let state = AppState {
+        pipeline: Arc::clone(&pipeline),
+        limits: config.requests,
+        prom: Arc::new(crate::api::prom::PromState::new(config.query.clone(), Arc::clone(&scrape_targets))),
+    };
     let grpc = crate::grpc::routes(Arc::clone(&pipeline), config.requests.max_request_bytes);
     let stop = CancellationToken::new();
     let mut servers = JoinSet::new();
@@ -130,6 +135,14 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
     background.spawn(maintain_stores(Arc::clone(&pipeline), stop.clone()));
     background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
+    crate::scrape::spawn(
+        &config.scrape,
+        addrs.http,
+        Arc::clone(&pipeline),
+        &scrape_targets,
+        stop.clone(),
+        &mut background,
+    );
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
     }

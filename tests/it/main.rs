@@ -5,6 +5,11 @@
 mod bad_input;
 mod crash;
 mod otlp_sdk;
+mod prom_api;
+mod prom_diff;
+mod prom_scrape;
+mod prom_util;
+mod prom_write;
 mod shell;
 mod support;
 mod tidy;
