@@ -283,7 +283,8 @@ impl Pipeline {
         let this = Arc::clone(self);
         let result = tokio::task::spawn_blocking(move || {
             let storage = this.storage.get().ok_or(PipelineError::NotReady("replaying the write-ahead log"))?;
-            let (batch, outcome) = map(now_ns())?;
+            let (mut batch, mut outcome) = map(now_ns())?;
+            admit_metrics(storage, &mut batch, &mut outcome);
             if !batch.is_empty() {
                 storage.write(batch).map_err(PipelineError::Storage)?;
             }
@@ -328,11 +329,34 @@ impl Pipeline {
                 )
             }
         };
+        let (mut batch, mut outcome) = (batch, outcome);
+        admit_metrics(storage, &mut batch, &mut outcome);
         if !batch.is_empty() {
             storage.write(batch).map_err(PipelineError::Storage)?;
         }
         Ok(outcome)
     }
+}
+
+/// Applies the metrics store's out-of-order window before the WAL write, so that nothing is
+/// acknowledged that the store would drop: refused samples are counted as rejected
+/// (`timestamp_too_old`) and named in the outcome's message.
+fn admit_metrics(storage: &Storage, batch: &mut WriteBatch, outcome: &mut Outcome) {
+    let WriteBatch::Metrics(b) = batch else { return };
+    let dropped = storage.stores().admit_metrics(b);
+    if dropped == 0 {
+        return;
+    }
+    outcome.accepted = outcome.accepted.saturating_sub(dropped);
+    outcome.rejected += dropped;
+    match outcome.reasons.iter_mut().find(|(r, _)| *r == RejectReason::TimestampTooOld) {
+        Some((_, n)) => *n += dropped,
+        None => outcome.reasons.push((RejectReason::TimestampTooOld, dropped)),
+    }
+    let note = format!(
+        "{dropped} samples out of bounds: older than the newest stored sample minus metrics.out_of_order_window"
+    );
+    outcome.message = if outcome.message.is_empty() { note } else { format!("{}; {note}", outcome.message) };
 }
 
 fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Request, PipelineError> {

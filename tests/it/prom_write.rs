@@ -137,3 +137,33 @@ fn series_limits() {
     assert_eq!(st, 413, "{body}");
     assert!(body.contains("limits.max_"), "{body}");
 }
+
+/// The metrics store's out-of-order window is applied before the WAL write: samples the store would
+/// drop are refused (400, as Prometheus answers "out of bounds"), the rest of the request is stored.
+#[test]
+fn samples_older_than_the_out_of_order_window_are_refused_not_lost() {
+    let s = server();
+    let t = now_ms();
+    let (st, body) = remote_write(
+        &s.http(),
+        &WriteRequest { timeseries: vec![series(&[("__name__", "ooo"), ("k", "new")], &[(t, 1.0)])], metadata: vec![] },
+    );
+    assert_eq!((st, body.as_str()), (204, ""));
+    // 30 minutes back is outside the default 10-minute window; 5 minutes back is inside it.
+    let (st, body) = remote_write(
+        &s.http(),
+        &WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "ooo"), ("k", "old")], &[(t - 30 * 60_000, 2.0)]),
+                series(&[("__name__", "ooo"), ("k", "recent")], &[(t - 5 * 60_000, 3.0)]),
+            ],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("1 samples out of bounds"), "{body}");
+    let store = s.storage();
+    use storage::Reader;
+    let stored = |k: &str| store.metric_store().select_matching(&[storage::Matcher::eq("k", k)], 0, i64::MAX).len();
+    assert_eq!((stored("new"), stored("old"), stored("recent")), (1, 0, 1));
+}

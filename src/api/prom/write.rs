@@ -111,6 +111,9 @@ pub async fn remote_write(State(s): State<AppState>, headers: HeaderMap, body: B
         })
         .await;
     match result {
+        // As Prometheus: the in-bounds samples are stored, and the sender is told (400, not
+        // retried) that the rest were out of bounds.
+        Ok(o) if o.rejected > 0 => (StatusCode::BAD_REQUEST, o.message).into_response(),
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => pipeline_error(e),
     }
