@@ -12,7 +12,7 @@ use storage::model::Labels;
 use storage::{Direction, LogScan, LogsReader, MatchOp, StoredLog};
 
 use super::ast::*;
-use super::pipeline::{self, Builder, Cat, ERROR, ERROR_DETAILS};
+use super::pipeline::{self, Builder, Cat, ERROR};
 use super::units::{parse_bytes, parse_duration, parse_float};
 use super::{Data, Engine, Entry, Error, MatrixSeries, Request, Response, Stats, Stream, VecSample};
 
@@ -127,7 +127,6 @@ impl Ctx<'_> {
         let interval = req.interval_ns;
         let mut last_ts: Option<i64> = None;
         let mut count = 0usize;
-        let mut fail = None;
         // Log query ranges are [start, end).
         self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
             let meta = meta_of(log);
@@ -154,12 +153,8 @@ impl Ctx<'_> {
             if count >= limit {
                 return false;
             }
-            let _ = &mut fail;
             true
         })?;
-        if let Some(e) = fail {
-            return Err(e);
-        }
         Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
     }
 
@@ -313,7 +308,9 @@ impl Ctx<'_> {
                 out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
                 Ok(())
             }
-            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out),
+            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => {
+                self.load(inner, start, end, out)
+            }
             MetricExpr::Binary { lhs, rhs, .. } => {
                 self.load(lhs, start, end, out)?;
                 self.load(rhs, start, end, out)
@@ -398,7 +395,10 @@ impl Evaluator<'_> {
             MetricExpr::Literal(v) => Ok(Value::Scalar(*v)),
             MetricExpr::VectorLit(v) => Ok(Value::Vector(vec![Sample { labels: Labels::new(), v: *v }])),
             MetricExpr::Range { op, param, range_ns, offset_ns, .. } => {
-                let data = self.loaded.get(&(m as *const MetricExpr)).ok_or_else(|| Error::Execution("range data not loaded".into()))?;
+                let data = self
+                    .loaded
+                    .get(&(m as *const MetricExpr))
+                    .ok_or_else(|| Error::Execution("range data not loaded".into()))?;
                 let hi = t - offset_ns;
                 let lo = hi - range_ns;
                 let mut out = Vec::new();
@@ -418,7 +418,10 @@ impl Evaluator<'_> {
                     return Ok(Value::Vector(vec![Sample { labels: data.absent.clone(), v: 1.0 }]));
                 }
                 if out.len() > self.max_series {
-                    return Err(Error::Limit(format!("maximum of series ({}) reached for a single query", self.max_series)));
+                    return Err(Error::Limit(format!(
+                        "maximum of series ({}) reached for a single query",
+                        self.max_series
+                    )));
                 }
                 Ok(Value::Vector(out))
             }
@@ -440,8 +443,12 @@ impl Evaluator<'_> {
                     if let Some(caps) = regex.captures(&sv) {
                         let mut res = String::new();
                         caps.expand(replacement, &mut res);
-                        let mut pairs: Vec<(String, String)> =
-                            s.labels.iter().filter(|l| l.name != *dst).map(|l| (l.name.clone(), l.value.clone())).collect();
+                        let mut pairs: Vec<(String, String)> = s
+                            .labels
+                            .iter()
+                            .filter(|l| l.name != *dst)
+                            .map(|l| (l.name.clone(), l.value.clone()))
+                            .collect();
                         if !res.is_empty() {
                             pairs.push((dst.clone(), res));
                         }
@@ -696,7 +703,9 @@ fn arith(op: BinOp, l: f64, r: f64) -> (f64, bool) {
 
 fn signature(l: &Labels, m: &BinModifier) -> Vec<(String, String)> {
     match &m.matching {
-        Some((true, on)) => l.iter().filter(|x| on.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect(),
+        Some((true, on)) => {
+            l.iter().filter(|x| on.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect()
+        }
         Some((false, ign)) => {
             l.iter().filter(|x| !ign.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect()
         }
@@ -809,16 +818,16 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         if m.group.is_none() {
             if seen_sigs.insert(sig, ()).is_some() {
                 return Err(Error::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                        .into(),
                 ));
             }
         } else if seen.insert(metric.clone(), ()).is_some() {
-            return Err(Error::Execution("multiple matches for labels: grouping labels must ensure unique matches".into()));
+            return Err(Error::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
         }
         out.push(Sample { labels: metric, v: value });
     }
     Ok(out)
 }
-
-#[allow(dead_code)]
-const _USED: (&str, &str) = (ERROR, ERROR_DETAILS);
