@@ -32,10 +32,10 @@ use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch,
 use storage::{Direction, MatchOp, MemStore, Reader};
 
 fn dur(s: &str) -> i64 {
-    if let Some(n) = s.strip_suffix("ns") {
-        if let Ok(v) = n.parse::<i64>() {
-            return v;
-        }
+    if let Some(n) = s.strip_suffix("ns")
+        && let Ok(v) = n.parse::<i64>()
+    {
+        return v;
     }
     let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
     let v = parse_go_duration(body).unwrap_or_else(|| panic!("bad time {s:?}"));

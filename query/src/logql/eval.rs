@@ -59,10 +59,10 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
     let mut out = Vec::new();
     for st in &l.stages {
         match st {
-            Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, value: LineFilterValue::Text(t) }) => {
-                if !t.is_empty() {
-                    out.push(t.clone());
-                }
+            Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, value: LineFilterValue::Text(t) })
+                if !t.is_empty() =>
+            {
+                out.push(t.clone());
             }
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
@@ -106,7 +106,7 @@ impl Ctx<'_> {
                 )));
                 return false;
             }
-            if stats.lines_scanned % 4096 == 0 && Instant::now() > deadline {
+            if stats.lines_scanned.is_multiple_of(4096) && Instant::now() > deadline {
                 err = Some(Error::Timeout);
                 return false;
             }
@@ -135,15 +135,15 @@ impl Ctx<'_> {
             let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
                 return true;
             };
-            if interval > 0 {
-                if let Some(prev) = last_ts {
-                    let ok = match req.direction {
-                        Direction::Forward => ts >= prev.saturating_add(interval),
-                        Direction::Backward => ts <= prev.saturating_sub(interval),
-                    };
-                    if !ok {
-                        return true;
-                    }
+            if interval > 0
+                && let Some(prev) = last_ts
+            {
+                let ok = match req.direction {
+                    Direction::Forward => ts >= prev.saturating_add(interval),
+                    Direction::Backward => ts <= prev.saturating_sub(interval),
+                };
+                if !ok {
+                    return true;
                 }
             }
             last_ts = Some(ts);
@@ -636,15 +636,11 @@ fn vector_agg(op: VecOp, param: Option<i64>, g: Option<&Grouping>, v: Vec<Sample
                     acc.mean += s.v / acc.count - acc.mean / acc.count;
                 }
             }
-            VecOp::Min => {
-                if s.v < acc.value || acc.value.is_nan() {
-                    acc.value = s.v;
-                }
+            VecOp::Min if (s.v < acc.value || acc.value.is_nan()) => {
+                acc.value = s.v;
             }
-            VecOp::Max => {
-                if s.v > acc.value || acc.value.is_nan() {
-                    acc.value = s.v;
-                }
+            VecOp::Max if (s.v > acc.value || acc.value.is_nan()) => {
+                acc.value = s.v;
             }
             VecOp::Count => {}
             VecOp::Stddev | VecOp::Stdvar => {
@@ -756,10 +752,10 @@ fn result_metric(l: &Labels, r: &Labels, m: &BinModifier) -> Labels {
     if let Some((_, include)) = &m.group {
         for name in include {
             pairs.retain(|(k, _)| k != name);
-            if let Some(v) = r.get(name) {
-                if !v.is_empty() {
-                    pairs.push((name.clone(), v.to_string()));
-                }
+            if let Some(v) = r.get(name)
+                && !v.is_empty()
+            {
+                pairs.push((name.clone(), v.to_string()));
             }
         }
     }

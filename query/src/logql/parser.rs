@@ -169,8 +169,7 @@ impl Parser {
 
     fn expr(&mut self, min_prec: u8) -> Result<Node, ParseError> {
         let mut lhs = self.unary()?;
-        loop {
-            let Some(op) = self.binop() else { break };
+        while let Some(op) = self.binop() {
             let prec = op.precedence();
             if prec < min_prec {
                 break;
@@ -186,10 +185,12 @@ impl Parser {
                     "syntax error: unexpected binary operation on logs",
                 ));
             };
-            if let BinOp::Cmp(_) = op {
-                if matches!(l, MetricExpr::Literal(_)) && matches!(r, MetricExpr::Literal(_)) && !modifier.return_bool {
-                    return Err(ParseError::plain("comparisons between scalars must use BOOL modifier"));
-                }
+            if let BinOp::Cmp(_) = op
+                && matches!(l, MetricExpr::Literal(_))
+                && matches!(r, MetricExpr::Literal(_))
+                && !modifier.return_bool
+            {
+                return Err(ParseError::plain("comparisons between scalars must use BOOL modifier"));
             }
             if op.is_set() && (matches!(l, MetricExpr::Literal(_)) || matches!(r, MetricExpr::Literal(_))) {
                 return Err(ParseError::plain(format!(

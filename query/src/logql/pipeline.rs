@@ -110,12 +110,12 @@ impl<'a> Builder<'a> {
     pub fn of(&self, cat: Cat) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> =
             self.labels.iter().filter(|(_, (_, c))| *c == cat).map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-        if cat == Cat::Parsed {
-            if let Some(e) = &self.err {
-                out.push((ERROR.into(), e.clone()));
-                if let Some(d) = &self.err_details {
-                    out.push((ERROR_DETAILS.into(), d.clone()));
-                }
+        if cat == Cat::Parsed
+            && let Some(e) = &self.err
+        {
+            out.push((ERROR.into(), e.clone()));
+            if let Some(d) = &self.err_details {
+                out.push((ERROR_DETAILS.into(), d.clone()));
             }
         }
         out
@@ -263,7 +263,7 @@ pub(crate) fn line_filter(f: &LineFilter, line: &str) -> bool {
 pub(crate) fn label_filter(f: &LabelFilter, b: &mut Builder<'_>) -> bool {
     match f {
         LabelFilter::Matcher(m) => m.matches(b.get(&m.name).unwrap_or("")),
-        LabelFilter::Number(name, op, want) => numeric(b, name, *op, *want, |s| parse_float(s)),
+        LabelFilter::Number(name, op, want) => numeric(b, name, *op, *want, parse_float),
         LabelFilter::Duration(name, op, want) => numeric(b, name, *op, *want, |s| parse_duration(s, false)),
         LabelFilter::Bytes(name, op, want) => numeric(b, name, *op, *want, parse_bytes),
         LabelFilter::And(l, r) => {
@@ -707,10 +707,8 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
         } else {
             let vs = i;
             while i < b.len() && b[i] > b' ' {
-                if b[i] == b'"' || b[i] == b'=' {
-                    if err.is_none() {
-                        err = Some(format!("logfmt syntax error at pos {} : unexpected '{}'", i + 1, b[i] as char));
-                    }
+                if (b[i] == b'"' || b[i] == b'=') && err.is_none() {
+                    err = Some(format!("logfmt syntax error at pos {} : unexpected '{}'", i + 1, b[i] as char));
                 }
                 i += 1;
             }
@@ -722,11 +720,9 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
 
 fn logfmt(line: &str, strict: bool, keep_empty: bool, params: &[(String, String)], b: &mut Builder<'_>) {
     let (pairs, err) = logfmt_pairs(line);
-    if strict {
-        if let Some(e) = err {
-            b.set_err("LogfmtParserErr", Some(e));
-            return;
-        }
+    if strict && let Some(e) = err {
+        b.set_err("LogfmtParserErr", Some(e));
+        return;
     }
     if !params.is_empty() {
         for (name, key) in params {
@@ -765,23 +761,23 @@ impl Pattern {
         let mut rest = src;
         let mut lit = String::new();
         while !rest.is_empty() {
-            if rest.starts_with('<') {
-                if let Some(end) = rest.find('>') {
-                    let name = &rest[1..end];
-                    let valid = !name.is_empty()
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && !name.as_bytes()[0].is_ascii_digit();
-                    if valid {
-                        if !lit.is_empty() {
-                            parts.push(PatPart::Lit(std::mem::take(&mut lit)));
-                        }
-                        if matches!(parts.last(), Some(PatPart::Cap(_))) {
-                            return Err("found consecutive capture: syntax error".into());
-                        }
-                        parts.push(PatPart::Cap(if name == "_" { None } else { Some(name.to_string()) }));
-                        rest = &rest[end + 1..];
-                        continue;
+            if rest.starts_with('<')
+                && let Some(end) = rest.find('>')
+            {
+                let name = &rest[1..end];
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.as_bytes()[0].is_ascii_digit();
+                if valid {
+                    if !lit.is_empty() {
+                        parts.push(PatPart::Lit(std::mem::take(&mut lit)));
                     }
+                    if matches!(parts.last(), Some(PatPart::Cap(_))) {
+                        return Err("found consecutive capture: syntax error".into());
+                    }
+                    parts.push(PatPart::Cap(if name == "_" { None } else { Some(name.to_string()) }));
+                    rest = &rest[end + 1..];
+                    continue;
                 }
             }
             let c = rest.chars().next().unwrap_or(' ');
@@ -927,10 +923,10 @@ impl IpMatcher {
                 i += 1;
             }
             let tok = line[start..i].trim_matches('.').trim_end_matches(':');
-            if let Ok(ip) = tok.parse::<IpAddr>() {
-                if self.contains(ip) {
-                    return true;
-                }
+            if let Ok(ip) = tok.parse::<IpAddr>()
+                && self.contains(ip)
+            {
+                return true;
             }
         }
         false

@@ -664,12 +664,14 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
             let mut out = Vec::new();
             let mut i = 0;
             while i < b.len() {
-                if b[i] == b'%' && i + 2 < b.len() + 1 && i + 2 <= b.len() - 1 {
-                    if let Ok(v) = u8::from_str_radix(&x[i + 1..i + 3], 16) {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
+                if b[i] == b'%'
+                    && i + 2 < b.len() + 1
+                    && i + 2 < b.len()
+                    && let Ok(v) = u8::from_str_radix(&x[i + 1..i + 3], 16)
+                {
+                    out.push(v);
+                    i += 3;
+                    continue;
                 }
                 out.push(if b[i] == b'+' { b' ' } else { b[i] });
                 i += 1;
