@@ -92,9 +92,16 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
     let mut i = 0;
     let mut line = 1;
     let mut line_start = 0;
+    // Column bookkeeping, incremental so that long queries lex in linear time.
+    let (mut col_at, mut col_pos) = (1usize, 0usize);
     while i < b.len() {
         let c = b[i];
-        let col = src[line_start..i].chars().count() + 1;
+        if col_pos < line_start {
+            (col_at, col_pos) = (1, line_start);
+        }
+        col_at += src[col_pos..i].chars().count();
+        col_pos = i;
+        let col = col_at;
         if c == b'\n' {
             i += 1;
             line += 1;

@@ -13,7 +13,7 @@ use super::template::Template;
 /// Parses a LogQL query.
 pub fn parse(q: &str) -> Result<Expr, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { toks, i: 0 };
+    let mut p = Parser { toks, i: 0, depth: 0 };
     let e = p.expr(0)?;
     p.expect_eof()?;
     let e = match e {
@@ -28,7 +28,7 @@ pub fn parse(q: &str) -> Result<Expr, ParseError> {
 /// `query` take it.
 pub fn parse_selector(q: &str) -> Result<Vec<Matcher>, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { toks, i: 0 };
+    let mut p = Parser { toks, i: 0, depth: 0 };
     let m = p.selector()?;
     p.expect_eof()?;
     Ok(m)
@@ -67,7 +67,12 @@ enum Node {
 struct Parser {
     toks: Vec<Token>,
     i: usize,
+    /// Current nesting of expressions and label filters (bounded by [`MAX_DEPTH`]).
+    depth: usize,
 }
+
+/// Deepest nesting a query may have, so that hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 128;
 
 fn unexpected(t: &Token) -> ParseError {
     ParseError::at(t.line, t.col, format!("syntax error: unexpected {}", t.display()))
@@ -168,6 +173,21 @@ impl Parser {
     }
 
     fn expr(&mut self, min_prec: u8) -> Result<Node, ParseError> {
+        self.depth += 1;
+        let r = self.expr_inner(min_prec);
+        self.depth -= 1;
+        r
+    }
+
+    fn enter(&self) -> Result<(), ParseError> {
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError::plain(format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        Ok(())
+    }
+
+    fn expr_inner(&mut self, min_prec: u8) -> Result<Node, ParseError> {
+        self.enter()?;
         let mut lhs = self.unary()?;
         while let Some(op) = self.binop() {
             let prec = op.precedence();
@@ -403,7 +423,10 @@ impl Parser {
     fn log_range(&mut self) -> Result<(LogExpr, Option<Unwrap>, i64, i64), ParseError> {
         if self.peek().is_punct("(") {
             self.next();
+            self.depth += 1;
+            self.enter()?;
             let r = self.log_range()?;
+            self.depth -= 1;
             self.expect_punct(")")?;
             return Ok(r);
         }
@@ -717,7 +740,10 @@ impl Parser {
     // ---- label filters ----
 
     fn label_filter(&mut self) -> Result<LabelFilter, ParseError> {
-        self.lf_or()
+        self.depth += 1;
+        let r = self.enter().and_then(|_| self.lf_or());
+        self.depth -= 1;
+        r
     }
 
     fn lf_or(&mut self) -> Result<LabelFilter, ParseError> {
@@ -874,5 +900,20 @@ mod tests {
         ] {
             parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::parse;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let q = format!("{}vector(1){}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse(&q).is_err());
+        let q = format!("{{a=\"b\"}} | {}x=\"y\"{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse(&q).is_err());
+        let t = format!("{{a=\"b\"}} | line_format \"{{{{ {} .a {} }}}}\"", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&t).is_err());
     }
 }

@@ -461,7 +461,15 @@ fn json_all(line: &str, b: &mut Builder<'_>) {
     }
 }
 
+/// Nesting depth up to which `json` flattens objects (deeper ones are skipped), so that a hostile
+/// line cannot exhaust the stack.
+const MAX_JSON_DEPTH: usize = 64;
+
 fn walk(obj: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), &'static str> {
+    walk_depth(obj, prefix, out, 0)
+}
+
+fn walk_depth(obj: &str, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) -> Result<(), &'static str> {
     let mut p = Json { s: obj, i: 0 };
     let mut nested: Vec<(String, &str)> = Vec::new();
     let mut err = None;
@@ -474,8 +482,11 @@ fn walk(obj: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), 
             Raw::Array(_) => {}
         }
     })?;
+    if depth >= MAX_JSON_DEPTH {
+        return Ok(());
+    }
     for (k, o) in nested {
-        if let Err(e) = walk(o, &k, out) {
+        if let Err(e) = walk_depth(o, &k, out, depth + 1) {
             err = Some(e);
         }
     }

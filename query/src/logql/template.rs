@@ -135,12 +135,14 @@ struct Parser<'a> {
     src: &'a str,
     pos: usize,
     name: &'a str,
+    /// Nesting of blocks and parenthesised pipelines (bounded, to protect the stack).
+    depth: usize,
 }
 
 impl Template {
     /// Compiles `src`; errors are Go's (`template: line:1: unclosed action`).
     pub fn parse(name: &str, src: &str) -> Result<Template, String> {
-        let mut p = Parser { src, pos: 0, name };
+        let mut p = Parser { src, pos: 0, name, depth: 0 };
         let (nodes, end) = p.list()?;
         if let Some(e) = end {
             return Err(p.err(&format!("unexpected {{{{{e}}}}}")));
@@ -208,6 +210,10 @@ impl Parser<'_> {
             let kw = self.peek_word();
             match kw.as_str() {
                 "if" | "with" => {
+                    if self.depth > 64 {
+                        return Err(self.err("template nested too deeply"));
+                    }
+                    self.depth += 1;
                     self.pos += self.src[self.pos..].find(&kw).unwrap_or(0) + kw.len();
                     let cond = self.pipeline()?;
                     self.close_action()?;
@@ -236,6 +242,7 @@ impl Parser<'_> {
                             _ => return Err(self.err(&format!("unexpected EOF in {kw}"))),
                         }
                     }
+                    self.depth -= 1;
                     if kw == "if" {
                         nodes.push(Node::If(branches, else_body));
                     } else {
@@ -309,6 +316,16 @@ impl Parser<'_> {
     }
 
     fn pipeline(&mut self) -> Result<Pipeline, String> {
+        self.depth += 1;
+        if self.depth > 64 {
+            return Err(self.err("template nested too deeply"));
+        }
+        let r = self.pipeline_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self) -> Result<Pipeline, String> {
         let mut cmds = Vec::new();
         loop {
             let cmd = self.command()?;
@@ -665,9 +682,8 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
             let mut i = 0;
             while i < b.len() {
                 if b[i] == b'%'
-                    && i + 2 < b.len() + 1
                     && i + 2 < b.len()
-                    && let Ok(v) = u8::from_str_radix(&x[i + 1..i + 3], 16)
+                    && let Some(Ok(v)) = std::str::from_utf8(&b[i + 1..i + 3]).ok().map(|h| u8::from_str_radix(h, 16))
                 {
                     out.push(v);
                     i += 3;
@@ -752,7 +768,7 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         }
         "indent" | "nindent" => {
             want(a, 2, name)?;
-            let pad = " ".repeat(a[0].to_i64().max(0) as usize);
+            let pad = " ".repeat(a[0].to_i64().clamp(0, MAX_PAD as i64) as usize);
             let x = s(&a[1]);
             let r = format!("{pad}{}", x.replace('\n', &format!("\n{pad}")));
             Val::Str(if name == "nindent" { format!("\n{r}") } else { r })
@@ -856,7 +872,7 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         "b64dec" => str1(|x| b64dec(x).unwrap_or_else(|| "illegal base64 data".into()))?,
         "alignLeft" | "alignRight" => {
             want(a, 2, name)?;
-            let n = a[0].to_i64().max(0) as usize;
+            let n = a[0].to_i64().clamp(0, MAX_PAD as i64) as usize;
             let x = s(&a[1]);
             let len = x.chars().count();
             Val::Str(if len >= n {
@@ -1021,6 +1037,9 @@ fn b64dec(x: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Largest padding, precision or indent a template may ask for.
+const MAX_PAD: usize = 4096;
+
 /// Go's `fmt.Sprintf` for the verbs templates use.
 pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
     let mut out = String::new();
@@ -1061,7 +1080,7 @@ pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
                     break;
                 }
             }
-            prec = Some(p.parse().unwrap_or(0));
+            prec = Some(p.parse::<usize>().unwrap_or(0).min(MAX_PAD));
         }
         let Some(verb) = it.next() else {
             out.push_str("%!(NOVERB)");
@@ -1109,7 +1128,8 @@ pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
             ('c', Val::Int(i)) => char::from_u32(*i as u32).map(String::from).unwrap_or_default(),
             (v, a) => format!("%!{v}({}={})", type_name(a), a.to_text()),
         };
-        let w: usize = width.parse().unwrap_or(0);
+        // Bounded so that a template cannot ask for gigabytes of padding.
+        let w: usize = width.parse::<usize>().unwrap_or(0).min(MAX_PAD);
         let len = body.chars().count();
         if len < w {
             let pad = w - len;
