@@ -10,7 +10,7 @@
 //! {app="b"} meta {user="bob"}            # every entry of this stream carries this metadata
 //!   3s ...
 //!
-//! log [start=0s] [end=1h] [limit=100] [forward|backward] [interval=1s] <query>
+//! log [start=0s] [end=far future] [limit=100] [forward|backward] [interval=1s] <query>
 //!   <time> {labels} <line>               # expected entries, in answer order (flattened)
 //! instant <time> <query>
 //!   {labels} <value>                     # expected samples (any order; in order for sort*)
@@ -219,7 +219,7 @@ fn request(kind: &str, rest: &str) -> (Request, String) {
         limit: 1000,
         direction: Direction::Backward,
         start_ns: 0,
-        end_ns: 3_600_000_000_000,
+        end_ns: 1 << 62,
         ..Default::default()
     };
     let mut rest = rest.trim();
