@@ -128,12 +128,30 @@ impl Ctx<'_> {
         let mut last_ts: Option<i64> = None;
         let mut count = 0usize;
         // Log query ranges are [start, end).
+        let filter_only = l.is_filter_only();
         self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
-            let meta = meta_of(log);
-            let mut b = Builder::new(&log.stream, &meta);
             let ts = log.record.timestamp_ns;
-            let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
-                return true;
+            // Fast path: only line filters and no metadata, so the labels are the stream's.
+            let fast = filter_only && log.record.attributes.is_empty();
+            let (labels, entry) = if fast {
+                if !passes_filters(&l.stages, &log.record.body) {
+                    return true;
+                }
+                let entry = Entry {
+                    ts_ns: ts,
+                    line: log.record.body.clone(),
+                    structured_metadata: Vec::new(),
+                    parsed: Vec::new(),
+                };
+                ((*log.stream).clone(), entry)
+            } else {
+                let meta = meta_of(log);
+                let mut b = Builder::new(&log.stream, &meta);
+                let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
+                    return true;
+                };
+                let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
+                (b.result(), entry)
             };
             if interval > 0
                 && let Some(prev) = last_ts
@@ -147,8 +165,7 @@ impl Ctx<'_> {
                 }
             }
             last_ts = Some(ts);
-            let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
-            streams.entry(b.result()).or_default().push(entry);
+            streams.entry(labels).or_default().push(entry);
             count += 1;
             if count >= limit {
                 return false;
@@ -243,10 +260,30 @@ impl Ctx<'_> {
                 let mut fail: Option<Error> = None;
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
+                let filter_only = log.is_filter_only() && unwrap.is_none() && grouping.is_none();
                 self.scan(log, from, to, Direction::Forward, &mut |rec| {
+                    let ts = rec.record.timestamp_ns;
+                    if filter_only && rec.record.attributes.is_empty() {
+                        // Fast path: the series is the stream.
+                        if !passes_filters(&log.stages, &rec.record.body) {
+                            return true;
+                        }
+                        let value = match op {
+                            RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                            _ => 1.0,
+                        };
+                        total += 1;
+                        if total > max_samples {
+                            fail = Some(Error::Limit(format!(
+                                "query processing would load too many samples into memory in query execution (max_samples {max_samples})"
+                            )));
+                            return false;
+                        }
+                        series.entry((*rec.stream).clone()).or_default().push((ts, value));
+                        return true;
+                    }
                     let meta = meta_of(rec);
                     let mut b = Builder::new(&rec.stream, &meta);
-                    let ts = rec.record.timestamp_ns;
                     let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
                         return true;
                     };
@@ -318,6 +355,14 @@ impl Ctx<'_> {
             MetricExpr::Literal(_) | MetricExpr::VectorLit(_) => Ok(()),
         }
     }
+}
+
+/// True when `line` passes every line filter among `stages` (the other stages are ignored).
+fn passes_filters(stages: &[Stage], line: &str) -> bool {
+    stages.iter().all(|s| match s {
+        Stage::LineFilter(f) => pipeline::line_filter(f, line),
+        _ => true,
+    })
 }
 
 fn ms_floor(t: i64) -> i64 {
