@@ -477,7 +477,9 @@ fn walk_depth(obj: &str, prefix: &str, out: &mut Vec<(String, String)>, depth: u
         let key = if prefix.is_empty() { sanitize_key(k) } else { format!("{prefix}_{}", sanitize_key_inner(k)) };
         match v {
             Raw::Str(s) => out.push((key, unescape(s))),
-            Raw::Other(s) => out.push((key, if s == "null" { String::new() } else { s.to_string() })),
+            // Loki's json parser skips nulls and arrays.
+            Raw::Other("null") => {}
+            Raw::Other(s) => out.push((key, s.to_string())),
             Raw::Object(o) => nested.push((key, o)),
             Raw::Array(_) => {}
         }
@@ -600,18 +602,35 @@ fn json_get(doc: &str, path: &[PathPart]) -> Option<String> {
 }
 
 fn json_params(line: &str, params: &[(String, String)], b: &mut Builder<'_>) {
-    let t = line.trim_start();
-    if !t.starts_with('{') || (Json { s: line, i: 0 }).each(&mut |_, _| {}).is_err() {
+    if line.is_empty() {
+        return;
+    }
+    if !matches!(line.as_bytes()[0], b'{' | b'[' | b'"') {
         b.set_err(JSON_ERR, None);
         return;
     }
     for (name, expr) in params {
-        let v = json_path(expr).and_then(|p| json_get(line, &p)).unwrap_or_default();
-        b.set_parsed(name.clone(), v);
+        match json_path(expr).and_then(|p| json_get(line, &p)) {
+            Some(v) => b.set_parsed(name.clone(), v),
+            // A missing value is an empty label, unless a stream label has that name.
+            None if b.get(name).is_none() => {
+                b.labels.insert(name.clone(), (String::new(), Cat::Parsed));
+            }
+            None => {}
+        }
     }
 }
 
+/// `unpack`: string members become labels and `_entry` the line — only when the object holds an
+/// `_entry` (a packed entry), as Loki does.
 fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
+    if line.is_empty() {
+        return None;
+    }
+    if !line.starts_with('{') {
+        b.set_err(JSON_ERR, Some("expecting json object(6), but it is not".into()));
+        return None;
+    }
     let mut entry = None;
     let mut found = Vec::new();
     let r = Json { s: line, i: 0 }.each(&mut |k, v| {
@@ -619,7 +638,8 @@ fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
             if k == "_entry" {
                 entry = Some(unescape(s));
             } else {
-                found.push((sanitize_key(k), unescape(s)));
+                let name = if b.base.get(k).is_some() { format!("{k}_extracted") } else { k.to_string() };
+                found.push((sanitize_key(&name), unescape(s)));
             }
         }
     });
@@ -627,8 +647,10 @@ fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
         b.set_err(JSON_ERR, Some(e.to_string()));
         return None;
     }
-    for (k, v) in found {
-        b.set_parsed(k, v);
+    if entry.is_some() {
+        for (k, v) in found {
+            b.labels.insert(k, (v, Cat::Parsed));
+        }
     }
     entry
 }
@@ -737,8 +759,14 @@ fn logfmt(line: &str, strict: bool, keep_empty: bool, params: &[(String, String)
     }
     if !params.is_empty() {
         for (name, key) in params {
-            let v = pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
-            b.set_parsed(name.clone(), v);
+            match pairs.iter().rev().find(|(k, _)| k == key) {
+                Some((_, v)) => b.set_parsed(name.clone(), v.clone()),
+                // A missing key is an empty label, unless a stream label has that name.
+                None if b.base.get(name).is_none() => {
+                    b.labels.insert(name.clone(), (String::new(), Cat::Parsed));
+                }
+                None => {}
+            }
         }
         return;
     }
