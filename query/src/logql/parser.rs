@@ -624,12 +624,15 @@ impl Parser {
                 let mut fmts: Vec<LabelFmt> = Vec::new();
                 loop {
                     let dst = self.ident()?;
+                    if dst == "__error__" {
+                        return Err(ParseError::plain("__error__ cannot be formatted"));
+                    }
                     self.expect_punct("=")?;
                     let f = match self.peek().tok.clone() {
                         Tok::Str(s) => {
                             self.next();
                             let tmpl = Template::parse("label", &s)
-                                .map_err(|e| ParseError::plain(format!("invalid template for label {dst}: {e}")))?;
+                                .map_err(|e| ParseError::plain(format!("invalid template for label '{dst}': {e}")))?;
                             LabelFmt::Template { dst: dst.clone(), tmpl }
                         }
                         Tok::Ident(src) => {
