@@ -507,8 +507,11 @@ const FUNCS: &[&str] = &[
     "count",
     "regexReplaceAll",
     "regexReplaceAllLiteral",
-    "abs",
     "alignLeft",
+    "bytes",
+    "duration",
+    "duration_seconds",
+    "toDateInZone",
     "alignRight",
     "printf",
     "print",
@@ -833,15 +836,24 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
             let v = a.iter().map(Val::to_f64);
             Val::Float(if name == "maxf" { v.fold(f64::MIN, f64::max) } else { v.fold(f64::MAX, f64::min) })
         }
-        "ceil" | "floor" | "round" | "abs" => {
+        "bytes" => {
+            want(a, 1, name)?;
+            Val::Float(super::units::parse_bytes(&s(&a[0]))?)
+        }
+        "duration" | "duration_seconds" => {
+            want(a, 1, name)?;
+            Val::Float(super::units::parse_duration(&s(&a[0]), false)? / 1e9)
+        }
+        "toDateInZone" => {
+            want(a, 3, name)?;
+            // Only UTC is known here; other zones fall back to UTC as Loki does for unknown ones.
+            Val::Time(parse_time(&s(&a[0]), &s(&a[2])).unwrap_or(i64::MIN / 2))
+        }
+        "ceil" | "floor" | "round" => {
             let x = a.first().map(Val::to_f64).unwrap_or(0.0);
             match name {
                 "ceil" => Val::Float(x.ceil()),
                 "floor" => Val::Float(x.floor()),
-                "abs" => match a.first() {
-                    Some(Val::Int(i)) => Val::Int(i.abs()),
-                    _ => Val::Float(x.abs()),
-                },
                 _ => {
                     let p = a.get(1).map(Val::to_i64).unwrap_or(0).clamp(0, 15) as i32;
                     let m = 10f64.powi(p);
@@ -872,11 +884,15 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         "b64dec" => str1(|x| b64dec(x).unwrap_or_else(|| "illegal base64 data".into()))?,
         "alignLeft" | "alignRight" => {
             want(a, 2, name)?;
-            let n = a[0].to_i64().clamp(0, MAX_PAD as i64) as usize;
             let x = s(&a[1]);
             let len = x.chars().count();
-            Val::Str(if len >= n {
-                x.chars().take(n).collect()
+            let n = a[0].to_i64();
+            if n < 0 || n as usize == len {
+                return Ok(Val::Str(x));
+            }
+            let n = n.min(MAX_PAD as i64) as usize;
+            Val::Str(if len > n {
+                if name == "alignLeft" { x.chars().take(n).collect() } else { x.chars().skip(len - n).collect() }
             } else if name == "alignLeft" {
                 format!("{x}{}", " ".repeat(n - len))
             } else {
@@ -952,13 +968,14 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         "unixToTime" => {
             want(a, 1, name)?;
             let x = s(&a[0]);
-            let v: i64 = x.parse().map_err(|_| format!("unable to parse {x}"))?;
-            let digits = x.trim_start_matches('-').len();
-            Val::Time(match digits {
-                0..=10 => v.saturating_mul(1_000_000_000),
-                11..=13 => v.saturating_mul(1_000_000),
-                14..=16 => v.saturating_mul(1_000),
-                _ => v,
+            let v: i64 = x.parse().map_err(|_| format!("unable to parse time '{x}'"))?;
+            Val::Time(match x.len() {
+                5 => v.saturating_mul(86_400_000_000_000),
+                10 => v.saturating_mul(1_000_000_000),
+                13 => v.saturating_mul(1_000_000),
+                16 => v.saturating_mul(1_000),
+                19 => v,
+                _ => return Err(format!("unable to parse time '{x}'")),
             })
         }
         "date" => {
