@@ -546,3 +546,12 @@ fn entries_carry_parsed_and_metadata_labels_apart() {
     assert_eq!(e.structured_metadata, vec![("user".to_string(), "bob".to_string())]);
     assert_eq!(e.parsed, vec![("level".to_string(), "warn".to_string()), ("x".to_string(), "1".to_string())]);
 }
+
+#[test]
+fn instant_log_query_is_empty_as_in_loki_2_9() {
+    let store = small_store();
+    let req =
+        Request { query: r#"{app="a"}"#.into(), instant: true, end_ns: 2_000_000_000, limit: 10, ..Default::default() };
+    let resp = Engine::default().execute(store.log_store(), &req).expect("query");
+    assert_eq!(resp.data, Data::Streams(Vec::new()));
+}

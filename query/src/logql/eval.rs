@@ -29,19 +29,18 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
     let mut ctx = Ctx { engine, reader, stats: Stats::default(), deadline: started + engine.opts.timeout };
     let data = match &expr {
         Expr::Log(l) => {
-            if req.instant {
-                return Err(Error::Limit(
-                    "log queries are not supported as an instant query type, please change your query to a range query type"
-                        .into(),
-                ));
-            }
             if req.limit > engine.opts.max_entries_limit {
                 return Err(Error::Limit(format!(
                     "max entries limit per query exceeded, limit > max_entries_limit ({} > {})",
                     req.limit, engine.opts.max_entries_limit
                 )));
             }
-            Data::Streams(ctx.log_query(l, req)?)
+            if req.instant {
+                // Loki 2.9 evaluates an instant log query over [time, time): nothing.
+                Data::Streams(Vec::new())
+            } else {
+                Data::Streams(ctx.log_query(l, req)?)
+            }
         }
         Expr::Metric(m) => ctx.metric_query(m, req)?,
     };
