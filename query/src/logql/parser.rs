@@ -404,16 +404,27 @@ impl Parser {
         let (log, unwrap, range_ns, offset_ns) = self.log_range()?;
         self.expect_punct(")")?;
         let grouping = self.grouping()?;
-        if let Some(u) = &unwrap {
-            if !matches!(op, RangeOp::Rate) && !op.needs_unwrap() {
-                let _ = u;
+        // Loki's RangeAggregationExpr validation, in its order.
+        let groupable = matches!(
+            op,
+            RangeOp::Avg
+                | RangeOp::Stddev
+                | RangeOp::Stdvar
+                | RangeOp::Quantile
+                | RangeOp::Max
+                | RangeOp::Min
+                | RangeOp::First
+                | RangeOp::Last
+        );
+        if grouping.is_some() && !groupable {
+            return Err(ParseError::plain(format!("grouping not allowed for {} aggregation", op.name())));
+        }
+        if unwrap.is_some() {
+            if matches!(op, RangeOp::Count | RangeOp::Bytes | RangeOp::BytesRate) {
                 return Err(ParseError::plain(format!("invalid aggregation {} with unwrap", op.name())));
             }
         } else if op.needs_unwrap() {
             return Err(ParseError::plain(format!("invalid aggregation {} without unwrap", op.name())));
-        }
-        if grouping.is_some() && !op.needs_unwrap() && !(op == RangeOp::Rate && unwrap.is_some()) {
-            return Err(ParseError::plain(format!("grouping not allowed for {} aggregation", op.name())));
         }
         Ok(MetricExpr::Range { op, param, log, unwrap, range_ns, offset_ns, grouping })
     }
