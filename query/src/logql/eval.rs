@@ -733,8 +733,9 @@ fn arith(op: BinOp, l: f64, r: f64) -> (f64, bool) {
         BinOp::Add => (l + r, true),
         BinOp::Sub => (l - r, true),
         BinOp::Mul => (l * r, true),
-        BinOp::Div => (l / r, true),
-        BinOp::Mod => (l % r, true),
+        // Loki guards divisions by zero: NaN, not ±Inf.
+        BinOp::Div => (if r == 0.0 { f64::NAN } else { l / r }, true),
+        BinOp::Mod => (if r == 0.0 { f64::NAN } else { l % r }, true),
         BinOp::Pow => (l.powf(r), true),
         BinOp::Cmp(c) => (l, c.apply(l, r)),
         BinOp::And | BinOp::Or | BinOp::Unless => (l, true),
@@ -770,9 +771,9 @@ fn vec_scalar(op: BinOp, m: &BinModifier, v: Vec<Sample>, s: f64, swap: bool) ->
     for x in v {
         let (lv, rv) = if swap { (s, x.v) } else { (x.v, s) };
         let (mut value, mut keep) = arith(op, lv, rv);
-        if matches!(op, BinOp::Cmp(_)) && swap {
-            value = rv;
-        }
+        // A filtering comparison keeps the left operand: the literal when it is on the left
+        // (Loki 2.9; Prometheus would keep the vector's value).
+        let _ = rv;
         if m.return_bool {
             value = f64::from(u8::from(keep));
             keep = true;

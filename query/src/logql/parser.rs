@@ -198,30 +198,40 @@ impl Parser {
             let modifier = self.bin_modifier(op)?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
-            let (Node::Metric(l), Node::Metric(r)) = (lhs, rhs) else {
-                return Err(ParseError::at(
-                    op_tok.line,
-                    op_tok.col,
-                    "syntax error: unexpected binary operation on logs",
-                ));
+            let op_name = op_tok.display();
+            let go_type = |n: &Node| match n {
+                Node::Log(l) if l.stages.is_empty() => "*syntax.MatchersExpr",
+                _ => "*syntax.PipelineExpr",
             };
-            if let BinOp::Cmp(_) = op
-                && matches!(l, MetricExpr::Literal(_))
-                && matches!(r, MetricExpr::Literal(_))
-                && !modifier.return_bool
-            {
-                return Err(ParseError::plain("comparisons between scalars must use BOOL modifier"));
-            }
-            if op.is_set() && (matches!(l, MetricExpr::Literal(_)) || matches!(r, MetricExpr::Literal(_))) {
-                return Err(ParseError::plain(format!(
-                    "unexpected literal for right leg of logical/set binary operation ({}): {}",
-                    match op {
-                        BinOp::And => "and",
-                        BinOp::Or => "or",
-                        _ => "unless",
-                    },
-                    "literal"
-                )));
+            let l = match lhs {
+                Node::Metric(m) => m,
+                log => {
+                    return Err(ParseError::plain(format!(
+                        "unexpected type for left leg of binary operation ({op_name}): {}",
+                        go_type(&log)
+                    )));
+                }
+            };
+            let r = match rhs {
+                Node::Metric(m) => m,
+                log => {
+                    return Err(ParseError::plain(format!(
+                        "unexpected type for right leg of binary operation ({op_name}): {}",
+                        go_type(&log)
+                    )));
+                }
+            };
+            if op.is_set() {
+                if let MetricExpr::Literal(v) = l {
+                    return Err(ParseError::plain(format!(
+                        "unexpected literal for left leg of logical/set binary operation ({op_name}): {v:.6}"
+                    )));
+                }
+                if let MetricExpr::Literal(v) = r {
+                    return Err(ParseError::plain(format!(
+                        "unexpected literal for right leg of logical/set binary operation ({op_name}): {v:.6}"
+                    )));
+                }
             }
             lhs = Node::Metric(MetricExpr::Binary { op, modifier, lhs: Box::new(l), rhs: Box::new(r) });
         }
