@@ -555,3 +555,56 @@ fn instant_log_query_is_empty_as_in_loki_2_9() {
     let resp = Engine::default().execute(store.log_store(), &req).expect("query");
     assert_eq!(resp.data, Data::Streams(Vec::new()));
 }
+
+/// Every prefix of every query in the scripts and the reference pack parses or fails cleanly (no
+/// panic), and so does every query with one character removed.
+#[test]
+fn truncated_and_mangled_queries_never_panic() {
+    let mut queries: Vec<String> = Vec::new();
+    let ref_queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql-reference/queries.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ref_queries).expect("queries.json")).expect("json");
+    for q in doc["queries"].as_array().expect("queries") {
+        queries.push(q["query"].as_str().expect("query").to_string());
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql");
+    for f in std::fs::read_dir(dir).expect("dir").filter_map(|e| e.ok()) {
+        let text = std::fs::read_to_string(f.path()).expect("read");
+        for l in text.lines() {
+            for kind in ["log ", "instant ", "range ", "error ", "scalar "] {
+                if let Some(rest) = l.strip_prefix(kind) {
+                    queries.push(rest.to_string());
+                }
+            }
+        }
+    }
+    let store = small_store();
+    let engine = Engine::default();
+    let mut checked = 0usize;
+    let mut run = |q: &str| {
+        checked += 1;
+        if query::logql::parse(q).is_ok() {
+            // Whatever parses also evaluates without panicking, as a range and an instant query.
+            let req = Request {
+                query: q.to_string(),
+                start_ns: 0,
+                end_ns: 10_000_000_000,
+                step_ns: 5_000_000_000,
+                limit: 10,
+                ..Default::default()
+            };
+            let _ = engine.execute(store.log_store(), &req);
+            let _ = engine.execute(store.log_store(), &Request { instant: true, step_ns: 0, ..req });
+        }
+    };
+    for q in &queries {
+        let chars: Vec<(usize, char)> = q.char_indices().collect();
+        for (i, _) in &chars {
+            run(&q[..*i]);
+        }
+        for (i, c) in &chars {
+            run(&format!("{}{}", &q[..*i], &q[i + c.len_utf8()..]));
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
