@@ -281,6 +281,9 @@ fn loki_2_9_13_reference_answers() {
     let text = std::fs::read_to_string(dir().join("answers-loki-2.9.13.json")).expect("answers");
     let doc: Value = serde_json::from_str(&text).expect("answers json");
     assert_eq!(doc["end_ts"].as_i64(), Some(END_TS), "the dataset dump must be for the recording's END_TS");
+    let markers = lines.values().filter(|l| l.starts_with("reference pack marker")).count();
+    let entries = doc["dataset"]["entries"].as_u64().expect("manifest entries") as usize;
+    assert_eq!(lines.len() - markers, entries, "the dump holds exactly the manifest's entries");
     let engine = Engine::new(EngineOptions::default());
     let (mut passed, mut known, mut failed) = (0, 0, Vec::new());
     for q in doc["queries"].as_array().expect("queries") {
