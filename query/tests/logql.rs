@@ -456,7 +456,8 @@ fn limits_are_clean_errors() {
     let e = Engine::new(EngineOptions { max_series: 1, ..Default::default() });
     let err = e.execute(reader, &metric(r#"count_over_time({app="a"}[1m])"#)).unwrap_err();
     assert_eq!(err, Error::Limit("maximum of series (1) reached for a single query".into()));
-    assert!(e.execute(reader, &metric(r#"sum(count_over_time({app="a"}[1m]))"#)).is_err(), "inner series count");
+    assert!(e.execute(reader, &metric(r#"max(count_over_time({app="a"}[1m]))"#)).is_err(), "inner series count");
+    assert!(e.execute(reader, &metric(r#"sum(count_over_time({app="a"}[1m]))"#)).is_ok(), "sum is pushed down");
     let e = Engine::new(EngineOptions { max_lines_scanned: 2, ..Default::default() });
     let req = Request { query: r#"{app="a"}"#.into(), end_ns: 10_000_000_000, limit: 100, ..Default::default() };
     assert!(matches!(e.execute(reader, &req), Err(Error::Limit(m)) if m.contains("max_lines_scanned")));

@@ -189,7 +189,7 @@ impl Ctx<'_> {
             ));
         }
         let mut loaded = HashMap::new();
-        self.load(m, start, end, &mut loaded)?;
+        self.load(m, start, end, &mut loaded, None)?;
         let ev = Evaluator { loaded: &loaded, max_series: self.engine.opts.max_series };
         let only_literals = is_scalar(m);
         if req.instant || req.step_ns <= 0 {
@@ -244,22 +244,27 @@ impl Ctx<'_> {
     }
 
     /// Loads the samples of every range aggregation in `m` for steps in `start..=end`.
+    /// `inject` is the grouping of an enclosing `sum` that Loki pushes down into the range
+    /// aggregation's sample extraction (see [`injectable`]); it changes which series exist before
+    /// the `__error__` check, exactly as in Loki.
     fn load(
         &mut self,
         m: &MetricExpr,
         start: i64,
         end: i64,
         out: &mut HashMap<*const MetricExpr, RangeData>,
+        inject: Option<&Grouping>,
     ) -> Result<(), Error> {
         match m {
             MetricExpr::Range { op, log, unwrap, range_ns, offset_ns, grouping, .. } => {
+                let grouping = grouping.as_ref().or(inject);
                 let from = start - offset_ns - range_ns + 1;
                 let to = end - offset_ns;
                 let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
                 let mut fail: Option<Error> = None;
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
-                let filter_only = log.is_filter_only() && unwrap.is_none() && grouping.is_none();
+                let filter_only = log.is_filter_only() && unwrap.is_none();
                 self.scan(log, from, to, Direction::Forward, &mut |rec| {
                     let ts = rec.record.timestamp_ns;
                     if filter_only && rec.record.attributes.is_empty() {
@@ -278,7 +283,11 @@ impl Ctx<'_> {
                             )));
                             return false;
                         }
-                        series.entry((*rec.stream).clone()).or_default().push((ts, value));
+                        let labels = match grouping {
+                            Some(g) => group_labels(&rec.stream, g),
+                            None => (*rec.stream).clone(),
+                        };
+                        series.entry(labels).or_default().push((ts, value));
                         return true;
                     }
                     let meta = meta_of(rec);
@@ -344,12 +353,15 @@ impl Ctx<'_> {
                 out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
                 Ok(())
             }
-            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => {
-                self.load(inner, start, end, out)
+            MetricExpr::Vector { op, inner, grouping, .. } => {
+                let by_nothing = Grouping::default();
+                let inject = injectable(*op, inner).then(|| grouping.as_ref().unwrap_or(&by_nothing));
+                self.load(inner, start, end, out, inject)
             }
+            MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out, None),
             MetricExpr::Binary { lhs, rhs, .. } => {
-                self.load(lhs, start, end, out)?;
-                self.load(rhs, start, end, out)
+                self.load(lhs, start, end, out, None)?;
+                self.load(rhs, start, end, out, None)
             }
             MetricExpr::Literal(_) | MetricExpr::VectorLit(_) => Ok(()),
         }
@@ -362,6 +374,21 @@ fn passes_filters(stages: &[Stage], line: &str) -> bool {
         Stage::LineFilter(f) => pipeline::line_filter(f, line),
         _ => true,
     })
+}
+
+/// Loki pushes a `sum`'s grouping down into a directly nested, ungrouped `count_over_time`,
+/// `rate`, `bytes_over_time`, `bytes_rate` or `sum_over_time` (summing first by the same labels
+/// changes no value, but labels such as `__error__` are then gone before the error check).
+fn injectable(op: VecOp, inner: &MetricExpr) -> bool {
+    op == VecOp::Sum
+        && matches!(
+            inner,
+            MetricExpr::Range {
+                op: RangeOp::Count | RangeOp::Rate | RangeOp::Bytes | RangeOp::BytesRate | RangeOp::Sum,
+                grouping: None,
+                ..
+            }
+        )
 }
 
 fn ms_floor(t: i64) -> i64 {
