@@ -443,11 +443,14 @@ impl<'a> Json<'a> {
     }
 }
 
+/// A JSON string's value; like Loki, an undecodable string or one holding U+FFFD is empty.
 fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_else(|_| s.to_string())
+    let v = if s.contains('\\') {
+        serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_default()
+    } else {
+        s.to_string()
+    };
+    if v.contains('\u{FFFD}') { String::new() } else { v }
 }
 
 fn json_all(line: &str, b: &mut Builder<'_>) {
