@@ -609,3 +609,31 @@ fn truncated_and_mangled_queries_never_panic() {
     }
     assert!(checked > 10_000, "{checked}");
 }
+
+#[test]
+fn label_format_keeps_categories_on_rename() {
+    let store = MemStore::new();
+    store.apply(WriteBatch::Logs(LogsBatch {
+        groups: vec![LogGroup {
+            stream: Labels::from_pairs([("app", "a")]),
+            records: vec![LogRecord {
+                timestamp_ns: 1_000_000_000,
+                body: "x=1".into(),
+                attributes: vec![KeyValue::new("user", AnyValue::String("bob".into()))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }));
+    let req = Request {
+        query: r#"{app="a"} | logfmt | label_format who=user, y=x, t="{{.app}}""#.into(),
+        end_ns: 10_000_000_000,
+        limit: 10,
+        ..Default::default()
+    };
+    let Data::Streams(s) = Engine::default().execute(store.log_store(), &req).expect("query").data else { panic!() };
+    let e = &s[0].entries[0];
+    assert_eq!(s[0].labels.to_string(), r#"{app="a", t="a", who="bob", y="1"}"#);
+    assert_eq!(e.structured_metadata, vec![("who".to_string(), "bob".to_string())]);
+    assert_eq!(e.parsed, vec![("t".to_string(), "a".to_string()), ("y".to_string(), "1".to_string())]);
+}

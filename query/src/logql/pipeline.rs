@@ -181,7 +181,10 @@ pub(crate) fn run(stages: &[Stage], ts_ns: i64, line: &str, b: &mut Builder<'_>)
                 for f in fmts {
                     match f {
                         LabelFmt::Rename { dst, src } => {
-                            if let Some(v) = b.get(src).map(str::to_string) {
+                            // A renamed label keeps its category (stream, metadata or parsed).
+                            if let Some((v, cat)) = b.labels.remove(src) {
+                                b.labels.insert(dst.clone(), (v, cat));
+                            } else if let Some(v) = b.get(src).map(str::to_string) {
                                 b.del(src);
                                 b.set(dst, v);
                             }
