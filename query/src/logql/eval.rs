@@ -410,20 +410,19 @@ fn pipeline_error(labels: &Labels) -> Error {
     ))
 }
 
-/// Labels `absent_over_time` reports: the selector's equality matchers (a name matched twice
-/// is left out).
+/// Labels `absent_over_time` reports: the selector's equality matchers, without any name that
+/// another matcher also constrains (as Loki's `absentLabels`).
 fn absent_labels(ms: &[storage::Matcher]) -> Labels {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut dup: Vec<String> = Vec::new();
+    let mut dropped: Vec<&str> = Vec::new();
     for m in ms {
-        if m.op == MatchOp::Equal {
-            if pairs.iter().any(|(k, _)| *k == m.name) {
-                dup.push(m.name.clone());
-            }
+        if m.op == MatchOp::Equal && !pairs.iter().any(|(k, _)| *k == m.name) {
             pairs.push((m.name.clone(), m.value.clone()));
+        } else {
+            dropped.push(&m.name);
         }
     }
-    pairs.retain(|(k, _)| !dup.contains(k));
+    pairs.retain(|(k, _)| !dropped.contains(&k.as_str()));
     Labels::from_pairs(pairs)
 }
 
@@ -859,11 +858,9 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         let sig = signature(&s.labels, m);
         if let Some(prev) = right.insert(sig.clone(), s) {
             let side = if one_to_many { "left" } else { "right" };
+            let _ = (prev, sig);
             return Err(Error::Execution(format!(
-                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                Labels::from_pairs(sig),
-                prev.labels,
-                s.labels
+                "found duplicate series on the {side} hand-side;many-to-many matching not allowed: matching labels must be unique on one side"
             )));
         }
     }
