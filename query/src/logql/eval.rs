@@ -16,6 +16,9 @@ use super::pipeline::{self, Builder, Cat, ERROR};
 use super::units::{parse_bytes, parse_duration, parse_float};
 use super::{Data, Engine, Entry, Error, MatrixSeries, Request, Response, Stats, Stream, VecSample};
 
+/// Loki's default `max_look_back_period`: how far back an instant log query looks.
+const INSTANT_LOOKBACK_NS: i64 = 30_000_000_000;
+
 struct Ctx<'a> {
     engine: &'a Engine,
     reader: &'a dyn LogsReader,
@@ -36,8 +39,10 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
                 )));
             }
             if req.instant {
-                // Loki 2.9 evaluates an instant log query over [time, time): nothing.
-                Data::Streams(Vec::new())
+                // Loki 2.9 answers an instant log query with the entries of the look-back period
+                // before the time (its `max_look_back_period`, 30 s): [time - 30s, time).
+                let r = Request { start_ns: req.end_ns.saturating_sub(INSTANT_LOOKBACK_NS), ..req.clone() };
+                Data::Streams(ctx.log_query(l, &r)?)
             } else {
                 Data::Streams(ctx.log_query(l, req)?)
             }
