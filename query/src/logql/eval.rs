@@ -250,8 +250,7 @@ impl Ctx<'_> {
 
     /// Loads the samples of every range aggregation in `m` for steps in `start..=end`.
     /// `inject` is the grouping of an enclosing `sum` that Loki pushes down into the range
-    /// aggregation's sample extraction (see [`injectable`]); it changes which series exist before
-    /// the `__error__` check, exactly as in Loki.
+    /// aggregation's sample extraction (see [`injectable`]).
     fn load(
         &mut self,
         m: &MetricExpr,
@@ -334,7 +333,11 @@ impl Ctx<'_> {
                         }
                     };
                     let mut labels = b.result();
-                    if let Some(g) = grouping {
+                    // As Loki's GroupedLabels: with an error the grouping is not applied, so the
+                    // error cannot get lost (and becomes a pipeline error below).
+                    if let Some(g) = grouping
+                        && b.err.is_none()
+                    {
                         labels = group_labels(&labels, g);
                     }
                     if labels.get(ERROR).is_some() {
@@ -383,7 +386,7 @@ fn passes_filters(stages: &[Stage], line: &str) -> bool {
 
 /// Loki pushes a `sum`'s grouping down into a directly nested, ungrouped `count_over_time`,
 /// `rate`, `bytes_over_time`, `bytes_rate` or `sum_over_time` (summing first by the same labels
-/// changes no value, but labels such as `__error__` are then gone before the error check).
+/// changes no value and keeps fewer series in memory).
 fn injectable(op: VecOp, inner: &MetricExpr) -> bool {
     op == VecOp::Sum
         && matches!(
