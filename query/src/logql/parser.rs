@@ -379,6 +379,9 @@ impl Parser {
                 if v.fract() != 0.0 {
                     return Err(ParseError::plain(format!("invalid parameter {name}({v},")));
                 }
+                if v <= 0.0 {
+                    return Err(ParseError::plain(format!("invalid parameter (must be greater than 0) {name}({v}")));
+                }
                 Some(v as i64)
             }
             _ => {
