@@ -75,6 +75,24 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Logs ingest.
     pub logs: RawLogs,
+    /// The traces store.
+    pub traces: RawTraces,
+}
+
+/// `[traces]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTraces {
+    /// Span files whose newest span is older than this are deleted (`0s` = keep forever).
+    pub retention: String,
+    /// Total bytes of span files above which the oldest go (0 = no limit).
+    pub max_bytes: u64,
+}
+
+impl Default for RawTraces {
+    fn default() -> Self {
+        RawTraces { retention: "14d".into(), max_bytes: 0 }
+    }
 }
 
 /// `[wal]`.
@@ -149,6 +167,9 @@ pub struct RawLimits {
     pub max_future: String,
     /// How far in the past a timestamp may lie (`0s` = no limit).
     pub max_age: String,
+    /// Largest trace served by the Tempo trace-by-id API (protobuf bytes); a larger trace comes
+    /// back partial (v2) or is refused (v1).
+    pub max_trace_bytes: usize,
 }
 
 /// `[logs]`.
@@ -172,6 +193,7 @@ impl Default for RawConfig {
             wal: RawWal::default(),
             limits: RawLimits::default(),
             logs: RawLogs::default(),
+            traces: RawTraces::default(),
         }
     }
 }
@@ -197,6 +219,7 @@ impl Default for RawLimits {
             max_labels_per_series: l.max_labels_per_series,
             max_future: "10m".into(),
             max_age: "7d".into(),
+            max_trace_bytes: crate::api::tempo::DEFAULT_MAX_TRACE_BYTES,
         }
     }
 }
@@ -381,6 +404,8 @@ pub struct RequestLimits {
     pub max_inflight_requests: usize,
     /// Time allowed to receive a body.
     pub body_timeout: Duration,
+    /// Largest trace the Tempo API serves whole (protobuf bytes).
+    pub max_trace_bytes: usize,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -452,6 +477,7 @@ impl RawConfig {
             max_request_bytes: positive("limits.max_request_bytes", l.max_request_bytes)?,
             max_inflight_requests: positive("limits.max_inflight_requests", l.max_inflight_requests)?,
             body_timeout: parse_duration("limits.request_body_timeout", &l.request_body_timeout)?,
+            max_trace_bytes: positive("limits.max_trace_bytes", l.max_trace_bytes)?,
         };
         let max_future = parse_duration("limits.max_future", &l.max_future)?;
         let max_age = parse_duration("limits.max_age", &l.max_age)?;
@@ -492,7 +518,17 @@ impl RawConfig {
                 segment_bytes: self.wal.segment_bytes,
                 ..storage::WalOptions::default()
             },
-            engines: storage::EngineOptions::default(),
+            engines: storage::EngineOptions {
+                traces: storage::TracesOptions {
+                    retention_ms: i64::try_from(
+                        parse_duration("traces.retention", &self.traces.retention)?.as_millis(),
+                    )
+                    .unwrap_or(i64::MAX),
+                    max_bytes: self.traces.max_bytes,
+                    ..storage::TracesOptions::default()
+                },
+                ..storage::EngineOptions::default()
+            },
         };
         Ok(Config {
             data_dir: self.data_dir,

@@ -200,6 +200,9 @@ async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         if evicted > 0 {
             tracing::debug!(evicted, "Idle delta series forgotten");
         }
+        // Service-graph halves whose other half never came become virtual-node edges.
+        let p = Arc::clone(&pipeline);
+        let _ = tokio::task::spawn_blocking(move || p.expire_span_edges()).await;
     })
     .await
 }

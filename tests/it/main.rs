@@ -7,4 +7,5 @@ mod crash;
 mod otlp_sdk;
 mod shell;
 mod support;
+mod tempo;
 mod tidy;
