@@ -97,6 +97,9 @@ struct Totals {
     /// Touched by the current batch.
     dirty: bool,
     new: bool,
+    /// Timestamp of the last sample emitted (ms): each series' samples strictly increase, so two
+    /// batches derived in the same millisecond never replace one another.
+    last_ts: i64,
     /// Latest exemplar this batch: (labels, value, bucket index or usize::MAX for the count).
     exemplar: Option<(Labels, f64, usize)>,
 }
@@ -378,6 +381,8 @@ impl SpanMetricsState {
                 Family::GraphClient => "traces_service_graph_request_client_seconds",
             };
             let exemplar = t.exemplar.take();
+            let ts = ts.max(t.last_ts.saturating_add(1));
+            t.last_ts = ts;
             let mut push = |name: &str, extra: Option<(&str, String)>, value: f64, ex: Option<(Labels, f64)>| {
                 let mut l = labels.clone();
                 l.set("__name__", name);
@@ -552,6 +557,10 @@ mod tests {
         assert_eq!(value(&m2, calls), Some(2.0));
         let s = m2.series.iter().find(|s| s.labels.to_string() == calls).unwrap();
         assert_eq!(s.samples.len(), 1);
+        // Same millisecond again: the sample moves 1 ms on instead of replacing the last one.
+        let m3 = st.derive(&b, 20_000_000_000);
+        let s3 = m3.series.iter().find(|s| s.labels.to_string() == calls).unwrap();
+        assert_eq!(s3.samples, vec![FloatSample { timestamp_ms: 20_001, value: 3.0 }]);
         assert!(m2.metadata.iter().any(|m| m.metric_family == "traces_spanmetrics_latency"));
     }
 

@@ -58,6 +58,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A Tempo-style error: status and plain text.
+#[derive(Debug)]
 pub(crate) struct TempoError(pub StatusCode, pub String);
 
 impl IntoResponse for TempoError {

@@ -129,7 +129,8 @@ pub fn span(s: &Span) -> pt::Span {
 
 /// Groups spans by resource, then scope, in order of first appearance (spans keep their order).
 pub fn resource_spans(spans: &[StoredSpan]) -> Vec<pt::ResourceSpans> {
-    let mut out: Vec<(Arc<Resource>, Vec<(Arc<Scope>, Vec<pt::Span>)>)> = Vec::new();
+    type ScopeGroup = (Arc<Scope>, Vec<pt::Span>);
+    let mut out: Vec<(Arc<Resource>, Vec<ScopeGroup>)> = Vec::new();
     for s in spans {
         let ri = match out.iter().position(|(r, _)| Arc::ptr_eq(r, &s.resource) || **r == *s.resource) {
             Some(i) => i,

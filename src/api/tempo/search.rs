@@ -33,7 +33,7 @@ fn map_error(e: traceql::Error) -> TempoError {
 pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1e9) as i64);
+        return (secs.is_finite() && secs >= 0.0).then_some((secs * 1e9) as i64);
     }
     let mut total = 0f64;
     let mut rest = s;
