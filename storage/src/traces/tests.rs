@@ -202,3 +202,63 @@ fn memory_only_never_persists() {
     assert!(!head.persist().unwrap());
     assert_eq!(head.trace(tid(1)).len(), 2);
 }
+
+/// Trace-by-id latency over many stored spans: `OUTPOST_TRACE_BENCH_SPANS` spans (default 1 M) in
+/// 10-span traces, flushed every 200k spans, then compacted; prints p50/p99 of 1000 lookups.
+/// Run: `cargo test -p storage --lib traces::tests::lookup_latency -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn lookup_latency() {
+    let total: usize =
+        std::env::var("OUTPOST_TRACE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &TracesOptions::default()).unwrap();
+    let id = |n: usize| {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&(n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        t[8..].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+        TraceId(t)
+    };
+    let started = std::time::Instant::now();
+    let mut pos = 0u64;
+    let mut n = 0usize;
+    while n < total {
+        let mut spans = Vec::with_capacity(1000);
+        for _ in 0..100 {
+            let t = id(n / 10);
+            for k in 0..10u8 {
+                let mut s = full_span(0, k + 1, 1_700_000_000_000_000_000 + n as i64 * 1000);
+                s.trace_id = t;
+                s.links.clear();
+                spans.push(s);
+                n += 1;
+            }
+        }
+        pos += 1;
+        head.apply(WalPos { segment: 1, offset: pos }, batch("svc", spans));
+        if n % 200_000 == 0 {
+            head.persist().unwrap();
+        }
+    }
+    head.persist().unwrap();
+    let ingest = started.elapsed();
+    head.maintain(0).unwrap();
+    let files = head.state.read().files.len();
+    let mut times = Vec::new();
+    for i in 0..1000 {
+        let t = id((i * 7919) % (total / 10));
+        let s = std::time::Instant::now();
+        let spans = head.trace(t);
+        times.push(s.elapsed());
+        assert_eq!(spans.len(), 10);
+    }
+    times.sort();
+    let bytes: u64 = head.state.read().files.iter().map(|f| f.summary.bytes).sum();
+    eprintln!(
+        "{total} spans, {files} files, {bytes} bytes ({:.1} B/span), ingest+flush {ingest:?}; lookup p50 {:?} p99 {:?} max {:?}",
+        bytes as f64 / total as f64,
+        times[500],
+        times[990],
+        times[999]
+    );
+}
