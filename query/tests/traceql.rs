@@ -18,6 +18,11 @@
 //!
 //! metrics start=S end=E step=S <query>
 //!   {__name__="rate"} 15:0.2 30:0     # one line per series, timestamps in s after the base time
+//!
+//! instant start=S end=E <query>       # /api/metrics/query: one sample per series, at E
+//!
+//! values tag=<attribute> [limit=N] [start=S] [end=E] [<query>]
+//!   string shop                       # one line per distinct value: type and value
 //! ```
 //!
 //! Span ids and trace ids are derived from the names (`t1`, `t1.a`); values are `"strings"`,
@@ -33,7 +38,7 @@ use storage::model::{
     AnyValue, KeyValue, Resource, Scope, Span, SpanEvent, SpanGroup, SpanId, SpanKind, SpanLink, SpansBatch,
     StatusCode, TraceId, WriteBatch,
 };
-use storage::read::Reader;
+use storage::read::{Reader, StoredSpan, TraceScan, TracesReader};
 
 /// Base time of every script: 2023-11-14T22:13:20Z.
 const BASE_NS: i64 = 1_700_000_000 * 1_000_000_000;
@@ -247,7 +252,7 @@ fn build_span(
             "scope.name" => scope.name = unquote(v),
             "scope.version" => scope.version = unquote(v),
             _ => {
-                let kv = |name: &str| KeyValue::new(name, value(v));
+                let kv = |name: &str| KeyValue::new(name.trim_matches('"'), value(v));
                 if let Some(n) = k.strip_prefix("span.") {
                     span.attributes.push(kv(n));
                 } else if let Some(n) = k.strip_prefix("resource.") {
@@ -284,6 +289,35 @@ fn fmt_f64(f: f64) -> String {
     let s = format!("{f:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" { "0".to_string() } else { s.to_string() }
+}
+
+/// A reader that prunes by the scan hints as strictly as an indexed engine may: every search runs
+/// through it too and must give the same answer, which checks that hints never drop a match.
+struct HintedReader<'a>(&'a dyn TracesReader);
+
+impl TracesReader for HintedReader<'_> {
+    fn trace(&self, id: TraceId) -> Vec<StoredSpan> {
+        self.0.trace(id)
+    }
+
+    fn trace_ids(&self) -> Vec<TraceId> {
+        self.0.trace_ids()
+    }
+
+    fn span_count(&self) -> u64 {
+        self.0.span_count()
+    }
+
+    fn scan_traces(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
+        self.0.scan_traces(scan, &mut |spans| {
+            let svc_ok = scan
+                .service_name
+                .as_ref()
+                .is_none_or(|n| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(n.as_str())));
+            let name_ok = scan.span_name.as_ref().is_none_or(|n| spans.iter().any(|s| &s.span.name == n));
+            if svc_ok && name_ok { visit(spans) } else { true }
+        })
+    }
 }
 
 struct Case {
@@ -334,8 +368,8 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
             spans.push(build_span(&mut names, &t, start, &ws, &mut links, idx));
             continue;
         }
-        if line.starts_with("search ") || line.starts_with("error ") || line == "error" || line.starts_with("metrics ")
-        {
+        let command = ["search ", "error ", "metrics ", "instant ", "values "].iter().any(|c| line.starts_with(c));
+        if command || line == "error" {
             let mut expected = Vec::new();
             while i < lines.len() && lines[i].starts_with(' ') && !lines[i].trim().is_empty() {
                 if !lines[i].trim().starts_with('#') {
@@ -369,8 +403,21 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
 
     let mut failures = Vec::new();
     let n = cases.len();
+    let hinted = HintedReader(reader);
     for c in cases {
         let got = run_case(reader, &names, &c.cmd);
+        if !c.cmd.starts_with("error") {
+            let pruned = run_case(&hinted, &names, &c.cmd);
+            if pruned != got {
+                failures.push(format!(
+                    "{}:{}: {}\n  pruning by the scan hints changed the answer:\n    {}",
+                    path.display(),
+                    c.line,
+                    c.cmd,
+                    pruned.join("\n    ")
+                ));
+            }
+        }
         if got != c.expected {
             failures.push(format!(
                 "{}:{}: {}\n  expected:\n    {}\n  got:\n    {}",
@@ -385,7 +432,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
     (n, failures)
 }
 
-fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) -> Vec<String> {
+fn run_case(reader: &dyn TracesReader, names: &Names, cmd: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (kind, rest) = cmd.split_once(' ').unwrap_or((cmd, ""));
     let mut rest = rest.trim_start();
@@ -394,7 +441,7 @@ fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) 
     loop {
         let word = rest.split(' ').next().unwrap_or("");
         if let Some((k, v)) = word.split_once('=')
-            && ["limit", "spss", "start", "end", "step"].contains(&k)
+            && ["limit", "spss", "start", "end", "step", "tag"].contains(&k)
         {
             opts.push((k.to_string(), v.to_string()));
             rest = rest[word.len()..].trim_start();
@@ -469,11 +516,26 @@ fn run_case(reader: &dyn storage::read::TracesReader, names: &Names, cmd: &str) 
             }
             out
         }
-        "metrics" => {
+        "values" => {
+            let tag = opt("tag").expect("values needs tag=");
+            let start = opt("start").map(|s| BASE_NS + secs(&s)).unwrap_or(0);
+            let end = opt("end").map(|s| BASE_NS + secs(&s)).unwrap_or(0);
+            let limit = opt("limit").map(|s| s.parse().unwrap()).unwrap_or(0);
+            match traceql::tag_values(reader, &tag, &query, start, end, limit, deadline) {
+                Err(e) => vec![format!("error: {e}")],
+                Ok(values) => values.iter().map(|v| format!("{} {}", v.type_name, v.value)).collect(),
+            }
+        }
+        "metrics" | "instant" => {
             let start = BASE_NS + secs(&opt("start").expect("metrics needs start="));
             let end = BASE_NS + secs(&opt("end").expect("metrics needs end="));
-            let step = secs(&opt("step").expect("metrics needs step="));
-            match traceql::metrics_query_range(reader, &query, start, end, step, deadline) {
+            let result = if kind == "instant" {
+                traceql::metrics_query_instant(reader, &query, start, end, deadline)
+            } else {
+                let step = secs(&opt("step").expect("metrics needs step="));
+                traceql::metrics_query_range(reader, &query, start, end, step, deadline)
+            };
+            match result {
                 Err(e) => vec![format!("error: {e}")],
                 Ok(series) => series
                     .iter()
@@ -512,4 +574,283 @@ fn traceql_scripts() {
     }
     assert!(failures.is_empty(), "{} of {total} TraceQL cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
     assert!(total >= 150, "only {total} TraceQL cases");
+}
+
+/// Prints rough timings over a generated store (`cargo test -p query --test traceql -- --ignored
+/// --nocapture`); asserts nothing about time.
+#[test]
+#[ignore]
+fn measure_generated_store() {
+    let store = MemStore::new();
+    let mut groups = Vec::new();
+    let (traces, per_trace) = (20_000u64, 10u64);
+    for t in 0..traces {
+        for s in 0..per_trace {
+            let mut tid = [0u8; 16];
+            tid[8..].copy_from_slice(&(t + 1).to_be_bytes());
+            let span = Span {
+                trace_id: TraceId(tid),
+                span_id: SpanId((t * 100 + s + 1).to_be_bytes()),
+                parent_span_id: (s > 0).then(|| SpanId((t * 100 + s).to_be_bytes())),
+                name: format!("op{}", s % 4),
+                kind: if s == 0 { SpanKind::Server } else { SpanKind::Client },
+                status_code: if (t + s) % 17 == 0 { StatusCode::Error } else { StatusCode::Unset },
+                start_time_ns: BASE_NS + (t as i64) * 1_000_000_000 + (s as i64) * 1_000_000,
+                end_time_ns: BASE_NS + (t as i64) * 1_000_000_000 + (s as i64 + 5) * 1_000_000,
+                attributes: vec![KeyValue::new("http.status_code", AnyValue::Int(200 + (s as i64 % 3) * 100))],
+                ..Default::default()
+            };
+            let resource = Resource {
+                attributes: vec![KeyValue::new("service.name", AnyValue::String(format!("svc{}", (t + s) % 8)))],
+                ..Default::default()
+            };
+            groups.push(SpanGroup { resource, scope: Scope::default(), spans: vec![span] });
+        }
+    }
+    store.apply(WriteBatch::Spans(SpansBatch { groups }));
+    let r = store.trace_store();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for q in [
+        "{ resource.service.name = \"svc3\" && status = error }",
+        "{ kind = server } >> { span.http.status_code = 400 }",
+        "{} | by(resource.service.name) | count() > 3",
+    ] {
+        let t0 = Instant::now();
+        let req =
+            SearchRequest { query: q.to_string(), start_ns: 0, end_ns: 0, limit: 1_000_000, spans_per_spanset: 3 };
+        let res = traceql::search(r, &req, deadline).unwrap();
+        eprintln!(
+            "search {q}: {} traces of {} inspected in {:?}",
+            res.traces.len(),
+            res.inspected_traces,
+            t0.elapsed()
+        );
+    }
+    let t0 = Instant::now();
+    let series = traceql::metrics_query_range(
+        r,
+        "{} | quantile_over_time(duration, .5, .99) by (resource.service.name)",
+        BASE_NS,
+        BASE_NS + (traces as i64) * 1_000_000_000,
+        60_000_000_000,
+        deadline,
+    )
+    .unwrap();
+    eprintln!("metrics quantile by service: {} series in {:?}", series.len(), t0.elapsed());
+}
+
+/// Random token soup through the parser, search and metrics: errors are fine, panics are not.
+#[test]
+fn random_queries_never_panic() {
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "(",
+        ")",
+        " ",
+        ".",
+        "span.",
+        "resource.",
+        "parent.",
+        "event.",
+        "link.",
+        "span:",
+        "trace:",
+        "event:",
+        "link:",
+        "instrumentation:",
+        "name",
+        "id",
+        "duration",
+        "status",
+        "kind",
+        "error",
+        "server",
+        "nil",
+        "true",
+        "=",
+        "!=",
+        "=~",
+        "!~",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        ">>",
+        "<<",
+        "~",
+        "!>>",
+        "&>",
+        "&&",
+        "||",
+        "!",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "^",
+        "|",
+        "count()",
+        "avg(",
+        "max(",
+        "by(",
+        "select(",
+        "coalesce()",
+        "rate()",
+        "quantile_over_time(",
+        "histogram_over_time(",
+        "topk(",
+        ",",
+        "0",
+        "1",
+        "-9",
+        "0.5",
+        "1ms",
+        "2h",
+        "\"a\"",
+        "\".*\"",
+        "\"(\"",
+        "a",
+        "http.status_code",
+        "with(",
+        "x=1",
+        "\"",
+        "`",
+        "/*",
+        "µ",
+        "9223372036854775807",
+    ];
+    let store = MemStore::new();
+    let mut names = Names { traces: Vec::new(), spans: Vec::new() };
+    let mut links = Vec::new();
+    let words = |s: &str| words(s);
+    let spans = vec![
+        build_span(
+            &mut names,
+            "r1",
+            BASE_NS,
+            &words("span a name=a svc=s kind=server status=error dur=2ms span.http.status_code=500 span.v=[1,2]"),
+            &mut links,
+            0,
+        ),
+        build_span(
+            &mut names,
+            "r1",
+            BASE_NS,
+            &words("span b parent=a name=b svc=t dur=1ms event=e@0 event.x=1 span.a=-9"),
+            &mut links,
+            1,
+        ),
+    ];
+    let groups =
+        spans.into_iter().map(|p| SpanGroup { resource: p.resource, scope: p.scope, spans: vec![p.span] }).collect();
+    store.apply(WriteBatch::Spans(SpansBatch { groups }));
+    let r = store.trace_store();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut parsed = 0;
+    for _ in 0..8_000 {
+        let mut q = String::new();
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let len = 1 + (seed >> 59) as usize;
+        for _ in 0..len {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            q.push_str(PIECES[(seed >> 33) as usize % PIECES.len()]);
+        }
+        // Every other query is built from a small grammar so that many of them parse and run.
+        if seed & 1 == 0 {
+            q = structured(&mut seed);
+        }
+        if traceql::parse(&q).is_ok() {
+            parsed += 1;
+        }
+        let req = SearchRequest { query: q.clone(), start_ns: 0, end_ns: 0, limit: 10, spans_per_spanset: 3 };
+        let _ = traceql::search(r, &req, deadline);
+        let _ = traceql::metrics_query_range(
+            r,
+            &q,
+            BASE_NS - 10_000_000_000,
+            BASE_NS + 10_000_000_000,
+            5_000_000_000,
+            deadline,
+        );
+        let _ = traceql::tag_values(r, "span.a", &q, 0, 0, 10, deadline);
+    }
+    assert!(parsed > 150, "only {parsed} random queries parsed");
+}
+
+fn structured(seed: &mut u64) -> String {
+    const FIELDS: &[&str] = &[
+        "name",
+        "duration",
+        "status",
+        "kind",
+        "span.http.status_code",
+        ".a",
+        "span.v",
+        "event.x",
+        "event:name",
+        "span:childCount",
+        "nestedSetParent",
+        "traceDuration",
+        "rootName",
+        ".missing",
+        "span:id",
+    ];
+    const OPS: &[&str] = &["=", "!=", ">", ">=", "<", "<=", "=~", "!~", "+", "-", "*", "/", "%", "^", "&&", "||"];
+    const LITS: &[&str] = &[
+        "0",
+        "1",
+        "-9",
+        "500",
+        "0.5",
+        "1ms",
+        "\"a\"",
+        "\".*\"",
+        "error",
+        "server",
+        "true",
+        "nil",
+        "9223372036854775807",
+    ];
+    const SETOPS: &[&str] = &["&&", "||", ">", "<", ">>", "<<", "~", "!>", "!<<", "&>>", "&~", "!~"];
+    const TAILS: &[&str] = &[
+        "",
+        " | count() > 0",
+        " | avg(duration) > 1ms",
+        " | max(span.http.status_code) >= 1",
+        " | by(name)",
+        " | by(kind) | coalesce()",
+        " | select(span.a)",
+        " | rate()",
+        " | count_over_time() by (name)",
+        " | quantile_over_time(duration, .5)",
+        " | histogram_over_time(span.a)",
+        " | sum_over_time(span.http.status_code) | topk(1)",
+        " | compare({status = error}, 2)",
+        " | min_over_time(duration) by (resource.service.name) > 0",
+    ];
+    let mut next = |n: usize| {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 33) as usize % n
+    };
+    let filter = |next: &mut dyn FnMut(usize) -> usize| {
+        let mut e = format!("{} {} {}", FIELDS[next(FIELDS.len())], OPS[next(OPS.len())], LITS[next(LITS.len())]);
+        if next(2) == 0 {
+            e = format!(
+                "({e}) {} ({} {} {})",
+                OPS[next(OPS.len())],
+                FIELDS[next(FIELDS.len())],
+                OPS[next(OPS.len())],
+                LITS[next(LITS.len())]
+            );
+        }
+        format!("{{ {e} }}")
+    };
+    let mut q = filter(&mut next);
+    if next(2) == 0 {
+        q = format!("{q} {} {}", SETOPS[next(SETOPS.len())], filter(&mut next));
+    }
+    format!("{q}{}", TAILS[next(TAILS.len())])
 }

@@ -348,7 +348,7 @@ pub enum Intrinsic {
     InstrumentationName,
     /// `instrumentation:version`
     InstrumentationVersion,
-    /// `parent` (true when the span has a parent... Tempo exposes it only for internal use)
+    /// `parent` (parsed; Tempo refuses to run it)
     Parent,
     /// `nestedSetLeft`
     NestedSetLeft,
@@ -586,6 +586,21 @@ pub struct MetricsAggregate {
     pub by: Vec<Attribute>,
     /// Second stage: `| topk(n)`, `| bottomk(n)` and `> x` filters.
     pub second: Vec<SecondStage>,
+    /// Arguments of `compare()`.
+    pub compare: Option<CompareArgs>,
+}
+
+/// `compare({selection}, topN, start, end)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompareArgs {
+    /// The selection filter's expression.
+    pub filter: FieldExpr,
+    /// Values kept per attribute (default 10).
+    pub top_n: usize,
+    /// Selection window start (unix ns; 0 with `end` 0 for the whole range).
+    pub start: i64,
+    /// Selection window end (unix ns).
+    pub end: i64,
 }
 
 /// Metrics functions.
@@ -607,6 +622,8 @@ pub enum MetricsOp {
     QuantileOverTime,
     /// `histogram_over_time(x)`
     HistogramOverTime,
+    /// `compare({filter}, ...)`
+    Compare,
 }
 
 impl MetricsOp {
@@ -621,6 +638,7 @@ impl MetricsOp {
             MetricsOp::SumOverTime => "sum_over_time",
             MetricsOp::QuantileOverTime => "quantile_over_time",
             MetricsOp::HistogramOverTime => "histogram_over_time",
+            MetricsOp::Compare => "compare",
         }
     }
 }
@@ -634,4 +652,28 @@ pub enum SecondStage {
     BottomK(usize),
     /// `> 10`: keeps samples that compare true.
     Filter(BinOp, f64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_formats() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1), "1ns");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(767_500_000), "767.5ms");
+        assert_eq!(go_duration(1_150_000_000), "1.15s");
+        assert_eq!(go_duration(3_723_500_000_000), "1h2m3.5s");
+        assert_eq!(go_duration(120_000_000_000), "2m0s");
+        assert_eq!(go_duration(-2_000_000), "-2ms");
+        assert_eq!(format_float(1.0), "1.0");
+        assert_eq!(format_float(0.5), "0.5");
+        assert_eq!(format_float(1e21), "1e+21");
+        assert_eq!(format_float(1e-7), "1e-07");
+        assert_eq!(Attribute::named(AttrScope::Resource, false, "a b").to_string(), "resource.\"a b\"");
+        assert_eq!(Attribute::named(AttrScope::None, true, "x").to_string(), "parent.x");
+        assert_eq!(Attribute::intrinsic(Intrinsic::ChildCount).to_string(), "span:childCount");
+    }
 }

@@ -35,6 +35,9 @@ pub(crate) struct TraceCtx<'a> {
     pub end_ns: i64,
     /// The trace id.
     pub trace_id: TraceId,
+    /// Nested-set numbering `(left, right, parent's left)` from a depth-first walk of each root's
+    /// tree (a root's parent is -1); spans not reachable from a root keep zeros, as in Tempo.
+    pub nested: Vec<(i64, i64, i64)>,
 }
 
 impl<'a> TraceCtx<'a> {
@@ -58,24 +61,8 @@ impl<'a> TraceCtx<'a> {
         let start_ns = spans.iter().map(|s| s.span.start_time_ns).min().unwrap_or(0);
         let end_ns = spans.iter().map(|s| s.span.end_time_ns).max().unwrap_or(0);
         let trace_id = spans.first().map(|s| s.span.trace_id).unwrap_or_default();
-        TraceCtx { spans, parent, children, root, start_ns, end_ns, trace_id }
-    }
-
-    /// True when `anc` is a proper ancestor of `s`.
-    fn is_ancestor(&self, anc: usize, s: usize) -> bool {
-        let mut cur = self.parent[s];
-        let mut steps = 0;
-        while let Some(p) = cur {
-            if p == anc {
-                return true;
-            }
-            steps += 1;
-            if steps > self.spans.len() {
-                return false;
-            }
-            cur = self.parent[p];
-        }
-        false
+        let nested = nested_sets(&spans, &parent);
+        TraceCtx { spans, parent, children, root, start_ns, end_ns, trace_id, nested }
     }
 
     fn has_ancestor_in(&self, s: usize, set: &[bool]) -> bool {
@@ -95,6 +82,42 @@ impl<'a> TraceCtx<'a> {
     }
 }
 
+fn nested_sets(spans: &[&StoredSpan], parent: &[Option<usize>]) -> Vec<(i64, i64, i64)> {
+    let n = spans.len();
+    let mut kids: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, p) in parent.iter().enumerate() {
+        if let Some(p) = p {
+            kids[*p].push(i);
+        }
+    }
+    let mut out = vec![(0i64, 0i64, 0i64); n];
+    let mut counter = 1i64;
+    // (span, next child to visit); a span is entered when pushed.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for root in (0..n).filter(|&i| spans[i].span.parent_span_id.is_none()) {
+        out[root] = (counter, 0, -1);
+        counter += 1;
+        stack.push((root, 0));
+        while let Some(top) = stack.last_mut() {
+            let (s, next) = *top;
+            if let Some(&c) = kids[s].get(next) {
+                top.1 += 1;
+                if out[c].0 != 0 {
+                    continue; // already numbered: a cycle in bad data
+                }
+                out[c] = (counter, 0, out[s].0);
+                counter += 1;
+                stack.push((c, 0));
+            } else {
+                out[s].1 = counter;
+                counter += 1;
+                stack.pop();
+            }
+        }
+    }
+    out
+}
+
 /// A set of spans of one trace, with the attributes the pipeline attached.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Spanset {
@@ -105,6 +128,15 @@ pub(crate) struct Spanset {
 /// Compiles a TraceQL regex: fully anchored, `.` matches newlines (Prometheus' matcher).
 pub(crate) fn compile_regex(re: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?s:{re})$"))
+}
+
+/// The value of a scalar expression made of literals only (`2 * 2`, `-1s`).
+pub(crate) fn fold_constant(e: &ScalarExpr) -> Result<Static, String> {
+    match e {
+        ScalarExpr::Static(s) => Ok(s.clone()),
+        ScalarExpr::Aggregate(..) => Err("aggregates are not constant".to_string()),
+        ScalarExpr::Binary(op, l, r) => Evaluator::default().binary(*op, fold_constant(l)?, fold_constant(r)?),
+    }
 }
 
 /// Evaluation state shared across traces (the regex cache).
@@ -250,7 +282,7 @@ impl Evaluator {
 
     /// True when the filter holds for span `s`: for expressions on events or links, for at least
     /// one of the span's events/links (or with none when it has none).
-    fn matches(&self, ctx: &TraceCtx<'_>, f: &FieldExpr, s: usize) -> EvalResult<bool> {
+    pub(crate) fn matches(&self, ctx: &TraceCtx<'_>, f: &FieldExpr, s: usize) -> EvalResult<bool> {
         let (uses_event, uses_link) = scopes_used(f);
         let span = &ctx.spans[s].span;
         let events: Vec<Option<usize>> =
@@ -723,93 +755,115 @@ fn union(ctx: &TraceCtx<'_>, l: &[Spanset], r: &[Spanset]) -> Vec<usize> {
     out
 }
 
+/// A test on a span index.
+type Pred<'a> = Box<dyn Fn(usize) -> bool + 'a>;
+
 /// Structural operators: which right-hand spans (and, for the union forms, left-hand spans) of
-/// `l op r` match.
+/// `l op r` match. Linear in the trace size apart from walks up the tree.
 fn structural(ctx: &TraceCtx<'_>, op: SpansetOp, l: &[usize], r: &[usize]) -> Vec<usize> {
     use SpansetOp::*;
     let n = ctx.spans.len();
-    let mut in_l = vec![false; n];
-    for &s in l {
-        in_l[s] = true;
-    }
-    let mut in_r = vec![false; n];
-    for &s in r {
-        in_r[s] = true;
-    }
-    let mut out: Vec<usize> = Vec::new();
-    let mut extra: Vec<usize> = Vec::new();
-    let sibling_in = |s: usize, set: &[bool]| -> bool {
-        let Some(p) = ctx.parent[s] else { return false };
-        (0..n).any(|o| o != s && set[o] && ctx.parent[o] == Some(p))
+    let member = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            m[s] = true;
+        }
+        m
     };
-    match op {
-        Child | NotChild | UnionChild => {
-            for &s in r {
-                let hit = ctx.parent[s].is_some_and(|p| in_l[p]);
-                if hit != (op == NotChild) {
-                    out.push(s);
+    // Spans that are the parent of a member.
+    let parents_of = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            if let Some(p) = ctx.parent[s] {
+                m[p] = true;
+            }
+        }
+        m
+    };
+    // Spans that are a proper ancestor of a member.
+    let ancestors_of = |set: &[usize]| {
+        let mut m = vec![false; n];
+        for &s in set {
+            let mut cur = ctx.parent[s];
+            while let Some(p) = cur {
+                if m[p] {
+                    break;
                 }
+                m[p] = true;
+                cur = ctx.parent[p];
             }
-            if op == UnionChild {
-                extra = l.iter().copied().filter(|&a| r.iter().any(|&s| ctx.parent[s] == Some(a))).collect();
+        }
+        m
+    };
+    // Members per parent span.
+    let per_parent = |set: &[usize]| {
+        let mut c = vec![0usize; n];
+        for &s in set {
+            if let Some(p) = ctx.parent[s] {
+                c[p] += 1;
             }
+        }
+        c
+    };
+    let (in_l, in_r) = (member(l), member(r));
+    let negated = matches!(op, NotChild | NotParent | NotDescendant | NotAncestor | NotSibling);
+    let (hit, extra): (Pred<'_>, Option<Pred<'_>>) = match op {
+        Child | NotChild | UnionChild => {
+            let pr = parents_of(r);
+            let in_l = in_l.clone();
+            (
+                Box::new(move |s| ctx.parent[s].is_some_and(|p| in_l[p])),
+                (op == UnionChild).then(|| Box::new(move |a: usize| pr[a]) as Pred<'_>),
+            )
         }
         Parent | NotParent | UnionParent => {
-            for &s in r {
-                let hit = l.iter().any(|&a| ctx.parent[a] == Some(s));
-                if hit != (op == NotParent) {
-                    out.push(s);
-                }
-            }
-            if op == UnionParent {
-                extra = l.iter().copied().filter(|&a| ctx.parent[a].is_some_and(|p| in_r[p])).collect();
-            }
+            let pl = parents_of(l);
+            let in_r = in_r.clone();
+            (
+                Box::new(move |s| pl[s]),
+                (op == UnionParent)
+                    .then(|| Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| in_r[p])) as Pred<'_>),
+            )
         }
         Descendant | NotDescendant | UnionDescendant => {
-            for &s in r {
-                let hit = ctx.has_ancestor_in(s, &in_l);
-                if hit != (op == NotDescendant) {
-                    out.push(s);
-                }
-            }
-            if op == UnionDescendant {
-                extra = l.iter().copied().filter(|&a| r.iter().any(|&s| ctx.is_ancestor(a, s))).collect();
-            }
+            let ar = ancestors_of(r);
+            let in_l = in_l.clone();
+            (
+                Box::new(move |s| ctx.has_ancestor_in(s, &in_l)),
+                (op == UnionDescendant).then(|| Box::new(move |a: usize| ar[a]) as Pred<'_>),
+            )
         }
         Ancestor | NotAncestor | UnionAncestor => {
-            for &s in r {
-                let hit = l.iter().any(|&a| ctx.is_ancestor(s, a));
-                if hit != (op == NotAncestor) {
-                    out.push(s);
-                }
-            }
-            if op == UnionAncestor {
-                extra = l.iter().copied().filter(|&a| ctx.has_ancestor_in(a, &in_r)).collect();
-            }
+            let al = ancestors_of(l);
+            let in_r = in_r.clone();
+            (
+                Box::new(move |s| al[s]),
+                (op == UnionAncestor).then(|| Box::new(move |a: usize| ctx.has_ancestor_in(a, &in_r)) as Pred<'_>),
+            )
         }
         Sibling | NotSibling | UnionSibling => {
-            for &s in r {
-                let hit = sibling_in(s, &in_l);
-                if hit != (op == NotSibling) {
-                    out.push(s);
-                }
-            }
-            if op == UnionSibling {
-                extra = l.iter().copied().filter(|&a| sibling_in(a, &in_r)).collect();
-            }
+            let (cl, cr) = (per_parent(l), per_parent(r));
+            let (in_l, in_r) = (in_l.clone(), in_r.clone());
+            (
+                Box::new(move |s| ctx.parent[s].is_some_and(|p| cl[p] > usize::from(in_l[s]))),
+                (op == UnionSibling).then(|| {
+                    Box::new(move |a: usize| ctx.parent[a].is_some_and(|p| cr[p] > usize::from(in_r[a]))) as Pred<'_>
+                }),
+            )
         }
-        And | Union => {}
-    }
-    if !extra.is_empty() {
+        And | Union => return Vec::new(),
+    };
+    let mut out: Vec<usize> = r.iter().copied().filter(|&s| hit(s) != negated).collect();
+    if let Some(extra) = extra {
         let mut seen = vec![false; n];
         let mut merged = Vec::new();
-        for s in extra.into_iter().chain(out) {
+        for s in l.iter().copied().filter(|&a| extra(a)).chain(out) {
             if !std::mem::replace(&mut seen[s], true) {
                 merged.push(s);
             }
         }
         merged.sort_unstable();
-        return merged;
+        out = merged;
     }
     out
 }
@@ -901,7 +955,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
     let span = &stored.span;
     if let Some(i) = a.intrinsic {
         return match i {
-            Intrinsic::Duration => Static::Duration(span.end_time_ns - span.start_time_ns),
+            Intrinsic::Duration => Static::Duration(span.end_time_ns.saturating_sub(span.start_time_ns)),
             Intrinsic::Name => Static::Str(span.name.clone()),
             Intrinsic::Status => Static::Status(span.status_code),
             Intrinsic::StatusMessage => Static::Str(span.status_message.clone()),
@@ -914,7 +968,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
                 .root
                 .and_then(|r| ctx.spans[r].resource.attr_str("service.name").map(|n| Static::Str(n.to_string())))
                 .unwrap_or(Static::Nil),
-            Intrinsic::TraceDuration => Static::Duration(ctx.end_ns - ctx.start_ns),
+            Intrinsic::TraceDuration => Static::Duration(ctx.end_ns.saturating_sub(ctx.start_ns)),
             Intrinsic::TraceId => Static::Str(ctx.trace_id.to_hex()),
             Intrinsic::EventName => {
                 at.event.and_then(|e| span.events.get(e)).map(|e| Static::Str(e.name.clone())).unwrap_or(Static::Nil)
@@ -922,7 +976,7 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
             Intrinsic::EventTimeSinceStart => at
                 .event
                 .and_then(|e| span.events.get(e))
-                .map(|e| Static::Duration(e.time_ns - span.start_time_ns))
+                .map(|e| Static::Duration(e.time_ns.saturating_sub(span.start_time_ns)))
                 .unwrap_or(Static::Nil),
             Intrinsic::LinkTraceId => {
                 at.link.and_then(|l| span.links.get(l)).map(|l| Static::Str(l.trace_id.to_hex())).unwrap_or(Static::Nil)
@@ -932,9 +986,10 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
             }
             Intrinsic::InstrumentationName => non_empty(&stored.scope.name),
             Intrinsic::InstrumentationVersion => non_empty(&stored.scope.version),
-            Intrinsic::Parent | Intrinsic::NestedSetLeft | Intrinsic::NestedSetRight | Intrinsic::NestedSetParent => {
-                Static::Nil
-            }
+            Intrinsic::NestedSetLeft => Static::Int(ctx.nested[s].0),
+            Intrinsic::NestedSetRight => Static::Int(ctx.nested[s].1),
+            Intrinsic::NestedSetParent => Static::Int(ctx.nested[s].2),
+            Intrinsic::Parent => Static::Nil,
         };
     }
     let found = match a.scope {
@@ -951,4 +1006,67 @@ fn attribute(ctx: &TraceCtx<'_>, a: &Attribute, at: At) -> Static {
 /// The value of `a` for span `s` (span-level: no event or link).
 pub(crate) fn span_attribute(ctx: &TraceCtx<'_>, a: &Attribute, s: usize) -> Static {
     attribute(ctx, a, At { span: s, event: None, link: None })
+}
+
+/// Every value of `a` on span `s`: one per event or link for event and link scoped attributes.
+pub(crate) fn attribute_values(ctx: &TraceCtx<'_>, a: &Attribute, s: usize, out: &mut dyn FnMut(Static)) {
+    let (uses_event, uses_link) = scopes_used(&FieldExpr::Attr(a.clone()));
+    let span = &ctx.spans[s].span;
+    let mut emit = |at: At| {
+        let v = attribute(ctx, a, at);
+        if v != Static::Nil {
+            out(v);
+        }
+    };
+    if uses_event {
+        for e in 0..span.events.len() {
+            emit(At { span: s, event: Some(e), link: None });
+        }
+    } else if uses_link {
+        for l in 0..span.links.len() {
+            emit(At { span: s, event: None, link: Some(l) });
+        }
+    } else {
+        emit(At { span: s, event: None, link: None });
+    }
+}
+
+/// What `compare()` breaks spans down by (Tempo's "select all"): span intrinsics and attributes,
+/// resource and instrumentation attributes, root name and service; not durations, ids or
+/// nested-set numbers. Names are Tempo's attribute texts (`span.http.method`, `name`).
+pub(crate) fn compare_attributes(ctx: &TraceCtx<'_>, s: usize) -> Vec<(String, Static)> {
+    let stored = ctx.spans[s];
+    let span = &stored.span;
+    let mut out: Vec<(String, Static)> = vec![
+        ("name".to_string(), Static::Str(span.name.clone())),
+        ("status".to_string(), Static::Status(span.status_code)),
+        ("kind".to_string(), Static::Kind(span.kind)),
+    ];
+    if !span.status_message.is_empty() {
+        out.push(("statusMessage".to_string(), Static::Str(span.status_message.clone())));
+    }
+    let mut push_attrs = |scope: AttrScope, attrs: &[KeyValue]| {
+        for kv in attrs {
+            let v = from_any(&kv.value);
+            if v != Static::Nil {
+                out.push((Attribute::named(scope, false, kv.key.clone()).to_string(), v));
+            }
+        }
+    };
+    push_attrs(AttrScope::Span, &span.attributes);
+    push_attrs(AttrScope::Resource, &stored.resource.attributes);
+    push_attrs(AttrScope::Instrumentation, &stored.scope.attributes);
+    for (name, i) in [("rootName", Intrinsic::RootName), ("rootServiceName", Intrinsic::RootServiceName)] {
+        let v = attribute(ctx, &Attribute::intrinsic(i), At { span: s, event: None, link: None });
+        if v != Static::Nil {
+            out.push((name.to_string(), v));
+        }
+    }
+    if !stored.scope.name.is_empty() {
+        out.push(("instrumentation:name".to_string(), Static::Str(stored.scope.name.clone())));
+    }
+    if !stored.scope.version.is_empty() {
+        out.push(("instrumentation:version".to_string(), Static::Str(stored.scope.version.clone())));
+    }
+    out
 }

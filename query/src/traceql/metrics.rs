@@ -16,8 +16,8 @@ use storage::model::AnyValue;
 use storage::read::{TraceScan, TracesReader};
 
 use super::ast::*;
-use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
-use super::{Error, MetricsSeries, parse};
+use super::eval::{Evaluator, TraceCtx, compare_attributes, span_attribute, to_any};
+use super::{Error, MetricsSeries, ParseError, parse};
 
 /// Series labels while evaluating.
 type Labels = Vec<(String, Static)>;
@@ -39,24 +39,53 @@ pub fn metrics_query_range(
     deadline: Instant,
 ) -> Result<Vec<MetricsSeries>, Error> {
     let q = parse(query)?;
-    let Some(m) = q.metrics.clone() else {
-        return Err(Error::Execution(
-            "not a metrics query: add a metrics function such as | rate() or | count_over_time()".to_string(),
-        ));
-    };
     if step_ns <= 0 {
         return Err(Error::Execution("step must be positive".to_string()));
     }
     if end_ns < start_ns {
         return Err(Error::Execution("end must not be before start".to_string()));
     }
-    let mapper = Intervals::new(start_ns, end_ns, step_ns);
+    let mapper = Intervals::range(start_ns, end_ns, step_ns);
     if mapper.count > MAX_INTERVALS {
         return Err(Error::Limit(format!(
             "query would produce {} intervals, more than the limit of {MAX_INTERVALS}; use a larger step",
             mapper.count
         )));
     }
+    run(reader, &q, &mapper, deadline)
+}
+
+/// Runs a TraceQL metrics query as one interval `[start_ns, end_ns]` (`/api/metrics/query`): every
+/// series has one sample, at `end_ns`; `rate()` divides by the whole range.
+pub fn metrics_query_instant(
+    reader: &dyn TracesReader,
+    query: &str,
+    start_ns: i64,
+    end_ns: i64,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    let q = parse(query)?;
+    if end_ns <= start_ns {
+        return Err(Error::Execution("end must be after start".to_string()));
+    }
+    run(reader, &q, &Intervals::instant(start_ns, end_ns), deadline)
+}
+
+fn run(
+    reader: &dyn TracesReader,
+    q: &Query,
+    mapper: &Intervals,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    let Some(m) = q.metrics.clone() else {
+        return Err(Error::Parse(ParseError::without_position(
+            "not a metrics query: add a metrics function such as | rate() or | count_over_time()",
+        )));
+    };
+    if let Some(c) = &m.compare {
+        return run_compare(reader, q, c, mapper, deadline);
+    }
+    let step_ns = mapper.step;
     let n = mapper.count as usize;
 
     let eval = Evaluator::default();
@@ -64,7 +93,8 @@ pub fn metrics_query_range(
     let mut series: HashMap<String, (Labels, Vec<Acc>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut failure: Option<Error> = None;
-    let scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    super::search::pipeline_hints(&q.pipeline, &mut scan);
     reader.scan_traces(&scan, &mut |spans| {
         if Instant::now() >= deadline {
             failure = Some(Error::Timeout);
@@ -183,7 +213,7 @@ pub fn metrics_query_range(
                                 a.total / a.n as f64
                             }
                         }
-                        MetricsOp::QuantileOverTime => f64::NAN,
+                        MetricsOp::QuantileOverTime | MetricsOp::Compare => f64::NAN,
                     })
                     .collect();
                 out.push((labels.clone(), values));
@@ -246,6 +276,128 @@ pub fn metrics_query_range(
     Ok(result)
 }
 
+/// `compare()`: for every attribute of the spans the pipeline yields, counts per value and per
+/// interval, split into `selection` (the filter holds, within the optional window) and `baseline`
+/// (the rest), keeping the `top_n` values of each attribute by total count, plus per-attribute
+/// totals (`baseline_total`, `selection_total`, labelled with the attribute and `nil`).
+fn run_compare(
+    reader: &dyn TracesReader,
+    q: &Query,
+    c: &CompareArgs,
+    mapper: &Intervals,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    /// The values of one attribute, and their index by type and text.
+    type Values = (Vec<(Static, Vec<f64>)>, HashMap<(u8, String), usize>);
+    let n = mapper.count as usize;
+    // [baseline, selection]: attribute → values; and attribute → totals.
+    let mut counts: [Vec<(String, Values)>; 2] = [Vec::new(), Vec::new()];
+    let mut totals: [Vec<(String, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
+    let eval = Evaluator::default();
+    let mut failure = None;
+    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    super::search::pipeline_hints(&q.pipeline, &mut scan);
+    let mut distinct = 0usize;
+    reader.scan_traces(&scan, &mut |spans| {
+        if Instant::now() >= deadline {
+            failure = Some(Error::Timeout);
+            return false;
+        }
+        let ctx = TraceCtx::new(spans);
+        let sets = match eval.run(&ctx, &q.pipeline) {
+            Ok(s) => s,
+            Err(e) => {
+                failure = Some(Error::Execution(e));
+                return false;
+            }
+        };
+        let mut seen = vec![false; ctx.spans.len()];
+        for ss in &sets {
+            for &s in &ss.spans {
+                if std::mem::replace(&mut seen[s], true) {
+                    continue;
+                }
+                let start = ctx.spans[s].span.start_time_ns;
+                let Some(i) = mapper.interval(start) else { continue };
+                let in_window = (c.start == 0 && c.end == 0) || (start > c.start && start <= c.end);
+                let selected = match in_window.then(|| eval.matches(&ctx, &c.filter, s)) {
+                    Some(Ok(b)) => b,
+                    Some(Err(e)) => {
+                        failure = Some(Error::Execution(e));
+                        return false;
+                    }
+                    None => false,
+                };
+                let k = usize::from(selected);
+                for (name, v) in compare_attributes(&ctx, s) {
+                    let ai = match counts[k].iter().position(|(a, _)| *a == name) {
+                        Some(ai) => ai,
+                        None => {
+                            counts[k].push((name.clone(), (Vec::new(), HashMap::new())));
+                            counts[k].len() - 1
+                        }
+                    };
+                    let (values, index) = &mut counts[k][ai].1;
+                    let key = (type_tag(&v), v.encode());
+                    match index.get(&key) {
+                        Some(&vi) => values[vi].1[i] += 1.0,
+                        None => {
+                            distinct += 1;
+                            if distinct > MAX_SERIES * 10 {
+                                failure = Some(Error::Limit(format!(
+                                    "compare() sees more than {} distinct attribute values",
+                                    MAX_SERIES * 10
+                                )));
+                                return false;
+                            }
+                            let mut cs = vec![0.0; n];
+                            cs[i] = 1.0;
+                            index.insert(key, values.len());
+                            values.push((v, cs));
+                        }
+                    }
+                    match totals[k].iter_mut().find(|(a, _)| *a == name) {
+                        Some((_, t)) => t[i] += 1.0,
+                        None => {
+                            let mut t = vec![0.0; n];
+                            t[i] = 1.0;
+                            totals[k].push((name, t));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
+    for (k, kind) in ["baseline", "selection"].into_iter().enumerate() {
+        for (name, (mut values, _)) in std::mem::take(&mut counts[k]) {
+            if values.len() > c.top_n {
+                values.sort_by(|a, b| b.1.iter().sum::<f64>().total_cmp(&a.1.iter().sum::<f64>()));
+                values.truncate(c.top_n);
+            }
+            for (v, cs) in values {
+                out.push((vec![("__meta_type".to_string(), Static::Str(kind.to_string())), (name.clone(), v)], cs));
+            }
+        }
+        for (name, t) in std::mem::take(&mut totals[k]) {
+            out.push((vec![("__meta_type".to_string(), Static::Str(format!("{kind}_total"))), (name, Static::Nil)], t));
+        }
+    }
+    let mut result: Vec<MetricsSeries> = out
+        .into_iter()
+        .map(|(labels, values)| MetricsSeries {
+            labels: labels.iter().map(|(k, v)| (k.clone(), to_any(v))).collect(),
+            samples: values.iter().enumerate().map(|(i, v)| (mapper.timestamp_ms(i), *v)).collect(),
+        })
+        .collect();
+    result.sort_by_key(|s| label_key(&s.labels));
+    Ok(result)
+}
+
 fn label_key(labels: &[(String, AnyValue)]) -> Vec<(String, String)> {
     labels.iter().map(|(k, v)| (k.clone(), v.to_label_string())).collect()
 }
@@ -290,7 +442,7 @@ fn observed_value(ctx: &TraceCtx<'_>, m: &MetricsAggregate, s: usize) -> f64 {
     let Some(a) = &m.attr else { return f64::NAN };
     if a.intrinsic == Some(Intrinsic::Duration) {
         let span = &ctx.spans[s].span;
-        return (span.end_time_ns - span.start_time_ns) as f64 / 1e9;
+        return (span.end_time_ns.saturating_sub(span.start_time_ns)) as f64 / 1e9;
     }
     match span_attribute(ctx, a, s) {
         Static::Int(i) => i as f64,
@@ -305,7 +457,7 @@ fn bucket_of(ctx: &TraceCtx<'_>, m: &MetricsAggregate, s: usize) -> Option<f64> 
     let a = m.attr.as_ref()?;
     if a.intrinsic == Some(Intrinsic::Duration) {
         let span = &ctx.spans[s].span;
-        let d = span.end_time_ns - span.start_time_ns;
+        let d = span.end_time_ns.saturating_sub(span.start_time_ns);
         return if d < 2 { None } else { Some(log2_bucketize(d as u64) / 1e9) };
     }
     match span_attribute(ctx, a, s) {
@@ -390,30 +542,38 @@ impl Acc {
     }
 }
 
-/// Tempo's aligned query-range intervals.
+/// Tempo's intervals: aligned query-range steps, or the one interval of an instant query.
 struct Intervals {
     start: i64,
     end: i64,
     step: i64,
     count: i64,
+    instant: bool,
 }
 
 impl Intervals {
-    fn new(start: i64, end: i64, step: i64) -> Self {
-        let mut s = start - start.rem_euclid(step);
+    fn range(start: i64, end: i64, step: i64) -> Self {
+        let mut s = start.saturating_sub(start.rem_euclid(step));
         let m = end.rem_euclid(step);
-        let e = if m == 0 { end } else { end + (step - m) };
+        let e = if m == 0 { end } else { end.saturating_add(step - m) };
         if s > step {
             s -= step;
         }
-        Intervals { start: s, end: e, step, count: (e - s) / step }
+        Intervals { start: s, end: e, step, count: e.saturating_sub(s) / step, instant: false }
+    }
+
+    fn instant(start: i64, end: i64) -> Self {
+        Intervals { start, end, step: end.saturating_sub(start), count: 1, instant: true }
     }
 
     fn interval(&self, ts: i64) -> Option<usize> {
+        if self.instant {
+            return (ts >= self.start && ts <= self.end && self.end != self.start).then_some(0);
+        }
         if !(ts > self.start && ts <= self.end) || self.end == self.start {
             return None;
         }
-        let off = ts - self.start;
+        let off = ts.saturating_sub(self.start);
         let mut i = off / self.step;
         if i * self.step == off {
             i -= 1;
@@ -425,6 +585,32 @@ impl Intervals {
     }
 
     fn timestamp_ms(&self, i: usize) -> i64 {
-        (self.start + (i as i64 + 1) * self.step).div_euclid(1_000_000)
+        if self.instant {
+            return self.end.div_euclid(1_000_000);
+        }
+        self.start.saturating_add((i as i64 + 1).saturating_mul(self.step)).div_euclid(1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::MemStore;
+    use storage::read::Reader;
+
+    #[test]
+    fn extreme_ranges_are_errors_not_panics() {
+        let store = MemStore::new();
+        let r = store.trace_store();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        for (s, e, step) in [(i64::MIN, i64::MAX, 1), (0, i64::MAX, i64::MAX), (i64::MIN, 0, i64::MAX), (-5, 5, 3)] {
+            let _ = metrics_query_range(r, "{} | rate()", s, e, step, far);
+            let _ = metrics_query_instant(r, "{} | rate()", s, e, far);
+        }
+        assert!(matches!(metrics_query_range(r, "{} | rate()", i64::MIN, i64::MAX, 1, far), Err(Error::Limit(_))));
+        assert!(matches!(
+            metrics_query_range(r, "{} | rate()", 0, 10, 1, Instant::now() - std::time::Duration::from_secs(1)),
+            Ok(_) | Err(Error::Timeout)
+        ));
     }
 }

@@ -9,11 +9,22 @@
 //! - [`parse`]: text → [`Query`] (the AST in [`ast`]), or a [`ParseError`] with its byte position.
 //! - [`search`]: the `/api/search` semantics — spanset pipelines over whole traces, newest first.
 //! - [`metrics_query_range`]: the `/api/metrics/query_range` semantics — `rate()`,
-//!   `count_over_time()`, `quantile_over_time()`, ... aligned to `step`.
+//!   `count_over_time()`, `quantile_over_time()`, ... aligned to `step`;
+//!   [`metrics_query_instant`] the `/api/metrics/query` one (one interval).
+//! - [`tag_values`]: values of one attribute on the spans a query matches (tag-value browser).
 //!
 //! Invariants: evaluation reads storage only through the `TracesReader` trait, one whole trace at
 //! a time, and checks the caller's deadline between traces; the scan hints it passes
-//! (`service_name`, `span_name`) only ever prune traces that cannot match.
+//! (`service_name`, `span_name`) only ever prune traces that cannot match (the test runner
+//! re-runs every script through a reader that prunes by them); a query's nesting and operator
+//! count are bounded at parse time (`parser::MAX_DEPTH`, `parser::MAX_NODES`) so no walk of the
+//! tree can exhaust the stack.
+//!
+//! Not implemented (Tempo has them): arithmetic between metrics queries
+//! (`({a} | rate()) / ({b} | rate())`), exemplars, and evaluating `parent.` attributes (which
+//! Tempo also refuses as "not yet supported"). `compare()` breaks spans down by their span
+//! intrinsics and span, resource and instrumentation attributes plus root name and service —
+//! close to, but not exactly, the columns Tempo's "select all" reads.
 
 pub mod ast;
 mod eval;
@@ -21,14 +32,16 @@ mod lexer;
 mod metrics;
 mod parser;
 mod search;
+mod tags;
 
 use std::fmt;
 
 use storage::model::{AnyValue, SpanId, TraceId};
 
 pub use ast::Query;
-pub use metrics::metrics_query_range;
+pub use metrics::{metrics_query_instant, metrics_query_range};
 pub use search::search;
+pub use tags::{TagValue, tag_values};
 
 /// Parses a TraceQL query.
 pub fn parse(q: &str) -> Result<Query, ParseError> {
@@ -167,13 +180,15 @@ pub struct MetricsSeries {
 /// Why a query failed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Error {
-    /// The query does not parse (or is not valid TraceQL).
+    /// The query does not parse, is not valid TraceQL, or is the wrong kind for the endpoint (a
+    /// metrics query sent to search, a search query sent to metrics). A client error (400).
     Parse(ParseError),
     /// A configured limit was exceeded.
     Limit(String),
     /// The deadline passed.
     Timeout,
-    /// The query is valid but cannot be run as asked (e.g. a metrics query sent to search).
+    /// The request cannot be run as asked (a non-positive step, an end before the start) or
+    /// evaluation failed (division by zero, spanset operators over several spansets).
     Execution(String),
 }
 

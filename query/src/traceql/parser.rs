@@ -18,17 +18,43 @@ use super::lexer::{Tok, Token, lex};
 /// Parses and validates a query.
 pub(crate) fn parse(q: &str) -> Result<Query, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { q, toks, i: 0 };
+    let mut p = Parser { q, toks, i: 0, depth: 0, nodes: 0 };
     let query = p.root()?;
+    if tree_depth(&query) > MAX_DEPTH {
+        return Err(ParseError::without_position(format!("query is nested more than {MAX_DEPTH} levels deep")));
+    }
     validate(q, &query)?;
     Ok(query)
+}
+
+/// Parses one attribute or intrinsic (`resource.service.name`, `span."a b"`, `name`, `span:id`).
+pub(crate) fn parse_attribute(text: &str) -> Result<Attribute, ParseError> {
+    let toks = lex(text)?;
+    let mut p = Parser { q: text, toks, i: 0, depth: 0, nodes: 0 };
+    let a = p.attribute()?;
+    if !matches!(p.peek(), Tok::Eof) {
+        return Err(p.unexpected(&[]));
+    }
+    validate_attr(&a).map_err(ParseError::without_position)?;
+    Ok(a)
 }
 
 struct Parser<'a> {
     q: &'a str,
     toks: Vec<Token>,
     i: usize,
+    /// Current recursion depth of the parser.
+    depth: usize,
+    /// Operator nodes built so far.
+    nodes: usize,
 }
+
+/// Most operator nodes a query may have. Together with [`MAX_DEPTH`] this keeps every walk of
+/// the tree (including dropping it) far from the stack's limits.
+pub const MAX_NODES: usize = 2_000;
+
+/// Deepest nesting a query may have: bounds the recursion of parsing, checking and evaluation.
+pub const MAX_DEPTH: usize = 128;
 
 const STRUCTURAL: &[(&str, SpansetOp)] = &[
     (">", SpansetOp::Child),
@@ -98,6 +124,15 @@ impl Parser<'_> {
         self.err_at(self.pos(), msg)
     }
 
+    /// Counts one more operator node.
+    fn node(&mut self) -> Result<(), ParseError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(self.err_at(self.pos(), format!("query has more than {MAX_NODES} operators")));
+        }
+        Ok(())
+    }
+
     fn expect(&mut self, s: &str) -> Result<(), ParseError> {
         if self.eat(s) { Ok(()) } else { Err(self.unexpected(&[s])) }
     }
@@ -111,13 +146,11 @@ impl Parser<'_> {
         if self.eat("with") {
             self.expect("(")?;
             loop {
-                let name = match self.advance() {
+                let name = match self.peek().clone() {
                     Tok::Ident(n) => n,
-                    _ => {
-                        self.i -= 1;
-                        return Err(self.unexpected(&["IDENTIFIER"]));
-                    }
+                    _ => return Err(self.unexpected(&["IDENTIFIER"])),
                 };
+                self.advance();
                 self.expect("=")?;
                 let v = self.static_literal()?;
                 hints.push((name, v));
@@ -134,6 +167,16 @@ impl Parser<'_> {
     }
 
     fn pipeline(&mut self, allow_metrics: bool) -> Result<(Pipeline, Option<MetricsAggregate>), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.pipeline_inner(allow_metrics);
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self, allow_metrics: bool) -> Result<(Pipeline, Option<MetricsAggregate>), ParseError> {
         if self.is("coalesce") {
             return Err(self.unexpected(&[]));
         }
@@ -219,13 +262,31 @@ impl Parser<'_> {
         let rhs_pos = self.pos();
         let rhs = self.scalar(0)?;
         if !has_aggregate(&lhs) && !has_aggregate(&rhs) {
-            let _ = start;
             return Err(self.err_at(rhs_pos, "syntax error: scalar filters need an aggregate"));
         }
+        // Constant arithmetic is folded, as Tempo's grammar does.
+        let fold = |e: ScalarExpr, p: &Self| -> Result<ScalarExpr, ParseError> {
+            if has_aggregate(&e) {
+                return Ok(e);
+            }
+            super::eval::fold_constant(&e).map(ScalarExpr::Static).map_err(|m| p.err_at(start, m))
+        };
+        let lhs = fold(lhs, self)?;
+        let rhs = fold(rhs, self)?;
         Ok(Stage::ScalarFilter { op, lhs, rhs })
     }
 
     fn scalar(&mut self, min: u8) -> Result<ScalarExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.scalar_inner(min);
+        self.depth -= 1;
+        r
+    }
+
+    fn scalar_inner(&mut self, min: u8) -> Result<ScalarExpr, ParseError> {
         let mut lhs = self.scalar_primary()?;
         while let Some((op, lp, right)) = self.peek_arith() {
             if lp < min {
@@ -233,6 +294,7 @@ impl Parser<'_> {
             }
             self.advance();
             let rhs = self.scalar(if right { lp } else { lp + 1 })?;
+            self.node()?;
             lhs = ScalarExpr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -303,6 +365,16 @@ impl Parser<'_> {
     }
 
     fn spanset(&mut self, min: u8, after_op: bool) -> Result<SpansetExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.spanset_inner(min, after_op);
+        self.depth -= 1;
+        r
+    }
+
+    fn spanset_inner(&mut self, min: u8, after_op: bool) -> Result<SpansetExpr, ParseError> {
         let mut lhs = self.spanset_primary(after_op)?;
         loop {
             let (op, prec) = match self.peek() {
@@ -319,6 +391,7 @@ impl Parser<'_> {
             }
             self.advance();
             let rhs = self.spanset(prec + 1, true)?;
+            self.node()?;
             lhs = SpansetExpr::Op(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -372,6 +445,16 @@ impl Parser<'_> {
     }
 
     fn field(&mut self, min: u8) -> Result<FieldExpr, ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err_at(self.pos(), format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        let r = self.field_inner(min);
+        self.depth -= 1;
+        r
+    }
+
+    fn field_inner(&mut self, min: u8) -> Result<FieldExpr, ParseError> {
         let mut lhs = self.field_primary()?;
         while let Some((op, lp, right)) = self.peek_field_op() {
             if lp < min {
@@ -384,10 +467,12 @@ impl Parser<'_> {
             if matches!(op, BinOp::Eq | BinOp::Neq) && self.is("nil") {
                 self.advance();
                 let u = if op == BinOp::Eq { UnaryOp::NotExists } else { UnaryOp::Exists };
+                self.node()?;
                 lhs = FieldExpr::Unary(u, Box::new(lhs));
                 continue;
             }
             let rhs = self.field(if right { lp } else { lp + 1 })?;
+            self.node()?;
             lhs = FieldExpr::Binary(op, Box::new(lhs), Box::new(rhs));
         }
         Ok(lhs)
@@ -404,10 +489,12 @@ impl Parser<'_> {
             }
             Tok::Sym("-") => {
                 self.advance();
+                self.node()?;
                 Ok(FieldExpr::Unary(UnaryOp::Neg, Box::new(self.field(5)?)))
             }
             Tok::Sym("!") => {
                 self.advance();
+                self.node()?;
                 Ok(FieldExpr::Unary(UnaryOp::Not, Box::new(self.field(5)?)))
             }
             Tok::Sym("nil") => {
@@ -549,6 +636,67 @@ impl Parser<'_> {
         }
     }
 
+    /// `compare(` already read: `{filter} [, topN [, start, end]] )`.
+    fn compare_args(&mut self, pos: usize) -> Result<MetricsAggregate, ParseError> {
+        if !self.is("{") {
+            return Err(self.unexpected(&["{"]));
+        }
+        self.advance();
+        let filter = if self.eat("}") {
+            FieldExpr::Static(Static::Bool(true))
+        } else {
+            self.field(0).and_then(|f| self.expect("}").map(|_| f))?
+        };
+        let mut ints = Vec::new();
+        while self.eat(",") {
+            match self.peek() {
+                Tok::Int(i) => ints.push(*i),
+                _ => return Err(self.unexpected(&["INTEGER"])),
+            }
+            self.advance();
+        }
+        if ints.len() == 2 || ints.len() > 3 {
+            return Err(self.unexpected(&[]));
+        }
+        self.expect(")")?;
+        let top_n = ints.first().copied().unwrap_or(10);
+        let (start, end) = if ints.len() == 3 { (ints[1], ints[2]) } else { (0, 0) };
+        if top_n <= 0 || top_n > 1000 {
+            return Err(ParseError::without_position(
+                "compare() top number of values must be an integer between 1 and 1000",
+            ));
+        }
+        if !(start == 0 && end == 0) {
+            if start <= 0 || end <= 0 {
+                return Err(ParseError::without_position(
+                    "compare() timestamps must be positive integer unix nanoseconds",
+                ));
+            }
+            if end <= start {
+                return Err(ParseError::without_position(
+                    "compare() end timestamp must be greater than start timestamp",
+                ));
+            }
+        }
+        let _ = pos;
+        let mut second = Vec::new();
+        if self.is("|") && matches!(self.peek_n(1), Tok::Sym("topk" | "bottomk")) {
+            return Err(ParseError::without_position("`compare()` cannot be used with second stage functions"));
+        }
+        if let Tok::Sym("=" | "!=" | "<" | "<=" | ">" | ">=") = self.peek() {
+            second.clear();
+            return Err(ParseError::without_position("`compare()` cannot be used with second stage functions"));
+        }
+        Ok(MetricsAggregate {
+            op: MetricsOp::Compare,
+            attr: None,
+            quantiles: Vec::new(),
+            by: Vec::new(),
+            second,
+            compare: Some(CompareArgs { filter, top_n: top_n as usize, start, end }),
+        })
+    }
+
     fn metrics(&mut self) -> Result<MetricsAggregate, ParseError> {
         let pos = self.pos();
         let Tok::Sym(name) = self.advance() else {
@@ -563,9 +711,13 @@ impl Parser<'_> {
             "sum_over_time" => MetricsOp::SumOverTime,
             "quantile_over_time" => MetricsOp::QuantileOverTime,
             "histogram_over_time" => MetricsOp::HistogramOverTime,
+            "compare" => MetricsOp::Compare,
             _ => return Err(self.err_at(pos, format!("{name}() is not supported"))),
         };
         self.expect("(")?;
+        if op == MetricsOp::Compare {
+            return self.compare_args(pos);
+        }
         let mut attr = None;
         let mut quantiles = Vec::new();
         if !matches!(op, MetricsOp::Rate | MetricsOp::CountOverTime) {
@@ -573,14 +725,12 @@ impl Parser<'_> {
             if op == MetricsOp::QuantileOverTime {
                 self.expect(",")?;
                 loop {
-                    match self.advance() {
-                        Tok::Float(f) => quantiles.push(f),
-                        Tok::Int(i) => quantiles.push(i as f64),
-                        _ => {
-                            self.i -= 1;
-                            return Err(self.unexpected(&["FLOAT", "INTEGER"]));
-                        }
+                    match self.peek() {
+                        Tok::Float(f) => quantiles.push(*f),
+                        Tok::Int(i) => quantiles.push(*i as f64),
+                        _ => return Err(self.unexpected(&["FLOAT", "INTEGER"])),
                     }
+                    self.advance();
                     if !self.eat(",") {
                         break;
                     }
@@ -600,13 +750,11 @@ impl Parser<'_> {
                 self.advance();
                 let top = matches!(self.advance(), Tok::Sym("topk"));
                 self.expect("(")?;
-                let n = match self.advance() {
-                    Tok::Int(n) if n > 0 => n as usize,
-                    _ => {
-                        self.i -= 1;
-                        return Err(self.unexpected(&["INTEGER"]));
-                    }
+                let n = match self.peek() {
+                    Tok::Int(n) if *n > 0 => *n as usize,
+                    _ => return Err(self.unexpected(&["INTEGER"])),
                 };
+                self.advance();
                 self.expect(")")?;
                 second.push(if top { SecondStage::TopK(n) } else { SecondStage::BottomK(n) });
                 continue;
@@ -628,7 +776,7 @@ impl Parser<'_> {
             };
             second.push(SecondStage::Filter(op, v));
         }
-        Ok(MetricsAggregate { op, attr, quantiles, by, second })
+        Ok(MetricsAggregate { op, attr, quantiles, by, second, compare: None })
     }
 }
 
@@ -791,6 +939,9 @@ fn validate(q: &str, query: &Query) -> Result<(), ParseError> {
     let _ = q;
     let err = ParseError::without_position;
     validate_pipeline(&query.pipeline).map_err(err)?;
+    if let Some(c) = query.metrics.as_ref().and_then(|m| m.compare.as_ref()) {
+        validate_spanset(&SpansetExpr::Filter(c.filter.clone())).map_err(err)?;
+    }
     if let Some(m) = &query.metrics {
         for q in &m.quantiles {
             if !(0.0..=1.0).contains(q) {
@@ -805,12 +956,34 @@ fn validate_pipeline(p: &Pipeline) -> Result<(), String> {
     for s in &p.stages {
         match s {
             Stage::Spanset(e) => validate_spanset(e)?,
-            Stage::GroupBy(e) => validate_field(e)?,
-            Stage::ScalarFilter { lhs, rhs, .. } => {
+            Stage::GroupBy(e) => {
+                validate_field(e)?;
+                if !references_span(e) {
+                    return Err(format!("grouping field expressions must reference the span: by({})", field_string(e)));
+                }
+            }
+            Stage::ScalarFilter { op, lhs, rhs } => {
                 validate_scalar(lhs)?;
                 validate_scalar(rhs)?;
+                let (lt, rt) = (scalar_ty(lhs), scalar_ty(rhs));
+                if !lt.matches(rt) {
+                    return Err(format!(
+                        "binary operations must operate on the same type: {} {} {}",
+                        scalar_string(lhs),
+                        op.as_str(),
+                        scalar_string(rhs)
+                    ));
+                }
+                // Tempo runs only `aggregate op literal` (the message keeps Tempo's unfilled verb).
+                if !matches!(lhs, ScalarExpr::Aggregate(..)) {
+                    return Err("scalar filter lhs of type (%v) not yet supported".to_string());
+                }
+                if !matches!(rhs, ScalarExpr::Static(_)) {
+                    return Err("scalar filter rhs of type (%v) not yet supported".to_string());
+                }
             }
-            Stage::Coalesce | Stage::Select(_) => {}
+            Stage::Select(attrs) => attrs.iter().try_for_each(validate_attr)?,
+            Stage::Coalesce => {}
         }
     }
     Ok(())
@@ -821,6 +994,13 @@ fn validate_scalar(e: &ScalarExpr) -> Result<(), String> {
         ScalarExpr::Static(_) => Ok(()),
         ScalarExpr::Aggregate(op, Some(f)) => {
             validate_field(f)?;
+            if !references_span(f) {
+                return Err(format!(
+                    "aggregate field expressions must reference the span: {}({})",
+                    op.as_str(),
+                    field_string(f)
+                ));
+            }
             let t = field_ty(f);
             if t != Ty::Attr && !t.numeric() {
                 return Err(format!(
@@ -860,11 +1040,65 @@ fn validate_spanset(e: &SpansetExpr) -> Result<(), String> {
     }
 }
 
+fn scalar_ty(e: &ScalarExpr) -> Ty {
+    match e {
+        ScalarExpr::Static(s) => static_ty(s),
+        ScalarExpr::Aggregate(AggregateOp::Count, _) => Ty::Int,
+        ScalarExpr::Aggregate(_, Some(f)) => field_ty(f),
+        ScalarExpr::Aggregate(_, None) => Ty::Attr,
+        ScalarExpr::Binary(_, l, r) => match scalar_ty(l) {
+            Ty::Attr => scalar_ty(r),
+            t => t,
+        },
+    }
+}
+
+/// Tempo's text for a scalar expression.
+fn scalar_string(e: &ScalarExpr) -> String {
+    match e {
+        ScalarExpr::Static(s) => s.to_string(),
+        ScalarExpr::Aggregate(op, None) => format!("{}()", op.as_str()),
+        ScalarExpr::Aggregate(op, Some(f)) => format!("{}({})", op.as_str(), field_string(f)),
+        ScalarExpr::Binary(op, l, r) => format!("({} {} {})", scalar_string(l), op.as_str(), scalar_string(r)),
+    }
+}
+
+/// True when the expression reads anything from the span (an attribute or intrinsic).
+fn references_span(e: &FieldExpr) -> bool {
+    match e {
+        FieldExpr::Static(_) => false,
+        FieldExpr::Attr(_) => true,
+        FieldExpr::Unary(_, e) => references_span(e),
+        FieldExpr::Binary(_, l, r) => references_span(l) || references_span(r),
+    }
+}
+
+fn validate_attr(a: &Attribute) -> Result<(), String> {
+    if a.parent {
+        return Err("parent not yet supported".to_string());
+    }
+    if a.intrinsic == Some(Intrinsic::Parent) {
+        return Err("intrinsic (parent) not yet supported".to_string());
+    }
+    Ok(())
+}
+
 fn validate_field(e: &FieldExpr) -> Result<(), String> {
     match e {
-        FieldExpr::Static(_) | FieldExpr::Attr(_) => Ok(()),
+        FieldExpr::Static(_) => Ok(()),
+        FieldExpr::Attr(a) => validate_attr(a),
         FieldExpr::Unary(op, inner) => {
             validate_field(inner)?;
+            if *op == UnaryOp::NotExists
+                && let FieldExpr::Attr(a) = inner.as_ref()
+            {
+                if a.intrinsic.is_some() {
+                    return Err(format!("{a}=nil is not valid because intrinsics cannot be nil"));
+                }
+                if a.scope == AttrScope::Resource && !a.parent && a.name == "service.name" {
+                    return Err(format!("{a}=nil is not valid because resource.service.name cannot be nil"));
+                }
+            }
             let t = field_ty(inner);
             let ok = match op {
                 UnaryOp::Neg => t == Ty::Attr || t.numeric(),
@@ -901,5 +1135,107 @@ fn validate_field(e: &FieldExpr) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// Depth of the tree, computed without recursion (the tree may be deeper than the stack allows:
+/// left-associative chains are built by loops).
+fn tree_depth(q: &Query) -> usize {
+    enum Node<'a> {
+        Pipe(&'a Pipeline),
+        Set(&'a SpansetExpr),
+        Field(&'a FieldExpr),
+        Scalar(&'a ScalarExpr),
+    }
+    let mut stack = vec![(Node::Pipe(&q.pipeline), 1usize)];
+    if let Some(c) = q.metrics.as_ref().and_then(|m| m.compare.as_ref()) {
+        stack.push((Node::Field(&c.filter), 1));
+    }
+    let mut max = 0;
+    while let Some((node, d)) = stack.pop() {
+        max = max.max(d);
+        if max > MAX_DEPTH {
+            break;
+        }
+        match node {
+            Node::Pipe(p) => {
+                for s in &p.stages {
+                    match s {
+                        Stage::Spanset(e) => stack.push((Node::Set(e), d + 1)),
+                        Stage::ScalarFilter { lhs, rhs, .. } => {
+                            stack.push((Node::Scalar(lhs), d + 1));
+                            stack.push((Node::Scalar(rhs), d + 1));
+                        }
+                        Stage::GroupBy(f) => stack.push((Node::Field(f), d + 1)),
+                        Stage::Coalesce | Stage::Select(_) => {}
+                    }
+                }
+            }
+            Node::Set(e) => match e {
+                SpansetExpr::Filter(f) => stack.push((Node::Field(f), d + 1)),
+                SpansetExpr::Op(_, l, r) => {
+                    stack.push((Node::Set(l), d + 1));
+                    stack.push((Node::Set(r), d + 1));
+                }
+                SpansetExpr::Pipeline(p) => stack.push((Node::Pipe(p), d + 1)),
+            },
+            Node::Field(f) => match f {
+                FieldExpr::Static(_) | FieldExpr::Attr(_) => {}
+                FieldExpr::Unary(_, e) => stack.push((Node::Field(e), d + 1)),
+                FieldExpr::Binary(_, l, r) => {
+                    stack.push((Node::Field(l), d + 1));
+                    stack.push((Node::Field(r), d + 1));
+                }
+            },
+            Node::Scalar(e) => match e {
+                ScalarExpr::Static(_) | ScalarExpr::Aggregate(_, None) => {}
+                ScalarExpr::Aggregate(_, Some(f)) => stack.push((Node::Field(f), d + 1)),
+                ScalarExpr::Binary(_, l, r) => {
+                    stack.push((Node::Scalar(l), d + 1));
+                    stack.push((Node::Scalar(r), d + 1));
+                }
+            },
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_and_long_queries_are_refused_not_overflowed() {
+        let long = format!("{{ {} }}", vec![".a = 1"; 3000].join(" && "));
+        let e = parse(&long).unwrap_err();
+        assert!(e.message.contains("operators"), "{e}");
+        let nested = format!("{{ {}.a = 1{} }}", "(".repeat(10_000), ")".repeat(10_000));
+        let e = parse(&nested).unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        let pow = format!("{{ {} > 1 }}", vec!["2"; 1000].join(" ^ "));
+        assert!(parse(&pow).is_err());
+        let chain = format!("{{ {} }}", vec![".a = 1"; 200].join(" && "));
+        let e = parse(&chain).unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        let ok = format!("{{ {} }}", vec![".a = 1"; 50].join(" && "));
+        assert!(parse(&ok).is_ok());
+        let spansets = vec!["{}"; 5000].join(" >> ");
+        assert!(parse(&spansets).is_err());
+    }
+
+    #[test]
+    fn precedence_follows_tempo() {
+        // `!` binds tighter than `=`, so this compares a boolean with an int, as in Tempo.
+        let e = parse("{ !.a = 1 }").unwrap_err();
+        assert_eq!(e.to_string(), "binary operations must operate on the same type: (!.a) = 1");
+        let q = parse("{ !.a && .b }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "(!.a) && .b");
+        let q = parse("{ -.a * 2 + 1 > 0 || .b && .c }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "((((-(.a * 2)) + 1) > 0) || .b) && .c");
+        let q = parse("{ 2 ^ 3 ^ 2 = .x }").unwrap();
+        let Stage::Spanset(SpansetExpr::Filter(f)) = &q.pipeline.stages[0] else { panic!() };
+        assert_eq!(field_string(f), "(2 ^ (3 ^ 2)) = .x");
     }
 }

@@ -12,7 +12,7 @@ use storage::read::{TraceScan, TracesReader};
 
 use super::ast::*;
 use super::eval::{Evaluator, TraceCtx, span_attribute, to_any};
-use super::{Error, MatchedSpan, SearchRequest, SearchResponse, SpanSet, TraceMatch, parse};
+use super::{Error, MatchedSpan, ParseError, SearchRequest, SearchResponse, SpanSet, TraceMatch, parse};
 
 /// Tempo's default number of traces.
 pub const DEFAULT_LIMIT: usize = 20;
@@ -25,17 +25,15 @@ pub const ROOT_SPAN_NOT_YET_RECEIVED: &str = "<root span not yet received>";
 pub fn search(reader: &dyn TracesReader, req: &SearchRequest, deadline: Instant) -> Result<SearchResponse, Error> {
     let query = parse(&req.query)?;
     if query.is_metrics() {
-        return Err(Error::Execution(
-            "metrics queries are not supported on the search endpoint; use /api/metrics/query_range".to_string(),
-        ));
+        return Err(Error::Parse(ParseError::without_position(
+            "metrics queries are not supported on the search endpoint; use /api/metrics/query_range",
+        )));
     }
     let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit };
     let spss = if req.spans_per_spanset == 0 { DEFAULT_SPANS_PER_SPANSET } else { req.spans_per_spanset };
     let (start_ns, end_ns) = time_range(req.start_ns, req.end_ns);
     let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None };
-    if let Some(Stage::Spanset(first)) = query.pipeline.stages.first() {
-        required_hints(first, &mut scan);
-    }
+    pipeline_hints(&query.pipeline, &mut scan);
     let returned = returned_attributes(&query);
 
     let eval = Evaluator::default();
@@ -107,7 +105,7 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
                         span_id: span.span_id,
                         name: span.name.clone(),
                         start_time_ns: span.start_time_ns,
-                        duration_ns: span.end_time_ns - span.start_time_ns,
+                        duration_ns: span.end_time_ns.saturating_sub(span.start_time_ns),
                         attributes,
                     }
                 })
@@ -120,8 +118,15 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
         root_service_name,
         root_trace_name,
         start_time_ns: ctx.start_ns,
-        duration_ms: ((ctx.end_ns - ctx.start_ns).max(0) / 1_000_000) as u64,
+        duration_ms: ((ctx.end_ns.saturating_sub(ctx.start_ns)).max(0) / 1_000_000) as u64,
         span_sets,
+    }
+}
+
+/// Sets the scan hints every trace the pipeline can match satisfies.
+pub(crate) fn pipeline_hints(p: &Pipeline, scan: &mut TraceScan) {
+    if let Some(Stage::Spanset(first)) = p.stages.first() {
+        required_hints(first, scan);
     }
 }
 
@@ -259,5 +264,38 @@ fn collect_field(f: &FieldExpr, out: &mut Vec<Attribute>) {
             collect_field(l, out);
             collect_field(r, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::MemStore;
+    use storage::model::{Span, SpanGroup, SpanId, SpansBatch, TraceId, WriteBatch};
+    use storage::read::Reader;
+
+    #[test]
+    fn a_passed_deadline_is_a_timeout_and_metrics_queries_are_refused() {
+        let store = MemStore::new();
+        let span = Span {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([1; 8]),
+            name: "x".into(),
+            start_time_ns: 1,
+            end_time_ns: 2,
+            ..Default::default()
+        };
+        store.apply(WriteBatch::Spans(SpansBatch {
+            groups: vec![SpanGroup { spans: vec![span], ..Default::default() }],
+        }));
+        let req = SearchRequest { query: "{}".into(), ..Default::default() };
+        let past = Instant::now() - std::time::Duration::from_millis(1);
+        assert_eq!(search(store.trace_store(), &req, past), Err(Error::Timeout));
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let found = search(store.trace_store(), &req, later).unwrap();
+        assert_eq!(found.traces.len(), 1);
+        assert_eq!((found.inspected_traces, found.inspected_spans), (1, 1));
+        let req = SearchRequest { query: "{} | rate()".into(), ..Default::default() };
+        assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Parse(_))));
     }
 }
