@@ -488,3 +488,25 @@ fn traceql_search_answers_in_tempos_shape_and_rejects_bad_queries_with_a_positio
     let resp = get(&format!("{base}/api/metrics/query_range?q=%7B%7D%20%7C%20nope()"), false);
     assert_eq!(resp.status(), 400);
 }
+
+#[test]
+fn tag_values_follow_the_q_filter_and_instant_metrics_answer() {
+    let srv = TestServer::start(|_| {});
+    let now = now_ns();
+    send(&srv, &request("shop", vec![pspan(TRACE, 1, None, "GET /cart", 2, now, 30, true)]));
+    let mut other = TRACE;
+    other[0] = 0x0b;
+    send(&srv, &request("cart", vec![pspan(other, 1, None, "POST /pay", 2, now, 5, false)]));
+    let base = srv.http();
+    let all: serde_json::Value = get(&format!("{base}/api/v2/search/tag/name/values"), false).json().unwrap();
+    assert_eq!(all["tagValues"].as_array().unwrap().len(), 2, "{all}");
+    let q = "%7Bresource.service.name%3D%22cart%22%7D";
+    let some: serde_json::Value = get(&format!("{base}/api/v2/search/tag/name/values?q={q}"), false).json().unwrap();
+    assert_eq!(some["tagValues"], serde_json::json!([{"type": "string", "value": "POST /pay"}]));
+    let (a, b) = (now / 1_000_000_000 - 60, now / 1_000_000_000 + 60);
+    let r: serde_json::Value =
+        get(&format!("{base}/api/metrics/query?q=%7B%7D%20%7C%20count_over_time()&start={a}&end={b}"), false)
+            .json()
+            .unwrap();
+    assert_eq!(r["series"][0]["value"], 2.0, "{r}");
+}

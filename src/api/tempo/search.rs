@@ -307,13 +307,11 @@ pub(super) async fn metrics_query_instant(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, TempoError> {
     let mp = metrics_params(raw)?;
-    let step = (mp.end_ns - mp.start_ns).max(1);
     let store = store(&state)?;
     blocking(move || {
         let deadline = Instant::now() + QUERY_TIMEOUT;
-        let series =
-            traceql::metrics_query_range(store.trace_store(), &mp.query, mp.start_ns, mp.end_ns, step, deadline)
-                .map_err(map_error)?;
+        let series = traceql::metrics_query_instant(store.trace_store(), &mp.query, mp.start_ns, mp.end_ns, deadline)
+            .map_err(map_error)?;
         let out: Vec<Value> = series
             .iter()
             .filter_map(|s| {

@@ -1,8 +1,10 @@
 //! The tag browsers: attribute names by scope, and the values of one attribute, typed.
 //!
-//! Both read the traces of the requested window (default: the last 24 hours) newest first and
-//! stop after `MAX_SPANS_INSPECTED` spans or the query timeout, as Tempo's own tag search only
-//! looks at recent data; `limit` caps the answer (default 5000 names, 1000 values).
+//! Both read the traces of the requested window (default: the last 24 hours) newest first, as
+//! Tempo's own tag search only looks at recent data; names stop after `MAX_SPANS_INSPECTED` spans
+//! or the query timeout; values come from `query::traceql::tag_values` (only spans the `q` filter
+//! matches; a half-typed `q` filters nothing, as in Tempo); `limit` caps the answer (default 5000
+//! names, 1000 values). v1 names are unscoped attributes (`service.name` → `.service.name`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -10,7 +12,6 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Value, json};
-use storage::model::{AnyValue, KeyValue, SpanKind, StatusCode};
 use storage::{Reader, StoredSpan, TraceScan};
 
 use super::{QUERY_TIMEOUT, TempoError, blocking, param, params, store, time_param};
@@ -159,139 +160,26 @@ pub(super) async fn tags_v2(State(state): State<AppState>, RawQuery(raw): RawQue
     .await
 }
 
-/// A typed value as the v2 values endpoint reports it.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Typed {
-    kind: &'static str,
-    value: String,
+/// Distinct values of `tag` (a TraceQL attribute or intrinsic) on the spans `q` matches.
+fn values(
+    store: &dyn Reader,
+    tag: &str,
+    q: &str,
+    start: i64,
+    end: i64,
+    limit: usize,
+) -> Result<Vec<query::traceql::TagValue>, TempoError> {
+    let deadline = Instant::now() + QUERY_TIMEOUT;
+    query::traceql::tag_values(store.trace_store(), tag, q, start, end, limit, deadline).map_err(|e| match e {
+        query::traceql::Error::Parse(p) => TempoError::bad(format!("invalid tag {tag:?}: {p}")),
+        query::traceql::Error::Timeout => TempoError(axum::http::StatusCode::GATEWAY_TIMEOUT, "query timed out".into()),
+        query::traceql::Error::Limit(m) => TempoError::bad(format!("query limit exceeded: {m}")),
+        query::traceql::Error::Execution(m) => TempoError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m),
+    })
 }
 
-fn typed(v: &AnyValue) -> Option<Typed> {
-    let (kind, value) = match v {
-        AnyValue::String(s) => ("string", s.clone()),
-        AnyValue::Int(i) => ("int", i.to_string()),
-        AnyValue::Double(d) => ("float", d.to_string()),
-        AnyValue::Bool(b) => ("bool", b.to_string()),
-        _ => return None,
-    };
-    Some(Typed { kind, value })
-}
-
-fn status_keyword(s: StatusCode) -> &'static str {
-    match s {
-        StatusCode::Unset => "unset",
-        StatusCode::Ok => "ok",
-        StatusCode::Error => "error",
-    }
-}
-
-fn kind_keyword(k: SpanKind) -> &'static str {
-    match k {
-        SpanKind::Unspecified => "unspecified",
-        SpanKind::Internal => "internal",
-        SpanKind::Server => "server",
-        SpanKind::Client => "client",
-        SpanKind::Producer => "producer",
-        SpanKind::Consumer => "consumer",
-    }
-}
-
-/// Where a tag name points.
-enum Target {
-    Attr { scopes: &'static [&'static str], key: String },
-    Intrinsic(String),
-}
-
-fn target(name: &str) -> Target {
-    for (prefix, scopes) in [
-        ("resource.", &["resource"][..]),
-        ("span.", &["span"][..]),
-        ("event.", &["event"][..]),
-        ("link.", &["link"][..]),
-        ("instrumentation.", &["instrumentation"][..]),
-    ] {
-        if let Some(key) = name.strip_prefix(prefix) {
-            return Target::Attr { scopes, key: key.to_owned() };
-        }
-    }
-    if let Some(key) = name.strip_prefix('.') {
-        return Target::Attr { scopes: &["resource", "span"], key: key.to_owned() };
-    }
-    match name {
-        "name"
-        | "status"
-        | "kind"
-        | "statusMessage"
-        | "rootName"
-        | "rootServiceName"
-        | "event:name"
-        | "instrumentation:name"
-        | "instrumentation:version" => Target::Intrinsic(name.to_owned()),
-        // v1 names are unscoped attribute names.
-        _ => Target::Attr { scopes: &["resource", "span"], key: name.to_owned() },
-    }
-}
-
-fn find<'a>(kvs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    kvs.iter().find(|kv| kv.key == key).map(|kv| &kv.value)
-}
-
-fn collect_values(store: &dyn Reader, start: i64, end: i64, t: &Target, cap: usize) -> BTreeSet<Typed> {
-    let mut out = BTreeSet::new();
-    let push = |out: &mut BTreeSet<Typed>, v: Option<Typed>| {
-        if let Some(v) = v
-            && out.len() < cap
-        {
-            out.insert(v);
-        }
-    };
-    let kw = |s: &str| Some(Typed { kind: "keyword", value: s.to_owned() });
-    let st = |s: &str| Some(Typed { kind: "string", value: s.to_owned() });
-    each_span(store, start, end, |_, s| match t {
-        Target::Attr { scopes, key } => {
-            for sc in *scopes {
-                match *sc {
-                    "resource" => push(&mut out, find(&s.resource.attributes, key).and_then(typed)),
-                    "span" => push(&mut out, find(&s.span.attributes, key).and_then(typed)),
-                    "instrumentation" => push(&mut out, find(&s.scope.attributes, key).and_then(typed)),
-                    "event" => {
-                        for e in &s.span.events {
-                            push(&mut out, find(&e.attributes, key).and_then(typed));
-                        }
-                    }
-                    "link" => {
-                        for l in &s.span.links {
-                            push(&mut out, find(&l.attributes, key).and_then(typed));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Target::Intrinsic(name) => match name.as_str() {
-            "name" => push(&mut out, st(&s.span.name)),
-            "status" => push(&mut out, kw(status_keyword(s.span.status_code))),
-            "kind" => push(&mut out, kw(kind_keyword(s.span.kind))),
-            "statusMessage" if !s.span.status_message.is_empty() => push(&mut out, st(&s.span.status_message)),
-            "event:name" => {
-                for e in &s.span.events {
-                    push(&mut out, st(&e.name));
-                }
-            }
-            "instrumentation:name" => push(&mut out, st(&s.scope.name)),
-            "instrumentation:version" => push(&mut out, st(&s.scope.version)),
-            "rootName" | "rootServiceName" if s.span.parent_span_id.is_none() => {
-                if name == "rootName" {
-                    push(&mut out, st(&s.span.name));
-                } else if let Some(svc) = s.resource.attr_str("service.name") {
-                    push(&mut out, st(svc));
-                }
-            }
-            _ => {}
-        },
-    });
-    out
-}
+/// Intrinsics a v1 name may be; anything else is an unscoped attribute.
+const V1_INTRINSICS: &[&str] = &["name", "status", "kind", "statusMessage", "rootName", "rootServiceName", "duration"];
 
 /// `GET /api/search/tag/{name}/values`: `{"tagValues":["a","b"]}`.
 pub(super) async fn values_v1(
@@ -304,7 +192,8 @@ pub(super) async fn values_v1(
     let lim = limit(&p, 1000)?;
     let store = store(&state)?;
     blocking(move || {
-        let values = collect_values(&*store, start, end, &target(&name), lim);
+        let tag = if V1_INTRINSICS.contains(&name.as_str()) { name } else { format!(".{name}") };
+        let values = values(&*store, &tag, "", start, end, lim)?;
         let mut strings: Vec<String> = values.into_iter().map(|t| t.value).collect();
         strings.sort();
         strings.dedup();
@@ -322,10 +211,11 @@ pub(super) async fn values_v2(
     let p = params(raw);
     let (start, end) = window(&p)?;
     let lim = limit(&p, 1000)?;
+    let q = param(&p, "q").unwrap_or("").to_owned();
     let store = store(&state)?;
     blocking(move || {
-        let values = collect_values(&*store, start, end, &target(&name), lim);
-        let list: Vec<Value> = values.into_iter().map(|t| json!({ "type": t.kind, "value": t.value })).collect();
+        let values = values(&*store, &name, &q, start, end, lim)?;
+        let list: Vec<Value> = values.into_iter().map(|t| json!({ "type": t.type_name, "value": t.value })).collect();
         Ok(Json(json!({ "tagValues": list, "metrics": {} })))
     })
     .await
