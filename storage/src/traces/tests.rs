@@ -236,7 +236,7 @@ fn lookup_latency() {
         }
         pos += 1;
         head.apply(WalPos { segment: 1, offset: pos }, batch("svc", spans));
-        if n % 200_000 == 0 {
+        if n.is_multiple_of(200_000) {
             head.persist().unwrap();
         }
     }
