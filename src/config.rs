@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Logs ingest.
     pub logs: RawLogs,
+    /// The metrics store.
+    pub metrics: RawMetrics,
     /// The traces store.
     pub traces: RawTraces,
 }
@@ -85,13 +87,13 @@ pub struct RawConfig {
 pub struct RawTraces {
     /// Span files whose newest span is older than this are deleted (`0s` = keep forever).
     pub retention: String,
-    /// Total bytes of span files above which the oldest go (0 = no limit).
-    pub max_bytes: u64,
+    /// When nonzero, the oldest span files are deleted while they exceed this many bytes.
+    pub retention_bytes: u64,
 }
 
 impl Default for RawTraces {
     fn default() -> Self {
-        RawTraces { retention: "14d".into(), max_bytes: 0 }
+        RawTraces { retention: "14d".into(), retention_bytes: 0 }
     }
 }
 
@@ -180,6 +182,35 @@ pub struct RawLogs {
     pub stream_labels: Vec<String>,
 }
 
+/// `[metrics]`: the metrics store (`storage::MetricsOptions`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Blocks whose newest sample is older than this are deleted (`0s` = keep regardless of age).
+    pub retention: String,
+    /// When nonzero, the oldest blocks are deleted while all blocks exceed this many bytes.
+    pub retention_bytes: u64,
+    /// Samples older than the newest stored sample minus this are refused (`0s` = each series only
+    /// accepts samples at or after its newest one).
+    pub out_of_order_window: String,
+    /// Exemplars kept per series (in memory and per block).
+    pub exemplars_per_series: usize,
+    /// Time range of the smallest compacted block.
+    pub block_range: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            retention: "15d".into(),
+            retention_bytes: 0,
+            out_of_order_window: "10m".into(),
+            exemplars_per_series: storage::MetricsOptions::default().exemplars_per_series,
+            block_range: "2h".into(),
+        }
+    }
+}
+
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
@@ -193,6 +224,7 @@ impl Default for RawConfig {
             wal: RawWal::default(),
             limits: RawLimits::default(),
             logs: RawLogs::default(),
+            metrics: RawMetrics::default(),
             traces: RawTraces::default(),
         }
     }
@@ -519,12 +551,13 @@ impl RawConfig {
                 ..storage::WalOptions::default()
             },
             engines: storage::EngineOptions {
+                metrics: self.metrics.resolve()?,
                 traces: storage::TracesOptions {
                     retention_ms: i64::try_from(
                         parse_duration("traces.retention", &self.traces.retention)?.as_millis(),
                     )
                     .unwrap_or(i64::MAX),
-                    max_bytes: self.traces.max_bytes,
+                    max_bytes: self.traces.retention_bytes,
                     ..storage::TracesOptions::default()
                 },
                 ..storage::EngineOptions::default()
@@ -543,6 +576,22 @@ impl RawConfig {
             requests,
             item_limits,
             logs: ingest::otlp::LogsOptions { stream_label_attributes: self.logs.stream_labels },
+        })
+    }
+}
+
+impl RawMetrics {
+    fn resolve(&self) -> Result<storage::MetricsOptions, ConfigError> {
+        let block_range = parse_duration("metrics.block_range", &self.block_range)?;
+        if block_range < Duration::from_secs(60) {
+            return Err(key_err("metrics.block_range", "must be at least 1m"));
+        }
+        Ok(storage::MetricsOptions {
+            retention: parse_duration("metrics.retention", &self.retention)?,
+            retention_bytes: self.retention_bytes,
+            ooo_window: parse_duration("metrics.out_of_order_window", &self.out_of_order_window)?,
+            exemplars_per_series: positive("metrics.exemplars_per_series", self.exemplars_per_series)?,
+            block_range,
         })
     }
 }

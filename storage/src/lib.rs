@@ -8,6 +8,8 @@
 //! Layout of a data directory:
 //! - `LOCK`: held (`flock`, exclusive) for the lifetime of the `Storage`; holds the owner's pid.
 //! - `wal/NNNNNNNNNNNNNNNN.wal`: WAL segments, specified in `docs/format/wal.md`.
+//! - `metrics/`: the metrics engine's blocks and `persisted.json`, specified in
+//!   `docs/format/metrics-block.md` (and `metrics-index.md`, `metrics-chunks.md`).
 //!
 //! Architecture invariants:
 //! - Synchronous and local: no async runtime, no network, no other Outpost crate. Every call may

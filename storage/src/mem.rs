@@ -80,6 +80,13 @@ impl MemStore {
         }
     }
 
+    /// Applies the metrics engine's out-of-order window to `batch` before it is written (see
+    /// `MetricsOptions::ooo_window`): removes what the store would refuse and returns how many
+    /// samples (floats plus histograms) were removed.
+    pub fn admit_metrics(&self, batch: &mut crate::model::MetricsBatch) -> u64 {
+        self.metrics.admit(batch)
+    }
+
     /// Persists every engine; true when all of them hold everything applied in their own files.
     pub(crate) fn persist(&self) -> std::io::Result<bool> {
         // Every engine persists even if an earlier one cannot: each checkpoint shrinks their WAL debt.

@@ -191,4 +191,10 @@ pub trait MetricsReader: Send + Sync {
         let _ = limit;
         TsdbStats { head_series: self.series().len() as u64, ..TsdbStats::default() }
     }
+
+    /// Damage the store found in its files (a block that failed to open or to read), most recent
+    /// last, for the operator; the damaged data is left out of answers. Empty by default.
+    fn storage_problems(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

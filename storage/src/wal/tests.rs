@@ -12,14 +12,16 @@ use crate::model::{FloatSample, Labels, MetricsBatch, TimeSeries};
 #[derive(Default)]
 struct Collect {
     batches: Mutex<Vec<WriteBatch>>,
+    positions: Mutex<Vec<WalPos>>,
 }
 
 impl Apply for Collect {
-    fn apply(&self, _pos: WalPos, batch: WriteBatch) {
+    fn apply(&self, pos: WalPos, batch: WriteBatch) {
         if value_of(&batch) < 0.0 {
             panic!("apply refused a negative sample");
         }
         self.batches.lock().push(batch);
+        self.positions.lock().push(pos);
     }
 }
 
@@ -183,4 +185,40 @@ fn writes_after_close_are_refused() {
     wal.close().unwrap();
     assert!(matches!(wal.append(batch(2.0), &applied), Err(WriteError::Closed)));
     wal.sync().unwrap();
+}
+
+#[test]
+fn positions_grow_and_match_between_live_apply_and_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _, applied) = open(tmp.path(), FsyncPolicy::Batch);
+    for v in 1..=3 {
+        wal.append(batch(f64::from(v)), &applied).unwrap();
+    }
+    let seq = wal.rotate_for_checkpoint().unwrap();
+    wal.append(batch(4.0), &applied).unwrap();
+    let live = applied.positions.lock().clone();
+    assert!(live.windows(2).all(|w| w[0] < w[1]), "{live:?}");
+    assert_eq!(live[3].segment, seq, "a record after the checkpoint lands in the new segment");
+    assert!(live[2].segment < seq);
+    wal.close().unwrap();
+    drop(wal);
+
+    let (_wal, _, replayed) = open(tmp.path(), FsyncPolicy::Batch);
+    assert_eq!(*replayed.positions.lock(), live, "replay hands out the positions the live path did");
+}
+
+#[test]
+fn checkpoint_removes_only_the_segments_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (wal, _, applied) = open(tmp.path(), FsyncPolicy::Batch);
+    wal.append(batch(1.0), &applied).unwrap();
+    let seq = wal.rotate_for_checkpoint().unwrap();
+    // Rotating an empty segment does not make another one.
+    assert_eq!(wal.rotate_for_checkpoint().unwrap(), seq);
+    wal.append(batch(2.0), &applied).unwrap();
+    assert_eq!(wal.remove_segments_before(seq).unwrap(), 1);
+    wal.close().unwrap();
+    drop(wal);
+    let (_wal, _, replayed) = open(tmp.path(), FsyncPolicy::Batch);
+    assert_eq!(values(&replayed), vec![2.0]);
 }

@@ -6,6 +6,7 @@ mod compat;
 mod corruption;
 mod group_commit;
 mod lock;
+mod metrics_blocks;
 mod rotation;
 mod round_trip;
 mod torn_tail;

@@ -47,7 +47,7 @@ pub(crate) fn snapshot(r: &dyn Reader) -> Snapshot {
 }
 
 /// What the fixtures must read back as, derived from them by the documented rules.
-fn expected() -> Snapshot {
+pub(crate) fn expected() -> Snapshot {
     let metrics = metrics_batch();
     let mut selected = metrics.series.clone();
     selected.sort_by(|a, b| a.labels.cmp(&b.labels));

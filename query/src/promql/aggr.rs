@@ -1,0 +1,309 @@
+//! Aggregation operators (`sum`, `avg`, ..., `topk`, `quantile`, `count_values`) with `by`/`without`.
+//!
+//! Groups come out in the order their first member appears in the input; `without` always drops
+//! `__name__`, `by` keeps only the listed labels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::token::{
+    T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+use storage::model::Labels;
+
+use super::QueryError;
+use super::eval::{Evaluator, S, Val, Vector};
+use super::value::{FloatHistogram, Point};
+
+enum Param {
+    None,
+    Scalar(Vec<f64>),
+    Str(String),
+}
+
+pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Val, QueryError> {
+    let op = a.op.id();
+    let param = match &a.param {
+        None => Param::None,
+        Some(p) => match ev.eval(p)? {
+            Val::Scalar(v) => Param::Scalar(v),
+            Val::String(s) => Param::Str(s),
+            _ => return Err(QueryError::Execution("invalid aggregation parameter".into())),
+        },
+    };
+    if op == T_COUNT_VALUES {
+        let Param::Str(l) = &param else {
+            return Err(QueryError::Execution("count_values needs a string parameter".into()));
+        };
+        if !valid_label_name(l) {
+            return Err(QueryError::Execution(format!("invalid label name {l:?}")));
+        }
+    }
+    if !matches!(
+        op,
+        T_SUM
+            | T_AVG
+            | T_COUNT
+            | T_MIN
+            | T_MAX
+            | T_GROUP
+            | T_STDDEV
+            | T_STDVAR
+            | T_TOPK
+            | T_BOTTOMK
+            | T_QUANTILE
+            | T_COUNT_VALUES
+    ) {
+        return Err(QueryError::BadData(format!("parse error: unknown aggregation operator {}", a.op)));
+    }
+    let input = ev.eval_vector(&a.expr)?;
+    let mut out = Vec::with_capacity(input.len());
+    let mut cache = GroupCache::default();
+    for (i, vec) in input.into_iter().enumerate() {
+        ev.ctx.check()?;
+        let p = match &param {
+            Param::Scalar(v) => Some(v.get(i).copied().unwrap_or(f64::NAN)),
+            _ => None,
+        };
+        let label = match &param {
+            Param::Str(s) => s.as_str(),
+            _ => "",
+        };
+        out.push(aggregate(op, vec, p, label, &a.modifier, &mut cache)?);
+    }
+    Ok(Val::Vector(out))
+}
+
+pub(crate) fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    match m {
+        None => Labels::new(),
+        Some(LabelModifier::Include(names)) => Labels::from_pairs(
+            l.iter().filter(|x| names.labels.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())),
+        ),
+        Some(LabelModifier::Exclude(names)) => Labels::from_pairs(
+            l.iter()
+                .filter(|x| x.name != "__name__" && !names.labels.contains(&x.name))
+                .map(|x| (x.name.clone(), x.value.clone())),
+        ),
+    }
+}
+
+struct Group {
+    labels: Arc<Labels>,
+    members: Vec<S>,
+}
+
+/// Go's `math.Max`/`math.Min`-free comparisons used by min/max: NaN is replaced by any value.
+/// Group labels per input label set, cached across steps; entries keep the input set alive so its
+/// address is not reused meanwhile.
+#[derive(Default)]
+struct GroupCache(HashMap<usize, (Arc<Labels>, Arc<Labels>)>);
+
+impl GroupCache {
+    fn get(&mut self, l: &Arc<Labels>, m: &Option<LabelModifier>) -> Arc<Labels> {
+        let key = Arc::as_ptr(l) as usize;
+        if let Some((_, g)) = self.0.get(&key) {
+            return g.clone();
+        }
+        let g = Arc::new(group_labels(l, m));
+        self.0.insert(key, (l.clone(), g.clone()));
+        g
+    }
+}
+
+fn aggregate(
+    op: u16,
+    vec: Vector,
+    param: Option<f64>,
+    label: &str,
+    m: &Option<LabelModifier>,
+    cache: &mut GroupCache,
+) -> Result<Vector, QueryError> {
+    let mut k = 0usize;
+    if op == T_TOPK || op == T_BOTTOMK {
+        let f = param.unwrap_or(f64::NAN);
+        if f.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+            return Err(QueryError::Execution(format!("Scalar value {} overflows int64", go_float(f))));
+        }
+        if f < 1.0 {
+            return Ok(Vec::new());
+        }
+        k = f.trunc() as usize;
+    }
+    // Groups in order of first appearance.
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for s in vec {
+        let mut gl = cache.get(&s.labels, m);
+        if op == T_COUNT_VALUES {
+            let v = match &s.point {
+                Point::Float(f) => go_float(*f),
+                Point::Histogram(_) => continue,
+            };
+            let mut l = (*gl).clone();
+            l.set(label, v);
+            gl = Arc::new(l);
+        }
+        let gi = match index.get(&gl) {
+            Some(i) => *i,
+            None => {
+                index.insert(gl.clone(), groups.len());
+                groups.push(Group { labels: gl, members: Vec::new() });
+                groups.len() - 1
+            }
+        };
+        groups[gi].members.push(s);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        match op {
+            T_TOPK | T_BOTTOMK => {
+                let mut floats: Vec<S> = g.members.into_iter().filter(|s| s.f().is_some()).collect();
+                let top = op == T_TOPK;
+                floats.sort_by(|a, b| {
+                    let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
+                    // NaN sorts last in both directions.
+                    match (x.is_nan(), y.is_nan()) {
+                        (true, true) => std::cmp::Ordering::Equal,
+                        (true, false) => std::cmp::Ordering::Greater,
+                        (false, true) => std::cmp::Ordering::Less,
+                        _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+                        _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+                    }
+                });
+                floats.truncate(k);
+                out.extend(floats);
+            }
+            _ => {
+                if let Some(p) = reduce(op, &g.members, param) {
+                    out.push(S { labels: g.labels, point: p });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(crate) fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+fn reduce(op: u16, members: &[S], param: Option<f64>) -> Option<Point> {
+    let floats = || members.iter().filter_map(S::f);
+    match op {
+        T_COUNT | T_COUNT_VALUES => Some(Point::Float(members.len() as f64)),
+        T_GROUP => Some(Point::Float(1.0)),
+        T_SUM | T_AVG => {
+            let hists: Vec<&FloatHistogram> = members.iter().filter_map(S::h).collect();
+            if !hists.is_empty() {
+                if hists.len() != members.len() {
+                    return None;
+                }
+                let mut acc = hists[0].clone();
+                for h in &hists[1..] {
+                    acc = acc.add(h);
+                }
+                if op == T_AVG {
+                    acc = acc.div(hists.len() as f64);
+                }
+                return Some(Point::Histogram(acc));
+            }
+            let mut it = floats();
+            let first = it.next()?;
+            if op == T_SUM {
+                Some(Point::Float(it.fold(first, |a, v| a + v)))
+            } else {
+                let (mut mean, mut n) = (first, 1.0f64);
+                for v in it {
+                    n += 1.0;
+                    if mean.is_infinite() {
+                        if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                            continue;
+                        }
+                        if !v.is_infinite() && !v.is_nan() {
+                            continue;
+                        }
+                    }
+                    mean += v / n - mean / n;
+                }
+                Some(Point::Float(mean))
+            }
+        }
+        T_MIN | T_MAX => {
+            let mut it = floats();
+            let mut acc = it.next()?;
+            for v in it {
+                let replace = if op == T_MIN { acc > v } else { acc < v };
+                if replace || acc.is_nan() {
+                    acc = v;
+                }
+            }
+            Some(Point::Float(acc))
+        }
+        T_STDDEV | T_STDVAR => {
+            let mut it = floats();
+            let first = it.next()?;
+            let (mut mean, mut value, mut n) = (first, 0.0f64, 1.0f64);
+            for v in it {
+                n += 1.0;
+                let delta = v - mean;
+                mean += delta / n;
+                value += delta * (v - mean);
+            }
+            let var = value / n;
+            Some(Point::Float(if op == T_STDDEV { var.sqrt() } else { var }))
+        }
+        T_QUANTILE => {
+            let vals: Vec<f64> = floats().collect();
+            if vals.is_empty() {
+                return None;
+            }
+            Some(Point::Float(quantile(param.unwrap_or(f64::NAN), vals)))
+        }
+        _ => None,
+    }
+}
+
+/// Prometheus' `quantile`: linear interpolation between the closest ranks; NaN sorts first.
+pub(crate) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}

@@ -1,0 +1,603 @@
+//! The evaluator: walks the AST producing one value per evaluation step.
+//!
+//! Every expression of scalar or instant-vector type evaluates to a [`Val`] holding one entry per
+//! step of its [`Steps`]. Range vectors (matrix selectors and subqueries) only occur as function
+//! arguments or as the whole query; they become [`RangeInput`]s whose windows are cut per step.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{AtModifier, Call, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
+use storage::model::{Labels, is_stale_nan};
+use storage::{MatchOp, Matcher, MetricsReader};
+
+use super::value::{FloatHistogram, Point, Sample as PubSample, Series, Value};
+use super::{EngineOptions, QueryError, QueryResult};
+
+/// Subquery step when the query gives none (Prometheus' default evaluation interval).
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// An element of an instant vector during evaluation (the timestamp is the step's).
+#[derive(Clone, Debug)]
+pub(crate) struct S {
+    pub labels: Arc<Labels>,
+    pub point: Point,
+}
+
+impl S {
+    pub fn float(labels: Arc<Labels>, v: f64) -> S {
+        S { labels, point: Point::Float(v) }
+    }
+
+    pub fn f(&self) -> Option<f64> {
+        match self.point {
+            Point::Float(v) => Some(v),
+            Point::Histogram(_) => None,
+        }
+    }
+
+    pub fn h(&self) -> Option<&FloatHistogram> {
+        match &self.point {
+            Point::Float(_) => None,
+            Point::Histogram(h) => Some(h),
+        }
+    }
+}
+
+pub(crate) type Vector = Vec<S>;
+
+/// A series loaded from storage or computed by a subquery, samples in time order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Loaded {
+    pub labels: Arc<Labels>,
+    pub floats: Vec<(i64, f64)>,
+    pub hists: Vec<(i64, FloatHistogram)>,
+}
+
+/// One series' samples inside a range window `[start, end]`.
+pub(crate) struct Window<'a> {
+    pub floats: &'a [(i64, f64)],
+    pub hists: &'a [(i64, FloatHistogram)],
+    /// Window start (ms), inclusive.
+    pub start: i64,
+    /// Window end (ms), inclusive.
+    pub end: i64,
+}
+
+/// The evaluation steps of one evaluator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Steps {
+    pub start: i64,
+    pub end: i64,
+    pub interval: i64,
+}
+
+impl Steps {
+    pub fn len(&self) -> usize {
+        if self.end < self.start || self.interval <= 0 {
+            0
+        } else {
+            let n = (i128::from(self.end) - i128::from(self.start)) / i128::from(self.interval) + 1;
+            usize::try_from(n).unwrap_or(usize::MAX)
+        }
+    }
+
+    pub fn ts(&self, i: usize) -> i64 {
+        self.start.saturating_add(self.interval.saturating_mul(i as i64))
+    }
+}
+
+/// The value of an expression at every step.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    Vector(Vec<Vector>),
+    String(String),
+    /// A range vector at the single step of an instant query.
+    Matrix(Vec<Loaded>),
+}
+
+/// A range-vector argument: series plus how to place each step's window.
+pub(crate) struct RangeInput {
+    pub series: Vec<Loaded>,
+    pub range: i64,
+    pub offset: i64,
+    pub at: Option<i64>,
+}
+
+impl RangeInput {
+    pub fn window_end(&self, ts: i64) -> i64 {
+        self.at.unwrap_or(ts).saturating_sub(self.offset)
+    }
+
+    pub fn window<'a>(&'a self, s: &'a Loaded, ts: i64) -> Window<'a> {
+        let end = self.window_end(ts);
+        let start = end.saturating_sub(self.range);
+        let fl = s.floats.partition_point(|p| p.0 < start);
+        let fh = s.floats.partition_point(|p| p.0 <= end);
+        let hl = s.hists.partition_point(|p| p.0 < start);
+        let hh = s.hists.partition_point(|p| p.0 <= end);
+        Window { floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
+    }
+}
+
+/// Query-wide state shared by nested evaluators.
+pub(crate) struct Ctx<'a> {
+    reader: &'a dyn MetricsReader,
+    lookback: i64,
+    max_samples: usize,
+    deadline: Instant,
+    /// Start and end of the whole query, for `@ start()` / `@ end()`.
+    pub query_start: i64,
+    pub query_end: i64,
+    pub warnings: RefCell<Vec<String>>,
+    touched: Cell<u64>,
+    checks: Cell<u32>,
+}
+
+impl Ctx<'_> {
+    pub fn check(&self) -> Result<(), QueryError> {
+        let n = self.checks.get().wrapping_add(1);
+        self.checks.set(n);
+        if n.is_multiple_of(64) && Instant::now() > self.deadline {
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+
+    pub fn check_now(&self) -> Result<(), QueryError> {
+        if Instant::now() > self.deadline {
+            return Err(QueryError::Timeout);
+        }
+        Ok(())
+    }
+
+    pub fn limit(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.max_samples {
+            return Err(QueryError::TooManySamples);
+        }
+        Ok(())
+    }
+
+    pub fn touch(&self, n: usize) {
+        self.touched.set(self.touched.get() + n as u64);
+    }
+}
+
+/// Runs a parsed query. `step == 0` means an instant query at `start`.
+pub(crate) fn run(
+    reader: &dyn MetricsReader,
+    opts: &EngineOptions,
+    expr: &Expr,
+    start: i64,
+    end: i64,
+    step: i64,
+    timeout: Duration,
+) -> Result<QueryResult, QueryError> {
+    let ctx = Ctx {
+        reader,
+        lookback: opts.lookback_delta_ms,
+        max_samples: opts.max_samples,
+        deadline: Instant::now() + timeout,
+        query_start: start,
+        query_end: end,
+        warnings: RefCell::new(Vec::new()),
+        touched: Cell::new(0),
+        checks: Cell::new(0),
+    };
+    let instant = step == 0;
+    let steps = Steps { start, end, interval: if instant { 1 } else { step } };
+    ctx.limit(steps.len())?;
+    let ev = Evaluator { ctx: &ctx, steps };
+    let val = ev.eval(expr)?;
+    let value = match val {
+        Val::String(s) => Value::String { t_ms: start, s },
+        Val::Scalar(v) if instant => Value::Scalar { t_ms: start, v: v.first().copied().unwrap_or(f64::NAN) },
+        Val::Scalar(v) => Value::Matrix(vec![Series {
+            labels: Labels::new(),
+            floats: v.iter().enumerate().map(|(i, v)| (steps.ts(i), *v)).collect(),
+            histograms: Vec::new(),
+        }]),
+        Val::Vector(steps_v) if instant => Value::Vector(
+            steps_v
+                .into_iter()
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|s| PubSample { labels: Arc::unwrap_or_clone(s.labels), t_ms: start, point: s.point })
+                .collect(),
+        ),
+        Val::Vector(steps_v) => Value::Matrix(to_matrix(&steps, steps_v)),
+        Val::Matrix(series) => Value::Matrix(
+            series
+                .into_iter()
+                .map(|l| Series { labels: Arc::unwrap_or_clone(l.labels), floats: l.floats, histograms: l.hists })
+                .collect(),
+        ),
+    };
+    Ok(QueryResult { value, warnings: ctx.warnings.into_inner(), samples_touched: ctx.touched.get() })
+}
+
+/// Groups per-step vectors into series sorted by labels.
+fn to_matrix(steps: &Steps, v: Vec<Vector>) -> Vec<Series> {
+    let mut by: HashMap<Arc<Labels>, Series> = HashMap::new();
+    for (i, vec) in v.into_iter().enumerate() {
+        let ts = steps.ts(i);
+        for s in vec {
+            let e = by.entry(s.labels.clone()).or_insert_with(|| Series {
+                labels: (*s.labels).clone(),
+                floats: Vec::new(),
+                histograms: Vec::new(),
+            });
+            match s.point {
+                Point::Float(f) => e.floats.push((ts, f)),
+                Point::Histogram(h) => e.histograms.push((ts, h)),
+            }
+        }
+    }
+    let mut out: Vec<Series> = by.into_values().collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+fn to_loaded(steps: &Steps, v: Vec<Vector>) -> Vec<Loaded> {
+    to_matrix(steps, v)
+        .into_iter()
+        .map(|s| Loaded { labels: Arc::new(s.labels), floats: s.floats, hists: s.histograms })
+        .collect()
+}
+
+pub(crate) fn duration_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+/// Storage matchers of a vector selector (its name becomes a `__name__` matcher).
+pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, QueryError> {
+    convert_matchers(vs.name.as_deref(), &vs.matchers.matchers)
+}
+
+fn convert_matchers(name: Option<&str>, ms: &[promql_parser::label::Matcher]) -> Result<Vec<Matcher>, QueryError> {
+    let mut out = Vec::new();
+    if let Some(n) = name {
+        out.push(Matcher::eq("__name__", n));
+    }
+    for m in ms {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::Regex,
+            PMatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        let mm = Matcher::new(m.name.clone(), op, m.value.clone())
+            .map_err(|e| QueryError::BadData(format!("parse error: invalid regular expression: {e}")))?;
+        out.push(mm);
+    }
+    Ok(out)
+}
+
+pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {
+    while let Expr::Paren(p) = e {
+        e = &p.expr;
+    }
+    e
+}
+
+fn is_stale_hist(h: &FloatHistogram) -> bool {
+    is_stale_nan(h.sum)
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub ctx: &'a Ctx<'a>,
+    pub steps: Steps,
+}
+
+impl<'a> Evaluator<'a> {
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.ctx.query_start),
+            Some(AtModifier::End) => Some(self.ctx.query_end),
+            Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+        }
+    }
+
+    /// Loads the series of a selector with samples in `[mint, maxt]`.
+    fn load(&self, vs: &VectorSelector, mint: i64, maxt: i64, drop_stale: bool) -> Result<Vec<Loaded>, QueryError> {
+        self.ctx.check_now()?;
+        let mut sets = Vec::new();
+        if vs.matchers.or_matchers.is_empty() {
+            sets.push(selector_matchers(vs)?);
+        } else {
+            for group in &vs.matchers.or_matchers {
+                sets.push(convert_matchers(vs.name.as_deref(), group)?);
+            }
+        }
+        let mut out: Vec<Loaded> = Vec::new();
+        let mut total = 0usize;
+        // Only `{a="1" or b="2"}` selectors can see a series twice.
+        let mut seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+        for ms in &sets {
+            for ts in self.ctx.reader.select_matching(ms, mint, maxt) {
+                if sets.len() > 1 && !seen.insert(ts.labels.clone()) {
+                    continue;
+                }
+                let floats: Vec<(i64, f64)> = ts
+                    .samples
+                    .iter()
+                    .filter(|s| !(drop_stale && is_stale_nan(s.value)))
+                    .map(|s| (s.timestamp_ms, s.value))
+                    .collect();
+                let hists: Vec<(i64, FloatHistogram)> = ts
+                    .histograms
+                    .iter()
+                    .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
+                    .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
+                    .collect();
+                total += floats.len() + hists.len();
+                self.ctx.limit(total)?;
+                out.push(Loaded { labels: Arc::new(ts.labels), floats, hists });
+            }
+        }
+        if sets.len() > 1 {
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+        Ok(out)
+    }
+
+    pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {
+        self.ctx.check_now()?;
+        let n = self.steps.len();
+        match e {
+            Expr::NumberLiteral(nl) => Ok(Val::Scalar(vec![nl.val; n])),
+            Expr::StringLiteral(s) => Ok(Val::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => match self.eval(&u.expr)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(steps) => Ok(Val::Vector({
+                    let mut names = NameCache::default();
+                    steps
+                        .into_iter()
+                        .map(|vec| {
+                            vec.into_iter()
+                                .map(|s| S {
+                                    labels: names.drop_name(&s.labels),
+                                    point: match s.point {
+                                        Point::Float(f) => Point::Float(-f),
+                                        Point::Histogram(h) => Point::Histogram(h.mul(-1.0)),
+                                    },
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })),
+                _ => Err(QueryError::Execution("unary expression only allowed on scalars and vectors".into())),
+            },
+            Expr::VectorSelector(vs) => self.eval_vector_selector(vs),
+            Expr::MatrixSelector(ms) => {
+                let input = self.matrix_input(ms)?;
+                Ok(Val::Matrix(self.top_level_windows(&input)))
+            }
+            Expr::Subquery(sq) => {
+                let input = self.subquery_input(sq)?;
+                Ok(Val::Matrix(self.top_level_windows(&input)))
+            }
+            Expr::Binary(b) => super::binop::eval_binary(self, b),
+            Expr::Aggregate(a) => super::aggr::eval_aggregate(self, a),
+            Expr::Call(c) => self.eval_call(c),
+            Expr::Extension(_) => Err(QueryError::Execution("unsupported expression".into())),
+        }
+    }
+
+    fn top_level_windows(&self, input: &RangeInput) -> Vec<Loaded> {
+        let ts = self.steps.start;
+        let mut out = Vec::new();
+        for s in &input.series {
+            let w = input.window(s, ts);
+            if w.floats.is_empty() && w.hists.is_empty() {
+                continue;
+            }
+            self.ctx.touch(w.floats.len() + w.hists.len());
+            out.push(Loaded { labels: s.labels.clone(), floats: w.floats.to_vec(), hists: w.hists.to_vec() });
+        }
+        out
+    }
+
+    /// Reference times of a selector at every step: `(min, max)` and a per-step function.
+    fn ref_bounds(&self, at: Option<i64>, offset: i64) -> (i64, i64) {
+        match at {
+            Some(a) => (a.saturating_sub(offset), a.saturating_sub(offset)),
+            None => (self.steps.start.saturating_sub(offset), self.steps.end.saturating_sub(offset)),
+        }
+    }
+
+    /// The sample an instant selector picks at reference time `t`, with its timestamp.
+    fn pick(&self, s: &Loaded, t: i64) -> Option<(i64, Point)> {
+        let fi = s.floats.partition_point(|p| p.0 <= t);
+        let hi = s.hists.partition_point(|p| p.0 <= t);
+        let f = fi.checked_sub(1).map(|i| &s.floats[i]);
+        let h = hi.checked_sub(1).map(|i| &s.hists[i]);
+        let (ts, point) = match (f, h) {
+            (None, None) => return None,
+            (Some(f), None) => (f.0, Point::Float(f.1)),
+            (None, Some(h)) => (h.0, Point::Histogram(h.1.clone())),
+            (Some(f), Some(h)) if f.0 >= h.0 => (f.0, Point::Float(f.1)),
+            (Some(_), Some(h)) => (h.0, Point::Histogram(h.1.clone())),
+        };
+        if ts < t.saturating_sub(self.ctx.lookback) {
+            return None;
+        }
+        match &point {
+            Point::Float(v) if is_stale_nan(*v) => None,
+            Point::Histogram(h) if is_stale_hist(h) => None,
+            _ => Some((ts, point)),
+        }
+    }
+
+    /// Evaluates an instant vector selector; with `timestamps`, each value is the sample's
+    /// timestamp in seconds and the metric name is dropped (`timestamp()`).
+    pub fn eval_selector_with(&self, vs: &VectorSelector, timestamps: bool) -> Result<Val, QueryError> {
+        let offset = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let (lo, hi) = self.ref_bounds(at, offset);
+        let series = self.load(vs, lo.saturating_sub(self.ctx.lookback), hi, false)?;
+        let n = self.steps.len();
+        let mut out: Vec<Vector> = vec![Vec::new(); n];
+        let mut total = 0usize;
+        for s in &series {
+            self.ctx.check()?;
+            let labels = if timestamps { drop_name(&s.labels) } else { s.labels.clone() };
+            let mut cached: Option<(i64, Option<(i64, Point)>)> = None;
+            for (i, slot) in out.iter_mut().enumerate() {
+                let t = at.unwrap_or(self.steps.ts(i)).saturating_sub(offset);
+                let picked = match &cached {
+                    Some((ct, p)) if *ct == t => p.clone(),
+                    _ => {
+                        let p = self.pick(s, t);
+                        cached = Some((t, p.clone()));
+                        p
+                    }
+                };
+                if let Some((sts, point)) = picked {
+                    let point = if timestamps { Point::Float(sts as f64 / 1000.0) } else { point };
+                    slot.push(S { labels: labels.clone(), point });
+                    total += 1;
+                }
+            }
+            self.ctx.limit(total)?;
+        }
+        self.ctx.touch(total);
+        Ok(Val::Vector(out))
+    }
+
+    fn eval_vector_selector(&self, vs: &VectorSelector) -> Result<Val, QueryError> {
+        self.eval_selector_with(vs, false)
+    }
+
+    pub fn matrix_input(&self, ms: &MatrixSelector) -> Result<RangeInput, QueryError> {
+        let vs = &ms.vs;
+        let offset = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let range = duration_ms(&ms.range);
+        let (lo, hi) = self.ref_bounds(at, offset);
+        let series = self.load(vs, lo.saturating_sub(range), hi, true)?;
+        Ok(RangeInput { series, range, offset, at })
+    }
+
+    pub fn subquery_input(&self, sq: &SubqueryExpr) -> Result<RangeInput, QueryError> {
+        let offset = offset_ms(&sq.offset);
+        let at = self.at_ms(&sq.at);
+        let range = duration_ms(&sq.range);
+        let interval = sq.step.as_ref().map(duration_ms).filter(|s| *s > 0).unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+        let (lo, hi) = self.ref_bounds(at, offset);
+        let first = lo.saturating_sub(range);
+        let start = (first.div_euclid(interval) * interval).saturating_add(if first.rem_euclid(interval) == 0 {
+            0
+        } else {
+            interval
+        });
+        let steps = Steps { start, end: hi, interval };
+        self.ctx.limit(steps.len())?;
+        let inner = Evaluator { ctx: self.ctx, steps };
+        let series = match inner.eval(&sq.expr)? {
+            Val::Vector(v) => to_loaded(&steps, v),
+            Val::Scalar(v) => vec![Loaded {
+                labels: Arc::new(Labels::new()),
+                floats: v.iter().enumerate().map(|(i, v)| (steps.ts(i), *v)).collect(),
+                hists: Vec::new(),
+            }],
+            _ => return Err(QueryError::Execution("subquery is only allowed on instant vector".into())),
+        };
+        Ok(RangeInput { series, range, offset, at })
+    }
+
+    /// A range-vector argument (matrix selector or subquery, possibly in parentheses).
+    pub fn range_arg(&self, e: &Expr) -> Result<Option<RangeInput>, QueryError> {
+        match unwrap_parens(e) {
+            Expr::MatrixSelector(ms) => Ok(Some(self.matrix_input(ms)?)),
+            Expr::Subquery(sq) => Ok(Some(self.subquery_input(sq)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn eval_call(&self, c: &Call) -> Result<Val, QueryError> {
+        super::functions::eval_call(self, c)
+    }
+
+    /// Per-step scalar values of an expression known to be a scalar.
+    pub fn eval_scalar(&self, e: &Expr) -> Result<Vec<f64>, QueryError> {
+        match self.eval(e)? {
+            Val::Scalar(v) => Ok(v),
+            _ => Err(QueryError::Execution("expected scalar".into())),
+        }
+    }
+
+    /// Per-step vectors of an expression known to be an instant vector.
+    pub fn eval_vector(&self, e: &Expr) -> Result<Vec<Vector>, QueryError> {
+        match self.eval(e)? {
+            Val::Vector(v) => Ok(v),
+            _ => Err(QueryError::Execution("expected instant vector".into())),
+        }
+    }
+}
+
+/// [`drop_name`] cached per label set across the steps of one operation; entries keep the input
+/// set alive so its address cannot be reused for another set meanwhile.
+#[derive(Default)]
+pub(crate) struct NameCache(HashMap<usize, (Arc<Labels>, Arc<Labels>)>);
+
+impl NameCache {
+    pub fn drop_name(&mut self, l: &Arc<Labels>) -> Arc<Labels> {
+        if l.get("__name__").is_none() {
+            return l.clone();
+        }
+        let key = Arc::as_ptr(l) as usize;
+        if let Some((_, d)) = self.0.get(&key) {
+            return d.clone();
+        }
+        let d = drop_name(l);
+        self.0.insert(key, (l.clone(), d.clone()));
+        d
+    }
+}
+
+/// Labels without `__name__`.
+pub(crate) fn drop_name(l: &Arc<Labels>) -> Arc<Labels> {
+    if l.get("__name__").is_none() {
+        return l.clone();
+    }
+    let mut n = (**l).clone();
+    n.set("__name__", "");
+    Arc::new(n)
+}
+
+/// Fails when two elements of a vector share a label set.
+pub(crate) fn check_unique(v: &[S]) -> Result<(), QueryError> {
+    if v.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.len());
+    for s in v {
+        if !seen.insert(&*s.labels) {
+            return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
+        }
+    }
+    Ok(())
+}
