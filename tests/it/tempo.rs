@@ -363,6 +363,41 @@ fn a_three_service_workload_yields_span_metrics_and_service_graph_series() {
         ),
         5.0
     );
+    // The PromQL Grafana sends for the service map and the RED table (`grafana-contracts.md` §6).
+    let engine = query::promql::Engine::default();
+    let at = now / 1_000_000 + 1_000;
+    let eval = |q: &str| -> Vec<(storage::model::Labels, f64)> {
+        match engine.instant_query(m, q, at, None).unwrap_or_else(|e| panic!("{q}: {e:?}")).value {
+            query::promql::Value::Vector(v) => v
+                .into_iter()
+                .map(|s| match s.point {
+                    query::promql::Point::Float(f) => (s.labels, f),
+                    other => panic!("{q}: {other:?}"),
+                })
+                .collect(),
+            other => panic!("{q}: {other:?}"),
+        }
+    };
+    let edges = eval("sum by (client, server) (rate(traces_service_graph_request_total[5m]))");
+    assert_eq!(edges.len(), 2, "{edges:?}");
+    assert!(edges.iter().all(|(_, v)| *v > 0.0));
+    let groups =
+        eval("group by (client, connection_type, server) (traces_service_graph_request_server_seconds_bucket)");
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let red =
+        eval(r#"topk(5, sum(rate(traces_spanmetrics_calls_total{span_kind="SPAN_KIND_SERVER"}[5m])) by (span_name))"#);
+    let mut names: Vec<&str> = red.iter().map(|(l, _)| l.get("span_name").unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["GET /", "check", "handle"]);
+    let errors = eval(
+        r#"topk(5, sum(rate(traces_spanmetrics_calls_total{status_code="STATUS_CODE_ERROR",span_name=~"GET /|handle"}[5m])) by (span_name))"#,
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    let p90 = eval(
+        r#"histogram_quantile(.9, sum(rate(traces_spanmetrics_latency_bucket{span_name=~"handle"}[5m])) by (le))"#,
+    );
+    assert_eq!(p90.len(), 1);
+    assert!(p90[0].1 > 0.016 && p90[0].1 <= 0.032, "{p90:?}");
     // Exemplars point back at the traces.
     let mut t0 = TRACE;
     t0[15] = 0;
