@@ -545,3 +545,43 @@ fn tag_values_follow_the_q_filter_and_instant_metrics_answer() {
             .unwrap();
     assert_eq!(r["series"][0]["value"], 2.0, "{r}");
 }
+
+#[test]
+fn a_trace_over_max_trace_bytes_is_partial_on_v2_and_refused_on_v1() {
+    let srv = TestServer::start(|raw| raw.limits.max_trace_bytes = 100_000);
+    let now = now_ns();
+    // 2000 spans of ~200 bytes each: about 400 kB of protobuf, in four requests.
+    for part in 0..4u16 {
+        let spans = (0..500u16)
+            .map(|i| {
+                let n = part * 500 + i;
+                let mut s = pspan(
+                    TRACE,
+                    1,
+                    if n == 0 { None } else { Some(1) },
+                    &format!("op-{n}"),
+                    1,
+                    now + i64::from(n),
+                    1,
+                    false,
+                );
+                s.span_id = [[0u8; 6].as_slice(), &(n + 1).to_be_bytes()].concat();
+                s
+            })
+            .collect();
+        send(&srv, &request("big", spans));
+    }
+    let hex = hex::encode(TRACE);
+    let resp = get(&format!("{}/api/v2/traces/{hex}", srv.http()), true);
+    assert_eq!(resp.status(), 200);
+    let r = GrafanaTraceByIdResponse::decode(&*resp.bytes().unwrap()).unwrap();
+    assert_eq!(r.status, 1, "PARTIAL");
+    assert!(r.message.contains("limits.max_trace_bytes"), "{}", r.message);
+    let t = r.trace.unwrap();
+    let n = all_spans(&t).len();
+    assert!(n > 0 && n < 2000, "{n}");
+    assert!(t.encoded_len() <= 100_000);
+    let resp = get(&format!("{}/api/traces/{hex}", srv.http()), true);
+    assert_eq!(resp.status(), 422);
+    assert!(resp.text().unwrap().contains("exceeds the max size"));
+}
