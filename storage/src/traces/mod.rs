@@ -54,7 +54,7 @@ impl Default for TracesOptions {
         TracesOptions {
             retention_ms: 14 * 24 * 3600 * 1000,
             max_bytes: 0,
-            row_group_rows: 4096,
+            row_group_rows: 1024,
             compact_below_bytes: 64 << 20,
         }
     }

@@ -212,7 +212,9 @@ fn lookup_latency() {
     let total: usize =
         std::env::var("OUTPOST_TRACE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let head = TracesHead::open(Some(dir.path()), &TracesOptions::default()).unwrap();
+    let rg: usize = std::env::var("OUTPOST_TRACE_BENCH_RG").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let o = TracesOptions { row_group_rows: rg, ..TracesOptions::default() };
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
     let id = |n: usize| {
         let mut t = [0u8; 16];
         t[..8].copy_from_slice(&(n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
@@ -261,4 +263,38 @@ fn lookup_latency() {
         times[990],
         times[999]
     );
+}
+
+/// The frozen format-1 image (`storage/testdata/compat/traces-v1/`: a manifest, two span files
+/// holding one trace across both) must open and read back unchanged forever. Regenerate only when
+/// adding a format version: `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage --lib traces_v1`.
+#[test]
+fn the_traces_v1_image_still_opens() {
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/traces-v1");
+    let first =
+        batch("shop", vec![full_span(1, 1, 1_700_000_000_000_000_000), full_span(2, 1, 1_700_000_000_000_001_000)]);
+    let second = batch("cart", vec![full_span(1, 2, 1_700_000_000_000_002_000)]);
+    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+        let _ = fs::remove_dir_all(&image);
+        let head = TracesHead::open(Some(&image), &opts()).unwrap();
+        head.apply(pos(1), first.clone());
+        head.persist().unwrap();
+        head.apply(pos(2), second.clone());
+        head.persist().unwrap();
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for e in fs::read_dir(&image).unwrap() {
+        let p = e.unwrap().path();
+        fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let head = TracesHead::open(Some(tmp.path()), &opts()).unwrap();
+    assert_eq!(head.state.read().persisted, pos(2));
+    let t1 = head.trace(tid(1));
+    assert_eq!(t1.len(), 2);
+    assert_eq!(t1[0].span, first.groups[0].spans[0]);
+    assert_eq!(*t1[0].resource, first.groups[0].resource);
+    assert_eq!(*t1[0].scope, first.groups[0].scope);
+    assert_eq!(t1[1].span, second.groups[0].spans[0]);
+    assert_eq!(*t1[1].resource, second.groups[0].resource);
+    assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
 }
