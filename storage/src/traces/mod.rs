@@ -322,48 +322,12 @@ impl TracesHead {
     /// Every span of the trace in arrival order. A file that cannot be read is skipped (and its
     /// spans are missing from the answer) rather than failing the whole read.
     pub fn trace(&self, id: TraceId) -> Vec<StoredSpan> {
-        let (files, generation) = self.snapshot();
-        let mut out = Vec::new();
-        for f in &files {
-            if let Some(e) = f.find(&id) {
-                let (a, b) = (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows));
-                if let Ok(spans) = f.read_rows(&[(a, b)]) {
-                    out.extend(spans.into_iter().filter(|s| s.span.trace_id == id));
-                }
+        loop {
+            let (files, generation) = self.snapshot();
+            if let Some(mut found) = self.read_chunk(&files, &[id], generation) {
+                return found.remove(&id).unwrap_or_default();
             }
         }
-        // The frozen head and the head are read under the lock, after the files: a flush that
-        // completes meanwhile moves spans into a file we already read, so re-check its presence.
-        let s = self.state.read();
-        if generation != s.generation {
-            // A flush or compaction finished while we read: read again from the new state.
-            drop(s);
-            return self.trace_consistent(id);
-        }
-        if let Some(f) = &s.frozen {
-            f.trace(&id, &mut out);
-        }
-        s.head.trace(&id, &mut out);
-        out
-    }
-
-    /// Like [`Self::trace`], holding the lock across the file reads (rare path).
-    fn trace_consistent(&self, id: TraceId) -> Vec<StoredSpan> {
-        let s = self.state.read();
-        let mut out = Vec::new();
-        for f in &s.files {
-            if let Some(e) = f.find(&id) {
-                let (a, b) = (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows));
-                if let Ok(spans) = f.read_rows(&[(a, b)]) {
-                    out.extend(spans.into_iter().filter(|s| s.span.trace_id == id));
-                }
-            }
-        }
-        if let Some(f) = &s.frozen {
-            f.trace(&id, &mut out);
-        }
-        s.head.trace(&id, &mut out);
-        out
     }
 
     pub fn trace_ids(&self) -> Vec<TraceId> {
@@ -389,6 +353,7 @@ impl TracesHead {
         // Candidates: trace id → (latest end, earliest start), with where to find them.
         let state = self.state.read();
         let files: Vec<Arc<SpanFile>> = state.files.clone();
+        let generation = state.generation;
         let mut bounds: FastMap<TraceId, (i64, i64)> = FastMap::default();
         let mut merge = |id: TraceId, s: i64, e: i64| {
             let b = bounds.entry(id).or_insert((e, s));
@@ -415,35 +380,19 @@ impl TracesHead {
         let mut order: Vec<(i64, TraceId)> =
             bounds.iter().filter(|(_, b)| b.1 <= end && b.0 >= start).map(|(id, b)| (b.0, *id)).collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
+        let (mut files, mut generation) = (files, generation);
         for chunk in order.chunks(256) {
             let ids: Vec<TraceId> = chunk.iter().map(|c| c.1).collect();
-            let mut found: FastMap<TraceId, Vec<StoredSpan>> = FastMap::default();
-            for f in &files {
-                let mut ranges: Vec<(u64, u64)> = ids
-                    .iter()
-                    .filter_map(|id| f.find(id))
-                    .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
-                    .collect();
-                if ranges.is_empty() {
-                    continue;
+            // Files first, then the heads under the lock; if a flush or compaction changed the
+            // files meanwhile, read the chunk again from the new files (a flush moves spans from
+            // the frozen head into a file atomically, so one consistent pass sees each span once).
+            let found = loop {
+                let found = self.read_chunk(&files, &ids, generation);
+                match found {
+                    Some(found) => break found,
+                    None => (files, generation) = self.snapshot(),
                 }
-                ranges.sort_unstable();
-                if let Ok(spans) = f.read_rows(&ranges) {
-                    for s in spans {
-                        found.entry(s.span.trace_id).or_default().push(s);
-                    }
-                }
-            }
-            {
-                let state = self.state.read();
-                for id in &ids {
-                    let v = found.entry(*id).or_default();
-                    if let Some(f) = &state.frozen {
-                        f.trace(id, v);
-                    }
-                    state.head.trace(id, v);
-                }
-            }
+            };
             for id in &ids {
                 let Some(spans) = found.get(id) else { continue };
                 if spans.is_empty() {
@@ -458,6 +407,47 @@ impl TracesHead {
                 }
             }
         }
+    }
+}
+
+impl TracesHead {
+    /// The spans of `ids` from `files` and the heads; `None` if the files changed since
+    /// `generation` (the caller retries with a new snapshot).
+    fn read_chunk(
+        &self,
+        files: &[Arc<SpanFile>],
+        ids: &[TraceId],
+        generation: u64,
+    ) -> Option<FastMap<TraceId, Vec<StoredSpan>>> {
+        let mut found: FastMap<TraceId, Vec<StoredSpan>> = FastMap::default();
+        for f in files {
+            let mut ranges: Vec<(u64, u64)> = ids
+                .iter()
+                .filter_map(|id| f.find(id))
+                .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
+                .collect();
+            if ranges.is_empty() {
+                continue;
+            }
+            ranges.sort_unstable();
+            if let Ok(spans) = f.read_rows(&ranges) {
+                for s in spans {
+                    found.entry(s.span.trace_id).or_default().push(s);
+                }
+            }
+        }
+        let state = self.state.read();
+        if state.generation != generation {
+            return None;
+        }
+        for id in ids {
+            let v = found.entry(*id).or_default();
+            if let Some(f) = &state.frozen {
+                f.trace(id, v);
+            }
+            state.head.trace(id, v);
+        }
+        Some(found)
     }
 }
 
