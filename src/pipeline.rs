@@ -360,10 +360,11 @@ impl Pipeline {
         }
     }
 
-    /// Emits service-graph edges whose other half never came (virtual nodes); call on a timer.
-    pub fn expire_span_edges(&self) {
+    /// Re-emits active span-metrics series and the service-graph edges whose other half never
+    /// came (virtual nodes); call every 15 s, as Tempo's generator collects.
+    pub fn refresh_span_metrics(&self) {
         if let Some(storage) = self.storage.get() {
-            let metrics = self.span_metrics.expire_edges(now_ns());
+            let metrics = self.span_metrics.refresh(now_ns());
             self.write_derived(storage, metrics);
         }
     }

@@ -129,6 +129,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     };
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
     background.spawn(maintain_stores(Arc::clone(&pipeline), stop.clone()));
+    background.spawn(refresh_span_metrics(Arc::clone(&pipeline), stop.clone()));
     background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
     if let Some(period) = config.fsync_interval {
         background.spawn(fsync_ticker(Arc::clone(&pipeline), period, stop.clone()));
@@ -200,9 +201,19 @@ async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         if evicted > 0 {
             tracing::debug!(evicted, "Idle delta series forgotten");
         }
-        // Service-graph halves whose other half never came become virtual-node edges.
+    })
+    .await
+}
+
+/// How often span metrics are re-emitted (Tempo's metrics-generator collection interval).
+const SPAN_METRICS_PERIOD: Duration = Duration::from_secs(15);
+
+async fn refresh_span_metrics(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    every(SPAN_METRICS_PERIOD, stop, || async {
         let p = Arc::clone(&pipeline);
-        let _ = tokio::task::spawn_blocking(move || p.expire_span_edges()).await;
+        if let Err(e) = tokio::task::spawn_blocking(move || p.refresh_span_metrics()).await {
+            tracing::warn!(error = %e, "Span metrics refresh task failed");
+        }
     })
     .await
 }

@@ -48,6 +48,9 @@ pub struct SpanMetricsOptions {
     pub max_pending_edges: usize,
     /// How long an unpaired half waits (ns).
     pub edge_wait_ns: i64,
+    /// A series not updated for this long stops being re-emitted by
+    /// [`SpanMetricsState::refresh`] and is forgotten (ns; Tempo's default is 15 minutes).
+    pub stale_ns: i64,
 }
 
 impl Default for SpanMetricsOptions {
@@ -57,6 +60,7 @@ impl Default for SpanMetricsOptions {
             max_series: 50_000,
             max_pending_edges: 10_000,
             edge_wait_ns: 10_000_000_000,
+            stale_ns: 15 * 60 * 1_000_000_000,
         }
     }
 }
@@ -76,6 +80,8 @@ struct Inner {
     /// Unpaired halves, by the span id the other half refers to.
     pending: HashMap<(TraceId, SpanId), Pending>,
     dropped: u64,
+    /// The `now` of the call in progress (ns).
+    now_ns: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,8 +100,10 @@ struct Totals {
     sum: f64,
     /// Per bucket (non-cumulative); histograms only.
     buckets: Vec<f64>,
-    /// Touched by the current batch.
+    /// Touched by the current batch (or due for re-emission).
     dirty: bool,
+    /// Last update (ns).
+    touched_ns: i64,
     new: bool,
     /// Timestamp of the last sample emitted (ms): each series' samples strictly increase, so two
     /// batches derived in the same millisecond never replace one another.
@@ -189,6 +197,7 @@ impl SpanMetricsState {
     pub fn derive(&self, batch: &SpansBatch, now_ns: i64) -> MetricsBatch {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        inner.now_ns = now_ns;
         let buckets = &self.opts.buckets;
         for group in &batch.groups {
             let service = group.resource.attr_str("service.name").unwrap_or("").to_owned();
@@ -213,7 +222,23 @@ impl SpanMetricsState {
     /// Emits expired edges only (call on a timer so virtual-node edges appear without traffic).
     pub fn expire_edges(&self, now_ns: i64) -> MetricsBatch {
         let mut inner = self.lock();
+        inner.now_ns = now_ns;
         self.expire(&mut inner, now_ns);
+        self.collect(&mut inner, now_ns)
+    }
+
+    /// Expires edges, then re-emits the current total of every series updated within `stale_ns`
+    /// and forgets the others: Tempo's generator writes each active series at every collection
+    /// interval, so `rate()` over a quiet period sees a flat line, not a gap. Call every 15 s.
+    pub fn refresh(&self, now_ns: i64) -> MetricsBatch {
+        let mut inner = self.lock();
+        inner.now_ns = now_ns;
+        self.expire(&mut inner, now_ns);
+        let cutoff = now_ns.saturating_sub(self.opts.stale_ns);
+        inner.series.retain(|_, t| t.touched_ns >= cutoff);
+        for t in inner.series.values_mut() {
+            t.dirty = true;
+        }
         self.collect(&mut inner, now_ns)
     }
 
@@ -228,6 +253,7 @@ impl SpanMetricsState {
     ) {
         let cap = self.opts.max_series;
         let len = inner.series.len();
+        let inner_now = inner.now_ns;
         let key = (family, labels);
         let t = match inner.series.get_mut(&key) {
             Some(t) => t,
@@ -242,6 +268,7 @@ impl SpanMetricsState {
             }),
         };
         t.dirty = true;
+        t.touched_ns = inner_now;
         t.count += 1.0;
         t.sum += value;
         let mut slot = usize::MAX;
@@ -606,6 +633,21 @@ mod tests {
         let m = st.derive(&SpansBatch { groups: vec![group("api", vec![db])] }, 4_000);
         let dbe = r#"{__name__="traces_service_graph_request_total", client="api", connection_type="database", server="orders"}"#;
         assert_eq!(value(&m, dbe), Some(1.0));
+    }
+
+    #[test]
+    fn refresh_re_emits_active_series_and_forgets_stale_ones() {
+        let st = SpanMetricsState::new();
+        let b =
+            SpansBatch { groups: vec![group("s", vec![span(1, 1, None, SpanKind::Server, "op", 1, StatusCode::Ok)])] };
+        st.derive(&b, 1_000_000_000);
+        let calls = r#"{__name__="traces_spanmetrics_calls_total", service="s", span_kind="SPAN_KIND_SERVER", span_name="op", status_code="STATUS_CODE_OK"}"#;
+        let m = st.refresh(16_000_000_000);
+        assert_eq!(value(&m, calls), Some(1.0));
+        assert_eq!(m.series.iter().find(|s| s.labels.to_string() == calls).unwrap().samples.len(), 1);
+        let m = st.refresh(1_000_000_000 + 16 * 60 * 1_000_000_000);
+        assert!(m.series.is_empty());
+        assert_eq!(st.series_count(), 0);
     }
 
     #[test]
