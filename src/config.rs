@@ -77,6 +77,8 @@ pub struct RawConfig {
     pub logs: RawLogs,
     /// The metrics store.
     pub metrics: RawMetrics,
+    /// The traces store.
+    pub traces: RawTraces,
     /// PromQL and the Prometheus query API.
     pub query: RawQuery,
     /// Prometheus scraping.
@@ -164,6 +166,22 @@ impl Default for RawScrape {
     }
 }
 
+/// `[traces]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTraces {
+    /// Span files whose newest span is older than this are deleted (`0s` = keep forever).
+    pub retention: String,
+    /// When nonzero, the oldest span files are deleted while they exceed this many bytes.
+    pub retention_bytes: u64,
+}
+
+impl Default for RawTraces {
+    fn default() -> Self {
+        RawTraces { retention: "14d".into(), retention_bytes: 0 }
+    }
+}
+
 /// `[wal]`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -238,6 +256,9 @@ pub struct RawLimits {
     pub max_future: String,
     /// How far in the past a timestamp may lie (`0s` = no limit).
     pub max_age: String,
+    /// Largest trace served by the Tempo trace-by-id API (protobuf bytes); a larger trace comes
+    /// back partial (v2) or is refused (v1).
+    pub max_trace_bytes: usize,
 }
 
 /// `[logs]`.
@@ -293,6 +314,7 @@ impl Default for RawConfig {
             metrics: RawMetrics::default(),
             query: RawQuery::default(),
             scrape: RawScrape::default(),
+            traces: RawTraces::default(),
         }
     }
 }
@@ -319,6 +341,7 @@ impl Default for RawLimits {
             max_series_per_request: 100_000,
             max_future: "10m".into(),
             max_age: "7d".into(),
+            max_trace_bytes: crate::api::tempo::DEFAULT_MAX_TRACE_BYTES,
         }
     }
 }
@@ -558,6 +581,8 @@ pub struct RequestLimits {
     pub body_timeout: Duration,
     /// Most series in one remote-write request.
     pub max_series_per_request: usize,
+    /// Largest trace the Tempo API serves whole (protobuf bytes).
+    pub max_trace_bytes: usize,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -630,6 +655,7 @@ impl RawConfig {
             max_inflight_requests: positive("limits.max_inflight_requests", l.max_inflight_requests)?,
             body_timeout: parse_duration("limits.request_body_timeout", &l.request_body_timeout)?,
             max_series_per_request: positive("limits.max_series_per_request", l.max_series_per_request)?,
+            max_trace_bytes: positive("limits.max_trace_bytes", l.max_trace_bytes)?,
         };
         let max_future = parse_duration("limits.max_future", &l.max_future)?;
         let max_age = parse_duration("limits.max_age", &l.max_age)?;
@@ -670,7 +696,18 @@ impl RawConfig {
                 segment_bytes: self.wal.segment_bytes,
                 ..storage::WalOptions::default()
             },
-            engines: storage::EngineOptions { metrics: self.metrics.resolve()?, ..storage::EngineOptions::default() },
+            engines: storage::EngineOptions {
+                metrics: self.metrics.resolve()?,
+                traces: storage::TracesOptions {
+                    retention_ms: i64::try_from(
+                        parse_duration("traces.retention", &self.traces.retention)?.as_millis(),
+                    )
+                    .unwrap_or(i64::MAX),
+                    max_bytes: self.traces.retention_bytes,
+                    ..storage::TracesOptions::default()
+                },
+                ..storage::EngineOptions::default()
+            },
         };
         let q = &self.query;
         let query = QueryConfig {

@@ -161,6 +161,8 @@ pub struct Pipeline {
     limits: Limits,
     logs: LogsOptions,
     metrics_state: MetricsState,
+    /// Span metrics and service-graph running totals (derived from every spans batch).
+    span_metrics: ingest::spanmetrics::SpanMetricsState,
     /// Self-telemetry.
     pub telemetry: Arc<Telemetry>,
 }
@@ -184,6 +186,7 @@ impl Pipeline {
             limits,
             logs,
             metrics_state: MetricsState::new(),
+            span_metrics: ingest::spanmetrics::SpanMetricsState::new(),
             telemetry,
         }
     }
@@ -331,10 +334,47 @@ impl Pipeline {
         };
         let (mut batch, mut outcome) = (batch, outcome);
         admit_metrics(storage, &mut batch, &mut outcome);
+        let derived = match &batch {
+            WriteBatch::Spans(spans) if !batch.is_empty() => Some(self.span_metrics.derive(spans, now)),
+            _ => None,
+        };
         if !batch.is_empty() {
             storage.write(batch).map_err(PipelineError::Storage)?;
         }
+        if let Some(metrics) = derived {
+            self.write_derived(storage, metrics);
+        }
         Ok(outcome)
+    }
+
+    /// Writes span metrics and service-graph series derived from acknowledged spans. A failure is
+    /// reported in self-telemetry and does not fail the spans request, which is already durable.
+    fn write_derived(&self, storage: &Storage, metrics: storage::model::MetricsBatch) {
+        if metrics.series.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let accepted = metrics.item_count() as u64;
+        let batch = WriteBatch::Metrics(metrics);
+        match storage.write(batch) {
+            Ok(()) => {
+                let outcome = Outcome { accepted, ..Outcome::default() };
+                self.telemetry.ingested(Signal::Metrics, Protocol::Derived, &outcome, 0, started.elapsed());
+            }
+            Err(e) => {
+                let e = PipelineError::Storage(e);
+                self.telemetry.request_rejected(Signal::Metrics, Protocol::Derived, e.reason(), &e.to_string());
+            }
+        }
+    }
+
+    /// Re-emits active span-metrics series and the service-graph edges whose other half never
+    /// came (virtual nodes); call every 15 s, as Tempo's generator collects.
+    pub fn refresh_span_metrics(&self) {
+        if let Some(storage) = self.storage.get() {
+            let metrics = self.span_metrics.refresh(now_ns());
+            self.write_derived(storage, metrics);
+        }
     }
 }
 

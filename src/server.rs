@@ -134,6 +134,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     };
     background.spawn(evict_delta_state(Arc::clone(&pipeline), stop.clone()));
     background.spawn(maintain_stores(Arc::clone(&pipeline), stop.clone()));
+    background.spawn(refresh_span_metrics(Arc::clone(&pipeline), stop.clone()));
     background.spawn(watch_memory(Arc::clone(&pipeline), stop.clone()));
     crate::scrape::spawn(
         &config.scrape,
@@ -212,6 +213,19 @@ async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
         let evicted = pipeline.evict_idle_metrics_state(DELTA_STATE_MAX_IDLE);
         if evicted > 0 {
             tracing::debug!(evicted, "Idle delta series forgotten");
+        }
+    })
+    .await
+}
+
+/// How often span metrics are re-emitted (Tempo's metrics-generator collection interval).
+const SPAN_METRICS_PERIOD: Duration = Duration::from_secs(15);
+
+async fn refresh_span_metrics(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    every(SPAN_METRICS_PERIOD, stop, || async {
+        let p = Arc::clone(&pipeline);
+        if let Err(e) = tokio::task::spawn_blocking(move || p.refresh_span_metrics()).await {
+            tracing::warn!(error = %e, "Span metrics refresh task failed");
         }
     })
     .await

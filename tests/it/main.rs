@@ -12,4 +12,5 @@ mod prom_util;
 mod prom_write;
 mod shell;
 mod support;
+mod tempo;
 mod tidy;

@@ -197,7 +197,81 @@ fn sdk_exporters_round_trip_every_signal() {
         check_trace(&store, t, &sent);
         check_logs(&store, t, &sent);
         check_metrics(&store, t);
+        check_tempo(&srv, t, &sent);
     }
+}
+
+/// Tempo's `TraceByIDResponse` as Grafana decodes it: field 1 is `Trace`, whose field 1 is
+/// repeated OTLP `ResourceSpans`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TempoTraceByIdResponse {
+    #[prost(message, optional, tag = "1")]
+    trace: Option<opentelemetry_proto::tonic::trace::v1::TracesData>,
+}
+
+/// The same trace through `/api/v2/traces/<id>` (protobuf), decoded and checked field by field
+/// against what the SDK sent.
+fn check_tempo(srv: &TestServer, t: Transport, sent: &Sent) {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use prost::Message as _;
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v2/traces/{}", srv.http(), sent.trace_id.to_hex()))
+        .header("accept", "application/protobuf")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{t:?}");
+    let body = resp.bytes().unwrap();
+    let trace = TempoTraceByIdResponse::decode(&*body).unwrap().trace.expect("trace");
+    assert_eq!(trace.resource_spans.len(), 1, "{t:?}");
+    let rs = &trace.resource_spans[0];
+    let res_attr = |k: &str| {
+        rs.resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value)
+    };
+    assert_eq!(res_attr("service.name"), Some(V::StringValue(t.service().into())));
+    assert_eq!(res_attr("host.cores"), Some(V::IntValue(2)));
+    let ss = &rs.scope_spans[0];
+    assert_eq!(ss.scope.as_ref().unwrap().name, "it-scope");
+    assert_eq!(ss.scope.as_ref().unwrap().version, "1.2.3");
+    assert_eq!(ss.spans.len(), 2);
+    let p = ss.spans.iter().find(|s| s.parent_span_id.is_empty()).expect("root");
+    let c = ss.spans.iter().find(|s| !s.parent_span_id.is_empty()).expect("child");
+    assert_eq!(p.trace_id, sent.trace_id.0.to_vec());
+    assert_eq!(p.span_id, sent.parent_span_id.0.to_vec());
+    assert_eq!(p.name, "GET /checkout");
+    assert_eq!(p.kind, 2);
+    let status = p.status.as_ref().unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, "payment failed"));
+    let attr =
+        |k: &str| p.attributes.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone()).and_then(|v| v.value);
+    assert_eq!(attr("http.route"), Some(V::StringValue("/checkout".into())));
+    assert_eq!(attr("retry"), Some(V::BoolValue(true)));
+    assert_eq!(attr("http.status_code"), Some(V::IntValue(500)));
+    assert_eq!(attr("ratio"), Some(V::DoubleValue(0.25)));
+    match attr("tags") {
+        Some(V::ArrayValue(a)) => assert_eq!(a.values.len(), 2),
+        other => panic!("tags: {other:?}"),
+    }
+    assert_eq!(p.events.len(), 1);
+    assert_eq!(p.events[0].name, "cache miss");
+    assert_eq!(p.links.len(), 1);
+    assert_eq!(p.links[0].trace_id, sent.link_trace.0.to_vec());
+    assert_eq!(p.links[0].trace_state, "vendor=x");
+    assert!(p.end_time_unix_nano >= p.start_time_unix_nano && p.start_time_unix_nano > 0);
+    assert_eq!(c.parent_span_id, sent.parent_span_id.0.to_vec());
+    assert_eq!(c.name, "SELECT carts");
+    assert_eq!(c.kind, 3);
+    // Stored spans and served spans agree exactly.
+    let stored = srv.storage().trace_store().trace(sent.trace_id);
+    let served: Vec<_> = ss.spans.iter().map(|s| s.span_id.clone()).collect();
+    let expected: Vec<_> = stored.iter().map(|s| s.span.span_id.0.to_vec()).collect();
+    assert_eq!(served, expected);
 }
 
 fn check_trace(store: &storage::Storage, t: Transport, sent: &Sent) {

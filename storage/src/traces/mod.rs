@@ -1,89 +1,500 @@
-//! The traces head: spans in arrival order and a trace_id index.
+//! The traces engine: a head of recent spans grouped by trace id, fed from the WAL, and immutable
+//! Parquet span files it is flushed to at every checkpoint. Formats:
+//! `storage/docs/format/traces.md`.
 //!
-//! Invariant: a span's id is its arrival position, which is its WAL order; the per-trace lists
-//! are ascending, so a trace reads back in arrival order however many writes it spanned.
+//! Layout of `<data_dir>/traces/`: `MANIFEST` (JSON, replaced atomically: the files in data order,
+//! their summaries, and the last WAL position they hold), `<seq>.parquet` + `<seq>.tid` per file.
+//! Files not named by the manifest are leftovers of an interrupted flush or compaction and are
+//! deleted at open.
+//!
+//! Invariants:
+//! - Every applied span is in exactly one of: the head, the frozen head being flushed, or one file.
+//! - `files` is in data order: a span in an earlier file arrived before a span of the same trace in
+//!   a later one, and the head comes last; so a trace reads back in arrival order across files.
+//! - The manifest's `persisted` position covers every span in its files and nothing in the head;
+//!   on replay, batches at or before it are skipped (never for [`WalPos::ZERO`]).
+//! - A reader never waits for I/O under the state lock: it clones the `Arc`s it needs and reads
+//!   files outside it.
 
+mod file;
+mod json;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
 
 use crate::FastMap;
-use crate::chunked::ChunkedVec;
-
 use crate::intern::Interner;
 use crate::model::{Resource, Scope, SpansBatch, TraceId};
-use crate::read::StoredSpan;
+use crate::read::{StoredSpan, TraceScan};
+use crate::wal::WalPos;
 
-/// In-memory traces store.
+use file::{FileSummary, SpanFile};
+
+/// Options of the traces engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TracesOptions {
+    /// Span files whose newest span ended longer ago than this are deleted (ms; 0 = keep forever).
+    pub retention_ms: i64,
+    /// When the span files take more bytes than this, the oldest go first (0 = no limit).
+    pub max_bytes: u64,
+    /// Rows per Parquet row group: smaller groups make a trace lookup decode less.
+    pub row_group_rows: usize,
+    /// Files smaller than this are merged together by `maintain` (bytes; 0 = never).
+    pub compact_below_bytes: u64,
+}
+
+impl Default for TracesOptions {
+    fn default() -> Self {
+        TracesOptions {
+            retention_ms: 14 * 24 * 3600 * 1000,
+            max_bytes: 0,
+            row_group_rows: 1024,
+            compact_below_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Spans not yet in a file, grouped by trace.
 #[derive(Default)]
-pub(crate) struct TracesHead {
-    /// Readers share the lock; a writer (under `Storage`, only the WAL leader) holds it per batch.
-    inner: RwLock<Inner>,
+struct Head {
+    spans: Vec<StoredSpan>,
+    by_trace: FastMap<TraceId, Vec<u32>>,
+    /// Earliest start and latest end per trace, for scans.
+    bounds: FastMap<TraceId, (i64, i64)>,
+    last_pos: WalPos,
+}
+
+impl Head {
+    fn push(&mut self, span: StoredSpan) {
+        let id = span.span.trace_id;
+        let (s, e) = (span.span.start_time_ns, span.span.end_time_ns);
+        self.by_trace.entry(id).or_default().push(self.spans.len() as u32);
+        let b = self.bounds.entry(id).or_insert((s, e));
+        b.0 = b.0.min(s);
+        b.1 = b.1.max(e);
+        self.spans.push(span);
+    }
+
+    fn trace(&self, id: &TraceId, out: &mut Vec<StoredSpan>) {
+        if let Some(ixs) = self.by_trace.get(id) {
+            out.extend(ixs.iter().map(|&i| self.spans[i as usize].clone()));
+        }
+    }
 }
 
 #[derive(Default)]
-struct Inner {
-    /// Every span; the index is the span id.
-    spans: ChunkedVec<StoredSpan>,
-    by_trace: FastMap<TraceId, Vec<usize>>,
+struct State {
+    head: Head,
+    /// The head being written to a file by `persist`; still readable.
+    frozen: Option<Arc<Head>>,
+    files: Vec<Arc<SpanFile>>,
+    persisted: WalPos,
+    /// Bumped whenever `files` changes.
+    generation: u64,
+    /// Shares resources and scopes between the head's spans.
     resources: Interner<Resource>,
     scopes: Interner<Scope>,
 }
 
+/// The manifest file's content.
+#[derive(Serialize, Deserialize, Default)]
+struct Manifest {
+    version: u32,
+    persisted: WalPos,
+    next_seq: u64,
+    files: Vec<FileSummary>,
+}
+
+/// The traces store.
+pub(crate) struct TracesHead {
+    dir: Option<PathBuf>,
+    opts: TracesOptions,
+    state: RwLock<State>,
+    /// Serialises `persist` and `maintain` (the only writers of files and the manifest); the next
+    /// file number.
+    flush: Mutex<u64>,
+}
+
 impl TracesHead {
-    pub fn open(dir: Option<&std::path::Path>, opts: &TracesOptions) -> Result<Self, crate::error::OpenError> {
-        let _ = (dir, opts);
-        Ok(Self::default())
+    pub fn open(dir: Option<&Path>, opts: &TracesOptions) -> Result<Self, crate::error::OpenError> {
+        let mut state = State::default();
+        let mut next_seq = 1;
+        if let Some(dir) = dir {
+            let io_err = |source| crate::error::OpenError::Io { path: dir.to_path_buf(), source };
+            fs::create_dir_all(dir).map_err(io_err)?;
+            let manifest = read_manifest(dir).map_err(io_err)?;
+            next_seq = manifest.next_seq.max(1);
+            state.persisted = manifest.persisted;
+            let mut named = BTreeSet::new();
+            for summary in manifest.files {
+                named.insert(summary.seq);
+                let seq = summary.seq;
+                let f = SpanFile::open(dir, summary)
+                    .map_err(|source| crate::error::OpenError::Io { path: file::parquet_path(dir, seq), source })?;
+                state.files.push(Arc::new(f));
+            }
+            remove_strays(dir, &named).map_err(io_err)?;
+        }
+        Ok(TracesHead {
+            dir: dir.map(Path::to_path_buf),
+            opts: opts.clone(),
+            state: RwLock::new(state),
+            flush: Mutex::new(next_seq),
+        })
     }
 
-    /// This head lives in memory only: the WAL is its durability.
-    pub fn persist(&self) -> std::io::Result<bool> {
-        Ok(false)
-    }
-
-    pub fn maintain(&self, now_ms: i64) -> std::io::Result<()> {
-        let _ = now_ms;
-        Ok(())
-    }
-
-    pub fn apply(&self, _pos: crate::wal::WalPos, batch: SpansBatch) {
-        let mut inner = self.inner.write();
-        let inner = &mut *inner;
+    pub fn apply(&self, pos: WalPos, batch: SpansBatch) {
+        let mut state = self.state.write();
+        if pos != WalPos::ZERO && pos <= state.persisted {
+            return;
+        }
+        let state = &mut *state;
         for group in batch.groups {
             if group.spans.is_empty() {
                 continue;
             }
-            let resource = inner.resources.intern(group.resource);
-            let scope = inner.scopes.intern(group.scope);
+            let resource = state.resources.intern(group.resource);
+            let scope = state.scopes.intern(group.scope);
             for span in group.spans {
-                inner.by_trace.entry(span.trace_id).or_default().push(inner.spans.len());
-                inner.spans.push(StoredSpan { resource: Arc::clone(&resource), scope: Arc::clone(&scope), span });
+                state.head.push(StoredSpan { resource: Arc::clone(&resource), scope: Arc::clone(&scope), span });
+            }
+        }
+        state.head.last_pos = state.head.last_pos.max(pos);
+    }
+
+    /// Writes the head to a new span file and records it in the manifest; `Ok(false)` when
+    /// memory-only.
+    pub fn persist(&self) -> io::Result<bool> {
+        let Some(dir) = &self.dir else { return Ok(false) };
+        let mut next_seq = self.flush.lock();
+        let frozen = {
+            let mut state = self.state.write();
+            if state.head.spans.is_empty() {
+                return Ok(true);
+            }
+            let frozen = Arc::new(std::mem::take(&mut state.head));
+            state.head.last_pos = frozen.last_pos;
+            state.frozen = Some(Arc::clone(&frozen));
+            // A new interner per head keeps the dictionary from growing forever.
+            state.resources = Interner::default();
+            state.scopes = Interner::default();
+            frozen
+        };
+        let seq = *next_seq;
+        let result = (|| {
+            let spans: Vec<&StoredSpan> = frozen.spans.iter().collect();
+            let f = Arc::new(file::write(dir, seq, &spans, self.opts.row_group_rows)?);
+            let files = {
+                let state = self.state.read();
+                let mut v: Vec<FileSummary> = state.files.iter().map(|f| f.summary.clone()).collect();
+                v.push(f.summary.clone());
+                v
+            };
+            write_manifest(dir, &Manifest { version: 1, persisted: frozen.last_pos, next_seq: seq + 1, files })?;
+            Ok::<_, io::Error>(f)
+        })();
+        let mut state = self.state.write();
+        state.frozen = None;
+        match result {
+            Ok(f) => {
+                *next_seq = seq + 1;
+                state.files.push(f);
+                state.generation += 1;
+                state.persisted = frozen.last_pos;
+                Ok(true)
+            }
+            Err(e) => {
+                // Put the spans back in front of what arrived meanwhile.
+                let newer = std::mem::take(&mut state.head);
+                let mut head = Head::default();
+                for s in frozen.spans.iter().chain(newer.spans.iter()) {
+                    head.push(s.clone());
+                }
+                head.last_pos = newer.last_pos.max(frozen.last_pos);
+                state.head = head;
+                let _ = std::fs::remove_file(file::parquet_path(dir, seq));
+                let _ = std::fs::remove_file(file::tid_path(dir, seq));
+                *next_seq = seq + 1;
+                Err(e)
             }
         }
     }
 
-    pub fn span_count(&self) -> u64 {
-        self.inner.read().spans.len() as u64
+    /// Retention (age, then bytes) and compaction of small files.
+    pub fn maintain(&self, now_ms: i64) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut next_seq = self.flush.lock();
+        let (files, persisted) = {
+            let s = self.state.read();
+            (s.files.clone(), s.persisted)
+        };
+        // Retention.
+        let cutoff_ns = now_ms.saturating_sub(self.opts.retention_ms).saturating_mul(1_000_000);
+        let mut keep: Vec<Arc<SpanFile>> = files
+            .iter()
+            .filter(|f| self.opts.retention_ms <= 0 || f.summary.max_end_ns >= cutoff_ns)
+            .cloned()
+            .collect();
+        if self.opts.max_bytes > 0 {
+            let mut total: u64 = keep.iter().map(|f| f.summary.bytes).sum();
+            while total > self.opts.max_bytes && !keep.is_empty() {
+                // Oldest by data: the file whose newest span is oldest.
+                let (i, _) =
+                    keep.iter().enumerate().min_by_key(|(_, f)| f.summary.max_end_ns).expect("keep is not empty");
+                total -= keep.remove(i).summary.bytes;
+            }
+        }
+        let mut new_file: Option<(usize, usize, Arc<SpanFile>)> = None;
+        // Compaction: the first run of at least two adjacent small files, up to the size target.
+        if self.opts.compact_below_bytes > 0 {
+            let small = |f: &SpanFile| f.summary.bytes < self.opts.compact_below_bytes;
+            let mut i = 0;
+            while i < keep.len() {
+                if !small(&keep[i]) {
+                    i += 1;
+                    continue;
+                }
+                let mut j = i;
+                let mut bytes = 0;
+                while j < keep.len()
+                    && small(&keep[j])
+                    && bytes + keep[j].summary.bytes <= self.opts.compact_below_bytes
+                {
+                    bytes += keep[j].summary.bytes;
+                    j += 1;
+                }
+                if j - i >= 2 {
+                    let mut spans = Vec::new();
+                    for f in &keep[i..j] {
+                        spans.extend(f.read_all()?);
+                    }
+                    let refs: Vec<&StoredSpan> = spans.iter().collect();
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    let f = Arc::new(file::write(dir, seq, &refs, self.opts.row_group_rows)?);
+                    new_file = Some((i, j, f));
+                    break;
+                }
+                i = j.max(i + 1);
+            }
+        }
+        let mut result = keep.clone();
+        if let Some((i, j, f)) = &new_file {
+            result.splice(*i..*j, [Arc::clone(f)]);
+        }
+        if result.len() == files.len() && result.iter().zip(&files).all(|(a, b)| Arc::ptr_eq(a, b)) {
+            return Ok(());
+        }
+        let summaries = result.iter().map(|f| f.summary.clone()).collect();
+        write_manifest(dir, &Manifest { version: 1, persisted, next_seq: *next_seq, files: summaries })?;
+        {
+            let mut state = self.state.write();
+            // `persist` cannot have run meanwhile (it takes `flush`), so `files` is unchanged.
+            state.files = result.clone();
+            state.generation += 1;
+        }
+        for f in &files {
+            if !result.iter().any(|r| Arc::ptr_eq(r, f)) {
+                f.delete()?;
+            }
+        }
+        Ok(())
     }
 
-    pub fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
-        let inner = self.inner.read();
-        match inner.by_trace.get(&trace_id) {
-            Some(ids) => ids.iter().map(|&id| inner.spans[id].clone()).collect(),
-            None => Vec::new(),
+    pub fn span_count(&self) -> u64 {
+        let s = self.state.read();
+        s.head.spans.len() as u64
+            + s.frozen.as_ref().map_or(0, |f| f.spans.len() as u64)
+            + s.files.iter().map(|f| f.summary.spans).sum::<u64>()
+    }
+
+    fn snapshot(&self) -> (Vec<Arc<SpanFile>>, u64) {
+        let s = self.state.read();
+        (s.files.clone(), s.generation)
+    }
+
+    /// Every span of the trace in arrival order. A file that cannot be read is skipped (and its
+    /// spans are missing from the answer) rather than failing the whole read.
+    pub fn trace(&self, id: TraceId) -> Vec<StoredSpan> {
+        loop {
+            let (files, generation) = self.snapshot();
+            if let Some(mut found) = self.read_chunk(&files, &[id], generation) {
+                return found.remove(&id).unwrap_or_default();
+            }
         }
     }
 
     pub fn trace_ids(&self) -> Vec<TraceId> {
-        let mut ids: Vec<TraceId> = self.inner.read().by_trace.keys().copied().collect();
+        let s = self.state.read();
+        let mut ids: Vec<TraceId> = s.head.by_trace.keys().copied().collect();
+        if let Some(f) = &s.frozen {
+            ids.extend(f.by_trace.keys().copied());
+        }
+        for f in &s.files {
+            ids.extend(f.traces.iter().map(|t| t.trace_id));
+        }
         ids.sort_unstable();
+        ids.dedup();
         ids
+    }
+
+    /// Traces overlapping the scan, newest (latest span end) first, read in chunks so each row
+    /// group is decoded once per chunk.
+    pub fn scan(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
+        let (start, end) = (scan.start_ns, if scan.end_ns == 0 { i64::MAX } else { scan.end_ns });
+        let service = scan.service_name.as_deref();
+        let name = scan.span_name.as_deref();
+        // Candidates: trace id → (latest end, earliest start), with where to find them.
+        let state = self.state.read();
+        let files: Vec<Arc<SpanFile>> = state.files.clone();
+        let generation = state.generation;
+        let mut bounds: FastMap<TraceId, (i64, i64)> = FastMap::default();
+        let mut merge = |id: TraceId, s: i64, e: i64| {
+            let b = bounds.entry(id).or_insert((e, s));
+            b.0 = b.0.max(e);
+            b.1 = b.1.min(s);
+        };
+        for h in state.frozen.iter().map(|f| &**f).chain(std::iter::once(&state.head)) {
+            for (id, &(s, e)) in &h.bounds {
+                merge(*id, s, e);
+            }
+        }
+        for f in &files {
+            // Service and name hints prune candidate traces by file; the candidates' spans are
+            // then read from every file holding them.
+            if f.summary.may_contain(start, end, service, name) {
+                for t in &f.traces {
+                    if t.min_start_ns <= end && t.max_end_ns >= start {
+                        merge(t.trace_id, t.min_start_ns, t.max_end_ns);
+                    }
+                }
+            }
+        }
+        drop(state);
+        let mut order: Vec<(i64, TraceId)> =
+            bounds.iter().filter(|(_, b)| b.1 <= end && b.0 >= start).map(|(id, b)| (b.0, *id)).collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        let (mut files, mut generation) = (files, generation);
+        for chunk in order.chunks(256) {
+            let ids: Vec<TraceId> = chunk.iter().map(|c| c.1).collect();
+            // Files first, then the heads under the lock; if a flush or compaction changed the
+            // files meanwhile, read the chunk again from the new files (a flush moves spans from
+            // the frozen head into a file atomically, so one consistent pass sees each span once).
+            let found = loop {
+                let found = self.read_chunk(&files, &ids, generation);
+                match found {
+                    Some(found) => break found,
+                    None => (files, generation) = self.snapshot(),
+                }
+            };
+            for id in &ids {
+                let Some(spans) = found.get(id) else { continue };
+                if spans.is_empty() {
+                    continue;
+                }
+                let overlaps = spans.iter().any(|s| s.span.start_time_ns <= end && s.span.end_time_ns >= start);
+                let svc_ok =
+                    service.is_none_or(|svc| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(svc)));
+                let name_ok = name.is_none_or(|n| spans.iter().any(|s| s.span.name == n));
+                if overlaps && svc_ok && name_ok && !visit(spans) {
+                    return;
+                }
+            }
+        }
     }
 }
 
-/// Options of this engine (none yet).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TracesOptions {}
+impl TracesHead {
+    /// The spans of `ids` from `files` and the heads; `None` if the files changed since
+    /// `generation` (the caller retries with a new snapshot).
+    fn read_chunk(
+        &self,
+        files: &[Arc<SpanFile>],
+        ids: &[TraceId],
+        generation: u64,
+    ) -> Option<FastMap<TraceId, Vec<StoredSpan>>> {
+        let mut found: FastMap<TraceId, Vec<StoredSpan>> = FastMap::default();
+        for f in files {
+            let mut ranges: Vec<(u64, u64)> = ids
+                .iter()
+                .filter_map(|id| f.find(id))
+                .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
+                .collect();
+            if ranges.is_empty() {
+                continue;
+            }
+            ranges.sort_unstable();
+            if let Ok(spans) = f.read_rows(&ranges) {
+                for s in spans {
+                    found.entry(s.span.trace_id).or_default().push(s);
+                }
+            }
+        }
+        let state = self.state.read();
+        if state.generation != generation {
+            return None;
+        }
+        for id in ids {
+            let v = found.entry(*id).or_default();
+            if let Some(f) = &state.frozen {
+                f.trace(id, v);
+            }
+            state.head.trace(id, v);
+        }
+        Some(found)
+    }
+}
+
+fn manifest_path(dir: &Path) -> PathBuf {
+    dir.join("MANIFEST")
+}
+
+fn read_manifest(dir: &Path) -> io::Result<Manifest> {
+    match fs::read(manifest_path(dir)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("traces MANIFEST: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(Manifest { version: 1, next_seq: 1, ..Manifest::default() })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the manifest atomically: write a temporary file, fsync, rename over, fsync the folder.
+fn write_manifest(dir: &Path, m: &Manifest) -> io::Result<()> {
+    let tmp = dir.join("MANIFEST.tmp");
+    let bytes = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, manifest_path(dir))?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Deletes span files the manifest does not name (an interrupted flush or compaction).
+fn remove_strays(dir: &Path, named: &BTreeSet<u64>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if !matches!(ext, Some("parquet" | "tid" | "tmp")) {
+            continue;
+        }
+        let seq = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        if ext == Some("tmp") || seq.is_some_and(|s| !named.contains(&s)) {
+            fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
 
 impl crate::read::TracesReader for TracesHead {
     fn trace(&self, trace_id: TraceId) -> Vec<StoredSpan> {
@@ -97,4 +508,11 @@ impl crate::read::TracesReader for TracesHead {
     fn span_count(&self) -> u64 {
         TracesHead::span_count(self)
     }
+
+    fn scan_traces(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
+        self.scan(scan, visit)
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,555 @@
+//! One span file: a Parquet file of spans sorted by trace id, and its trace-id table (`.tid`).
+//! Byte layouts: `storage/docs/format/traces.md`.
+//!
+//! Invariants: rows are sorted by trace id, and within one trace keep arrival order; the `.tid`
+//! table lists every trace of the file once, sorted, with the rows it occupies; both files are
+//! immutable once the manifest names them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{FixedSizeBinaryBuilder, StringBuilder};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue as PqKeyValue;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::json;
+use crate::FastMap;
+use crate::intern::Interner;
+use crate::model::{Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId};
+use crate::read::StoredSpan;
+
+/// Version of the span file layout, in the Parquet key-value metadata `outpost.version`.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+const TID_MAGIC: &[u8; 4] = b"OTID";
+const TID_ENTRY: usize = 40;
+/// Span names and services kept per file summary; beyond it the summary says "any".
+const SUMMARY_CAP: usize = 2000;
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn pq(e: parquet::errors::ParquetError) -> io::Error {
+    io::Error::other(e)
+}
+
+fn arrow_err(e: arrow_schema::ArrowError) -> io::Error {
+    io::Error::other(e)
+}
+
+/// What the manifest records of a file: enough to prune it without opening it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct FileSummary {
+    /// File number; the files are `<seq>.parquet` and `<seq>.tid`.
+    pub seq: u64,
+    /// Bytes of both files.
+    pub bytes: u64,
+    pub spans: u64,
+    pub traces: u64,
+    pub min_start_ns: i64,
+    pub max_end_ns: i64,
+    /// Distinct `service.name`s, sorted; `None` when over the cap (any service may be inside).
+    pub services: Option<Vec<String>>,
+    /// Distinct span names, sorted; `None` when over the cap.
+    pub span_names: Option<Vec<String>>,
+}
+
+impl FileSummary {
+    pub fn may_contain(&self, start_ns: i64, end_ns: i64, service: Option<&str>, name: Option<&str>) -> bool {
+        let in_time = self.min_start_ns <= end_ns && self.max_end_ns >= start_ns;
+        let has = |set: &Option<Vec<String>>, v: Option<&str>| match (set, v) {
+            (Some(set), Some(v)) => set.binary_search_by(|s| s.as_str().cmp(v)).is_ok(),
+            _ => true,
+        };
+        in_time && has(&self.services, service) && has(&self.span_names, name)
+    }
+}
+
+/// One trace's place in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TraceEntry {
+    pub trace_id: TraceId,
+    pub first_row: u32,
+    pub rows: u32,
+    pub min_start_ns: i64,
+    pub max_end_ns: i64,
+}
+
+/// An open span file: its summary, its trace table and its cached Parquet footer.
+pub(crate) struct SpanFile {
+    pub summary: FileSummary,
+    pub parquet_path: PathBuf,
+    pub tid_path: PathBuf,
+    /// Sorted by trace id.
+    pub traces: Vec<TraceEntry>,
+    /// Cumulative first row of each row group, plus the total at the end.
+    row_group_starts: Vec<u64>,
+    meta: ArrowReaderMetadata,
+    resources: Vec<Arc<Resource>>,
+    scopes: Vec<Arc<Scope>>,
+}
+
+pub(crate) fn parquet_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.parquet"))
+}
+
+pub(crate) fn tid_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.tid"))
+}
+
+fn schema() -> SchemaRef {
+    let f = |name: &str, dt: DataType, nullable: bool| Field::new(name, dt, nullable);
+    Arc::new(Schema::new(vec![
+        f("trace_id", DataType::FixedSizeBinary(16), false),
+        f("span_id", DataType::FixedSizeBinary(8), false),
+        f("parent_span_id", DataType::FixedSizeBinary(8), true),
+        f("trace_state", DataType::Utf8, false),
+        f("flags", DataType::UInt32, false),
+        f("name", DataType::Utf8, false),
+        f("kind", DataType::Int32, false),
+        f("start_time_unix_nano", DataType::Int64, false),
+        f("end_time_unix_nano", DataType::Int64, false),
+        f("duration_nano", DataType::Int64, false),
+        f("status_code", DataType::Int32, false),
+        f("status_message", DataType::Utf8, false),
+        f("attributes", DataType::Utf8, false),
+        f("dropped_attributes_count", DataType::UInt32, false),
+        f("events", DataType::Utf8, false),
+        f("dropped_events_count", DataType::UInt32, false),
+        f("links", DataType::Utf8, false),
+        f("dropped_links_count", DataType::UInt32, false),
+        f("resource_index", DataType::UInt32, false),
+        f("scope_index", DataType::UInt32, false),
+        f("service_name", DataType::Utf8, false),
+    ]))
+}
+
+/// Writes `spans` (any order; sorted here, stably, by trace id) as file `seq` under `dir`, both
+/// files fsynced. Returns the opened file.
+pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows: usize) -> io::Result<SpanFile> {
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| spans[i].span.trace_id);
+
+    // Per-file dictionaries of resources and scopes, by pointer first (the head shares them).
+    let mut res_ix: FastMap<*const Resource, u32> = FastMap::default();
+    let mut scope_ix: FastMap<*const Scope, u32> = FastMap::default();
+    let mut resources: Vec<serde_json::Value> = Vec::new();
+    let mut scopes: Vec<serde_json::Value> = Vec::new();
+    let mut res_dedup: Interner<Resource> = Interner::default();
+    let mut res_by_shared: FastMap<*const Resource, u32> = FastMap::default();
+    let mut scope_dedup: Interner<Scope> = Interner::default();
+    let mut scope_by_shared: FastMap<*const Scope, u32> = FastMap::default();
+
+    let mut services: BTreeSet<String> = BTreeSet::new();
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let (mut services_over, mut names_over) = (false, false);
+    let mut traces: Vec<TraceEntry> = Vec::new();
+    let (mut min_start, mut max_end) = (i64::MAX, i64::MIN);
+
+    let n = spans.len();
+    let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
+    let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut trace_state = StringBuilder::new();
+    let mut flags = Vec::with_capacity(n);
+    let mut name = StringBuilder::new();
+    let mut kind = Vec::with_capacity(n);
+    let mut start = Vec::with_capacity(n);
+    let mut end = Vec::with_capacity(n);
+    let mut duration = Vec::with_capacity(n);
+    let mut status_code = Vec::with_capacity(n);
+    let mut status_message = StringBuilder::new();
+    let mut attributes = StringBuilder::new();
+    let mut dropped_attrs = Vec::with_capacity(n);
+    let mut events = StringBuilder::new();
+    let mut dropped_events = Vec::with_capacity(n);
+    let mut links = StringBuilder::new();
+    let mut dropped_links = Vec::with_capacity(n);
+    let mut resource_index = Vec::with_capacity(n);
+    let mut scope_index = Vec::with_capacity(n);
+    let mut service_name = StringBuilder::new();
+
+    for (row, &i) in order.iter().enumerate() {
+        let st = spans[i];
+        let s = &st.span;
+        let rp = Arc::as_ptr(&st.resource);
+        let ri = match res_ix.get(&rp) {
+            Some(&ix) => ix,
+            None => {
+                let shared = res_dedup.intern((*st.resource).clone());
+                let ix = *res_by_shared.entry(Arc::as_ptr(&shared)).or_insert_with(|| {
+                    resources.push(json::resource_to_json(&shared));
+                    (resources.len() - 1) as u32
+                });
+                res_ix.insert(rp, ix);
+                ix
+            }
+        };
+        let sp = Arc::as_ptr(&st.scope);
+        let si = match scope_ix.get(&sp) {
+            Some(&ix) => ix,
+            None => {
+                let shared = scope_dedup.intern((*st.scope).clone());
+                let ix = *scope_by_shared.entry(Arc::as_ptr(&shared)).or_insert_with(|| {
+                    scopes.push(json::scope_to_json(&shared));
+                    (scopes.len() - 1) as u32
+                });
+                scope_ix.insert(sp, ix);
+                ix
+            }
+        };
+        let service = st.resource.attr_str("service.name").unwrap_or("");
+        if !services_over && !services.contains(service) {
+            services.insert(service.to_owned());
+            services_over = services.len() > SUMMARY_CAP;
+        }
+        if !names_over && !names.contains(&s.name) {
+            names.insert(s.name.clone());
+            names_over = names.len() > SUMMARY_CAP;
+        }
+        min_start = min_start.min(s.start_time_ns);
+        max_end = max_end.max(s.end_time_ns);
+        match traces.last_mut() {
+            Some(t) if t.trace_id == s.trace_id => {
+                t.rows += 1;
+                t.min_start_ns = t.min_start_ns.min(s.start_time_ns);
+                t.max_end_ns = t.max_end_ns.max(s.end_time_ns);
+            }
+            _ => traces.push(TraceEntry {
+                trace_id: s.trace_id,
+                first_row: row as u32,
+                rows: 1,
+                min_start_ns: s.start_time_ns,
+                max_end_ns: s.end_time_ns,
+            }),
+        }
+
+        trace_id.append_value(s.trace_id.0).map_err(arrow_err)?;
+        span_id.append_value(s.span_id.0).map_err(arrow_err)?;
+        match s.parent_span_id {
+            Some(p) => parent.append_value(p.0).map_err(arrow_err)?,
+            None => parent.append_null(),
+        }
+        trace_state.append_value(&s.trace_state);
+        flags.push(s.flags);
+        name.append_value(&s.name);
+        kind.push(s.kind.as_i32());
+        start.push(s.start_time_ns);
+        end.push(s.end_time_ns);
+        duration.push(s.end_time_ns.saturating_sub(s.start_time_ns));
+        status_code.push(s.status_code.as_i32());
+        status_message.append_value(&s.status_message);
+        attributes.append_value(json::kvs_to_json(&s.attributes).to_string());
+        dropped_attrs.push(s.dropped_attributes_count);
+        events.append_value(json::events_to_json(&s.events));
+        dropped_events.push(s.dropped_events_count);
+        links.append_value(json::links_to_json(&s.links));
+        dropped_links.push(s.dropped_links_count);
+        resource_index.push(ri);
+        scope_index.push(si);
+        service_name.append_value(service);
+    }
+
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(parent.finish()),
+        Arc::new(trace_state.finish()),
+        Arc::new(UInt32Array::from(flags)),
+        Arc::new(name.finish()),
+        Arc::new(Int32Array::from(kind)),
+        Arc::new(Int64Array::from(start)),
+        Arc::new(Int64Array::from(end)),
+        Arc::new(Int64Array::from(duration)),
+        Arc::new(Int32Array::from(status_code)),
+        Arc::new(status_message.finish()),
+        Arc::new(attributes.finish()),
+        Arc::new(UInt32Array::from(dropped_attrs)),
+        Arc::new(events.finish()),
+        Arc::new(UInt32Array::from(dropped_events)),
+        Arc::new(links.finish()),
+        Arc::new(UInt32Array::from(dropped_links)),
+        Arc::new(UInt32Array::from(resource_index)),
+        Arc::new(UInt32Array::from(scope_index)),
+        Arc::new(service_name.finish()),
+    ];
+    let batch = RecordBatch::try_new(schema(), columns).map_err(arrow_err)?;
+
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_key_value_metadata(Some(vec![
+            PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string()),
+            PqKeyValue::new("outpost.resources".into(), serde_json::Value::Array(resources).to_string()),
+            PqKeyValue::new("outpost.scopes".into(), serde_json::Value::Array(scopes).to_string()),
+        ]))
+        .build();
+    let ppath = parquet_path(dir, seq);
+    let tpath = tid_path(dir, seq);
+    let file = File::create(&ppath)?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
+    writer.write(&batch).map_err(pq)?;
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all()?;
+    write_tid(&tpath, &traces)?;
+
+    let bytes = fs::metadata(&ppath)?.len() + fs::metadata(&tpath)?.len();
+    let summary = FileSummary {
+        seq,
+        bytes,
+        spans: n as u64,
+        traces: traces.len() as u64,
+        min_start_ns: if n == 0 { 0 } else { min_start },
+        max_end_ns: if n == 0 { 0 } else { max_end },
+        services: (!services_over).then(|| services.into_iter().collect()),
+        span_names: (!names_over).then(|| names.into_iter().collect()),
+    };
+    SpanFile::open(dir, summary)
+}
+
+fn write_tid(path: &Path, traces: &[TraceEntry]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(16 + traces.len() * TID_ENTRY + 4);
+    buf.extend_from_slice(TID_MAGIC);
+    buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    buf.extend_from_slice(&(traces.len() as u64).to_le_bytes());
+    for t in traces {
+        buf.extend_from_slice(&t.trace_id.0);
+        buf.extend_from_slice(&t.first_row.to_le_bytes());
+        buf.extend_from_slice(&t.rows.to_le_bytes());
+        buf.extend_from_slice(&t.min_start_ns.to_le_bytes());
+        buf.extend_from_slice(&t.max_end_ns.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    let mut f = File::create(path)?;
+    f.write_all(&buf)?;
+    f.sync_all()
+}
+
+fn read_tid(path: &Path) -> io::Result<Vec<TraceEntry>> {
+    let mut buf = Vec::new();
+    File::open(path)?.read_to_end(&mut buf)?;
+    if buf.len() < 20 || &buf[..4] != TID_MAGIC {
+        return Err(invalid(format!("{}: not a trace id table", path.display())));
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(invalid(format!("{}: checksum mismatch", path.display())));
+    }
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u64_at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    let version = u32_at(body, 4);
+    if version != FORMAT_VERSION {
+        return Err(invalid(format!("{}: unsupported version {version}", path.display())));
+    }
+    let count = u64_at(body, 8) as usize;
+    if body.len() != 16 + count * TID_ENTRY {
+        return Err(invalid(format!("{}: truncated", path.display())));
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let e = &body[16 + i * TID_ENTRY..16 + (i + 1) * TID_ENTRY];
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&e[..16]);
+        out.push(TraceEntry {
+            trace_id: TraceId(id),
+            first_row: u32_at(e, 16),
+            rows: u32_at(e, 20),
+            min_start_ns: u64_at(e, 24) as i64,
+            max_end_ns: u64_at(e, 32) as i64,
+        });
+    }
+    Ok(out)
+}
+
+impl SpanFile {
+    /// Opens file `summary.seq` under `dir`: reads its trace table and its Parquet footer.
+    pub fn open(dir: &Path, summary: FileSummary) -> io::Result<SpanFile> {
+        let parquet_path = parquet_path(dir, summary.seq);
+        let tid_path = tid_path(dir, summary.seq);
+        let traces = read_tid(&tid_path)?;
+        let file = File::open(&parquet_path)?;
+        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+        let pmeta = meta.metadata();
+        let mut row_group_starts = Vec::with_capacity(pmeta.num_row_groups() + 1);
+        let mut total = 0u64;
+        for rg in pmeta.row_groups() {
+            row_group_starts.push(total);
+            total += rg.num_rows() as u64;
+        }
+        row_group_starts.push(total);
+        let kv = |key: &str| -> io::Result<serde_json::Value> {
+            let text = pmeta
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kvs| kvs.iter().find(|kv| kv.key == key))
+                .and_then(|kv| kv.value.as_deref())
+                .ok_or_else(|| invalid(format!("{}: missing {key}", parquet_path.display())))?;
+            serde_json::from_str(text).map_err(|e| invalid(format!("{}: {key}: {e}", parquet_path.display())))
+        };
+        let list = |v: serde_json::Value| v.as_array().cloned().unwrap_or_default();
+        let resources = list(kv("outpost.resources")?)
+            .iter()
+            .map(|v| json::resource_from_json(v).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        let scopes = list(kv("outpost.scopes")?)
+            .iter()
+            .map(|v| json::scope_from_json(v).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        Ok(SpanFile { summary, parquet_path, tid_path, traces, row_group_starts, meta, resources, scopes })
+    }
+
+    /// Where `id` lies in this file.
+    pub fn find(&self, id: &TraceId) -> Option<&TraceEntry> {
+        self.traces.binary_search_by(|t| t.trace_id.cmp(id)).ok().map(|i| &self.traces[i])
+    }
+
+    /// Reads the rows `ranges` (sorted, disjoint, row numbers of the file) and returns their spans
+    /// in row order.
+    pub fn read_rows(&self, ranges: &[(u64, u64)]) -> io::Result<Vec<StoredSpan>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Row groups touched, and a selection over their concatenated rows.
+        let starts = &self.row_group_starts;
+        let num_groups = starts.len().saturating_sub(1);
+        if num_groups == 0 {
+            return Ok(Vec::new());
+        }
+        let mut groups: Vec<usize> = Vec::new();
+        for &(a, b) in ranges {
+            if b <= a {
+                continue;
+            }
+            let first = starts.partition_point(|&s| s <= a).saturating_sub(1);
+            let last = starts.partition_point(|&s| s < b).saturating_sub(1).min(num_groups - 1);
+            groups.extend(first..=last);
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        let mut selectors: Vec<RowSelector> = Vec::new();
+        for &g in &groups {
+            let (gs, ge) = (starts[g], starts[g + 1]);
+            let mut at = gs;
+            for &(a, b) in ranges {
+                let (a, b) = (a.max(at), b.min(ge));
+                if a >= b {
+                    continue;
+                }
+                if a > at {
+                    selectors.push(RowSelector::skip((a - at) as usize));
+                }
+                selectors.push(RowSelector::select((b - a) as usize));
+                at = b;
+            }
+            if ge > at {
+                selectors.push(RowSelector::skip((ge - at) as usize));
+            }
+        }
+        let file = File::open(&self.parquet_path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(8192)
+            .build()
+            .map_err(pq)?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(arrow_err)?;
+            self.decode(&batch, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Every span of the file, in row order.
+    pub fn read_all(&self) -> io::Result<Vec<StoredSpan>> {
+        let total = self.row_group_starts.last().copied().unwrap_or(0);
+        self.read_rows(&[(0, total)])
+    }
+
+    fn decode(&self, batch: &RecordBatch, out: &mut Vec<StoredSpan>) -> io::Result<()> {
+        let bad = || invalid(format!("{}: unexpected column layout", self.parquet_path.display()));
+        macro_rules! col {
+            ($i:expr, $t:ty) => {
+                batch.column($i).as_any().downcast_ref::<$t>().ok_or_else(bad)?
+            };
+        }
+        let trace_id = col!(0, FixedSizeBinaryArray);
+        let span_id = col!(1, FixedSizeBinaryArray);
+        let parent = col!(2, FixedSizeBinaryArray);
+        let trace_state = col!(3, StringArray);
+        let flags = col!(4, UInt32Array);
+        let name = col!(5, StringArray);
+        let kind = col!(6, Int32Array);
+        let start = col!(7, Int64Array);
+        let end = col!(8, Int64Array);
+        let status_code = col!(10, Int32Array);
+        let status_message = col!(11, StringArray);
+        let attributes = col!(12, StringArray);
+        let dropped_attrs = col!(13, UInt32Array);
+        let events = col!(14, StringArray);
+        let dropped_events = col!(15, UInt32Array);
+        let links = col!(16, StringArray);
+        let dropped_links = col!(17, UInt32Array);
+        let resource_index = col!(18, UInt32Array);
+        let scope_index = col!(19, UInt32Array);
+        let corrupt = |what: &str, e: String| invalid(format!("{}: {what}: {e}", self.parquet_path.display()));
+        for r in 0..batch.num_rows() {
+            let attrs: serde_json::Value =
+                serde_json::from_str(attributes.value(r)).map_err(|e| corrupt("attributes", e.to_string()))?;
+            let span = Span {
+                trace_id: TraceId::from_slice(trace_id.value(r)).ok_or_else(bad)?,
+                span_id: SpanId::from_slice(span_id.value(r)).ok_or_else(bad)?,
+                parent_span_id: if parent.is_null(r) { None } else { SpanId::from_slice(parent.value(r)) },
+                trace_state: trace_state.value(r).to_owned(),
+                flags: flags.value(r),
+                name: name.value(r).to_owned(),
+                kind: SpanKind::from_i32(kind.value(r)),
+                start_time_ns: start.value(r),
+                end_time_ns: end.value(r),
+                attributes: json::kvs_from_json(&attrs).map_err(|e| corrupt("attributes", e))?,
+                dropped_attributes_count: dropped_attrs.value(r),
+                events: json::events_from_json(events.value(r)).map_err(|e| corrupt("events", e))?,
+                dropped_events_count: dropped_events.value(r),
+                links: json::links_from_json(links.value(r)).map_err(|e| corrupt("links", e))?,
+                dropped_links_count: dropped_links.value(r),
+                status_code: StatusCode::from_i32(status_code.value(r)),
+                status_message: status_message.value(r).to_owned(),
+            };
+            let resource = self.resources.get(resource_index.value(r) as usize).ok_or_else(bad)?;
+            let scope = self.scopes.get(scope_index.value(r) as usize).ok_or_else(bad)?;
+            out.push(StoredSpan { resource: Arc::clone(resource), scope: Arc::clone(scope), span });
+        }
+        Ok(())
+    }
+
+    /// Removes both files.
+    pub fn delete(&self) -> io::Result<()> {
+        for p in [&self.parquet_path, &self.tid_path] {
+            match fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
