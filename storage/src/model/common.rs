@@ -239,6 +239,21 @@ impl Labels {
         Labels(out)
     }
 
+    /// Like [`Labels::from_pairs`] but keeps empty values: LogQL results can carry labels with
+    /// an empty value (a `logfmt`/`json` parameter that found nothing), which Loki returns as such.
+    pub fn from_pairs_keep_empty<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut v: Vec<Label> = pairs.into_iter().map(|(k, v)| Label { name: k.into(), value: v.into() }).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Label> = Vec::with_capacity(v.len());
+        for l in v {
+            match out.last_mut() {
+                Some(prev) if prev.name == l.name => *prev = l,
+                _ => out.push(l),
+            }
+        }
+        Labels(out)
+    }
+
     /// Value of label `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())

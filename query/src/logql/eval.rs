@@ -1,0 +1,824 @@
+//! Evaluation: log queries (pipeline, limit, direction, interval) and metric queries (range
+//! aggregations over left-open windows `(t - range - offset, t - offset]`, vector aggregations,
+//! binary operators with Prometheus-style vector matching, `label_replace`).
+//!
+//! A metric query loads each range aggregation's samples once (over the span every step
+//! needs) and then evaluates the expression tree step by step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use storage::model::Labels;
+use storage::{Direction, LogScan, LogsReader, MatchOp, StoredLog};
+
+use super::ast::*;
+use super::pipeline::{self, Builder, Cat, ERROR, ERROR_DETAILS};
+use super::units::{parse_bytes, parse_duration, parse_float};
+use super::{Data, Engine, Entry, Error, MatrixSeries, Request, Response, Stats, Stream, VecSample};
+
+struct Ctx<'a> {
+    engine: &'a Engine,
+    reader: &'a dyn LogsReader,
+    stats: Stats,
+    deadline: Instant,
+}
+
+pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -> Result<Response, Error> {
+    let started = Instant::now();
+    let expr = super::parse(&req.query)?;
+    let mut ctx = Ctx { engine, reader, stats: Stats::default(), deadline: started + engine.opts.timeout };
+    let data = match &expr {
+        Expr::Log(l) => {
+            if req.instant {
+                return Err(Error::Limit(
+                    "log queries are not supported as an instant query type, please change your query to a range query type"
+                        .into(),
+                ));
+            }
+            if req.limit > engine.opts.max_entries_limit {
+                return Err(Error::Limit(format!(
+                    "max entries limit per query exceeded, limit > max_entries_limit ({} > {})",
+                    req.limit, engine.opts.max_entries_limit
+                )));
+            }
+            Data::Streams(ctx.log_query(l, req)?)
+        }
+        Expr::Metric(m) => ctx.metric_query(m, req)?,
+    };
+    ctx.stats.exec_time = started.elapsed();
+    Ok(Response { data, stats: ctx.stats, warnings: Vec::new() })
+}
+
+fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
+    log.record.attributes.iter().map(|kv| (kv.key.clone(), kv.value.to_label_string())).collect()
+}
+
+/// Literal `|=` substrings the store may pre-filter on: those before any stage that rewrites the
+/// line.
+fn line_hints(l: &LogExpr) -> Vec<String> {
+    let mut out = Vec::new();
+    for st in &l.stages {
+        match st {
+            Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, value: LineFilterValue::Text(t) }) => {
+                if !t.is_empty() {
+                    out.push(t.clone());
+                }
+            }
+            Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Ctx<'_> {
+    /// Scans `l`'s streams over `start..=end` in `dir` order, handing each record to `f` until it
+    /// returns false; enforces the deadline and the lines-scanned limit.
+    fn scan(
+        &mut self,
+        l: &LogExpr,
+        start: i64,
+        end: i64,
+        dir: Direction,
+        f: &mut dyn FnMut(&StoredLog) -> bool,
+    ) -> Result<(), Error> {
+        if end < start {
+            return Ok(());
+        }
+        let scan = LogScan {
+            matchers: l.matchers.clone(),
+            start_ns: start,
+            end_ns: end,
+            direction: dir,
+            line_contains: line_hints(l),
+            trace_id: None,
+        };
+        let mut err = None;
+        let max_lines = self.engine.opts.max_lines_scanned;
+        let deadline = self.deadline;
+        let stats = &mut self.stats;
+        self.reader.scan(&scan, &mut |log| {
+            stats.lines_scanned += 1;
+            stats.bytes_scanned += log.record.body.len() as u64;
+            if stats.lines_scanned > max_lines {
+                err = Some(Error::Limit(format!(
+                    "the query would read more than {max_lines} log lines (max_lines_scanned); narrow the selector or the time range"
+                )));
+                return false;
+            }
+            if stats.lines_scanned % 4096 == 0 && Instant::now() > deadline {
+                err = Some(Error::Timeout);
+                return false;
+            }
+            f(log)
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn log_query(&mut self, l: &LogExpr, req: &Request) -> Result<Vec<Stream>, Error> {
+        let limit = req.limit as usize;
+        let mut streams: BTreeMap<Labels, Vec<Entry>> = BTreeMap::new();
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let interval = req.interval_ns;
+        let mut last_ts: Option<i64> = None;
+        let mut count = 0usize;
+        let mut fail = None;
+        // Log query ranges are [start, end).
+        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
+            let meta = meta_of(log);
+            let mut b = Builder::new(&log.stream, &meta);
+            let ts = log.record.timestamp_ns;
+            let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
+                return true;
+            };
+            if interval > 0 {
+                if let Some(prev) = last_ts {
+                    let ok = match req.direction {
+                        Direction::Forward => ts >= prev.saturating_add(interval),
+                        Direction::Backward => ts <= prev.saturating_sub(interval),
+                    };
+                    if !ok {
+                        return true;
+                    }
+                }
+            }
+            last_ts = Some(ts);
+            let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
+            streams.entry(b.result()).or_default().push(entry);
+            count += 1;
+            if count >= limit {
+                return false;
+            }
+            let _ = &mut fail;
+            true
+        })?;
+        if let Some(e) = fail {
+            return Err(e);
+        }
+        Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
+    }
+
+    // ---- metric queries ----
+
+    fn metric_query(&mut self, m: &MetricExpr, req: &Request) -> Result<Data, Error> {
+        let (start, end, step) = if req.instant || req.step_ns <= 0 {
+            (req.end_ns, req.end_ns, 1)
+        } else {
+            (req.start_ns, req.end_ns, req.step_ns)
+        };
+        if !req.instant && req.step_ns > 0 && (end - start) / step > 11_000 {
+            return Err(Error::Limit(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                    .into(),
+            ));
+        }
+        let mut loaded = HashMap::new();
+        self.load(m, start, end, &mut loaded)?;
+        let ev = Evaluator { loaded: &loaded, max_series: self.engine.opts.max_series };
+        let only_literals = is_scalar(m);
+        if req.instant || req.step_ns <= 0 {
+            let v = ev.eval(m, start)?;
+            let t = ms_floor(start);
+            return Ok(match v {
+                Value::Scalar(v) if only_literals => Data::Scalar { t_ns: t, v },
+                Value::Scalar(v) => Data::Vector(vec![VecSample { labels: Labels::new(), t_ns: t, v }]),
+                Value::Vector(vec) => {
+                    self.check_series(vec.len())?;
+                    Data::Vector(vec.into_iter().map(|s| VecSample { labels: s.labels, t_ns: t, v: s.v }).collect())
+                }
+            });
+        }
+        let mut series: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut samples = 0usize;
+        let mut t = start;
+        while t <= end {
+            if Instant::now() > self.deadline {
+                return Err(Error::Timeout);
+            }
+            let tm = ms_floor(t);
+            match ev.eval(m, t)? {
+                Value::Scalar(v) => series.entry(Labels::new()).or_default().push((tm, v)),
+                Value::Vector(vec) => {
+                    for s in vec {
+                        series.entry(s.labels).or_default().push((tm, s.v));
+                    }
+                }
+            }
+            samples += series.len();
+            if samples > self.engine.opts.max_samples {
+                return Err(Error::Limit(format!(
+                    "query processing would load too many samples into memory in query execution (max_samples {})",
+                    self.engine.opts.max_samples
+                )));
+            }
+            self.check_series(series.len())?;
+            t += step;
+        }
+        Ok(Data::Matrix(series.into_iter().map(|(labels, samples)| MatrixSeries { labels, samples }).collect()))
+    }
+
+    fn check_series(&self, n: usize) -> Result<(), Error> {
+        if n > self.engine.opts.max_series {
+            return Err(Error::Limit(format!(
+                "maximum of series ({}) reached for a single query",
+                self.engine.opts.max_series
+            )));
+        }
+        Ok(())
+    }
+
+    /// Loads the samples of every range aggregation in `m` for steps in `start..=end`.
+    fn load(
+        &mut self,
+        m: &MetricExpr,
+        start: i64,
+        end: i64,
+        out: &mut HashMap<*const MetricExpr, RangeData>,
+    ) -> Result<(), Error> {
+        match m {
+            MetricExpr::Range { op, log, unwrap, range_ns, offset_ns, grouping, .. } => {
+                let from = start - offset_ns - range_ns + 1;
+                let to = end - offset_ns;
+                let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                let mut fail: Option<Error> = None;
+                let mut total = 0usize;
+                let max_samples = self.engine.opts.max_samples;
+                self.scan(log, from, to, Direction::Forward, &mut |rec| {
+                    let meta = meta_of(rec);
+                    let mut b = Builder::new(&rec.stream, &meta);
+                    let ts = rec.record.timestamp_ns;
+                    let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
+                        return true;
+                    };
+                    let value = match unwrap {
+                        None => match op {
+                            RangeOp::Bytes | RangeOp::BytesRate => line.len() as f64,
+                            _ => 1.0,
+                        },
+                        Some(u) => {
+                            let Some(raw) = b.get(&u.label).map(str::to_string) else {
+                                return true;
+                            };
+                            let conv = match u.conv {
+                                UnwrapConv::None => parse_float(&raw),
+                                UnwrapConv::Duration => parse_duration(&raw, false).map(|ns| ns / 1e9),
+                                UnwrapConv::Bytes => parse_bytes(&raw),
+                            };
+                            let v = match conv {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    if b.err.is_none() {
+                                        b.err = Some("SampleExtractionErr".into());
+                                        b.err_details = Some(e);
+                                    }
+                                    0.0
+                                }
+                            };
+                            for f in &u.post_filters {
+                                if !pipeline::label_filter(f, &mut b) {
+                                    return true;
+                                }
+                            }
+                            b.labels.remove(&u.label);
+                            v
+                        }
+                    };
+                    let mut labels = b.result();
+                    if let Some(g) = grouping {
+                        labels = group_labels(&labels, g);
+                    }
+                    if labels.get(ERROR).is_some() {
+                        fail = Some(pipeline_error(&labels));
+                        return false;
+                    }
+                    total += 1;
+                    if total > max_samples {
+                        fail = Some(Error::Limit(format!(
+                            "query processing would load too many samples into memory in query execution (max_samples {max_samples})"
+                        )));
+                        return false;
+                    }
+                    series.entry(labels).or_default().push((ts, value));
+                    true
+                })?;
+                if let Some(e) = fail {
+                    return Err(e);
+                }
+                let absent = if *op == RangeOp::Absent { absent_labels(&log.matchers) } else { Labels::new() };
+                out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
+                Ok(())
+            }
+            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out),
+            MetricExpr::Binary { lhs, rhs, .. } => {
+                self.load(lhs, start, end, out)?;
+                self.load(rhs, start, end, out)
+            }
+            MetricExpr::Literal(_) | MetricExpr::VectorLit(_) => Ok(()),
+        }
+    }
+}
+
+fn ms_floor(t: i64) -> i64 {
+    t.div_euclid(1_000_000) * 1_000_000
+}
+
+fn is_scalar(m: &MetricExpr) -> bool {
+    match m {
+        MetricExpr::Literal(_) => true,
+        MetricExpr::Binary { lhs, rhs, .. } => is_scalar(lhs) && is_scalar(rhs),
+        _ => false,
+    }
+}
+
+fn pipeline_error(labels: &Labels) -> Error {
+    let e = labels.get(ERROR).unwrap_or("");
+    Error::Execution(format!(
+        "pipeline error: '{e}' for series: '{labels}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{e}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )\n"
+    ))
+}
+
+/// Labels `absent_over_time` reports: the selector's equality matchers (a name matched twice
+/// is left out).
+fn absent_labels(ms: &[storage::Matcher]) -> Labels {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut dup: Vec<String> = Vec::new();
+    for m in ms {
+        if m.op == MatchOp::Equal {
+            if pairs.iter().any(|(k, _)| *k == m.name) {
+                dup.push(m.name.clone());
+            }
+            pairs.push((m.name.clone(), m.value.clone()));
+        }
+    }
+    pairs.retain(|(k, _)| !dup.contains(k));
+    Labels::from_pairs(pairs)
+}
+
+fn group_labels(l: &Labels, g: &Grouping) -> Labels {
+    if g.without {
+        Labels::from_pairs_keep_empty(
+            l.iter().filter(|x| !g.labels.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())),
+        )
+    } else {
+        Labels::from_pairs_keep_empty(
+            l.iter().filter(|x| g.labels.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())),
+        )
+    }
+}
+
+struct RangeData {
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    absent: Labels,
+}
+
+#[derive(Clone, Debug)]
+struct Sample {
+    labels: Labels,
+    v: f64,
+}
+
+enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+}
+
+struct Evaluator<'a> {
+    loaded: &'a HashMap<*const MetricExpr, RangeData>,
+    max_series: usize,
+}
+
+impl Evaluator<'_> {
+    fn eval(&self, m: &MetricExpr, t: i64) -> Result<Value, Error> {
+        match m {
+            MetricExpr::Literal(v) => Ok(Value::Scalar(*v)),
+            MetricExpr::VectorLit(v) => Ok(Value::Vector(vec![Sample { labels: Labels::new(), v: *v }])),
+            MetricExpr::Range { op, param, range_ns, offset_ns, .. } => {
+                let data = self.loaded.get(&(m as *const MetricExpr)).ok_or_else(|| Error::Execution("range data not loaded".into()))?;
+                let hi = t - offset_ns;
+                let lo = hi - range_ns;
+                let mut out = Vec::new();
+                for (labels, pts) in &data.series {
+                    let a = pts.partition_point(|(ts, _)| *ts <= lo);
+                    let b = pts.partition_point(|(ts, _)| *ts <= hi);
+                    if a >= b {
+                        continue;
+                    }
+                    let w = &pts[a..b];
+                    if *op == RangeOp::Absent {
+                        return Ok(Value::Vector(Vec::new()));
+                    }
+                    out.push(Sample { labels: labels.clone(), v: range_fn(*op, *param, w, *range_ns) });
+                }
+                if *op == RangeOp::Absent {
+                    return Ok(Value::Vector(vec![Sample { labels: data.absent.clone(), v: 1.0 }]));
+                }
+                if out.len() > self.max_series {
+                    return Err(Error::Limit(format!("maximum of series ({}) reached for a single query", self.max_series)));
+                }
+                Ok(Value::Vector(out))
+            }
+            MetricExpr::Vector { op, param, inner, grouping } => {
+                let v = match self.eval(inner, t)? {
+                    Value::Vector(v) => v,
+                    Value::Scalar(s) => vec![Sample { labels: Labels::new(), v: s }],
+                };
+                Ok(Value::Vector(vector_agg(*op, *param, grouping.as_ref(), v)))
+            }
+            MetricExpr::LabelReplace { inner, dst, replacement, src, regex } => {
+                let v = match self.eval(inner, t)? {
+                    Value::Vector(v) => v,
+                    Value::Scalar(s) => vec![Sample { labels: Labels::new(), v: s }],
+                };
+                let mut out = Vec::with_capacity(v.len());
+                for mut s in v {
+                    let sv = s.labels.get(src).unwrap_or("").to_string();
+                    if let Some(caps) = regex.captures(&sv) {
+                        let mut res = String::new();
+                        caps.expand(replacement, &mut res);
+                        let mut pairs: Vec<(String, String)> =
+                            s.labels.iter().filter(|l| l.name != *dst).map(|l| (l.name.clone(), l.value.clone())).collect();
+                        if !res.is_empty() {
+                            pairs.push((dst.clone(), res));
+                        }
+                        s.labels = Labels::from_pairs_keep_empty(pairs);
+                    }
+                    out.push(s);
+                }
+                Ok(Value::Vector(out))
+            }
+            MetricExpr::Binary { op, modifier, lhs, rhs } => {
+                let l = self.eval(lhs, t)?;
+                let r = self.eval(rhs, t)?;
+                binary(*op, modifier, l, r)
+            }
+        }
+    }
+}
+
+fn range_fn(op: RangeOp, param: Option<f64>, w: &[(i64, f64)], range_ns: i64) -> f64 {
+    let secs = range_ns as f64 / 1e9;
+    match op {
+        RangeOp::Count => w.len() as f64,
+        RangeOp::Rate => w.iter().map(|p| p.1).sum::<f64>() / secs,
+        RangeOp::Bytes | RangeOp::Sum => w.iter().map(|p| p.1).sum(),
+        RangeOp::BytesRate => w.iter().map(|p| p.1).sum::<f64>() / secs,
+        RangeOp::Absent => 1.0,
+        RangeOp::Avg => {
+            let mut mean = 0.0f64;
+            let mut count = 0.0f64;
+            for (_, v) in w {
+                count += 1.0;
+                if mean.is_infinite() {
+                    if v.is_infinite() && (mean > 0.0) == (*v > 0.0) {
+                        continue;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        continue;
+                    }
+                }
+                mean += v / count - mean / count;
+            }
+            mean
+        }
+        RangeOp::Max => w.iter().fold(w[0].1, |m, (_, v)| if *v > m || m.is_nan() { *v } else { m }),
+        RangeOp::Min => w.iter().fold(w[0].1, |m, (_, v)| if *v < m || m.is_nan() { *v } else { m }),
+        RangeOp::Stdvar | RangeOp::Stddev => {
+            let (mut aux, mut count, mut mean) = (0.0, 0.0, 0.0);
+            for (_, v) in w {
+                count += 1.0;
+                let delta = v - mean;
+                mean += delta / count;
+                aux += delta * (v - mean);
+            }
+            if op == RangeOp::Stddev { (aux / count).sqrt() } else { aux / count }
+        }
+        RangeOp::Quantile => {
+            let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
+            quantile(param.unwrap_or(0.0), &mut vals)
+        }
+        RangeOp::First => w[0].1,
+        RangeOp::Last => w[w.len() - 1].1,
+        RangeOp::RateCounter => rate_counter(w, range_ns),
+    }
+}
+
+fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    vals[lower as usize] * (1.0 - weight) + vals[upper as usize] * weight
+}
+
+/// Loki 2.9's `rate_counter`: Prometheus' extrapolated rate with counter resets, applied as Loki
+/// does it, with sample times in nanoseconds against a range in milliseconds (so the window
+/// edge never triggers extrapolation beyond the first sample).
+fn rate_counter(w: &[(i64, f64)], range_ns: i64) -> f64 {
+    if w.len() < 2 {
+        return 0.0;
+    }
+    let range_ms = range_ns / 1_000_000;
+    let first_t = w[0].0;
+    let last_t = w[w.len() - 1].0;
+    let range_start = first_t - range_ms;
+    let range_end = last_t;
+    let mut result = w[w.len() - 1].1 - w[0].1;
+    let mut last = 0.0;
+    for (_, v) in w {
+        if *v < last {
+            result += last;
+        }
+        last = *v;
+    }
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (w.len() - 1) as f64;
+    if result > 0.0 && w[0].1 >= 0.0 {
+        let to_zero = sampled * (w[0].1 / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold { to_start } else { avg / 2.0 };
+    interval += if to_end < threshold { to_end } else { avg / 2.0 };
+    result *= interval / sampled;
+    result / (range_ns as f64 / 1e9)
+}
+
+fn group_key(l: &Labels, g: Option<&Grouping>) -> Labels {
+    match g {
+        None => Labels::new(),
+        Some(g) => group_labels(l, g),
+    }
+}
+
+fn vector_agg(op: VecOp, param: Option<i64>, g: Option<&Grouping>, v: Vec<Sample>) -> Vec<Sample> {
+    match op {
+        VecOp::Sort | VecOp::SortDesc => {
+            let mut v = v;
+            v.sort_by(|a, b| {
+                let o = a.v.partial_cmp(&b.v).unwrap_or_else(|| a.v.is_nan().cmp(&b.v.is_nan()));
+                if op == VecOp::Sort { o } else { o.reverse() }
+            });
+            return v;
+        }
+        VecOp::Topk | VecOp::Bottomk => {
+            let k = param.unwrap_or(0).max(0) as usize;
+            let mut groups: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+            for s in v {
+                groups.entry(group_key(&s.labels, g)).or_default().push(s);
+            }
+            let mut out = Vec::new();
+            for (_, mut ss) in groups {
+                ss.sort_by(|a, b| {
+                    let o = cmp_nan_low(a.v, b.v);
+                    if op == VecOp::Topk { o.reverse() } else { cmp_nan_high(a.v, b.v) }
+                });
+                out.extend(ss.into_iter().take(k));
+            }
+            return out;
+        }
+        _ => {}
+    }
+    struct Acc {
+        labels: Labels,
+        value: f64,
+        mean: f64,
+        count: f64,
+    }
+    let mut groups: BTreeMap<Labels, Acc> = BTreeMap::new();
+    for s in v {
+        let key = group_key(&s.labels, g);
+        let acc = groups.entry(key.clone()).or_insert_with(|| Acc {
+            labels: key,
+            value: match op {
+                VecOp::Min | VecOp::Max => s.v,
+                _ => 0.0,
+            },
+            mean: 0.0,
+            count: 0.0,
+        });
+        acc.count += 1.0;
+        match op {
+            VecOp::Sum => acc.value += s.v,
+            VecOp::Avg => {
+                if acc.mean.is_infinite() {
+                    if !(s.v.is_infinite() && (acc.mean > 0.0) == (s.v > 0.0)) && (s.v.is_infinite() || s.v.is_nan()) {
+                        acc.mean += s.v / acc.count - acc.mean / acc.count;
+                    }
+                } else {
+                    acc.mean += s.v / acc.count - acc.mean / acc.count;
+                }
+            }
+            VecOp::Min => {
+                if s.v < acc.value || acc.value.is_nan() {
+                    acc.value = s.v;
+                }
+            }
+            VecOp::Max => {
+                if s.v > acc.value || acc.value.is_nan() {
+                    acc.value = s.v;
+                }
+            }
+            VecOp::Count => {}
+            VecOp::Stddev | VecOp::Stdvar => {
+                let delta = s.v - acc.mean;
+                acc.mean += delta / acc.count;
+                acc.value += delta * (s.v - acc.mean);
+            }
+            _ => {}
+        }
+    }
+    groups
+        .into_values()
+        .map(|a| {
+            let v = match op {
+                VecOp::Avg => a.mean,
+                VecOp::Count => a.count,
+                VecOp::Stdvar => a.value / a.count,
+                VecOp::Stddev => (a.value / a.count).sqrt(),
+                _ => a.value,
+            };
+            Sample { labels: a.labels, v }
+        })
+        .collect()
+}
+
+fn cmp_nan_low(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn cmp_nan_high(a: f64, b: f64) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+fn arith(op: BinOp, l: f64, r: f64) -> (f64, bool) {
+    match op {
+        BinOp::Add => (l + r, true),
+        BinOp::Sub => (l - r, true),
+        BinOp::Mul => (l * r, true),
+        BinOp::Div => (l / r, true),
+        BinOp::Mod => (l % r, true),
+        BinOp::Pow => (l.powf(r), true),
+        BinOp::Cmp(c) => (l, c.apply(l, r)),
+        BinOp::And | BinOp::Or | BinOp::Unless => (l, true),
+    }
+}
+
+fn signature(l: &Labels, m: &BinModifier) -> Vec<(String, String)> {
+    match &m.matching {
+        Some((true, on)) => l.iter().filter(|x| on.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect(),
+        Some((false, ign)) => {
+            l.iter().filter(|x| !ign.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect()
+        }
+        None => l.iter().map(|x| (x.name.clone(), x.value.clone())).collect(),
+    }
+}
+
+fn binary(op: BinOp, m: &BinModifier, l: Value, r: Value) -> Result<Value, Error> {
+    match (l, r) {
+        (Value::Scalar(a), Value::Scalar(b)) => {
+            let (v, keep) = arith(op, a, b);
+            Ok(Value::Scalar(if matches!(op, BinOp::Cmp(_)) { f64::from(u8::from(keep)) } else { v }))
+        }
+        (Value::Vector(v), Value::Scalar(s)) => Ok(Value::Vector(vec_scalar(op, m, v, s, false))),
+        (Value::Scalar(s), Value::Vector(v)) => Ok(Value::Vector(vec_scalar(op, m, v, s, true))),
+        (Value::Vector(a), Value::Vector(b)) => vec_vec(op, m, a, b).map(Value::Vector),
+    }
+}
+
+fn vec_scalar(op: BinOp, m: &BinModifier, v: Vec<Sample>, s: f64, swap: bool) -> Vec<Sample> {
+    let mut out = Vec::with_capacity(v.len());
+    for x in v {
+        let (lv, rv) = if swap { (s, x.v) } else { (x.v, s) };
+        let (mut value, mut keep) = arith(op, lv, rv);
+        if matches!(op, BinOp::Cmp(_)) && swap {
+            value = rv;
+        }
+        if m.return_bool {
+            value = f64::from(u8::from(keep));
+            keep = true;
+        }
+        if keep {
+            out.push(Sample { labels: x.labels, v: value });
+        }
+    }
+    out
+}
+
+fn result_metric(l: &Labels, r: &Labels, m: &BinModifier) -> Labels {
+    let mut pairs: Vec<(String, String)> = l.iter().map(|x| (x.name.clone(), x.value.clone())).collect();
+    if m.group.is_none() {
+        match &m.matching {
+            Some((true, on)) => pairs.retain(|(k, _)| on.contains(k)),
+            Some((false, ign)) => pairs.retain(|(k, _)| !ign.contains(k)),
+            None => {}
+        }
+    }
+    if let Some((_, include)) = &m.group {
+        for name in include {
+            pairs.retain(|(k, _)| k != name);
+            if let Some(v) = r.get(name) {
+                if !v.is_empty() {
+                    pairs.push((name.clone(), v.to_string()));
+                }
+            }
+        }
+    }
+    Labels::from_pairs_keep_empty(pairs)
+}
+
+fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Result<Vec<Sample>, Error> {
+    match op {
+        BinOp::And => {
+            let sigs: std::collections::HashSet<_> = rhs.iter().map(|s| signature(&s.labels, m)).collect();
+            return Ok(lhs.into_iter().filter(|s| sigs.contains(&signature(&s.labels, m))).collect());
+        }
+        BinOp::Unless => {
+            let sigs: std::collections::HashSet<_> = rhs.iter().map(|s| signature(&s.labels, m)).collect();
+            return Ok(lhs.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))).collect());
+        }
+        BinOp::Or => {
+            let sigs: std::collections::HashSet<_> = lhs.iter().map(|s| signature(&s.labels, m)).collect();
+            let mut out = lhs;
+            out.extend(rhs.into_iter().filter(|s| !sigs.contains(&signature(&s.labels, m))));
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let one_to_many = matches!(m.group, Some((false, _)));
+    let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+    let mut right: HashMap<Vec<(String, String)>, &Sample> = HashMap::new();
+    for s in &one {
+        let sig = signature(&s.labels, m);
+        if let Some(prev) = right.insert(sig.clone(), s) {
+            let side = if one_to_many { "left" } else { "right" };
+            return Err(Error::Execution(format!(
+                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                Labels::from_pairs(sig),
+                prev.labels,
+                s.labels
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen: HashMap<Labels, ()> = HashMap::new();
+    let mut seen_sigs: HashMap<Vec<(String, String)>, ()> = HashMap::new();
+    for s in &many {
+        let sig = signature(&s.labels, m);
+        let Some(r) = right.get(&sig) else { continue };
+        let (lv, rv) = if one_to_many { (r.v, s.v) } else { (s.v, r.v) };
+        let (mut value, mut keep) = arith(op, lv, rv);
+        if m.return_bool {
+            value = f64::from(u8::from(keep));
+            keep = true;
+        }
+        if !keep {
+            continue;
+        }
+        let metric = result_metric(&s.labels, &r.labels, m);
+        if m.group.is_none() {
+            if seen_sigs.insert(sig, ()).is_some() {
+                return Err(Error::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
+            }
+        } else if seen.insert(metric.clone(), ()).is_some() {
+            return Err(Error::Execution("multiple matches for labels: grouping labels must ensure unique matches".into()));
+        }
+        out.push(Sample { labels: metric, v: value });
+    }
+    Ok(out)
+}
+
+#[allow(dead_code)]
+const _USED: (&str, &str) = (ERROR, ERROR_DETAILS);

@@ -1,0 +1,409 @@
+//! Data-driven LogQL tests: every `query/testdata/logql/*.test` script.
+//!
+//! Script format (blank lines and `#` comments between blocks are ignored):
+//!
+//! ```text
+//! load                                   # replaces the store's content
+//! {app="a", level="info"}                # a stream (its labels), then its entries:
+//!   1s first line                        #   <time> <line>  (time: Go/Prometheus duration
+//!   2.5s "a \"quoted\" line\twith escapes" #   or `123ns`; a line in "..." is unescaped)
+//! {app="b"} meta {user="bob"}            # every entry of this stream carries this metadata
+//!   3s ...
+//!
+//! log [start=0s] [end=1h] [limit=100] [forward|backward] [interval=1s] <query>
+//!   <time> {labels} <line>               # expected entries, in answer order (flattened)
+//! instant <time> <query>
+//!   {labels} <value>                     # expected samples (any order; in order for sort*)
+//! range <start> <end> <step> <query>
+//!   {labels} <v1> <v2> ... (`_` = no sample at that step)
+//! scalar <time> <query>
+//!   <value>
+//! error [log|instant|range ...] <query>
+//!   [exact error text]                   # optional
+//! ```
+//!
+//! A case ends at the next line that does not start with whitespace.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use query::logql::{Data, Engine, EngineOptions, Request, parse_selector};
+use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch, WriteBatch};
+use storage::{Direction, MatchOp, MemStore, Reader};
+
+fn dur(s: &str) -> i64 {
+    if let Some(n) = s.strip_suffix("ns") {
+        if let Ok(v) = n.parse::<i64>() {
+            return v;
+        }
+    }
+    let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
+    let v = parse_go_duration(body).unwrap_or_else(|| panic!("bad time {s:?}"));
+    if neg { -v } else { v }
+}
+
+fn parse_go_duration(s: &str) -> Option<i64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let v: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "d" => 86400e9,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += v * mult;
+    }
+    Some(total.round() as i64)
+}
+
+fn labels_of(s: &str) -> Labels {
+    if s == "{}" {
+        return Labels::new();
+    }
+    let ms = parse_selector(s).unwrap_or_else(|e| panic!("bad labels {s}: {e}"));
+    Labels::from_pairs_keep_empty(ms.into_iter().map(|m| {
+        assert_eq!(m.op, MatchOp::Equal, "labels use =");
+        (m.name, m.value)
+    }))
+}
+
+/// Splits `{...} rest` at the closing brace (quotes respected).
+fn split_labels(s: &str) -> (&str, &str) {
+    let mut in_str = false;
+    let mut esc = false;
+    for (i, c) in s.char_indices() {
+        if esc {
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' if in_str => esc = true,
+            '"' => in_str = !in_str,
+            '}' if !in_str => return (&s[..=i], s[i + 1..].trim_start()),
+            _ => {}
+        }
+    }
+    panic!("unclosed labels: {s}")
+}
+
+fn unquote(s: &str) -> String {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        serde_json::from_str::<String>(s).unwrap_or_else(|e| panic!("bad quoted line {s}: {e}"))
+    } else {
+        s.to_string()
+    }
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    if a.is_nan() || b.is_nan() {
+        return a.is_nan() && b.is_nan();
+    }
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn parse_value(s: &str) -> f64 {
+    match s {
+        "NaN" => f64::NAN,
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => s.parse().unwrap_or_else(|_| panic!("bad value {s}")),
+    }
+}
+
+struct Case {
+    line_no: usize,
+    header: String,
+    body: Vec<String>,
+}
+
+fn run_file(path: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(path).expect("read test file");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut store = MemStore::new();
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    let mut i = 0;
+    let engine = Engine::new(EngineOptions::default());
+    while i < lines.len() {
+        let l = lines[i];
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        if t == "load" {
+            store = MemStore::new();
+            i += 1;
+            let mut groups = Vec::new();
+            while i < lines.len() {
+                let l = lines[i];
+                let t = l.trim();
+                if t.is_empty() || t.starts_with('#') {
+                    i += 1;
+                    continue;
+                }
+                if !t.starts_with('{') {
+                    break;
+                }
+                let (lbl, rest) = split_labels(t);
+                let meta: Vec<KeyValue> = match rest.strip_prefix("meta") {
+                    Some(m) => labels_of(m.trim())
+                        .iter()
+                        .map(|l| KeyValue::new(l.name.clone(), AnyValue::String(l.value.clone())))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                i += 1;
+                let mut records = Vec::new();
+                while i < lines.len() && (lines[i].starts_with(' ') || lines[i].starts_with('\t')) {
+                    let e = lines[i].trim_start();
+                    i += 1;
+                    if e.is_empty() || e.starts_with('#') {
+                        continue;
+                    }
+                    let (ts, line) = e.split_once(' ').unwrap_or((e, ""));
+                    records.push(LogRecord {
+                        timestamp_ns: dur(ts),
+                        body: unquote(line),
+                        attributes: meta.clone(),
+                        ..Default::default()
+                    });
+                }
+                groups.push(LogGroup { stream: labels_of(lbl), records, ..Default::default() });
+            }
+            store.apply(WriteBatch::Logs(LogsBatch { groups }));
+            continue;
+        }
+        let mut case = Case { line_no: i + 1, header: t.to_string(), body: Vec::new() };
+        i += 1;
+        while i < lines.len() && (lines[i].starts_with(' ') || lines[i].starts_with('\t')) {
+            let b = lines[i].trim();
+            if !b.is_empty() && !b.starts_with('#') {
+                case.body.push(b.to_string());
+            }
+            i += 1;
+        }
+        cases += 1;
+        if let Err(e) = run_case(&engine, &store, &case) {
+            failures.push(format!("{}:{}: {}\n{}", path.display(), case.line_no, case.header, e));
+        }
+    }
+    (cases, failures)
+}
+
+fn request(kind: &str, rest: &str) -> (Request, String) {
+    let mut req = Request { limit: 1000, direction: Direction::Backward, start_ns: 0, end_ns: 3_600_000_000_000, ..Default::default() };
+    let mut rest = rest.trim();
+    match kind {
+        "log" => loop {
+            let (w, r) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some(v) = w.strip_prefix("start=") {
+                req.start_ns = dur(v);
+            } else if let Some(v) = w.strip_prefix("end=") {
+                req.end_ns = dur(v);
+            } else if let Some(v) = w.strip_prefix("limit=") {
+                req.limit = v.parse().expect("limit");
+            } else if let Some(v) = w.strip_prefix("interval=") {
+                req.interval_ns = dur(v);
+            } else if w == "forward" {
+                req.direction = Direction::Forward;
+            } else if w == "backward" {
+                req.direction = Direction::Backward;
+            } else {
+                break;
+            }
+            rest = r.trim_start();
+        },
+        "instant" | "scalar" => {
+            let (t, r) = rest.split_once(' ').expect("instant <time> <query>");
+            req.instant = true;
+            req.end_ns = dur(t);
+            req.start_ns = req.end_ns;
+            rest = r;
+        }
+        "range" => {
+            let mut it = rest.splitn(4, ' ');
+            req.start_ns = dur(it.next().expect("start"));
+            req.end_ns = dur(it.next().expect("end"));
+            req.step_ns = dur(it.next().expect("step"));
+            rest = it.next().expect("query");
+        }
+        _ => panic!("unknown case kind {kind}"),
+    }
+    req.query = rest.to_string();
+    (req, rest.to_string())
+}
+
+fn run_case(engine: &Engine, store: &MemStore, case: &Case) -> Result<(), String> {
+    let (kind, rest) = case.header.split_once(' ').unwrap_or((&case.header, ""));
+    let reader = store.log_store();
+    if kind == "error" {
+        let (k2, r2) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (req, _) = if matches!(k2, "log" | "instant" | "range") { request(k2, r2) } else { request("log", rest) };
+        return match engine.execute(reader, &req) {
+            Ok(r) => Err(format!("expected an error, got {:?}", r.data)),
+            Err(e) => match case.body.first() {
+                Some(want) if *want != e.to_string() => Err(format!("error text\n  want: {want}\n  got:  {e}")),
+                _ => Ok(()),
+            },
+        };
+    }
+    let (req, _) = request(kind, rest);
+    let resp = engine.execute(reader, &req).map_err(|e| format!("error: {e}"))?;
+    match (kind, resp.data) {
+        ("log", Data::Streams(streams)) => {
+            let mut got: Vec<(i64, String, String)> = Vec::new();
+            for s in &streams {
+                for e in &s.entries {
+                    got.push((e.ts_ns, s.labels.to_string(), e.line.clone()));
+                }
+                let ts: Vec<i64> = s.entries.iter().map(|e| e.ts_ns).collect();
+                let mut sorted = ts.clone();
+                sorted.sort();
+                if req.direction == Direction::Backward {
+                    sorted.reverse();
+                }
+                if ts != sorted {
+                    return Err(format!("stream {} not in direction order", s.labels));
+                }
+            }
+            got.sort_by(|a, b| if req.direction == Direction::Backward { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+            let mut want = Vec::new();
+            for b in &case.body {
+                let (t, r) = b.split_once(' ').unwrap_or((b, ""));
+                let (lbl, line) = split_labels(r);
+                want.push((dur(t), labels_of(lbl).to_string(), unquote(line)));
+            }
+            if got != want {
+                let mut msg = String::from("entries differ\n  want:\n");
+                for w in &want {
+                    let _ = writeln!(msg, "    {} {} {:?}", w.0, w.1, w.2);
+                }
+                msg.push_str("  got:\n");
+                for g in &got {
+                    let _ = writeln!(msg, "    {} {} {:?}", g.0, g.1, g.2);
+                }
+                return Err(msg);
+            }
+            Ok(())
+        }
+        ("scalar", Data::Scalar { v, .. }) => {
+            let want = parse_value(case.body.first().ok_or("missing expected value")?);
+            if same(v, want) { Ok(()) } else { Err(format!("scalar {v} instead of {want}")) }
+        }
+        ("instant", Data::Vector(vec)) => {
+            let got: Vec<(String, f64)> = vec.iter().map(|s| (s.labels.to_string(), s.v)).collect();
+            let want: Vec<(String, f64)> = case
+                .body
+                .iter()
+                .map(|b| {
+                    let (l, v) = split_labels(b);
+                    (labels_of(l).to_string(), parse_value(v))
+                })
+                .collect();
+            compare_samples(&req.query, got.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(), want.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(), req.query.trim_start().starts_with("sort"))
+        }
+        ("range", Data::Matrix(m)) => {
+            let steps: Vec<i64> = {
+                let mut v = Vec::new();
+                let mut t = req.start_ns;
+                while t <= req.end_ns {
+                    v.push(t.div_euclid(1_000_000) * 1_000_000);
+                    t += req.step_ns;
+                }
+                v
+            };
+            let got: Vec<(String, Vec<Option<f64>>)> = m
+                .iter()
+                .map(|s| {
+                    let vals = steps.iter().map(|t| s.samples.iter().find(|(st, _)| st == t).map(|(_, v)| *v)).collect();
+                    (s.labels.to_string(), vals)
+                })
+                .collect();
+            let want = case
+                .body
+                .iter()
+                .map(|b| {
+                    let (l, vs) = split_labels(b);
+                    let vals = vs.split_whitespace().map(|v| if v == "_" { None } else { Some(parse_value(v)) }).collect();
+                    (labels_of(l).to_string(), vals)
+                })
+                .collect();
+            compare_samples(&req.query, got, want, false)
+        }
+        (k, d) => Err(format!("{k}: unexpected result type {d:?}")),
+    }
+}
+
+type Series = Vec<(String, Vec<Option<f64>>)>;
+
+fn compare_samples(_q: &str, mut got: Series, mut want: Series, ordered: bool) -> Result<(), String> {
+    if !ordered {
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let eq = got.len() == want.len()
+        && got.iter().zip(&want).all(|(g, w)| {
+            g.0 == w.0
+                && g.1.len() == w.1.len()
+                && g.1.iter().zip(&w.1).all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => same(*a, *b),
+                    (None, None) => true,
+                    _ => false,
+                })
+        });
+    if eq {
+        return Ok(());
+    }
+    let show = |s: &Series| {
+        s.iter()
+            .map(|(l, v)| {
+                let vals: Vec<String> = v.iter().map(|x| x.map_or("_".into(), fmt_value)).collect();
+                format!("    {l} {}", vals.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Err(format!("samples differ\n  want:\n{}\n  got:\n{}", show(&want), show(&got)))
+}
+
+#[test]
+fn logql_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("testdata/logql").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    files.retain(|p| p.extension().is_some_and(|e| e == "test"));
+    files.sort();
+    let mut total = 0;
+    let mut failures = Vec::new();
+    for f in &files {
+        let (n, fails) = run_file(f);
+        total += n;
+        failures.extend(fails);
+    }
+    eprintln!("logql scripts: {total} cases, {} failed", failures.len());
+    assert!(failures.is_empty(), "{} of {total} cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(total > 0);
+}
