@@ -1,7 +1,7 @@
 //! The HTTP listeners: the main port (every API, OTLP/HTTP under `/v1/*`, gRPC too, and the
 //! operational endpoints) and the dedicated OTLP/HTTP port.
 
-mod otlp;
+pub(crate) mod otlp;
 
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub struct AppState {
     pub pipeline: Arc<Pipeline>,
     /// Request limits.
     pub limits: RequestLimits,
+    /// Loki push and LogQL settings.
+    pub loki: Arc<crate::config::LokiSettings>,
 }
 
 fn otlp_routes() -> Router<AppState> {

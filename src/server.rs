@@ -92,7 +92,8 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         config.logs.clone(),
         Arc::clone(&telemetry),
     ));
-    let state = AppState { pipeline: Arc::clone(&pipeline), limits: config.requests };
+    let state =
+        AppState { pipeline: Arc::clone(&pipeline), limits: config.requests, loki: Arc::new(config.loki.clone()) };
     let grpc = crate::grpc::routes(Arc::clone(&pipeline), config.requests.max_request_bytes);
     let stop = CancellationToken::new();
     let mut servers = JoinSet::new();

@@ -242,7 +242,7 @@ fn json_ts(v: &serde_json::Value) -> Option<i64> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` → ns since the epoch.
-fn rfc3339_ns(s: &str) -> Option<i64> {
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') {
         return None;

@@ -215,7 +215,13 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
 }
 
 fn request(kind: &str, rest: &str) -> (Request, String) {
-    let mut req = Request { limit: 1000, direction: Direction::Backward, start_ns: 0, end_ns: 3_600_000_000_000, ..Default::default() };
+    let mut req = Request {
+        limit: 1000,
+        direction: Direction::Backward,
+        start_ns: 0,
+        end_ns: 3_600_000_000_000,
+        ..Default::default()
+    };
     let mut rest = rest.trim();
     match kind {
         "log" => loop {
@@ -324,7 +330,12 @@ fn run_case(engine: &Engine, store: &MemStore, case: &Case) -> Result<(), String
                     (labels_of(l).to_string(), parse_value(v))
                 })
                 .collect();
-            compare_samples(&req.query, got.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(), want.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(), req.query.trim_start().starts_with("sort"))
+            compare_samples(
+                &req.query,
+                got.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(),
+                want.into_iter().map(|(l, v)| (l, vec![Some(v)])).collect(),
+                req.query.trim_start().starts_with("sort"),
+            )
         }
         ("range", Data::Matrix(m)) => {
             let steps: Vec<i64> = {
@@ -339,7 +350,8 @@ fn run_case(engine: &Engine, store: &MemStore, case: &Case) -> Result<(), String
             let got: Vec<(String, Vec<Option<f64>>)> = m
                 .iter()
                 .map(|s| {
-                    let vals = steps.iter().map(|t| s.samples.iter().find(|(st, _)| st == t).map(|(_, v)| *v)).collect();
+                    let vals =
+                        steps.iter().map(|t| s.samples.iter().find(|(st, _)| st == t).map(|(_, v)| *v)).collect();
                     (s.labels.to_string(), vals)
                 })
                 .collect();
@@ -348,7 +360,8 @@ fn run_case(engine: &Engine, store: &MemStore, case: &Case) -> Result<(), String
                 .iter()
                 .map(|b| {
                     let (l, vs) = split_labels(b);
-                    let vals = vs.split_whitespace().map(|v| if v == "_" { None } else { Some(parse_value(v)) }).collect();
+                    let vals =
+                        vs.split_whitespace().map(|v| if v == "_" { None } else { Some(parse_value(v)) }).collect();
                     (labels_of(l).to_string(), vals)
                 })
                 .collect();
@@ -393,7 +406,8 @@ fn compare_samples(_q: &str, mut got: Series, mut want: Series, ordered: bool) -
 #[test]
 fn logql_scripts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("testdata/logql").filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("testdata/logql").filter_map(|e| e.ok()).map(|e| e.path()).collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "test"));
     files.sort();
     let mut total = 0;

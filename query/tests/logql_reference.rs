@@ -42,7 +42,11 @@ fn load() -> (MemStore, HashMap<i64, String>) {
     let mut lines = HashMap::new();
     for s in doc["streams"].as_array().expect("streams") {
         let labels = Labels::from_pairs(
-            s["stream"].as_object().expect("stream").iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())),
+            s["stream"]
+                .as_object()
+                .expect("stream")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())),
         );
         let mut records = Vec::new();
         for v in s["values"].as_array().expect("values") {
@@ -168,7 +172,8 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
                 let missing: Vec<_> = want.difference(&have).collect();
                 let extra: Vec<_> = have.difference(&want).collect();
                 let show = |x: Option<&&(Vec<(String, String)>, i64, String)>| {
-                    x.map(|(k, t, l)| format!("{k:?} @{t} {:?}", l.chars().take(120).collect::<String>())).unwrap_or_default()
+                    x.map(|(k, t, l)| format!("{k:?} @{t} {:?}", l.chars().take(120).collect::<String>()))
+                        .unwrap_or_default()
                 };
                 return Err(format!(
                     "{} entries expected, {} returned: {} missing (e.g. {}), {} unexpected (e.g. {})",
@@ -222,12 +227,15 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
             }
             Ok(())
         }
-        (rt, d) => Err(format!("resultType {rt} expected, got {}", match d {
-            Data::Streams(_) => "streams",
-            Data::Vector(_) => "vector",
-            Data::Matrix(_) => "matrix",
-            Data::Scalar { .. } => "scalar",
-        })),
+        (rt, d) => Err(format!(
+            "resultType {rt} expected, got {}",
+            match d {
+                Data::Streams(_) => "streams",
+                Data::Vector(_) => "vector",
+                Data::Matrix(_) => "matrix",
+                Data::Scalar { .. } => "scalar",
+            }
+        )),
     }
 }
 
@@ -250,7 +258,11 @@ fn compare_series(want: &SeriesMap, have: &SeriesMap) -> Result<(), String> {
         let wt: Vec<i64> = w.iter().map(|p| p.0).collect();
         let ht: Vec<i64> = h.iter().map(|p| p.0).collect();
         if wt != ht {
-            return Err(format!("{k:?}: sample times differ: want {:?}.., got {:?}..", &wt[..wt.len().min(5)], &ht[..ht.len().min(5)]));
+            return Err(format!(
+                "{k:?}: sample times differ: want {:?}.., got {:?}..",
+                &wt[..wt.len().min(5)],
+                &ht[..ht.len().min(5)]
+            ));
         }
         for (a, b) in w.iter().zip(h) {
             if !same(a.1, b.1) {

@@ -49,8 +49,34 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
     Ok(Response { data, stats: ctx.stats, warnings: Vec::new() })
 }
 
+/// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes, then the
+/// trace context and severity fields the record carries.
 fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
-    log.record.attributes.iter().map(|kv| (kv.key.clone(), kv.value.to_label_string())).collect()
+    let r = &log.record;
+    // Attribute names become label names as Loki normalises them (`http.method` → `http_method`).
+    let name = |k: &str| -> String {
+        k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    };
+    let mut out: Vec<(String, String)> =
+        r.attributes.iter().map(|kv| (name(&kv.key), kv.value.to_label_string())).collect();
+    let mut add = |k: &str, v: String| {
+        if !out.iter().any(|(n, _)| n == k) {
+            out.push((k.to_string(), v));
+        }
+    };
+    if let Some(t) = r.trace_id {
+        add("trace_id", t.to_hex());
+    }
+    if let Some(s) = r.span_id {
+        add("span_id", s.to_hex());
+    }
+    if !r.severity_text.is_empty() {
+        add("severity_text", r.severity_text.clone());
+    }
+    if r.severity_number != 0 {
+        add("severity_number", r.severity_number.to_string());
+    }
+    out
 }
 
 /// Literal `|=` substrings the store may pre-filter on: those before any stage that rewrites the
@@ -313,7 +339,9 @@ impl Ctx<'_> {
                 out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
                 Ok(())
             }
-            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out),
+            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => {
+                self.load(inner, start, end, out)
+            }
             MetricExpr::Binary { lhs, rhs, .. } => {
                 self.load(lhs, start, end, out)?;
                 self.load(rhs, start, end, out)
@@ -398,7 +426,10 @@ impl Evaluator<'_> {
             MetricExpr::Literal(v) => Ok(Value::Scalar(*v)),
             MetricExpr::VectorLit(v) => Ok(Value::Vector(vec![Sample { labels: Labels::new(), v: *v }])),
             MetricExpr::Range { op, param, range_ns, offset_ns, .. } => {
-                let data = self.loaded.get(&(m as *const MetricExpr)).ok_or_else(|| Error::Execution("range data not loaded".into()))?;
+                let data = self
+                    .loaded
+                    .get(&(m as *const MetricExpr))
+                    .ok_or_else(|| Error::Execution("range data not loaded".into()))?;
                 let hi = t - offset_ns;
                 let lo = hi - range_ns;
                 let mut out = Vec::new();
@@ -418,7 +449,10 @@ impl Evaluator<'_> {
                     return Ok(Value::Vector(vec![Sample { labels: data.absent.clone(), v: 1.0 }]));
                 }
                 if out.len() > self.max_series {
-                    return Err(Error::Limit(format!("maximum of series ({}) reached for a single query", self.max_series)));
+                    return Err(Error::Limit(format!(
+                        "maximum of series ({}) reached for a single query",
+                        self.max_series
+                    )));
                 }
                 Ok(Value::Vector(out))
             }
@@ -440,8 +474,12 @@ impl Evaluator<'_> {
                     if let Some(caps) = regex.captures(&sv) {
                         let mut res = String::new();
                         caps.expand(replacement, &mut res);
-                        let mut pairs: Vec<(String, String)> =
-                            s.labels.iter().filter(|l| l.name != *dst).map(|l| (l.name.clone(), l.value.clone())).collect();
+                        let mut pairs: Vec<(String, String)> = s
+                            .labels
+                            .iter()
+                            .filter(|l| l.name != *dst)
+                            .map(|l| (l.name.clone(), l.value.clone()))
+                            .collect();
                         if !res.is_empty() {
                             pairs.push((dst.clone(), res));
                         }
@@ -696,7 +734,9 @@ fn arith(op: BinOp, l: f64, r: f64) -> (f64, bool) {
 
 fn signature(l: &Labels, m: &BinModifier) -> Vec<(String, String)> {
     match &m.matching {
-        Some((true, on)) => l.iter().filter(|x| on.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect(),
+        Some((true, on)) => {
+            l.iter().filter(|x| on.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect()
+        }
         Some((false, ign)) => {
             l.iter().filter(|x| !ign.contains(&x.name)).map(|x| (x.name.clone(), x.value.clone())).collect()
         }
@@ -809,11 +849,14 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         if m.group.is_none() {
             if seen_sigs.insert(sig, ()).is_some() {
                 return Err(Error::Execution(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+                        .into(),
                 ));
             }
         } else if seen.insert(metric.clone(), ()).is_some() {
-            return Err(Error::Execution("multiple matches for labels: grouping labels must ensure unique matches".into()));
+            return Err(Error::Execution(
+                "multiple matches for labels: grouping labels must ensure unique matches".into(),
+            ));
         }
         out.push(Sample { labels: metric, v: value });
     }

@@ -175,7 +175,8 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
         if c == b'[' {
             let end = src[i..].find(']').ok_or_else(|| ParseError::at(line, col, "missing closing ']' in duration"))?;
             let inner = src[i + 1..i + end].trim();
-            let ns = parse_duration(inner, true).map_err(|_| ParseError::at(line, col, format!("invalid duration {inner}")))?;
+            let ns = parse_duration(inner, true)
+                .map_err(|_| ParseError::at(line, col, format!("invalid duration {inner}")))?;
             // Loki's lexer reports RANGE tokens on line 0.
             out.push(Token { tok: Tok::Range(ns as i64), line: 0, col });
             i += end + 1;

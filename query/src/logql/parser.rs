@@ -180,7 +180,11 @@ impl Parser {
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
             let (Node::Metric(l), Node::Metric(r)) = (lhs, rhs) else {
-                return Err(ParseError::at(op_tok.line, op_tok.col, "syntax error: unexpected binary operation on logs"));
+                return Err(ParseError::at(
+                    op_tok.line,
+                    op_tok.col,
+                    "syntax error: unexpected binary operation on logs",
+                ));
             };
             if let BinOp::Cmp(_) = op {
                 if matches!(l, MetricExpr::Literal(_)) && matches!(r, MetricExpr::Literal(_)) && !modifier.return_bool {
@@ -348,7 +352,10 @@ impl Parser {
             }
             _ => {
                 if param.is_some() {
-                    return Err(ParseError::plain(format!("unsupported parameter for operation {name}({},", param.unwrap_or(0.0))));
+                    return Err(ParseError::plain(format!(
+                        "unsupported parameter for operation {name}({},",
+                        param.unwrap_or(0.0)
+                    )));
                 }
                 None
             }
@@ -508,7 +515,10 @@ impl Parser {
         let matchers = self.selector()?;
         let mut stages = Vec::new();
         while matches!(self.peek().tok, Tok::Punct("|" | "|=" | "|~" | "!=" | "!~")) {
-            if self.peek().is_punct("!=") && !matches!(self.peek_at(1).tok, Tok::Str(_)) && !self.peek_at(1).is_ident("ip") {
+            if self.peek().is_punct("!=")
+                && !matches!(self.peek_at(1).tok, Tok::Str(_))
+                && !self.peek_at(1).is_ident("ip")
+            {
                 break;
             }
             stages.push(self.stage()?);
@@ -583,7 +593,10 @@ impl Parser {
                 self.next();
                 let src = self.string()?;
                 let t = Template::parse("line", &src).map_err(|e| {
-                    ParseError::plain(format!("stage '| line_format {}' : invalid line template: {e}", super::units::go_quote(&src)))
+                    ParseError::plain(format!(
+                        "stage '| line_format {}' : invalid line template: {e}",
+                        super::units::go_quote(&src)
+                    ))
                 })?;
                 Ok(Stage::LineFormat(t))
             }
@@ -815,7 +828,8 @@ impl Parser {
 /// Go's regexp error text where we can tell; otherwise the regex crate's.
 fn regex_msg(e: &regex::Error) -> String {
     let s = e.to_string();
-    let last = s.lines().rev().find(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error:").trim().to_string());
+    let last =
+        s.lines().rev().find(|l| l.starts_with("error:")).map(|l| l.trim_start_matches("error:").trim().to_string());
     format!("error parsing regexp: {}", last.unwrap_or(s))
 }
 
@@ -830,10 +844,19 @@ mod tests {
     #[test]
     fn loki_errors() {
         assert_eq!(err("rate({app=\"gateway\"})"), "parse error at line 1, col 21: syntax error: unexpected )");
-        assert_eq!(err("sum by (app) ({app=\"gateway\"})"), "parse error at line 1, col 30: syntax error: unexpected )");
-        assert_eq!(err("foo_over_time({app=\"gateway\"}[5m])"), "parse error at line 1, col 1: syntax error: unexpected IDENTIFIER");
+        assert_eq!(
+            err("sum by (app) ({app=\"gateway\"})"),
+            "parse error at line 1, col 30: syntax error: unexpected )"
+        );
+        assert_eq!(
+            err("foo_over_time({app=\"gateway\"}[5m])"),
+            "parse error at line 1, col 1: syntax error: unexpected IDENTIFIER"
+        );
         assert_eq!(err("{app=\"gateway\"}[5m]"), "parse error at line 0, col 16: syntax error: unexpected RANGE");
-        assert_eq!(err("topk(sum by (app) (rate({app=\"gateway\"}[5m])))"), "parse error : parameter required for operation topk");
+        assert_eq!(
+            err("topk(sum by (app) (rate({app=\"gateway\"}[5m])))"),
+            "parse error : parameter required for operation topk"
+        );
         assert!(err("{app=~\".*\"}").starts_with("parse error : queries require at least one regexp"));
         assert_eq!(
             err("count_over_time({app=\"gateway\"} | json | unwrap bytes [5m])"),

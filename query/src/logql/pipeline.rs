@@ -66,7 +66,10 @@ impl<'a> Builder<'a> {
             ERROR => self.err = Some(value),
             ERROR_DETAILS => self.err_details = Some(value),
             _ => {
-                let cat = self.labels.get(name).map_or(Cat::Parsed, |(_, c)| if *c == Cat::Stream { Cat::Parsed } else { *c });
+                let cat = self
+                    .labels
+                    .get(name)
+                    .map_or(Cat::Parsed, |(_, c)| if *c == Cat::Stream { Cat::Parsed } else { *c });
                 self.labels.insert(name.to_string(), (value, cat));
             }
         }
@@ -788,7 +791,8 @@ impl Pattern {
         if !lit.is_empty() {
             parts.push(PatPart::Lit(lit));
         }
-        let named: Vec<&String> = parts.iter().filter_map(|p| if let PatPart::Cap(Some(n)) = p { Some(n) } else { None }).collect();
+        let named: Vec<&String> =
+            parts.iter().filter_map(|p| if let PatPart::Cap(Some(n)) = p { Some(n) } else { None }).collect();
         if named.is_empty() {
             return Err("at least one capture is required".into());
         }
@@ -880,9 +884,8 @@ impl IpMatcher {
             let host = if bits == width { 0 } else { (1u128 << (width - bits)) - 1 };
             let lo = v & !host;
             let hi = lo | host;
-            let mk = |x: u128| -> IpAddr {
-                if kind == 4 { IpAddr::V4((x as u32).into()) } else { IpAddr::V6(x.into()) }
-            };
+            let mk =
+                |x: u128| -> IpAddr { if kind == 4 { IpAddr::V4((x as u32).into()) } else { IpAddr::V6(x.into()) } };
             return Ok(IpMatcher { lo: mk(lo), hi: mk(hi) });
         }
         if let Some((a, b)) = p.split_once('-') {

@@ -184,7 +184,10 @@ impl Parser<'_> {
             };
             let mut text = &rest[..open];
             let mut after = self.pos + open + 2;
-            if self.src[after..].starts_with("- ") || self.src[after..].starts_with("-\t") || self.src[after..].starts_with("-\n") {
+            if self.src[after..].starts_with("- ")
+                || self.src[after..].starts_with("-\t")
+                || self.src[after..].starts_with("-\n")
+            {
                 text = text.trim_end();
                 after += 1;
             }
@@ -1160,8 +1163,20 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
 
 /// Go's `time.Format` with a reference-time layout, in UTC.

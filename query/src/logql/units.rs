@@ -32,7 +32,8 @@ pub(crate) fn parse_duration(s: &str, ext: bool) -> Result<f64, String> {
         }
         let v: f64 = num.parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest.char_indices().find(|(_, c)| c.is_ascii_digit() || *c == '.').map_or(rest.len(), |(i, _)| i);
+        let unit_len =
+            rest.char_indices().find(|(_, c)| c.is_ascii_digit() || *c == '.').map_or(rest.len(), |(i, _)| i);
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult: f64 = match unit {
@@ -55,7 +56,8 @@ pub(crate) fn parse_duration(s: &str, ext: bool) -> Result<f64, String> {
 
 /// Parses a humanized byte size (`40KB`, `1KiB`, `12.5 MB`, `42`) as go-humanize does.
 pub(crate) fn parse_bytes(s: &str) -> Result<f64, String> {
-    let digits = s.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',').map(char::len_utf8).sum::<usize>();
+    let digits =
+        s.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ',').map(char::len_utf8).sum::<usize>();
     let num: String = s[..digits].chars().filter(|c| *c != ',').collect();
     let f: f64 = num.parse().map_err(|_| format!("strconv.ParseFloat: parsing \"{num}\": invalid syntax"))?;
     let unit = s[digits..].trim().to_ascii_lowercase();
