@@ -174,7 +174,7 @@ fn parse_time(v: &str) -> Option<i64> {
 /// Float seconds or a Prometheus duration (`15000ms`, `1m30s`) → ns.
 fn parse_duration(v: &str) -> Option<i64> {
     if let Ok(f) = v.parse::<f64>() {
-        return f.is_finite().then(|| (f * NS as f64) as i64);
+        return f.is_finite().then_some((f * NS as f64) as i64);
     }
     let mut total: i64 = 0;
     let mut rest = v;
@@ -915,7 +915,8 @@ mod tests {
 
     #[test]
     fn times_parse_like_loki() {
-        assert_eq!(parse_time("4000000000"), Some(4 * NS));
+        // Up to 10 digits is seconds (Loki), so Grafana's health-check time=4000000000 is 4e9 s.
+        assert_eq!(parse_time("4000000000"), Some(4_000_000_000 * NS));
         assert_eq!(parse_time("1700000000"), Some(1_700_000_000 * NS));
         assert_eq!(parse_time("1700000000123456789"), Some(1_700_000_000_123_456_789));
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000_500_000_000));

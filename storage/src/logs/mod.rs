@@ -204,10 +204,10 @@ impl LogsHead {
                     Arc::new(p)
                 }
             };
-            if !writers.contains_key(&key) {
-                writers.insert(key, part.writer(self.opts.writer_memory_bytes)?);
-            }
-            let writer = writers.get_mut(&key).expect("inserted above");
+            let writer = match writers.entry(key) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(part.writer(self.opts.writer_memory_bytes)?),
+            };
             let payload = Payload {
                 version: partition::FORMAT_VERSION,
                 wal_segment: pos.segment,
