@@ -10,7 +10,7 @@
 //! {app="b"} meta {user="bob"}            # every entry of this stream carries this metadata
 //!   3s ...
 //!
-//! log [start=0s] [end=1h] [limit=100] [forward|backward] [interval=1s] <query>
+//! log [start=0s] [end=far future] [limit=100] [forward|backward] [interval=1s] <query>
 //!   <time> {labels} <line>               # expected entries, in answer order (flattened)
 //! instant <time> <query>
 //!   {labels} <value>                     # expected samples (any order; in order for sort*)
@@ -32,10 +32,10 @@ use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch,
 use storage::{Direction, MatchOp, MemStore, Reader};
 
 fn dur(s: &str) -> i64 {
-    if let Some(n) = s.strip_suffix("ns") {
-        if let Ok(v) = n.parse::<i64>() {
-            return v;
-        }
+    if let Some(n) = s.strip_suffix("ns")
+        && let Ok(v) = n.parse::<i64>()
+    {
+        return v;
     }
     let (neg, body) = s.strip_prefix('-').map_or((false, s), |b| (true, b));
     let v = parse_go_duration(body).unwrap_or_else(|| panic!("bad time {s:?}"));
@@ -215,13 +215,8 @@ fn run_file(path: &Path) -> (usize, Vec<String>) {
 }
 
 fn request(kind: &str, rest: &str) -> (Request, String) {
-    let mut req = Request {
-        limit: 1000,
-        direction: Direction::Backward,
-        start_ns: 0,
-        end_ns: 3_600_000_000_000,
-        ..Default::default()
-    };
+    let mut req =
+        Request { limit: 1000, direction: Direction::Backward, start_ns: 0, end_ns: 1 << 62, ..Default::default() };
     let mut rest = rest.trim();
     match kind {
         "log" => loop {
@@ -420,4 +415,235 @@ fn logql_scripts() {
     eprintln!("logql scripts: {total} cases, {} failed", failures.len());
     assert!(failures.is_empty(), "{} of {total} cases failed:\n\n{}", failures.len(), failures.join("\n\n"));
     assert!(total > 0);
+}
+
+fn small_store() -> MemStore {
+    let store = MemStore::new();
+    let rec =
+        |t: i64, body: &str| LogRecord { timestamp_ns: t * 1_000_000_000, body: body.into(), ..Default::default() };
+    store.apply(WriteBatch::Logs(LogsBatch {
+        groups: vec![
+            LogGroup {
+                stream: Labels::from_pairs([("app", "a"), ("env", "prod")]),
+                records: vec![rec(1, "GET /x"), rec(2, "POST /y"), rec(3, "GET /z")],
+                ..Default::default()
+            },
+            LogGroup {
+                stream: Labels::from_pairs([("app", "a"), ("env", "dev")]),
+                records: vec![rec(2, "GET /d")],
+                ..Default::default()
+            },
+        ],
+    }));
+    store
+}
+
+fn metric(query: &str) -> Request {
+    Request {
+        query: query.into(),
+        instant: true,
+        end_ns: 10_000_000_000,
+        start_ns: 10_000_000_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn limits_are_clean_errors() {
+    use query::logql::Error;
+    let store = small_store();
+    let reader = store.log_store();
+    let e = Engine::new(EngineOptions { max_series: 1, ..Default::default() });
+    let err = e.execute(reader, &metric(r#"count_over_time({app="a"}[1m])"#)).unwrap_err();
+    assert_eq!(err, Error::Limit("maximum of series (1) reached for a single query".into()));
+    assert!(e.execute(reader, &metric(r#"max(count_over_time({app="a"}[1m]))"#)).is_err(), "inner series count");
+    assert!(e.execute(reader, &metric(r#"sum(count_over_time({app="a"}[1m]))"#)).is_ok(), "sum is pushed down");
+    let e = Engine::new(EngineOptions { max_lines_scanned: 2, ..Default::default() });
+    let req = Request { query: r#"{app="a"}"#.into(), end_ns: 10_000_000_000, limit: 100, ..Default::default() };
+    assert!(matches!(e.execute(reader, &req), Err(Error::Limit(m)) if m.contains("max_lines_scanned")));
+    let e = Engine::new(EngineOptions { timeout: std::time::Duration::ZERO, ..Default::default() });
+    let req = Request {
+        query: r#"count_over_time({app="a"}[1m])"#.into(),
+        start_ns: 0,
+        end_ns: 10_000_000_000,
+        step_ns: 1_000_000_000,
+        ..Default::default()
+    };
+    assert_eq!(e.execute(reader, &req).unwrap_err(), Error::Timeout);
+    let e = Engine::new(EngineOptions { max_samples: 2, ..Default::default() });
+    assert!(matches!(e.execute(reader, &metric(r#"count_over_time({app="a"}[1m])"#)), Err(Error::Limit(_))));
+}
+
+#[test]
+fn stats_count_what_was_read() {
+    let store = small_store();
+    let req = Request {
+        query: r#"{app="a", env="prod"} |= "GET""#.into(),
+        end_ns: 10_000_000_000,
+        limit: 100,
+        ..Default::default()
+    };
+    let resp = Engine::default().execute(store.log_store(), &req).expect("query");
+    assert_eq!(resp.stats.lines_scanned, 2, "the store may pre-filter on the |= hint");
+    assert!(resp.stats.bytes_scanned >= 12);
+}
+
+/// A store that ignores the hints and hands back every record: the engine must still filter.
+struct IgnoresHints<'a>(&'a dyn storage::LogsReader, std::sync::Mutex<Vec<Vec<String>>>);
+
+impl storage::LogsReader for IgnoresHints<'_> {
+    fn logs(&self, m: &[(String, String)], start: i64, end: i64) -> Vec<storage::StoredLog> {
+        self.0.logs(m, start, end)
+    }
+    fn logs_by_trace(&self, t: storage::model::TraceId) -> Vec<storage::StoredLog> {
+        self.0.logs_by_trace(t)
+    }
+    fn scan(&self, scan: &storage::LogScan, visit: &mut dyn FnMut(&storage::StoredLog) -> bool) {
+        self.1.lock().expect("lock").push(scan.line_contains.clone());
+        let mut all = scan.clone();
+        all.line_contains.clear();
+        self.0.scan(&all, visit);
+    }
+}
+
+#[test]
+fn line_hints_are_passed_and_lines_still_verified() {
+    let store = small_store();
+    let reader = IgnoresHints(store.log_store(), Default::default());
+    let req = Request {
+        query: r#"{app="a"} |= "GET" != "/z" | line_format "{{.env}}" |= "prod""#.into(),
+        end_ns: 10_000_000_000,
+        limit: 100,
+        ..Default::default()
+    };
+    let resp = Engine::default().execute(&reader, &req).expect("query");
+    let Data::Streams(streams) = resp.data else { panic!("streams") };
+    let lines: Vec<&str> = streams.iter().flat_map(|s| s.entries.iter().map(|e| e.line.as_str())).collect();
+    assert_eq!(lines, ["prod"]);
+    // Only literal |= filters before the line is rewritten are hints.
+    assert_eq!(*reader.1.lock().expect("lock"), vec![vec!["GET".to_string()]]);
+}
+
+#[test]
+fn entries_carry_parsed_and_metadata_labels_apart() {
+    let store = MemStore::new();
+    store.apply(WriteBatch::Logs(LogsBatch {
+        groups: vec![LogGroup {
+            stream: Labels::from_pairs([("app", "a")]),
+            records: vec![LogRecord {
+                timestamp_ns: 1_000_000_000,
+                body: "level=warn x=1".into(),
+                attributes: vec![KeyValue::new("user", AnyValue::String("bob".into()))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }));
+    let req =
+        Request { query: r#"{app="a"} | logfmt"#.into(), end_ns: 10_000_000_000, limit: 10, ..Default::default() };
+    let Data::Streams(s) = Engine::default().execute(store.log_store(), &req).expect("query").data else { panic!() };
+    assert_eq!(s[0].labels.to_string(), r#"{app="a", level="warn", user="bob", x="1"}"#);
+    let e = &s[0].entries[0];
+    assert_eq!(e.structured_metadata, vec![("user".to_string(), "bob".to_string())]);
+    assert_eq!(e.parsed, vec![("level".to_string(), "warn".to_string()), ("x".to_string(), "1".to_string())]);
+}
+
+/// Loki 2.9 answers an instant log query with the 30 s before the time ([t - 30s, t)).
+#[test]
+fn instant_log_query_looks_back_30s_as_in_loki_2_9() {
+    let store = small_store();
+    let run = |end_ns: i64| {
+        let req = Request { query: r#"{app="a"}"#.into(), instant: true, end_ns, limit: 10, ..Default::default() };
+        let Data::Streams(s) = Engine::default().execute(store.log_store(), &req).expect("query").data else {
+            panic!("streams")
+        };
+        let mut ts: Vec<i64> = s.iter().flat_map(|s| s.entries.iter().map(|e| e.ts_ns / 1_000_000_000)).collect();
+        ts.sort();
+        ts
+    };
+    assert_eq!(run(2_000_000_000), vec![1]);
+    assert_eq!(run(3_000_000_000), vec![1, 2, 2]);
+    assert_eq!(run(32_000_000_000), vec![2, 2, 3]);
+    assert_eq!(run(40_000_000_000), Vec::<i64>::new());
+}
+
+/// Every prefix of every query in the scripts and the reference pack parses or fails cleanly (no
+/// panic), and so does every query with one character removed.
+#[test]
+fn truncated_and_mangled_queries_never_panic() {
+    let mut queries: Vec<String> = Vec::new();
+    let ref_queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql-reference/queries.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ref_queries).expect("queries.json")).expect("json");
+    for q in doc["queries"].as_array().expect("queries") {
+        queries.push(q["query"].as_str().expect("query").to_string());
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/logql");
+    for f in std::fs::read_dir(dir).expect("dir").filter_map(|e| e.ok()) {
+        let text = std::fs::read_to_string(f.path()).expect("read");
+        for l in text.lines() {
+            for kind in ["log ", "instant ", "range ", "error ", "scalar "] {
+                if let Some(rest) = l.strip_prefix(kind) {
+                    queries.push(rest.to_string());
+                }
+            }
+        }
+    }
+    let store = small_store();
+    let engine = Engine::default();
+    let mut checked = 0usize;
+    let mut run = |q: &str| {
+        checked += 1;
+        if query::logql::parse(q).is_ok() {
+            // Whatever parses also evaluates without panicking, as a range and an instant query.
+            let req = Request {
+                query: q.to_string(),
+                start_ns: 0,
+                end_ns: 10_000_000_000,
+                step_ns: 5_000_000_000,
+                limit: 10,
+                ..Default::default()
+            };
+            let _ = engine.execute(store.log_store(), &req);
+            let _ = engine.execute(store.log_store(), &Request { instant: true, step_ns: 0, ..req });
+        }
+    };
+    for q in &queries {
+        let chars: Vec<(usize, char)> = q.char_indices().collect();
+        for (i, _) in &chars {
+            run(&q[..*i]);
+        }
+        for (i, c) in &chars {
+            run(&format!("{}{}", &q[..*i], &q[i + c.len_utf8()..]));
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
+
+#[test]
+fn label_format_keeps_categories_on_rename() {
+    let store = MemStore::new();
+    store.apply(WriteBatch::Logs(LogsBatch {
+        groups: vec![LogGroup {
+            stream: Labels::from_pairs([("app", "a")]),
+            records: vec![LogRecord {
+                timestamp_ns: 1_000_000_000,
+                body: "x=1".into(),
+                attributes: vec![KeyValue::new("user", AnyValue::String("bob".into()))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }));
+    let req = Request {
+        query: r#"{app="a"} | logfmt | label_format who=user, y=x, t="{{.app}}""#.into(),
+        end_ns: 10_000_000_000,
+        limit: 10,
+        ..Default::default()
+    };
+    let Data::Streams(s) = Engine::default().execute(store.log_store(), &req).expect("query").data else { panic!() };
+    let e = &s[0].entries[0];
+    assert_eq!(s[0].labels.to_string(), r#"{app="a", t="a", who="bob", y="1"}"#);
+    assert_eq!(e.structured_metadata, vec![("who".to_string(), "bob".to_string())]);
+    assert_eq!(e.parsed, vec![("t".to_string(), "a".to_string()), ("y".to_string(), "1".to_string())]);
 }

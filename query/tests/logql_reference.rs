@@ -171,7 +171,7 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
             if want != have {
                 let missing: Vec<_> = want.difference(&have).collect();
                 let extra: Vec<_> = have.difference(&want).collect();
-                let show = |x: Option<&&(Vec<(String, String)>, i64, String)>| {
+                let show = |x: Option<&&Flat>| {
                     x.map(|(k, t, l)| format!("{k:?} @{t} {:?}", l.chars().take(120).collect::<String>()))
                         .unwrap_or_default()
                 };
@@ -188,7 +188,7 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
             Ok(())
         }
         ("matrix", Data::Matrix(m)) => {
-            let want: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = result
+            let want: SeriesMap = result
                 .iter()
                 .map(|s| {
                     let pts = s["values"]
@@ -200,7 +200,7 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
                     (labels_key(&s["metric"]), pts)
                 })
                 .collect();
-            let have: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = m
+            let have: SeriesMap = m
                 .iter()
                 .map(|s| (our_key(&s.labels), s.samples.iter().map(|(t, v)| (rel_ms(*t), *v)).collect()))
                 .collect();
@@ -208,7 +208,7 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
         }
         ("vector", Data::Vector(v)) => {
             let want_order: Vec<Vec<(String, String)>> = result.iter().map(|s| labels_key(&s["metric"])).collect();
-            let want: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = result
+            let want: SeriesMap = result
                 .iter()
                 .map(|s| {
                     let p = &s["value"];
@@ -216,8 +216,7 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
                 })
                 .collect();
             let have_order: Vec<Vec<(String, String)>> = v.iter().map(|s| our_key(&s.labels)).collect();
-            let have: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> =
-                v.iter().map(|s| (our_key(&s.labels), vec![(rel_ms(s.t_ns), s.v)])).collect();
+            let have: SeriesMap = v.iter().map(|s| (our_key(&s.labels), vec![(rel_ms(s.t_ns), s.v)])).collect();
             if have.len() != v.len() {
                 return Err("duplicate series in the answer".into());
             }
@@ -238,6 +237,9 @@ fn check(engine: &Engine, store: &MemStore, lines: &HashMap<i64, String>, q: &Va
         )),
     }
 }
+
+/// One log entry of an answer: (labels, END_TS-relative time, line).
+type Flat = (Vec<(String, String)>, i64, String);
 
 type SeriesMap = BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
 
@@ -279,6 +281,9 @@ fn loki_2_9_13_reference_answers() {
     let text = std::fs::read_to_string(dir().join("answers-loki-2.9.13.json")).expect("answers");
     let doc: Value = serde_json::from_str(&text).expect("answers json");
     assert_eq!(doc["end_ts"].as_i64(), Some(END_TS), "the dataset dump must be for the recording's END_TS");
+    let markers = lines.values().filter(|l| l.starts_with("reference pack marker")).count();
+    let entries = doc["dataset"]["entries"].as_u64().expect("manifest entries") as usize;
+    assert_eq!(lines.len() - markers, entries, "the dump holds exactly the manifest's entries");
     let engine = Engine::new(EngineOptions::default());
     let (mut passed, mut known, mut failed) = (0, 0, Vec::new());
     for q in doc["queries"].as_array().expect("queries") {

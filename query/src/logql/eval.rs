@@ -12,9 +12,12 @@ use storage::model::Labels;
 use storage::{Direction, LogScan, LogsReader, MatchOp, StoredLog};
 
 use super::ast::*;
-use super::pipeline::{self, Builder, Cat, ERROR, ERROR_DETAILS};
+use super::pipeline::{self, Builder, Cat, ERROR};
 use super::units::{parse_bytes, parse_duration, parse_float};
 use super::{Data, Engine, Entry, Error, MatrixSeries, Request, Response, Stats, Stream, VecSample};
+
+/// Loki's default `max_look_back_period`: how far back an instant log query looks.
+const INSTANT_LOOKBACK_NS: i64 = 30_000_000_000;
 
 struct Ctx<'a> {
     engine: &'a Engine,
@@ -29,19 +32,20 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
     let mut ctx = Ctx { engine, reader, stats: Stats::default(), deadline: started + engine.opts.timeout };
     let data = match &expr {
         Expr::Log(l) => {
-            if req.instant {
-                return Err(Error::Limit(
-                    "log queries are not supported as an instant query type, please change your query to a range query type"
-                        .into(),
-                ));
-            }
             if req.limit > engine.opts.max_entries_limit {
                 return Err(Error::Limit(format!(
                     "max entries limit per query exceeded, limit > max_entries_limit ({} > {})",
                     req.limit, engine.opts.max_entries_limit
                 )));
             }
-            Data::Streams(ctx.log_query(l, req)?)
+            if req.instant {
+                // Loki 2.9 answers an instant log query with the entries of the look-back period
+                // before the time (its `max_look_back_period`, 30 s): [time - 30s, time).
+                let r = Request { start_ns: req.end_ns.saturating_sub(INSTANT_LOOKBACK_NS), ..req.clone() };
+                Data::Streams(ctx.log_query(l, &r)?)
+            } else {
+                Data::Streams(ctx.log_query(l, req)?)
+            }
         }
         Expr::Metric(m) => ctx.metric_query(m, req)?,
     };
@@ -49,14 +53,12 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
     Ok(Response { data, stats: ctx.stats, warnings: Vec::new() })
 }
 
-/// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes, then the
-/// trace context and severity fields the record carries.
+/// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes (names
+/// normalised as label names, `http.method` → `http_method`), then the trace context and severity
+/// fields the record carries.
 fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
     let r = &log.record;
-    // Attribute names become label names as Loki normalises them (`http.method` → `http_method`).
-    let name = |k: &str| -> String {
-        k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
-    };
+    let name = |k: &str| -> String { k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect() };
     let mut out: Vec<(String, String)> =
         r.attributes.iter().map(|kv| (name(&kv.key), kv.value.to_label_string())).collect();
     let mut add = |k: &str, v: String| {
@@ -85,10 +87,10 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
     let mut out = Vec::new();
     for st in &l.stages {
         match st {
-            Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, value: LineFilterValue::Text(t) }) => {
-                if !t.is_empty() {
-                    out.push(t.clone());
-                }
+            Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, value: LineFilterValue::Text(t) })
+                if !t.is_empty() =>
+            {
+                out.push(t.clone());
             }
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
@@ -132,7 +134,7 @@ impl Ctx<'_> {
                 )));
                 return false;
             }
-            if stats.lines_scanned % 4096 == 0 && Instant::now() > deadline {
+            if stats.lines_scanned.is_multiple_of(4096) && Instant::now() > deadline {
                 err = Some(Error::Timeout);
                 return false;
             }
@@ -153,39 +155,51 @@ impl Ctx<'_> {
         let interval = req.interval_ns;
         let mut last_ts: Option<i64> = None;
         let mut count = 0usize;
-        let mut fail = None;
         // Log query ranges are [start, end).
+        let filter_only = l.is_filter_only();
         self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
-            let meta = meta_of(log);
-            let mut b = Builder::new(&log.stream, &meta);
             let ts = log.record.timestamp_ns;
-            let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
-                return true;
+            // Fast path: only line filters and no metadata, so the labels are the stream's.
+            let fast = filter_only && log.record.attributes.is_empty();
+            let (labels, entry) = if fast {
+                if !passes_filters(&l.stages, &log.record.body) {
+                    return true;
+                }
+                let entry = Entry {
+                    ts_ns: ts,
+                    line: log.record.body.clone(),
+                    structured_metadata: Vec::new(),
+                    parsed: Vec::new(),
+                };
+                ((*log.stream).clone(), entry)
+            } else {
+                let meta = meta_of(log);
+                let mut b = Builder::new(&log.stream, &meta);
+                let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
+                    return true;
+                };
+                let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
+                (b.result(), entry)
             };
-            if interval > 0 {
-                if let Some(prev) = last_ts {
-                    let ok = match req.direction {
-                        Direction::Forward => ts >= prev.saturating_add(interval),
-                        Direction::Backward => ts <= prev.saturating_sub(interval),
-                    };
-                    if !ok {
-                        return true;
-                    }
+            if interval > 0
+                && let Some(prev) = last_ts
+            {
+                let ok = match req.direction {
+                    Direction::Forward => ts >= prev.saturating_add(interval),
+                    Direction::Backward => ts <= prev.saturating_sub(interval),
+                };
+                if !ok {
+                    return true;
                 }
             }
             last_ts = Some(ts);
-            let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
-            streams.entry(b.result()).or_default().push(entry);
+            streams.entry(labels).or_default().push(entry);
             count += 1;
             if count >= limit {
                 return false;
             }
-            let _ = &mut fail;
             true
         })?;
-        if let Some(e) = fail {
-            return Err(e);
-        }
         Ok(streams.into_iter().map(|(labels, entries)| Stream { labels, entries }).collect())
     }
 
@@ -204,7 +218,7 @@ impl Ctx<'_> {
             ));
         }
         let mut loaded = HashMap::new();
-        self.load(m, start, end, &mut loaded)?;
+        self.load(m, start, end, &mut loaded, None)?;
         let ev = Evaluator { loaded: &loaded, max_series: self.engine.opts.max_series };
         let only_literals = is_scalar(m);
         if req.instant || req.step_ns <= 0 {
@@ -259,25 +273,53 @@ impl Ctx<'_> {
     }
 
     /// Loads the samples of every range aggregation in `m` for steps in `start..=end`.
+    /// `inject` is the grouping of an enclosing `sum` that Loki pushes down into the range
+    /// aggregation's sample extraction (see [`injectable`]).
     fn load(
         &mut self,
         m: &MetricExpr,
         start: i64,
         end: i64,
         out: &mut HashMap<*const MetricExpr, RangeData>,
+        inject: Option<&Grouping>,
     ) -> Result<(), Error> {
         match m {
             MetricExpr::Range { op, log, unwrap, range_ns, offset_ns, grouping, .. } => {
+                let grouping = grouping.as_ref().or(inject);
                 let from = start - offset_ns - range_ns + 1;
                 let to = end - offset_ns;
                 let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
                 let mut fail: Option<Error> = None;
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
+                let filter_only = log.is_filter_only() && unwrap.is_none();
                 self.scan(log, from, to, Direction::Forward, &mut |rec| {
+                    let ts = rec.record.timestamp_ns;
+                    if filter_only && rec.record.attributes.is_empty() {
+                        // Fast path: the series is the stream.
+                        if !passes_filters(&log.stages, &rec.record.body) {
+                            return true;
+                        }
+                        let value = match op {
+                            RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                            _ => 1.0,
+                        };
+                        total += 1;
+                        if total > max_samples {
+                            fail = Some(Error::Limit(format!(
+                                "query processing would load too many samples into memory in query execution (max_samples {max_samples})"
+                            )));
+                            return false;
+                        }
+                        let labels = match grouping {
+                            Some(g) => group_labels(&rec.stream, g),
+                            None => (*rec.stream).clone(),
+                        };
+                        series.entry(labels).or_default().push((ts, value));
+                        return true;
+                    }
                     let meta = meta_of(rec);
                     let mut b = Builder::new(&rec.stream, &meta);
-                    let ts = rec.record.timestamp_ns;
                     let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
                         return true;
                     };
@@ -315,7 +357,11 @@ impl Ctx<'_> {
                         }
                     };
                     let mut labels = b.result();
-                    if let Some(g) = grouping {
+                    // As Loki's GroupedLabels: with an error the grouping is not applied, so the
+                    // error cannot get lost (and becomes a pipeline error below).
+                    if let Some(g) = grouping
+                        && b.err.is_none()
+                    {
                         labels = group_labels(&labels, g);
                     }
                     if labels.get(ERROR).is_some() {
@@ -339,16 +385,42 @@ impl Ctx<'_> {
                 out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
                 Ok(())
             }
-            MetricExpr::Vector { inner, .. } | MetricExpr::LabelReplace { inner, .. } => {
-                self.load(inner, start, end, out)
+            MetricExpr::Vector { op, inner, grouping, .. } => {
+                let by_nothing = Grouping::default();
+                let inject = injectable(*op, inner).then(|| grouping.as_ref().unwrap_or(&by_nothing));
+                self.load(inner, start, end, out, inject)
             }
+            MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out, None),
             MetricExpr::Binary { lhs, rhs, .. } => {
-                self.load(lhs, start, end, out)?;
-                self.load(rhs, start, end, out)
+                self.load(lhs, start, end, out, None)?;
+                self.load(rhs, start, end, out, None)
             }
             MetricExpr::Literal(_) | MetricExpr::VectorLit(_) => Ok(()),
         }
     }
+}
+
+/// True when `line` passes every line filter among `stages` (the other stages are ignored).
+fn passes_filters(stages: &[Stage], line: &str) -> bool {
+    stages.iter().all(|s| match s {
+        Stage::LineFilter(f) => pipeline::line_filter(f, line),
+        _ => true,
+    })
+}
+
+/// Loki pushes a `sum`'s grouping down into a directly nested, ungrouped `count_over_time`,
+/// `rate`, `bytes_over_time`, `bytes_rate` or `sum_over_time` (summing first by the same labels
+/// changes no value and keeps fewer series in memory).
+fn injectable(op: VecOp, inner: &MetricExpr) -> bool {
+    op == VecOp::Sum
+        && matches!(
+            inner,
+            MetricExpr::Range {
+                op: RangeOp::Count | RangeOp::Rate | RangeOp::Bytes | RangeOp::BytesRate | RangeOp::Sum,
+                grouping: None,
+                ..
+            }
+        )
 }
 
 fn ms_floor(t: i64) -> i64 {
@@ -370,20 +442,19 @@ fn pipeline_error(labels: &Labels) -> Error {
     ))
 }
 
-/// Labels `absent_over_time` reports: the selector's equality matchers (a name matched twice
-/// is left out).
+/// Labels `absent_over_time` reports: the selector's equality matchers, without any name that
+/// another matcher also constrains (as Loki's `absentLabels`).
 fn absent_labels(ms: &[storage::Matcher]) -> Labels {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    let mut dup: Vec<String> = Vec::new();
+    let mut dropped: Vec<&str> = Vec::new();
     for m in ms {
-        if m.op == MatchOp::Equal {
-            if pairs.iter().any(|(k, _)| *k == m.name) {
-                dup.push(m.name.clone());
-            }
+        if m.op == MatchOp::Equal && !pairs.iter().any(|(k, _)| *k == m.name) {
             pairs.push((m.name.clone(), m.value.clone()));
+        } else {
+            dropped.push(&m.name);
         }
     }
-    pairs.retain(|(k, _)| !dup.contains(k));
+    pairs.retain(|(k, _)| !dropped.contains(&k.as_str()));
     Labels::from_pairs(pairs)
 }
 
@@ -667,15 +738,11 @@ fn vector_agg(op: VecOp, param: Option<i64>, g: Option<&Grouping>, v: Vec<Sample
                     acc.mean += s.v / acc.count - acc.mean / acc.count;
                 }
             }
-            VecOp::Min => {
-                if s.v < acc.value || acc.value.is_nan() {
-                    acc.value = s.v;
-                }
+            VecOp::Min if (s.v < acc.value || acc.value.is_nan()) => {
+                acc.value = s.v;
             }
-            VecOp::Max => {
-                if s.v > acc.value || acc.value.is_nan() {
-                    acc.value = s.v;
-                }
+            VecOp::Max if (s.v > acc.value || acc.value.is_nan()) => {
+                acc.value = s.v;
             }
             VecOp::Count => {}
             VecOp::Stddev | VecOp::Stdvar => {
@@ -724,8 +791,9 @@ fn arith(op: BinOp, l: f64, r: f64) -> (f64, bool) {
         BinOp::Add => (l + r, true),
         BinOp::Sub => (l - r, true),
         BinOp::Mul => (l * r, true),
-        BinOp::Div => (l / r, true),
-        BinOp::Mod => (l % r, true),
+        // Loki guards divisions by zero: NaN, not ±Inf.
+        BinOp::Div => (if r == 0.0 { f64::NAN } else { l / r }, true),
+        BinOp::Mod => (if r == 0.0 { f64::NAN } else { l % r }, true),
         BinOp::Pow => (l.powf(r), true),
         BinOp::Cmp(c) => (l, c.apply(l, r)),
         BinOp::And | BinOp::Or | BinOp::Unless => (l, true),
@@ -761,9 +829,9 @@ fn vec_scalar(op: BinOp, m: &BinModifier, v: Vec<Sample>, s: f64, swap: bool) ->
     for x in v {
         let (lv, rv) = if swap { (s, x.v) } else { (x.v, s) };
         let (mut value, mut keep) = arith(op, lv, rv);
-        if matches!(op, BinOp::Cmp(_)) && swap {
-            value = rv;
-        }
+        // A filtering comparison keeps the left operand: the literal when it is on the left
+        // (Loki 2.9; Prometheus would keep the vector's value).
+        let _ = rv;
         if m.return_bool {
             value = f64::from(u8::from(keep));
             keep = true;
@@ -787,10 +855,10 @@ fn result_metric(l: &Labels, r: &Labels, m: &BinModifier) -> Labels {
     if let Some((_, include)) = &m.group {
         for name in include {
             pairs.retain(|(k, _)| k != name);
-            if let Some(v) = r.get(name) {
-                if !v.is_empty() {
-                    pairs.push((name.clone(), v.to_string()));
-                }
+            if let Some(v) = r.get(name)
+                && !v.is_empty()
+            {
+                pairs.push((name.clone(), v.to_string()));
             }
         }
     }
@@ -822,11 +890,9 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         let sig = signature(&s.labels, m);
         if let Some(prev) = right.insert(sig.clone(), s) {
             let side = if one_to_many { "left" } else { "right" };
+            let _ = (prev, sig);
             return Err(Error::Execution(format!(
-                "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                Labels::from_pairs(sig),
-                prev.labels,
-                s.labels
+                "found duplicate series on the {side} hand-side;many-to-many matching not allowed: matching labels must be unique on one side"
             )));
         }
     }
@@ -862,6 +928,3 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
     }
     Ok(out)
 }
-
-#[allow(dead_code)]
-const _USED: (&str, &str) = (ERROR, ERROR_DETAILS);

@@ -28,43 +28,6 @@ pub(crate) struct Token {
     pub col: usize,
 }
 
-/// Identifiers Loki's lexer turns into keywords only when a `(` follows (function names), so
-/// that they stay usable as label names elsewhere.
-const FUNCTIONS: &[&str] = &[
-    "rate",
-    "rate_counter",
-    "count_over_time",
-    "bytes_rate",
-    "bytes_over_time",
-    "avg_over_time",
-    "sum_over_time",
-    "min_over_time",
-    "max_over_time",
-    "stdvar_over_time",
-    "stddev_over_time",
-    "quantile_over_time",
-    "first_over_time",
-    "last_over_time",
-    "absent_over_time",
-    "sum",
-    "avg",
-    "max",
-    "min",
-    "count",
-    "stddev",
-    "stdvar",
-    "bottomk",
-    "topk",
-    "sort",
-    "sort_desc",
-    "vector",
-    "label_replace",
-    "bytes",
-    "duration",
-    "duration_seconds",
-    "ip",
-];
-
 /// Keywords everywhere (Loki's lexer `tokens` map).
 const KEYWORDS: &[&str] = &[
     "by",
@@ -116,10 +79,6 @@ impl Token {
     pub fn is_punct(&self, s: &str) -> bool {
         matches!(&self.tok, Tok::Punct(p) if *p == s)
     }
-
-    pub fn is_function(&self, s: &str) -> bool {
-        self.is_ident(s) && FUNCTIONS.contains(&s)
-    }
 }
 
 const PUNCTS: &[&str] = &[
@@ -133,9 +92,16 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
     let mut i = 0;
     let mut line = 1;
     let mut line_start = 0;
+    // Column bookkeeping, incremental so that long queries lex in linear time.
+    let (mut col_at, mut col_pos) = (1usize, 0usize);
     while i < b.len() {
         let c = b[i];
-        let col = src[line_start..i].chars().count() + 1;
+        if col_pos < line_start {
+            (col_at, col_pos) = (1, line_start);
+        }
+        col_at += src[col_pos..i].chars().count();
+        col_pos = i;
+        let col = col_at;
         if c == b'\n' {
             i += 1;
             line += 1;
@@ -173,10 +139,10 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
             continue;
         }
         if c == b'[' {
-            let end = src[i..].find(']').ok_or_else(|| ParseError::at(line, col, "missing closing ']' in duration"))?;
+            let end = src[i..].find(']').ok_or_else(|| ParseError::at(0, col, "missing closing ']' in duration"))?;
             let inner = src[i + 1..i + end].trim();
             let ns = parse_duration(inner, true)
-                .map_err(|_| ParseError::at(line, col, format!("invalid duration {inner}")))?;
+                .map_err(|_| ParseError::at(0, col, format!("not a valid duration string: \"{inner}\"")))?;
             // Loki's lexer reports RANGE tokens on line 0.
             out.push(Token { tok: Tok::Range(ns as i64), line: 0, col });
             i += end + 1;
@@ -193,20 +159,16 @@ pub(crate) fn lex(src: &str) -> Result<Vec<Token>, ParseError> {
         }
         if c.is_ascii_alphabetic() || c == b'_' {
             let mut j = i;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'.' || b[j] == b':') {
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
                 j += 1;
             }
-            // Label names may not contain '.' or ':' in LogQL except in json parameters, which are strings.
-            let word = &src[i..j];
-            let word = word.split(['.', ':']).next().unwrap_or(word);
-            let j = i + word.len();
-            push(&mut out, Tok::Ident(word.to_string()));
+            push(&mut out, Tok::Ident(src[i..j].to_string()));
             i = j;
             continue;
         }
         if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(|x| x.is_ascii_digit())) {
             let mut j = i;
-            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == 'µ' as u8) {
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
                 j += 1;
             }
             // µ is multi-byte: extend over any non-ASCII letters too.

@@ -7,6 +7,16 @@
 //! formatting stages, `drop`/`keep`/`decolorize`) and metric queries (range aggregations incl.
 //! `unwrap`, vector aggregations, binary operators, `vector()`, `label_replace`, `offset`).
 //!
+//! Layout: `lexer` (tokens with Loki's positions) → `parser` (recursive descent, Loki's
+//! precedence and validation) → `ast`; `pipeline` runs the per-entry stages over a label builder
+//! (stream labels, structured metadata, parsed labels, `__error__`); `template` is the Go
+//! `text/template` subset with Loki's function map; `eval` scans storage and evaluates;
+//! `units` parses Go durations and humanized byte sizes.
+//!
+//! Deliberate differences from Loki 2.9.13 (each a Loki bug): `|~ "(?i)literal"` matches
+//! case-insensitively everywhere (Loki's rewrite to a lower-case substring search misses matches
+//! that start right after a partial match), and `bytes <= 1KiB` means 1024 bytes.
+//!
 //! Invariants:
 //! - Storage hints (`LogScan::line_contains`) only let the store skip records; every line handed
 //!   back is verified against every filter here.

@@ -13,7 +13,7 @@ use super::template::Template;
 /// Parses a LogQL query.
 pub fn parse(q: &str) -> Result<Expr, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { toks, i: 0 };
+    let mut p = Parser { toks, i: 0, depth: 0 };
     let e = p.expr(0)?;
     p.expect_eof()?;
     let e = match e {
@@ -28,7 +28,7 @@ pub fn parse(q: &str) -> Result<Expr, ParseError> {
 /// `query` take it.
 pub fn parse_selector(q: &str) -> Result<Vec<Matcher>, ParseError> {
     let toks = lex(q)?;
-    let mut p = Parser { toks, i: 0 };
+    let mut p = Parser { toks, i: 0, depth: 0 };
     let m = p.selector()?;
     p.expect_eof()?;
     Ok(m)
@@ -67,7 +67,12 @@ enum Node {
 struct Parser {
     toks: Vec<Token>,
     i: usize,
+    /// Current nesting of expressions and label filters (bounded by [`MAX_DEPTH`]).
+    depth: usize,
 }
+
+/// Deepest nesting a query may have, so that hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 128;
 
 fn unexpected(t: &Token) -> ParseError {
     ParseError::at(t.line, t.col, format!("syntax error: unexpected {}", t.display()))
@@ -168,9 +173,23 @@ impl Parser {
     }
 
     fn expr(&mut self, min_prec: u8) -> Result<Node, ParseError> {
+        self.depth += 1;
+        let r = self.expr_inner(min_prec);
+        self.depth -= 1;
+        r
+    }
+
+    fn enter(&self) -> Result<(), ParseError> {
+        if self.depth > MAX_DEPTH {
+            return Err(ParseError::plain(format!("query is nested more than {MAX_DEPTH} levels deep")));
+        }
+        Ok(())
+    }
+
+    fn expr_inner(&mut self, min_prec: u8) -> Result<Node, ParseError> {
+        self.enter()?;
         let mut lhs = self.unary()?;
-        loop {
-            let Some(op) = self.binop() else { break };
+        while let Some(op) = self.binop() {
             let prec = op.precedence();
             if prec < min_prec {
                 break;
@@ -179,28 +198,40 @@ impl Parser {
             let modifier = self.bin_modifier(op)?;
             let next_min = if op == BinOp::Pow { prec } else { prec + 1 };
             let rhs = self.expr(next_min)?;
-            let (Node::Metric(l), Node::Metric(r)) = (lhs, rhs) else {
-                return Err(ParseError::at(
-                    op_tok.line,
-                    op_tok.col,
-                    "syntax error: unexpected binary operation on logs",
-                ));
+            let op_name = op_tok.display();
+            let go_type = |n: &Node| match n {
+                Node::Log(l) if l.stages.is_empty() => "*syntax.MatchersExpr",
+                _ => "*syntax.PipelineExpr",
             };
-            if let BinOp::Cmp(_) = op {
-                if matches!(l, MetricExpr::Literal(_)) && matches!(r, MetricExpr::Literal(_)) && !modifier.return_bool {
-                    return Err(ParseError::plain("comparisons between scalars must use BOOL modifier"));
+            let l = match lhs {
+                Node::Metric(m) => m,
+                log => {
+                    return Err(ParseError::plain(format!(
+                        "unexpected type for left leg of binary operation ({op_name}): {}",
+                        go_type(&log)
+                    )));
                 }
-            }
-            if op.is_set() && (matches!(l, MetricExpr::Literal(_)) || matches!(r, MetricExpr::Literal(_))) {
-                return Err(ParseError::plain(format!(
-                    "unexpected literal for right leg of logical/set binary operation ({}): {}",
-                    match op {
-                        BinOp::And => "and",
-                        BinOp::Or => "or",
-                        _ => "unless",
-                    },
-                    "literal"
-                )));
+            };
+            let r = match rhs {
+                Node::Metric(m) => m,
+                log => {
+                    return Err(ParseError::plain(format!(
+                        "unexpected type for right leg of binary operation ({op_name}): {}",
+                        go_type(&log)
+                    )));
+                }
+            };
+            if op.is_set() {
+                if let MetricExpr::Literal(v) = l {
+                    return Err(ParseError::plain(format!(
+                        "unexpected literal for left leg of logical/set binary operation ({op_name}): {v:.6}"
+                    )));
+                }
+                if let MetricExpr::Literal(v) = r {
+                    return Err(ParseError::plain(format!(
+                        "unexpected literal for right leg of logical/set binary operation ({op_name}): {v:.6}"
+                    )));
+                }
             }
             lhs = Node::Metric(MetricExpr::Binary { op, modifier, lhs: Box::new(l), rhs: Box::new(r) });
         }
@@ -348,6 +379,9 @@ impl Parser {
                 if v.fract() != 0.0 {
                     return Err(ParseError::plain(format!("invalid parameter {name}({v},")));
                 }
+                if v <= 0.0 {
+                    return Err(ParseError::plain(format!("invalid parameter (must be greater than 0) {name}({v}")));
+                }
                 Some(v as i64)
             }
             _ => {
@@ -383,16 +417,27 @@ impl Parser {
         let (log, unwrap, range_ns, offset_ns) = self.log_range()?;
         self.expect_punct(")")?;
         let grouping = self.grouping()?;
-        if let Some(u) = &unwrap {
-            if !matches!(op, RangeOp::Rate) && !op.needs_unwrap() {
-                let _ = u;
+        // Loki's RangeAggregationExpr validation, in its order.
+        let groupable = matches!(
+            op,
+            RangeOp::Avg
+                | RangeOp::Stddev
+                | RangeOp::Stdvar
+                | RangeOp::Quantile
+                | RangeOp::Max
+                | RangeOp::Min
+                | RangeOp::First
+                | RangeOp::Last
+        );
+        if grouping.is_some() && !groupable {
+            return Err(ParseError::plain(format!("grouping not allowed for {} aggregation", op.name())));
+        }
+        if unwrap.is_some() {
+            if matches!(op, RangeOp::Count | RangeOp::Bytes | RangeOp::BytesRate) {
                 return Err(ParseError::plain(format!("invalid aggregation {} with unwrap", op.name())));
             }
         } else if op.needs_unwrap() {
             return Err(ParseError::plain(format!("invalid aggregation {} without unwrap", op.name())));
-        }
-        if grouping.is_some() && !op.needs_unwrap() && !(op == RangeOp::Rate && unwrap.is_some()) {
-            return Err(ParseError::plain(format!("grouping not allowed for {} aggregation", op.name())));
         }
         Ok(MetricExpr::Range { op, param, log, unwrap, range_ns, offset_ns, grouping })
     }
@@ -402,7 +447,10 @@ impl Parser {
     fn log_range(&mut self) -> Result<(LogExpr, Option<Unwrap>, i64, i64), ParseError> {
         if self.peek().is_punct("(") {
             self.next();
+            self.depth += 1;
+            self.enter()?;
             let r = self.log_range()?;
+            self.depth -= 1;
             self.expect_punct(")")?;
             return Ok(r);
         }
@@ -543,11 +591,6 @@ impl Parser {
             Tok::Ident(s) => s.as_str(),
             _ => "",
         };
-        let stage_src = |p: &Parser, from: usize| -> String {
-            let _ = (p, from);
-            String::new()
-        };
-        let _ = stage_src;
         match kw {
             "json" => {
                 self.next();
@@ -605,12 +648,15 @@ impl Parser {
                 let mut fmts: Vec<LabelFmt> = Vec::new();
                 loop {
                     let dst = self.ident()?;
+                    if dst == "__error__" {
+                        return Err(ParseError::plain("__error__ cannot be formatted"));
+                    }
                     self.expect_punct("=")?;
                     let f = match self.peek().tok.clone() {
                         Tok::Str(s) => {
                             self.next();
                             let tmpl = Template::parse("label", &s)
-                                .map_err(|e| ParseError::plain(format!("invalid template for label {dst}: {e}")))?;
+                                .map_err(|e| ParseError::plain(format!("invalid template for label '{dst}': {e}")))?;
                             LabelFmt::Template { dst: dst.clone(), tmpl }
                         }
                         Tok::Ident(src) => {
@@ -721,7 +767,10 @@ impl Parser {
     // ---- label filters ----
 
     fn label_filter(&mut self) -> Result<LabelFilter, ParseError> {
-        self.lf_or()
+        self.depth += 1;
+        let r = self.enter().and_then(|_| self.lf_or());
+        self.depth -= 1;
+        r
     }
 
     fn lf_or(&mut self) -> Result<LabelFilter, ParseError> {
@@ -878,5 +927,20 @@ mod tests {
         ] {
             parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::parse;
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let q = format!("{}vector(1){}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse(&q).is_err());
+        let q = format!("{{a=\"b\"}} | {}x=\"y\"{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(parse(&q).is_err());
+        let t = format!("{{a=\"b\"}} | line_format \"{{{{ {} .a {} }}}}\"", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(parse(&t).is_err());
     }
 }

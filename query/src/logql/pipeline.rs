@@ -110,12 +110,12 @@ impl<'a> Builder<'a> {
     pub fn of(&self, cat: Cat) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> =
             self.labels.iter().filter(|(_, (_, c))| *c == cat).map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-        if cat == Cat::Parsed {
-            if let Some(e) = &self.err {
-                out.push((ERROR.into(), e.clone()));
-                if let Some(d) = &self.err_details {
-                    out.push((ERROR_DETAILS.into(), d.clone()));
-                }
+        if cat == Cat::Parsed
+            && let Some(e) = &self.err
+        {
+            out.push((ERROR.into(), e.clone()));
+            if let Some(d) = &self.err_details {
+                out.push((ERROR_DETAILS.into(), d.clone()));
             }
         }
         out
@@ -181,7 +181,10 @@ pub(crate) fn run(stages: &[Stage], ts_ns: i64, line: &str, b: &mut Builder<'_>)
                 for f in fmts {
                     match f {
                         LabelFmt::Rename { dst, src } => {
-                            if let Some(v) = b.get(src).map(str::to_string) {
+                            // A renamed label keeps its category (stream, metadata or parsed).
+                            if let Some((v, cat)) = b.labels.remove(src) {
+                                b.labels.insert(dst.clone(), (v, cat));
+                            } else if let Some(v) = b.get(src).map(str::to_string) {
                                 b.del(src);
                                 b.set(dst, v);
                             }
@@ -263,7 +266,7 @@ pub(crate) fn line_filter(f: &LineFilter, line: &str) -> bool {
 pub(crate) fn label_filter(f: &LabelFilter, b: &mut Builder<'_>) -> bool {
     match f {
         LabelFilter::Matcher(m) => m.matches(b.get(&m.name).unwrap_or("")),
-        LabelFilter::Number(name, op, want) => numeric(b, name, *op, *want, |s| parse_float(s)),
+        LabelFilter::Number(name, op, want) => numeric(b, name, *op, *want, parse_float),
         LabelFilter::Duration(name, op, want) => numeric(b, name, *op, *want, |s| parse_duration(s, false)),
         LabelFilter::Bytes(name, op, want) => numeric(b, name, *op, *want, parse_bytes),
         LabelFilter::And(l, r) => {
@@ -443,11 +446,14 @@ impl<'a> Json<'a> {
     }
 }
 
+/// A JSON string's value; like Loki, an undecodable string or one holding U+FFFD is empty.
 fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_string();
-    }
-    serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_else(|_| s.to_string())
+    let v = if s.contains('\\') {
+        serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_default()
+    } else {
+        s.to_string()
+    };
+    if v.contains('\u{FFFD}') { String::new() } else { v }
 }
 
 fn json_all(line: &str, b: &mut Builder<'_>) {
@@ -461,7 +467,15 @@ fn json_all(line: &str, b: &mut Builder<'_>) {
     }
 }
 
+/// Nesting depth up to which `json` flattens objects (deeper ones are skipped), so that a hostile
+/// line cannot exhaust the stack.
+const MAX_JSON_DEPTH: usize = 64;
+
 fn walk(obj: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), &'static str> {
+    walk_depth(obj, prefix, out, 0)
+}
+
+fn walk_depth(obj: &str, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) -> Result<(), &'static str> {
     let mut p = Json { s: obj, i: 0 };
     let mut nested: Vec<(String, &str)> = Vec::new();
     let mut err = None;
@@ -469,13 +483,18 @@ fn walk(obj: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), 
         let key = if prefix.is_empty() { sanitize_key(k) } else { format!("{prefix}_{}", sanitize_key_inner(k)) };
         match v {
             Raw::Str(s) => out.push((key, unescape(s))),
-            Raw::Other(s) => out.push((key, if s == "null" { String::new() } else { s.to_string() })),
+            // Loki's json parser skips nulls and arrays.
+            Raw::Other("null") => {}
+            Raw::Other(s) => out.push((key, s.to_string())),
             Raw::Object(o) => nested.push((key, o)),
             Raw::Array(_) => {}
         }
     })?;
+    if depth >= MAX_JSON_DEPTH {
+        return Ok(());
+    }
     for (k, o) in nested {
-        if let Err(e) = walk(o, &k, out) {
+        if let Err(e) = walk_depth(o, &k, out, depth + 1) {
             err = Some(e);
         }
     }
@@ -589,18 +608,35 @@ fn json_get(doc: &str, path: &[PathPart]) -> Option<String> {
 }
 
 fn json_params(line: &str, params: &[(String, String)], b: &mut Builder<'_>) {
-    let t = line.trim_start();
-    if !t.starts_with('{') || (Json { s: line, i: 0 }).each(&mut |_, _| {}).is_err() {
+    if line.is_empty() {
+        return;
+    }
+    if !matches!(line.as_bytes()[0], b'{' | b'[' | b'"') {
         b.set_err(JSON_ERR, None);
         return;
     }
     for (name, expr) in params {
-        let v = json_path(expr).and_then(|p| json_get(line, &p)).unwrap_or_default();
-        b.set_parsed(name.clone(), v);
+        match json_path(expr).and_then(|p| json_get(line, &p)) {
+            Some(v) => b.set_parsed(name.clone(), v),
+            // A missing value is an empty label, unless a stream label has that name.
+            None if b.get(name).is_none() => {
+                b.labels.insert(name.clone(), (String::new(), Cat::Parsed));
+            }
+            None => {}
+        }
     }
 }
 
+/// `unpack`: string members become labels and `_entry` the line — only when the object holds an
+/// `_entry` (a packed entry), as Loki does.
 fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
+    if line.is_empty() {
+        return None;
+    }
+    if !line.starts_with('{') {
+        b.set_err(JSON_ERR, Some("expecting json object(6), but it is not".into()));
+        return None;
+    }
     let mut entry = None;
     let mut found = Vec::new();
     let r = Json { s: line, i: 0 }.each(&mut |k, v| {
@@ -608,7 +644,8 @@ fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
             if k == "_entry" {
                 entry = Some(unescape(s));
             } else {
-                found.push((sanitize_key(k), unescape(s)));
+                let name = if b.base.get(k).is_some() { format!("{k}_extracted") } else { k.to_string() };
+                found.push((sanitize_key(&name), unescape(s)));
             }
         }
     });
@@ -616,8 +653,10 @@ fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
         b.set_err(JSON_ERR, Some(e.to_string()));
         return None;
     }
-    for (k, v) in found {
-        b.set_parsed(k, v);
+    if entry.is_some() {
+        for (k, v) in found {
+            b.labels.insert(k, (v, Cat::Parsed));
+        }
     }
     entry
 }
@@ -707,10 +746,8 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
         } else {
             let vs = i;
             while i < b.len() && b[i] > b' ' {
-                if b[i] == b'"' || b[i] == b'=' {
-                    if err.is_none() {
-                        err = Some(format!("logfmt syntax error at pos {} : unexpected '{}'", i + 1, b[i] as char));
-                    }
+                if (b[i] == b'"' || b[i] == b'=') && err.is_none() {
+                    err = Some(format!("logfmt syntax error at pos {} : unexpected '{}'", i + 1, b[i] as char));
                 }
                 i += 1;
             }
@@ -722,16 +759,20 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
 
 fn logfmt(line: &str, strict: bool, keep_empty: bool, params: &[(String, String)], b: &mut Builder<'_>) {
     let (pairs, err) = logfmt_pairs(line);
-    if strict {
-        if let Some(e) = err {
-            b.set_err("LogfmtParserErr", Some(e));
-            return;
-        }
+    if strict && let Some(e) = err {
+        b.set_err("LogfmtParserErr", Some(e));
+        return;
     }
     if !params.is_empty() {
         for (name, key) in params {
-            let v = pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
-            b.set_parsed(name.clone(), v);
+            match pairs.iter().rev().find(|(k, _)| k == key) {
+                Some((_, v)) => b.set_parsed(name.clone(), v.clone()),
+                // A missing key is an empty label, unless a stream label has that name.
+                None if b.base.get(name).is_none() => {
+                    b.labels.insert(name.clone(), (String::new(), Cat::Parsed));
+                }
+                None => {}
+            }
         }
         return;
     }
@@ -765,23 +806,23 @@ impl Pattern {
         let mut rest = src;
         let mut lit = String::new();
         while !rest.is_empty() {
-            if rest.starts_with('<') {
-                if let Some(end) = rest.find('>') {
-                    let name = &rest[1..end];
-                    let valid = !name.is_empty()
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && !name.as_bytes()[0].is_ascii_digit();
-                    if valid {
-                        if !lit.is_empty() {
-                            parts.push(PatPart::Lit(std::mem::take(&mut lit)));
-                        }
-                        if matches!(parts.last(), Some(PatPart::Cap(_))) {
-                            return Err("found consecutive capture: syntax error".into());
-                        }
-                        parts.push(PatPart::Cap(if name == "_" { None } else { Some(name.to_string()) }));
-                        rest = &rest[end + 1..];
-                        continue;
+            if rest.starts_with('<')
+                && let Some(end) = rest.find('>')
+            {
+                let name = &rest[1..end];
+                let valid = !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.as_bytes()[0].is_ascii_digit();
+                if valid {
+                    if !lit.is_empty() {
+                        parts.push(PatPart::Lit(std::mem::take(&mut lit)));
                     }
+                    if matches!(parts.last(), Some(PatPart::Cap(_))) {
+                        return Err("found consecutive capture: syntax error".into());
+                    }
+                    parts.push(PatPart::Cap(if name == "_" { None } else { Some(name.to_string()) }));
+                    rest = &rest[end + 1..];
+                    continue;
                 }
             }
             let c = rest.chars().next().unwrap_or(' ');
@@ -927,10 +968,10 @@ impl IpMatcher {
                 i += 1;
             }
             let tok = line[start..i].trim_matches('.').trim_end_matches(':');
-            if let Ok(ip) = tok.parse::<IpAddr>() {
-                if self.contains(ip) {
-                    return true;
-                }
+            if let Ok(ip) = tok.parse::<IpAddr>()
+                && self.contains(ip)
+            {
+                return true;
             }
         }
         false

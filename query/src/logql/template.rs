@@ -135,12 +135,14 @@ struct Parser<'a> {
     src: &'a str,
     pos: usize,
     name: &'a str,
+    /// Nesting of blocks and parenthesised pipelines (bounded, to protect the stack).
+    depth: usize,
 }
 
 impl Template {
     /// Compiles `src`; errors are Go's (`template: line:1: unclosed action`).
     pub fn parse(name: &str, src: &str) -> Result<Template, String> {
-        let mut p = Parser { src, pos: 0, name };
+        let mut p = Parser { src, pos: 0, name, depth: 0 };
         let (nodes, end) = p.list()?;
         if let Some(e) = end {
             return Err(p.err(&format!("unexpected {{{{{e}}}}}")));
@@ -208,6 +210,10 @@ impl Parser<'_> {
             let kw = self.peek_word();
             match kw.as_str() {
                 "if" | "with" => {
+                    if self.depth > 64 {
+                        return Err(self.err("template nested too deeply"));
+                    }
+                    self.depth += 1;
                     self.pos += self.src[self.pos..].find(&kw).unwrap_or(0) + kw.len();
                     let cond = self.pipeline()?;
                     self.close_action()?;
@@ -236,6 +242,7 @@ impl Parser<'_> {
                             _ => return Err(self.err(&format!("unexpected EOF in {kw}"))),
                         }
                     }
+                    self.depth -= 1;
                     if kw == "if" {
                         nodes.push(Node::If(branches, else_body));
                     } else {
@@ -309,6 +316,16 @@ impl Parser<'_> {
     }
 
     fn pipeline(&mut self) -> Result<Pipeline, String> {
+        self.depth += 1;
+        if self.depth > 64 {
+            return Err(self.err("template nested too deeply"));
+        }
+        let r = self.pipeline_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self) -> Result<Pipeline, String> {
         let mut cmds = Vec::new();
         loop {
             let cmd = self.command()?;
@@ -490,8 +507,11 @@ const FUNCS: &[&str] = &[
     "count",
     "regexReplaceAll",
     "regexReplaceAllLiteral",
-    "abs",
     "alignLeft",
+    "bytes",
+    "duration",
+    "duration_seconds",
+    "toDateInZone",
     "alignRight",
     "printf",
     "print",
@@ -608,10 +628,6 @@ fn want(args: &[Val], n: usize, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn num_result(f: f64, ints: bool) -> Val {
-    if ints { Val::Int(f as i64) } else { Val::Float(f) }
-}
-
 fn compare(a: &Val, b: &Val) -> Result<std::cmp::Ordering, String> {
     use std::cmp::Ordering;
     match (a, b) {
@@ -668,12 +684,13 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
             let mut out = Vec::new();
             let mut i = 0;
             while i < b.len() {
-                if b[i] == b'%' && i + 2 < b.len() + 1 && i + 2 <= b.len() - 1 {
-                    if let Ok(v) = u8::from_str_radix(&x[i + 1..i + 3], 16) {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
+                if b[i] == b'%'
+                    && i + 2 < b.len()
+                    && let Some(Ok(v)) = std::str::from_utf8(&b[i + 1..i + 3]).ok().map(|h| u8::from_str_radix(h, 16))
+                {
+                    out.push(v);
+                    i += 3;
+                    continue;
                 }
                 out.push(if b[i] == b'+' { b' ' } else { b[i] });
                 i += 1;
@@ -754,7 +771,7 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         }
         "indent" | "nindent" => {
             want(a, 2, name)?;
-            let pad = " ".repeat(a[0].to_i64().max(0) as usize);
+            let pad = " ".repeat(a[0].to_i64().clamp(0, MAX_PAD as i64) as usize);
             let x = s(&a[1]);
             let r = format!("{pad}{}", x.replace('\n', &format!("\n{pad}")));
             Val::Str(if name == "nindent" { format!("\n{r}") } else { r })
@@ -819,15 +836,24 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
             let v = a.iter().map(Val::to_f64);
             Val::Float(if name == "maxf" { v.fold(f64::MIN, f64::max) } else { v.fold(f64::MAX, f64::min) })
         }
-        "ceil" | "floor" | "round" | "abs" => {
+        "bytes" => {
+            want(a, 1, name)?;
+            Val::Float(super::units::parse_bytes(&s(&a[0]))?)
+        }
+        "duration" | "duration_seconds" => {
+            want(a, 1, name)?;
+            Val::Float(super::units::parse_duration(&s(&a[0]), false)? / 1e9)
+        }
+        "toDateInZone" => {
+            want(a, 3, name)?;
+            // Only UTC is known here; other zones fall back to UTC as Loki does for unknown ones.
+            Val::Time(parse_time(&s(&a[0]), &s(&a[2])).unwrap_or(i64::MIN / 2))
+        }
+        "ceil" | "floor" | "round" => {
             let x = a.first().map(Val::to_f64).unwrap_or(0.0);
             match name {
                 "ceil" => Val::Float(x.ceil()),
                 "floor" => Val::Float(x.floor()),
-                "abs" => match a.first() {
-                    Some(Val::Int(i)) => Val::Int(i.abs()),
-                    _ => Val::Float(x.abs()),
-                },
                 _ => {
                     let p = a.get(1).map(Val::to_i64).unwrap_or(0).clamp(0, 15) as i32;
                     let m = 10f64.powi(p);
@@ -858,11 +884,15 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         "b64dec" => str1(|x| b64dec(x).unwrap_or_else(|| "illegal base64 data".into()))?,
         "alignLeft" | "alignRight" => {
             want(a, 2, name)?;
-            let n = a[0].to_i64().max(0) as usize;
             let x = s(&a[1]);
             let len = x.chars().count();
-            Val::Str(if len >= n {
-                x.chars().take(n).collect()
+            let n = a[0].to_i64();
+            if n < 0 || n as usize == len {
+                return Ok(Val::Str(x));
+            }
+            let n = n.min(MAX_PAD as i64) as usize;
+            Val::Str(if len > n {
+                if name == "alignLeft" { x.chars().take(n).collect() } else { x.chars().skip(len - n).collect() }
             } else if name == "alignLeft" {
                 format!("{x}{}", " ".repeat(n - len))
             } else {
@@ -938,13 +968,14 @@ fn call(name: &str, a: &[Val], ctx: &Ctx<'_>) -> Result<Val, String> {
         "unixToTime" => {
             want(a, 1, name)?;
             let x = s(&a[0]);
-            let v: i64 = x.parse().map_err(|_| format!("unable to parse {x}"))?;
-            let digits = x.trim_start_matches('-').len();
-            Val::Time(match digits {
-                0..=10 => v.saturating_mul(1_000_000_000),
-                11..=13 => v.saturating_mul(1_000_000),
-                14..=16 => v.saturating_mul(1_000),
-                _ => v,
+            let v: i64 = x.parse().map_err(|_| format!("unable to parse time '{x}'"))?;
+            Val::Time(match x.len() {
+                5 => v.saturating_mul(86_400_000_000_000),
+                10 => v.saturating_mul(1_000_000_000),
+                13 => v.saturating_mul(1_000_000),
+                16 => v.saturating_mul(1_000),
+                19 => v,
+                _ => return Err(format!("unable to parse time '{x}'")),
             })
         }
         "date" => {
@@ -1023,6 +1054,9 @@ fn b64dec(x: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Largest padding, precision or indent a template may ask for.
+const MAX_PAD: usize = 4096;
+
 /// Go's `fmt.Sprintf` for the verbs templates use.
 pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
     let mut out = String::new();
@@ -1063,7 +1097,7 @@ pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
                     break;
                 }
             }
-            prec = Some(p.parse().unwrap_or(0));
+            prec = Some(p.parse::<usize>().unwrap_or(0).min(MAX_PAD));
         }
         let Some(verb) = it.next() else {
             out.push_str("%!(NOVERB)");
@@ -1111,7 +1145,8 @@ pub(crate) fn sprintf(fmt: &str, args: &[Val]) -> String {
             ('c', Val::Int(i)) => char::from_u32(*i as u32).map(String::from).unwrap_or_default(),
             (v, a) => format!("%!{v}({}={})", type_name(a), a.to_text()),
         };
-        let w: usize = width.parse().unwrap_or(0);
+        // Bounded so that a template cannot ask for gigabytes of padding.
+        let w: usize = width.parse::<usize>().unwrap_or(0).min(MAX_PAD);
         let len = body.chars().count();
         if len < w {
             let pad = w - len;

@@ -84,14 +84,13 @@ pub(crate) fn parse_bytes(s: &str) -> Result<f64, String> {
     Ok(v.trunc())
 }
 
-/// Go's `strconv.ParseFloat` for label values: accepts what Rust accepts plus Go's spellings of
-/// infinities and hex floats are rare enough to ignore; errors are Go's message.
+/// Go's `strconv.ParseFloat(s, 64)` for label values (decimal forms, `Inf`, `NaN`); errors are
+/// Go's message.
 pub(crate) fn parse_float(s: &str) -> Result<f64, String> {
-    let t = s;
-    let ok = !t.is_empty()
-        && t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-' | b'_'))
-        || matches!(t.to_ascii_lowercase().trim_start_matches(['+', '-']), "inf" | "infinity" | "nan");
-    let parsed = if ok { t.replace('_', "").parse::<f64>().ok() } else { None };
+    let special = matches!(s.to_ascii_lowercase().trim_start_matches(['+', '-']), "inf" | "infinity" | "nan");
+    let decimal =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
+    let parsed = if special || decimal { s.parse::<f64>().ok() } else { None };
     parsed.ok_or_else(|| format!("strconv.ParseFloat: parsing {}: invalid syntax", go_quote(s)))
 }
 
