@@ -157,3 +157,40 @@ fn early_stop_and_retention() {
     store.maintain(0).unwrap();
     assert_eq!(bodies(&store, &all(0, i64::MAX)), vec!["l4"]);
 }
+
+/// Rough figures (debug build, so pessimistic): `cargo test -p storage logs::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogsHead::open(Some(dir.path()), &LogsOptions::default()).unwrap();
+    let n = 200_000i64;
+    let t0 = 1_700_000_000 * 1_000_000_000i64;
+    let started = std::time::Instant::now();
+    for b in 0..(n / 1000) {
+        let records = (0..1000)
+            .map(|i| {
+                let k = b * 1000 + i;
+                rec(
+                    t0 + k * 1_000_000,
+                    &format!("GET /api/v1/users/{k} status={} took {}ms user=u{}", 200 + k % 7, k % 97, k % 1000),
+                )
+            })
+            .collect();
+        store.apply(pos(b as u64 + 1), LogsBatch { groups: vec![group(&format!("svc{}", b % 8), records)] });
+    }
+    let applied = started.elapsed();
+    let started = std::time::Instant::now();
+    store.persist().unwrap();
+    let persisted = started.elapsed();
+    let bytes: u64 = store.state.read().partitions.values().map(|p| p.bytes).sum();
+    let started = std::time::Instant::now();
+    let mut s = all(0, i64::MAX);
+    s.line_contains = vec!["status=203 took".into()];
+    let hits = bodies(&store, &s).len();
+    let filtered = started.elapsed();
+    eprintln!(
+        "{n} records: apply {applied:?}, persist {persisted:?}, {bytes} bytes on disk ({:.1} B/record), filter scan {filtered:?} ({hits} hits)",
+        bytes as f64 / n as f64
+    );
+}
