@@ -58,7 +58,9 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
 /// fields the record carries.
 fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
     let r = &log.record;
-    let name = |k: &str| -> String { k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect() };
+    let name = |k: &str| -> String {
+        k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    };
     let mut out: Vec<(String, String)> =
         r.attributes.iter().map(|kv| (name(&kv.key), kv.value.to_label_string())).collect();
     let mut add = |k: &str, v: String| {
