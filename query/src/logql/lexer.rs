@@ -52,7 +52,6 @@ const KEYWORDS: &[&str] = &[
     "drop",
     "keep",
     "decolorize",
-    "distinct",
 ];
 
 impl Token {
