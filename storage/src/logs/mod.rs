@@ -185,7 +185,7 @@ impl LogsHead {
                 let rec =
                     StoredRec { stream: r.stream, resource: r.resource, scope: r.scope, record: r.record.clone() };
                 let g = groups.entry(key).or_insert_with(|| (Vec::new(), WalPos::ZERO, 0));
-                g.0.push(partition::document(self.fields, r.seq, &rec)?);
+                g.0.push(partition::document(self.fields, r.seq, rec)?);
                 g.1 = g.1.max(r.pos);
                 g.2 = g.2.max(r.seq);
             }
@@ -430,7 +430,7 @@ impl LogsHead {
         };
         enum Item {
             Head(StoredLog),
-            Doc(tantivy::DocAddress),
+            Doc(i64, tantivy::DocAddress),
         }
         for key in ordered {
             let mut items: Vec<(i64, u64, Item)> =
@@ -439,7 +439,7 @@ impl LogsHead {
             if let Some(p) = part
                 && let Ok(c) = p.candidates(self.fields, &filter)
             {
-                items.extend(c.into_iter().map(|(t, s, a)| (t, s, Item::Doc(a))));
+                items.extend(c.into_iter().map(|(t, s, a)| (t, s, Item::Doc(t, a))));
             }
             items.sort_unstable_by_key(|(t, s, _)| (*t, *s));
             if scan.direction == Direction::Backward {
@@ -448,8 +448,8 @@ impl LogsHead {
             for (_, _, item) in items {
                 let log = match item {
                     Item::Head(l) => l,
-                    Item::Doc(addr) => {
-                        let Some(Ok(rec)) = part.map(|p| p.fetch(self.fields, addr)) else { continue };
+                    Item::Doc(ts, addr) => {
+                        let Some(Ok(rec)) = part.map(|p| p.fetch(self.fields, addr, ts)) else { continue };
                         if !wanted(&rec.record.body) || scan.trace_id.is_some_and(|t| rec.record.trace_id != Some(t)) {
                             continue;
                         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::Count;
 use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
 use tantivy::schema::{
-    BytesOptions, Field, IndexRecordOption, NumericOptions, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+    BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{
@@ -46,19 +46,32 @@ pub(super) fn schema() -> (Schema, Fields) {
     let stream = b.add_u64_field("stream", NumericOptions::default().set_indexed().set_fast());
     let ts = b.add_i64_field("ts", NumericOptions::default().set_fast());
     let seq = b.add_u64_field("seq", NumericOptions::default().set_fast());
-    let trace_id = b.add_text_field("trace_id", STRING);
-    let span_id = b.add_text_field("span_id", STRING);
+    // No field norms anywhere: nothing is scored, and they would cost a byte per document each.
+    let raw = || {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("raw")
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
+        )
+    };
+    let trace_id = b.add_text_field("trace_id", raw());
+    let span_id = b.add_text_field("span_id", raw());
     let body = b.add_text_field(
         "body",
         TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default().set_tokenizer(tokens::TOKENIZER).set_index_option(IndexRecordOption::Basic),
+            TextFieldIndexing::default()
+                .set_tokenizer(tokens::TOKENIZER)
+                .set_index_option(IndexRecordOption::Basic)
+                .set_fieldnorms(false),
         ),
     );
     let rec = b.add_bytes_field("rec", BytesOptions::default().set_stored());
     (b.build(), Fields { stream, ts, seq, trace_id, span_id, body, rec })
 }
 
-/// What a document's stored `rec` field holds (postcard).
+/// What a document's stored `rec` field holds (postcard). `record.timestamp_ns` is stored as 0:
+/// the `ts` fast field holds it (unique timestamps would not compress in the doc store).
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredRec {
     pub stream: u32,
@@ -117,7 +130,7 @@ impl Partition {
             std::fs::create_dir_all(dir)?;
             let settings = IndexSettings {
                 docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(3) }),
-                docstore_blocksize: 64 * 1024,
+                docstore_blocksize: 128 * 1024,
                 ..IndexSettings::default()
             };
             Index::builder().schema(schema().0).settings(settings).create_in_dir(dir).map_err(tantivy_err)?
@@ -290,11 +303,14 @@ impl Partition {
         Some(if clauses.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(clauses)) })
     }
 
-    /// The stored record of `addr`.
-    pub fn fetch(&self, fields: Fields, addr: DocAddress) -> std::io::Result<StoredRec> {
+    /// The stored record of `addr`, whose timestamp is `ts` (from [`Partition::candidates`]).
+    pub fn fetch(&self, fields: Fields, addr: DocAddress, ts: i64) -> std::io::Result<StoredRec> {
         let doc: TantivyDocument = self.searcher.doc(addr).map_err(tantivy_err)?;
         let bytes = doc.get_first(fields.rec).and_then(|v| v.as_bytes()).unwrap_or_default();
-        postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        let mut rec: StoredRec =
+            postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        rec.record.timestamp_ns = ts;
+        Ok(rec)
     }
 }
 
@@ -309,7 +325,7 @@ pub(super) struct Filter<'a> {
 }
 
 /// The document for one record.
-pub(super) fn document(fields: Fields, seq: u64, rec: &StoredRec) -> std::io::Result<TantivyDocument> {
+pub(super) fn document(fields: Fields, seq: u64, mut rec: StoredRec) -> std::io::Result<TantivyDocument> {
     let mut doc = TantivyDocument::default();
     doc.add_u64(fields.stream, rec.stream as u64);
     doc.add_i64(fields.ts, rec.record.timestamp_ns);
@@ -321,7 +337,9 @@ pub(super) fn document(fields: Fields, seq: u64, rec: &StoredRec) -> std::io::Re
         doc.add_text(fields.span_id, s.to_hex());
     }
     doc.add_text(fields.body, &rec.record.body);
-    doc.add_bytes(fields.rec, &postcard::to_allocvec(rec).map_err(std::io::Error::other)?);
+    // The timestamp lives in the fast field only; `fetch` puts it back.
+    rec.record.timestamp_ns = 0;
+    doc.add_bytes(fields.rec, &postcard::to_allocvec(&rec).map_err(std::io::Error::other)?);
     Ok(doc)
 }
 

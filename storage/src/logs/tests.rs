@@ -184,6 +184,16 @@ fn measure() {
     store.persist().unwrap();
     let persisted = started.elapsed();
     let bytes: u64 = store.state.read().partitions.values().map(|p| p.bytes).sum();
+    let mut by_ext: BTreeMap<String, u64> = BTreeMap::new();
+    for p in store.state.read().partitions.values() {
+        for e in std::fs::read_dir(&p.dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            let ext = name.rsplit('.').next().unwrap_or("").to_string();
+            *by_ext.entry(ext).or_default() += e.metadata().unwrap().len();
+        }
+    }
+    eprintln!("by file type: {by_ext:?}");
     let started = std::time::Instant::now();
     let mut s = all(0, i64::MAX);
     s.line_contains = vec!["status=203 took".into()];
