@@ -170,8 +170,9 @@ impl LogsHead {
     pub fn persist(&self) -> std::io::Result<bool> {
         let Some(dir) = &self.dir else { return Ok(false) };
         let mut writers = self.writers.lock();
-        // Documents per partition, with the newest WAL position and seq they hold.
-        let mut groups: BTreeMap<i64, (Vec<tantivy::TantivyDocument>, WalPos, u64)> = BTreeMap::new();
+        // Records per partition, with the newest WAL position and seq they hold. Only copying
+        // happens under the state lock (which writers wait for); documents are built after.
+        let mut recs: BTreeMap<i64, (Vec<(u64, StoredRec)>, WalPos, u64)> = BTreeMap::new();
         let (upto, entries) = {
             let st = self.state.read();
             if st.head.len() == 0 {
@@ -184,13 +185,21 @@ impl LogsHead {
                 }
                 let rec =
                     StoredRec { stream: r.stream, resource: r.resource, scope: r.scope, record: r.record.clone() };
-                let g = groups.entry(key).or_insert_with(|| (Vec::new(), WalPos::ZERO, 0));
-                g.0.push(partition::document(self.fields, r.seq, rec)?);
+                let g = recs.entry(key).or_insert_with(|| (Vec::new(), WalPos::ZERO, 0));
+                g.0.push((r.seq, rec));
                 g.1 = g.1.max(r.pos);
                 g.2 = g.2.max(r.seq);
             }
             (st.head.next_seq(), st.registry.unpersisted())
         };
+        let mut groups: BTreeMap<i64, (Vec<tantivy::TantivyDocument>, WalPos, u64)> = BTreeMap::new();
+        for (key, (records, pos, max_seq)) in recs {
+            let docs = records
+                .into_iter()
+                .map(|(seq, rec)| partition::document(self.fields, seq, rec))
+                .collect::<std::io::Result<Vec<_>>>()?;
+            groups.insert(key, (docs, pos, max_seq));
+        }
         registry::append(&dir.join(REGISTRY_FILE), &entries)?;
         self.state.write().registry.mark_persisted(&entries);
         let touched: BTreeSet<i64> = groups.keys().copied().collect();
