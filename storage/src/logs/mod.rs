@@ -108,6 +108,9 @@ fn io_open(path: &Path) -> impl Fn(std::io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_path_buf(), source }
 }
 
+/// What one partition takes in a flush: its items, the newest WAL position and seq among them.
+type Flush<T> = (Vec<T>, WalPos, u64);
+
 const VERSION_FILE: &str = "VERSION";
 const VERSION_TEXT: &str = "outpost-logs 1\n";
 const REGISTRY_FILE: &str = "registry.log";
@@ -172,7 +175,7 @@ impl LogsHead {
         let mut writers = self.writers.lock();
         // Records per partition, with the newest WAL position and seq they hold. Only copying
         // happens under the state lock (which writers wait for); documents are built after.
-        let mut recs: BTreeMap<i64, (Vec<(u64, StoredRec)>, WalPos, u64)> = BTreeMap::new();
+        let mut recs: BTreeMap<i64, Flush<(u64, StoredRec)>> = BTreeMap::new();
         let (upto, entries) = {
             let st = self.state.read();
             if st.head.len() == 0 {
@@ -192,7 +195,7 @@ impl LogsHead {
             }
             (st.head.next_seq(), st.registry.unpersisted())
         };
-        let mut groups: BTreeMap<i64, (Vec<tantivy::TantivyDocument>, WalPos, u64)> = BTreeMap::new();
+        let mut groups: BTreeMap<i64, Flush<tantivy::TantivyDocument>> = BTreeMap::new();
         for (key, (records, pos, max_seq)) in recs {
             let docs = records
                 .into_iter()
