@@ -267,6 +267,22 @@ pub struct RawLimits {
 pub struct RawLogs {
     /// Resource attributes that become stream labels.
     pub stream_labels: Vec<String>,
+    /// Logs older than this are deleted (whole partitions); `0s` keeps everything.
+    pub retention: String,
+    /// Disk budget of the logs indexes; the oldest partitions go first. 0 = no limit.
+    pub max_bytes: u64,
+    /// Width of one index partition.
+    pub partition: String,
+    /// Longest line a Loki push may carry (bytes); longer entries are refused with 400.
+    pub max_line_bytes: usize,
+    /// Most streams in one Loki push; more → 429.
+    pub max_streams_per_push: usize,
+    /// Largest `limit` a Loki log query may ask for.
+    pub max_entries_limit: u32,
+    /// Most series a LogQL metric query may return.
+    pub max_query_series: usize,
+    /// Deadline of one LogQL query.
+    pub query_timeout: String,
 }
 
 /// `[metrics]`: the metrics store (`storage::MetricsOptions`).
@@ -348,7 +364,18 @@ impl Default for RawLimits {
 
 impl Default for RawLogs {
     fn default() -> Self {
-        RawLogs { stream_labels: ingest::otlp::LogsOptions::default().stream_label_attributes }
+        let push = ingest::loki_push::PushLimits::default();
+        RawLogs {
+            stream_labels: ingest::otlp::LogsOptions::default().stream_label_attributes,
+            retention: "7d".into(),
+            max_bytes: 0,
+            partition: "1h".into(),
+            max_line_bytes: push.max_line_bytes,
+            max_streams_per_push: push.max_streams_per_request,
+            max_entries_limit: 5000,
+            max_query_series: 500,
+            query_timeout: "2m".into(),
+        }
     }
 }
 
@@ -515,6 +542,8 @@ pub struct Config {
     pub item_limits: ingest::otlp::Limits,
     /// Logs mapping options.
     pub logs: ingest::otlp::LogsOptions,
+    /// Loki push limits and LogQL query limits.
+    pub loki: LokiSettings,
     /// PromQL engine and Prometheus API options.
     pub query: QueryConfig,
     /// Scraping.
@@ -568,6 +597,19 @@ pub struct ScrapeTarget {
     pub labels: BTreeMap<String, String>,
     /// Keep the target's labels on conflict.
     pub honor_labels: bool,
+}
+
+/// Loki push and query settings.
+#[derive(Debug, Clone)]
+pub struct LokiSettings {
+    /// Push validation limits.
+    pub push: ingest::loki_push::PushLimits,
+    /// Largest `limit` of a log query.
+    pub max_entries_limit: u32,
+    /// Most series of a metric query.
+    pub max_query_series: usize,
+    /// Deadline of a query.
+    pub query_timeout: Duration,
 }
 
 /// Limits on whole requests.
@@ -680,6 +722,31 @@ impl RawConfig {
                 return Err(key_err(&format!("logs.stream_labels[{i}]"), "must not be empty"));
             }
         }
+        let lg = &self.logs;
+        let retention = parse_duration("logs.retention", &lg.retention)?;
+        let partition = parse_duration("logs.partition", &lg.partition)?;
+        if partition < Duration::from_secs(60) {
+            return Err(key_err("logs.partition", "must be at least 1m"));
+        }
+        let loki = LokiSettings {
+            push: ingest::loki_push::PushLimits {
+                max_line_bytes: positive("logs.max_line_bytes", lg.max_line_bytes)?,
+                max_streams_per_request: positive("logs.max_streams_per_push", lg.max_streams_per_push)?,
+                max_label_name_bytes: item_limits.max_label_name_bytes,
+                max_future_ns: item_limits.max_future_ns,
+                max_age_ns: item_limits.max_age_ns,
+                ..ingest::loki_push::PushLimits::default()
+            },
+            max_entries_limit: positive("logs.max_entries_limit", lg.max_entries_limit as usize)? as u32,
+            max_query_series: positive("logs.max_query_series", lg.max_query_series)?,
+            query_timeout: parse_duration("logs.query_timeout", &lg.query_timeout)?,
+        };
+        let logs_engine = storage::LogsOptions {
+            partition_ns: i64::try_from(partition.as_nanos()).unwrap_or(i64::MAX),
+            retention_ns: i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX),
+            max_bytes: lg.max_bytes,
+            ..storage::LogsOptions::default()
+        };
         let memory_limit_bytes = match self.memory_limit_bytes {
             Some(0) => return Err(key_err("memory_limit_bytes", "must be greater than 0")),
             Some(v) => v,
@@ -706,6 +773,7 @@ impl RawConfig {
                     max_bytes: self.traces.retention_bytes,
                     ..storage::TracesOptions::default()
                 },
+                logs: logs_engine,
                 ..storage::EngineOptions::default()
             },
         };
@@ -733,6 +801,7 @@ impl RawConfig {
             requests,
             item_limits,
             logs: ingest::otlp::LogsOptions { stream_label_attributes: self.logs.stream_labels },
+            loki,
         })
     }
 }

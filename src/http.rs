@@ -1,7 +1,7 @@
 //! The HTTP listeners: the main port (every API, OTLP/HTTP under `/v1/*`, gRPC too, and the
 //! operational endpoints) and the dedicated OTLP/HTTP port.
 
-mod otlp;
+pub(crate) mod otlp;
 
 use std::sync::Arc;
 
@@ -25,6 +25,8 @@ pub struct AppState {
     pub limits: RequestLimits,
     /// The Prometheus query API's engine options and query slots.
     pub prom: Arc<crate::api::prom::PromState>,
+    /// Loki push and LogQL settings.
+    pub loki: Arc<crate::config::LokiSettings>,
 }
 
 fn otlp_routes() -> Router<AppState> {

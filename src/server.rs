@@ -97,6 +97,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         pipeline: Arc::clone(&pipeline),
         limits: config.requests,
         prom: Arc::new(crate::api::prom::PromState::new(config.query.clone(), Arc::clone(&scrape_targets))),
+        loki: Arc::new(config.loki.clone()),
     };
     let grpc = crate::grpc::routes(Arc::clone(&pipeline), config.requests.max_request_bytes);
     let stop = CancellationToken::new();

@@ -206,17 +206,17 @@ fn refuse(s: &AppState, signal: Signal, protocol: Protocol, r: Refusal, json: bo
 
 /// Bytes of an over-limit body read and thrown away so that the client, still sending, gets to see
 /// the 413 instead of a reset connection. Bodies declared larger than this are refused unread.
-fn drain_cap(max: usize) -> u64 {
+pub(crate) fn drain_cap(max: usize) -> u64 {
     (max as u64).saturating_mul(2).max(64 << 20)
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Read(axum::Error),
 }
 
 /// Reads at most `max` bytes; past that, drains up to `drain_cap(max)` and reports `TooLarge`.
-async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(mut body: Body, max: usize) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen: u64 = 0;
     while let Some(frame) = body.frame().await {
@@ -249,13 +249,13 @@ fn media_type(headers: &HeaderMap) -> Option<MediaType> {
     }
 }
 
-enum GunzipError {
+pub(crate) enum GunzipError {
     TooLarge,
     Invalid(std::io::Error),
 }
 
 /// Decompresses at most `max` bytes; more is `TooLarge` (a gzip bomb stops there).
-fn gunzip(data: &[u8], max: usize) -> Result<Bytes, GunzipError> {
+pub(crate) fn gunzip(data: &[u8], max: usize) -> Result<Bytes, GunzipError> {
     let mut out = Vec::with_capacity((data.len() * 4).min(max));
     let mut dec = flate2::read::MultiGzDecoder::new(data).take(max as u64 + 1);
     dec.read_to_end(&mut out).map_err(GunzipError::Invalid)?;

@@ -22,7 +22,6 @@
 
 #![warn(missing_docs)]
 
-mod chunked;
 mod error;
 mod events;
 mod intern;

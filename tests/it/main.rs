@@ -4,6 +4,9 @@
 
 mod bad_input;
 mod crash;
+mod loki_api;
+mod loki_otlp;
+mod loki_reference;
 mod otlp_sdk;
 mod prom_api;
 mod prom_diff;

@@ -162,3 +162,12 @@ pub fn open_store(dir: &Path) -> (Storage, storage::ReplayReport) {
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
 }
+
+/// `base?k=v&...`, form-encoded.
+pub fn with_query(base: &str, params: &[(&str, String)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    format!("{base}?{}", q.finish())
+}

@@ -35,7 +35,7 @@ impl Default for LogsOptions {
 ///   or map stays JSON); no body → `""`. At most `max_log_body_bytes`.
 /// - trace_id / span_id: empty or all zero → `None` (the OTLP spec says receivers should treat
 ///   such ids as "no trace"); any other length → the record is rejected.
-/// - Stream labels: for each configured attribute present on the resource, the key with every
+/// - Stream labels: `level` from the severity ([`level`]; records are grouped by it), and for each configured attribute present on the resource, the key with every
 ///   character outside `[a-zA-Z0-9_]` replaced by `_` (`service.name` → `service_name`), valued by
 ///   `AnyValue::to_label_string`; empty values are left out.
 pub fn logs(req: ExportLogsServiceRequest, opts: &LogsOptions, limits: &Limits, now_ns: i64) -> Mapped<LogsBatch> {
@@ -71,15 +71,52 @@ pub fn logs(req: ExportLogsServiceRequest, opts: &LogsOptions, limits: &Limits, 
                 continue;
             }
             tally.accept(records.len() as u64);
-            let (resource, stream) = if i == last {
-                (std::mem::take(&mut res), std::mem::take(&mut stream))
-            } else {
-                (res.clone(), stream.clone())
-            };
-            batch.groups.push(LogGroup { resource, scope: sc, stream, records });
+            // One group per `level`: the level is a stream label (Grafana's logs volume groups by it).
+            let mut by_level: Vec<(Option<&'static str>, Vec<LogRecord>)> = Vec::new();
+            for r in records {
+                let lv = level(&r);
+                match by_level.iter_mut().find(|(l, _)| *l == lv) {
+                    Some((_, v)) => v.push(r),
+                    None => by_level.push((lv, vec![r])),
+                }
+            }
+            let n = by_level.len();
+            for (j, (lv, records)) in by_level.into_iter().enumerate() {
+                let (resource, mut stream) = if i == last && j + 1 == n {
+                    (std::mem::take(&mut res), std::mem::take(&mut stream))
+                } else {
+                    (res.clone(), stream.clone())
+                };
+                if let Some(lv) = lv {
+                    stream.set("level", lv);
+                }
+                batch.groups.push(LogGroup { resource, scope: sc.clone(), stream, records });
+            }
         }
     }
     tally.finish(batch, limits)
+}
+
+/// The `level` stream label of a record: from the severity number (OTLP's ranges), else from
+/// the severity text; `None` when the record has neither.
+pub fn level(r: &LogRecord) -> Option<&'static str> {
+    Some(match r.severity_number {
+        1..=4 => "trace",
+        5..=8 => "debug",
+        9..=12 => "info",
+        13..=16 => "warn",
+        17..=20 => "error",
+        21..=24 => "fatal",
+        _ => match r.severity_text.trim().to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" | "dbug" => "debug",
+            "info" | "information" | "notice" => "info",
+            "warn" | "warning" => "warn",
+            "error" | "err" | "eror" => "error",
+            "fatal" | "critical" | "crit" | "alert" | "emergency" | "panic" => "fatal",
+            _ => return None,
+        },
+    })
 }
 
 fn stream_labels(resource_attrs: &[KeyValue], opts: &LogsOptions) -> Labels {

@@ -53,8 +53,34 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
     Ok(Response { data, stats: ctx.stats, warnings: Vec::new() })
 }
 
+/// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes (names
+/// normalised as label names, `http.method` → `http_method`), then the trace context and severity
+/// fields the record carries.
 fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
-    log.record.attributes.iter().map(|kv| (kv.key.clone(), kv.value.to_label_string())).collect()
+    let r = &log.record;
+    let name = |k: &str| -> String {
+        k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+    };
+    let mut out: Vec<(String, String)> =
+        r.attributes.iter().map(|kv| (name(&kv.key), kv.value.to_label_string())).collect();
+    let mut add = |k: &str, v: String| {
+        if !out.iter().any(|(n, _)| n == k) {
+            out.push((k.to_string(), v));
+        }
+    };
+    if let Some(t) = r.trace_id {
+        add("trace_id", t.to_hex());
+    }
+    if let Some(s) = r.span_id {
+        add("span_id", s.to_hex());
+    }
+    if !r.severity_text.is_empty() {
+        add("severity_text", r.severity_text.clone());
+    }
+    if r.severity_number != 0 {
+        add("severity_number", r.severity_number.to_string());
+    }
+    out
 }
 
 /// Literal `|=` substrings the store may pre-filter on: those before any stage that rewrites the

@@ -20,7 +20,7 @@ pub use metrics::{MatchOp, Matcher, MetricsReader, TsdbStats, matches_all};
 pub use profiles::ProfilesReader;
 pub use traces::{StoredSpan, TraceScan, TracesReader};
 
-use crate::model::{Labels, Signal};
+use crate::model::Signal;
 
 /// Items held per signal, counted as [`crate::model::WriteBatch::item_count`] counts them (float
 /// and histogram samples, log records, spans, profile samples), after duplicate replacement.
@@ -60,9 +60,4 @@ pub trait Reader: Send + Sync {
     fn profile_store(&self) -> &dyn ProfilesReader;
     /// Items currently stored per signal.
     fn item_counts(&self) -> ItemCounts;
-}
-
-/// True when `labels` satisfies every equality matcher (an empty value requires absence).
-pub(crate) fn matches(labels: &Labels, matchers: &[(String, String)]) -> bool {
-    matchers.iter().all(|(name, value)| labels.get(name).unwrap_or("") == value)
 }

@@ -1,0 +1,206 @@
+use super::*;
+use crate::model::{AnyValue, KeyValue, LogGroup, LogRecord};
+use crate::read::{LogsReader, MatchOp};
+
+const H: i64 = 3600 * 1_000_000_000;
+
+fn rec(t: i64, body: &str) -> LogRecord {
+    LogRecord { timestamp_ns: t, body: body.to_string(), ..LogRecord::default() }
+}
+
+fn group(svc: &str, records: Vec<LogRecord>) -> LogGroup {
+    LogGroup {
+        stream: Labels::from_pairs([("service_name", svc)]),
+        resource: Resource {
+            attributes: vec![KeyValue::new("service.name", AnyValue::String(svc.into()))],
+            ..Resource::default()
+        },
+        records,
+        ..LogGroup::default()
+    }
+}
+
+fn pos(n: u64) -> WalPos {
+    WalPos { segment: 1, offset: n }
+}
+
+fn bodies(store: &LogsHead, scan: &LogScan) -> Vec<String> {
+    let mut out = Vec::new();
+    store.scan(scan, &mut |l| {
+        out.push(l.record.body.clone());
+        true
+    });
+    out
+}
+
+fn all(start: i64, end: i64) -> LogScan {
+    LogScan { start_ns: start, end_ns: end, ..LogScan::default() }
+}
+
+#[test]
+fn timestamp_order_with_ties_in_arrival_order() {
+    let head = LogsHead::open(None, &LogsOptions::default()).unwrap();
+    head.apply(WalPos::ZERO, LogsBatch { groups: vec![group("a", vec![rec(20, "a1"), rec(10, "a2")])] });
+    head.apply(
+        WalPos::ZERO,
+        LogsBatch { groups: vec![group("b", vec![rec(20, "b1")]), group("a", vec![rec(20, "a3")])] },
+    );
+    let logs = |m: &[(String, String)], s, e| head.logs(m, s, e).into_iter().map(|l| l.record.body).collect::<Vec<_>>();
+    assert_eq!(logs(&[], 0, 100), vec!["a2", "a1", "b1", "a3"]);
+    assert_eq!(logs(&[("service_name".into(), "a".into())], 0, 100), vec!["a2", "a1", "a3"]);
+    assert_eq!(logs(&[], 11, 20), vec!["a1", "b1", "a3"]);
+    assert_eq!(head.items(), 4);
+    assert!(!head.persist().unwrap());
+}
+
+/// The same queries must give the same answers from the head, from the indexes, and from a mix.
+#[test]
+fn head_and_partitions_answer_alike_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogsOptions::default();
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    let t0 = 1_700_000_000 * 1_000_000_000i64;
+    let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+    let mut traced = rec(t0 + 5, "GET /api/users status=500 took 12ms");
+    traced.trace_id = Some(trace);
+    store.apply(pos(10), LogsBatch { groups: vec![group("api", vec![rec(t0, "xerror=1 started"), traced])] });
+    store.apply(
+        pos(20),
+        LogsBatch { groups: vec![group("db", vec![rec(t0 + H, "slow query"), rec(t0 + 1, "conn error: reset")])] },
+    );
+    let check = |store: &LogsHead| {
+        assert_eq!(
+            bodies(store, &all(0, i64::MAX)),
+            vec!["xerror=1 started", "conn error: reset", "GET /api/users status=500 took 12ms", "slow query"]
+        );
+        let mut back = all(0, i64::MAX);
+        back.direction = Direction::Backward;
+        assert_eq!(bodies(store, &back)[0], "slow query");
+        // "error" sits inside the token "xerror": the hint must not prune it.
+        let mut s = all(0, i64::MAX);
+        s.line_contains = vec!["error".into()];
+        assert_eq!(bodies(store, &s), vec!["xerror=1 started", "conn error: reset"]);
+        s.line_contains = vec![" /api/".into()];
+        assert_eq!(bodies(store, &s), vec!["GET /api/users status=500 took 12ms"]);
+        let mut s = all(0, i64::MAX);
+        s.matchers = vec![Matcher::new("service_name", MatchOp::Regex, "d.*").unwrap()];
+        assert_eq!(bodies(store, &s), vec!["conn error: reset", "slow query"]);
+        let by_trace = store.logs_by_trace(trace);
+        assert_eq!(by_trace.len(), 1);
+        assert_eq!(by_trace[0].stream.get("service_name"), Some("api"));
+        assert_eq!(by_trace[0].resource.attr_str("service.name"), Some("api"));
+        let names = |s, e| {
+            store.streams(&[], s, e).iter().map(|l| l.get("service_name").unwrap().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(0, i64::MAX), vec!["api", "db"]);
+        assert_eq!(names(t0 + 2, t0 + 10), vec!["api"]);
+        assert_eq!(names(t0 + H, t0 + H), vec!["db"]);
+        assert_eq!(store.items(), 4);
+    };
+    check(&store);
+    assert!(store.persist().unwrap());
+    check(&store);
+    let mut traced2 = rec(t0 + 7, "late line");
+    traced2.trace_id = Some(trace);
+    store.apply(pos(30), LogsBatch { groups: vec![group("api", vec![traced2])] });
+    assert_eq!(store.logs_by_trace(trace).len(), 2);
+    drop(store);
+
+    // Reopen: what was persisted is there; a replay skips it and re-applies the rest.
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    assert_eq!(store.items(), 4);
+    store.apply(pos(10), LogsBatch { groups: vec![group("api", vec![rec(t0, "xerror=1 started")])] });
+    store.apply(pos(20), LogsBatch { groups: vec![group("db", vec![rec(t0 + H, "slow query")])] });
+    let mut traced2 = rec(t0 + 7, "late line");
+    traced2.trace_id = Some(trace);
+    store.apply(pos(30), LogsBatch { groups: vec![group("api", vec![traced2])] });
+    assert_eq!(store.items(), 5);
+    assert_eq!(store.logs_by_trace(trace).len(), 2);
+    store.persist().unwrap();
+    drop(store);
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    assert_eq!(store.items(), 5);
+    let mut s = all(0, i64::MAX);
+    s.line_contains = vec!["late".into()];
+    assert_eq!(bodies(&store, &s), vec!["late line"]);
+}
+
+#[test]
+fn early_stop_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogsOptions { retention_ns: 2 * H, ..LogsOptions::default() };
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    let t0 = 100 * H;
+    for i in 0..5 {
+        store.apply(pos(i as u64 + 1), LogsBatch { groups: vec![group("a", vec![rec(t0 + i * H, &format!("l{i}"))])] });
+    }
+    store.persist().unwrap();
+    let mut seen = Vec::new();
+    let mut s = all(0, i64::MAX);
+    s.direction = Direction::Backward;
+    store.scan(&s, &mut |l| {
+        seen.push(l.record.body.clone());
+        seen.len() < 2
+    });
+    assert_eq!(seen, vec!["l4", "l3"]);
+    // now = t0 + 5h: partitions ending at or before t0 + 3h go.
+    store.maintain((t0 + 5 * H) / 1_000_000).unwrap();
+    assert_eq!(bodies(&store, &all(0, i64::MAX)), vec!["l3", "l4"]);
+    let parts = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("part-"));
+    assert_eq!(parts.count(), 2);
+    // Size limit: only the newest partition is kept.
+    let opts = LogsOptions { max_bytes: 1, ..LogsOptions::default() };
+    drop(store);
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    store.maintain(0).unwrap();
+    assert_eq!(bodies(&store, &all(0, i64::MAX)), vec!["l4"]);
+}
+
+/// Rough figures (debug build, so pessimistic): `cargo test -p storage logs::tests::measure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogsHead::open(Some(dir.path()), &LogsOptions::default()).unwrap();
+    let n = 200_000i64;
+    let t0 = 1_700_000_000 * 1_000_000_000i64;
+    let started = std::time::Instant::now();
+    for b in 0..(n / 1000) {
+        let records = (0..1000)
+            .map(|i| {
+                let k = b * 1000 + i;
+                rec(
+                    t0 + k * 1_000_000,
+                    &format!("GET /api/v1/users/{k} status={} took {}ms user=u{}", 200 + k % 7, k % 97, k % 1000),
+                )
+            })
+            .collect();
+        store.apply(pos(b as u64 + 1), LogsBatch { groups: vec![group(&format!("svc{}", b % 8), records)] });
+    }
+    let applied = started.elapsed();
+    let started = std::time::Instant::now();
+    store.persist().unwrap();
+    let persisted = started.elapsed();
+    let bytes: u64 = store.state.read().partitions.values().map(|p| p.bytes).sum();
+    let mut by_ext: BTreeMap<String, u64> = BTreeMap::new();
+    for p in store.state.read().partitions.values() {
+        for e in std::fs::read_dir(&p.dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().to_string();
+            let ext = name.rsplit('.').next().unwrap_or("").to_string();
+            *by_ext.entry(ext).or_default() += e.metadata().unwrap().len();
+        }
+    }
+    eprintln!("by file type: {by_ext:?}");
+    let started = std::time::Instant::now();
+    let mut s = all(0, i64::MAX);
+    s.line_contains = vec!["status=203 took".into()];
+    let hits = bodies(&store, &s).len();
+    let filtered = started.elapsed();
+    eprintln!(
+        "{n} records: apply {applied:?}, persist {persisted:?}, {bytes} bytes on disk ({:.1} B/record), filter scan {filtered:?} ({hits} hits)",
+        bytes as f64 / n as f64
+    );
+}
