@@ -5,6 +5,8 @@
 mod bad_input;
 mod crash;
 mod otlp_sdk;
+mod pyroscope_ingest;
+mod pyroscope_query;
 mod shell;
 mod support;
 mod tidy;
