@@ -70,7 +70,12 @@ fn profile(service: usize, time_ns: i64, args: &Args, rng: &mut Rng) -> Vec<u8> 
         strings.push(format!("github.com/acme/svc{service}/pkg{}.(*T{}).Method{f}", f % 37, f % 11));
     }
     let function: Vec<pp::Function> = (0..args.functions)
-        .map(|f| pp::Function { id: f as u64 + 1, name: f0 + f as i64, system_name: f0 + f as i64, ..Default::default() })
+        .map(|f| pp::Function {
+            id: f as u64 + 1,
+            name: f0 + f as i64,
+            system_name: f0 + f as i64,
+            ..Default::default()
+        })
         .collect();
     let location: Vec<pp::Location> = (0..args.functions)
         .map(|f| pp::Location {
@@ -177,11 +182,13 @@ fn main() -> anyhow::Result<()> {
     );
     let t = Instant::now();
     store.checkpoint().context("checkpoint")?;
-    let bytes: u64 = std::fs::read_dir(dir.path().join("profiles"))?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
-    println!("checkpoint (Parquet part + symbols + manifest): {:.2?}, {:.1} MiB on disk", t.elapsed(), bytes as f64 / (1 << 20) as f64);
+    let bytes: u64 =
+        std::fs::read_dir(dir.path().join("profiles"))?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    println!(
+        "checkpoint (Parquet part + symbols + manifest): {:.2?}, {:.1} MiB on disk",
+        t.elapsed(),
+        bytes as f64 / (1 << 20) as f64
+    );
 
     let end_ns = start_ns + profiles_per_service as i64 * 10_000_000_000;
     let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";

@@ -342,7 +342,8 @@ pub fn select_series(
         group_by.iter().filter_map(|g| s.labels.get(g).map(|v| (g.clone(), v.to_string()))).collect()
     };
     // group key → bucket → (sum, count)
-    let mut groups: BTreeMap<Vec<(String, String)>, BTreeMap<i64, (f64, u64)>> = BTreeMap::new();
+    type Buckets = BTreeMap<i64, (f64, u64)>;
+    let mut groups: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
     for &(series, t_ns, total) in &totals.points {
         let Some(s) = totals.series.get(series as usize) else { continue };
         let t_ms = t_ns.div_euclid(1_000_000);

@@ -21,7 +21,7 @@
 
 mod persist;
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,9 +121,7 @@ impl Symbols {
     }
 
     pub(crate) fn stack(&mut self, locs: &[u32]) -> u32 {
-        let mut h = self.hasher.build_hasher();
-        locs.hash(&mut h);
-        let hash = h.finish();
+        let hash = self.hasher.hash_one(locs);
         if let Some(ids) = self.stack_ids.get(&hash) {
             for &id in ids {
                 if self.stack_of(id) == locs {
@@ -627,50 +625,42 @@ impl crate::read::ProfilesReader for ProfilesHead {
     }
 }
 
-/// A stored profile as the model's `Profile`, with its own compact symbol tables.
+/// A stored profile as the model's `Profile`, with its own compact symbol tables: the functions
+/// and locations its samples use, in the order they were first stored (so a profile comes back
+/// with the tables it was written with, minus unused entries).
 fn rebuild_profile(sym: &Symbols, part: &Part, row: &ProfileRow) -> Profile {
-    let ty = sym.series[row.series as usize].profile_type.clone();
-    let mut functions = Vec::new();
-    let mut locations = Vec::new();
-    let mut fn_map: FastMap<u32, u32> = FastMap::default();
-    let mut loc_map: FastMap<u32, u32> = FastMap::default();
-    let mut samples = Vec::with_capacity(row.len as usize);
-    for r in row.first as usize..(row.first + row.len) as usize {
-        let mut locs = Vec::new();
-        for &l in sym.stack_of(part.stacks[r]) {
-            let next = locations.len() as u32;
-            let id = *loc_map.entry(l).or_insert_with(|| {
-                let loc = &sym.locations[l as usize];
-                let lines = loc
-                    .lines
-                    .iter()
-                    .map(|(f, line)| {
-                        let next_f = functions.len() as u32;
-                        (
-                            *fn_map.entry(*f).or_insert_with(|| {
-                                functions.push(sym.functions[*f as usize].clone());
-                                next_f
-                            }),
-                            *line,
-                        )
-                    })
-                    .collect();
-                locations.push(Location { address: loc.address, lines });
-                next
-            });
-            locs.push(id);
-        }
-        let span = part.spans[r];
-        samples.push(ProfileSample {
-            locations: locs,
-            value: part.values[r],
-            span_id: (span != 0).then(|| SpanId(span.to_be_bytes())),
-            labels: sym.label_sets[part.label_sets[r] as usize].clone(),
-        });
-    }
+    let rows = row.first as usize..(row.first + row.len) as usize;
+    let mut loc_ids: Vec<u32> = rows.clone().flat_map(|r| sym.stack_of(part.stacks[r]).iter().copied()).collect();
+    loc_ids.sort_unstable();
+    loc_ids.dedup();
+    let mut fn_ids: Vec<u32> =
+        loc_ids.iter().flat_map(|l| sym.locations[*l as usize].lines.iter().map(|(f, _)| *f)).collect();
+    fn_ids.sort_unstable();
+    fn_ids.dedup();
+    let fn_index = |f: u32| fn_ids.binary_search(&f).unwrap_or(0) as u32;
+    let loc_index = |l: u32| loc_ids.binary_search(&l).unwrap_or(0) as u32;
+    let functions = fn_ids.iter().map(|f| sym.functions[*f as usize].clone()).collect();
+    let locations = loc_ids
+        .iter()
+        .map(|l| {
+            let loc = &sym.locations[*l as usize];
+            Location { address: loc.address, lines: loc.lines.iter().map(|(f, line)| (fn_index(*f), *line)).collect() }
+        })
+        .collect();
+    let samples = rows
+        .map(|r| {
+            let span = part.spans[r];
+            ProfileSample {
+                locations: sym.stack_of(part.stacks[r]).iter().map(|l| loc_index(*l)).collect(),
+                value: part.values[r],
+                span_id: (span != 0).then(|| SpanId(span.to_be_bytes())),
+                labels: sym.label_sets[part.label_sets[r] as usize].clone(),
+            }
+        })
+        .collect();
     Profile {
         labels: sym.plain_labels(row.series),
-        profile_type: ty,
+        profile_type: sym.series[row.series as usize].profile_type.clone(),
         time_ns: row.time_ns,
         duration_ns: row.duration_ns,
         period: row.period,
