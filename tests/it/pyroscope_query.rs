@@ -117,6 +117,19 @@ fn save_and_test_and_label_browser() {
     assert_eq!(resp.status().as_u16(), 200);
     let v: serde_json::Value = resp.json().unwrap();
     assert_eq!(v["profileTypes"][0]["ID"], CPU);
+    // Connect over h2c (HTTP/2 with prior knowledge), as Go clients with an h2c transport call it.
+    let h2 = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2
+        .post(format!("{base}/querier.v1.QuerierService/ProfileTypes"))
+        .header("Content-Type", "application/proto")
+        .header("Connect-Protocol-Version", "1")
+        .body(q::ProfileTypesRequest { start: 0, end: end_ms() }.encode_to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 200);
+    let types = q::ProfileTypesResponse::decode(resp.bytes().unwrap().as_ref()).unwrap().profile_types;
+    assert_eq!(types[0].id, CPU);
 }
 
 /// Decodes levels into `(depth, absolute start, total, self, name)`.
