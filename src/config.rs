@@ -145,6 +145,8 @@ pub struct RawLimits {
     pub max_label_value_bytes: usize,
     /// Most labels per metric series.
     pub max_labels_per_series: usize,
+    /// Most samples in one pprof profile (Pyroscope ingest); more → 400 naming this limit.
+    pub max_profile_samples: usize,
     /// How far in the future a timestamp may lie.
     pub max_future: String,
     /// How far in the past a timestamp may lie (`0s` = no limit).
@@ -195,6 +197,7 @@ impl Default for RawLimits {
             max_label_name_bytes: l.max_label_name_bytes,
             max_label_value_bytes: l.max_label_value_bytes,
             max_labels_per_series: l.max_labels_per_series,
+            max_profile_samples: ingest::pprof::PprofLimits::default().max_samples_per_profile,
             max_future: "10m".into(),
             max_age: "7d".into(),
         }
@@ -381,6 +384,8 @@ pub struct RequestLimits {
     pub max_inflight_requests: usize,
     /// Time allowed to receive a body.
     pub body_timeout: Duration,
+    /// Most samples in one pprof profile.
+    pub max_profile_samples: usize,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -452,6 +457,7 @@ impl RawConfig {
             max_request_bytes: positive("limits.max_request_bytes", l.max_request_bytes)?,
             max_inflight_requests: positive("limits.max_inflight_requests", l.max_inflight_requests)?,
             body_timeout: parse_duration("limits.request_body_timeout", &l.request_body_timeout)?,
+            max_profile_samples: positive("limits.max_profile_samples", l.max_profile_samples)?,
         };
         let max_future = parse_duration("limits.max_future", &l.max_future)?;
         let max_age = parse_duration("limits.max_age", &l.max_age)?;

@@ -90,7 +90,7 @@ impl std::fmt::Display for PprofError {
                 write!(f, "profile exceeds the maximum decompressed size of {max} bytes (max_decompressed_bytes)")
             }
             PprofError::TooManySamples { count, max } => {
-                write!(f, "profile has {count} samples, more than the limit of {max} (max_samples_per_profile)")
+                write!(f, "profile has {count} samples, more than the limit of {max} (limits.max_profile_samples)")
             }
             PprofError::TooManySymbols { count, max } => write!(
                 f,

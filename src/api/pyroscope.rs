@@ -47,7 +47,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn pprof_limits(s: &AppState) -> PprofLimits {
-    PprofLimits { max_decompressed_bytes: s.limits.max_request_bytes, ..PprofLimits::default() }
+    PprofLimits {
+        max_decompressed_bytes: s.limits.max_request_bytes,
+        max_samples_per_profile: s.limits.max_profile_samples,
+        ..PprofLimits::default()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

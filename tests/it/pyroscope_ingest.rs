@@ -334,7 +334,10 @@ pub fn small_profile(stacks: &[(&[&str], i64)], span: Option<&str>) -> pp::Profi
 
 #[test]
 fn bad_profiles_get_clear_errors() {
-    let server = TestServer::start(|raw| raw.limits.max_request_bytes = 32 << 20);
+    let server = TestServer::start(|raw| {
+        raw.limits.max_request_bytes = 32 << 20;
+        raw.limits.max_profile_samples = 100_000;
+    });
     let base = server.http();
     let q = "name=bad&from=1&until=2&format=pprof";
     // Corrupt protobuf.
@@ -374,7 +377,7 @@ fn bad_profiles_get_clear_errors() {
     gz.write_all(&big.encode_to_vec()).unwrap();
     let (status, text) = post_ingest(&base, q, gz.finish().unwrap(), None);
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("max_samples_per_profile"), "{text}");
+    assert!(text.contains("limits.max_profile_samples"), "{text}");
     // Missing name.
     let (status, text) = post_ingest(&base, "from=1&until=2", b"a 1".to_vec(), None);
     assert_eq!(status, 400, "{text}");
