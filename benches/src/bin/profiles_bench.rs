@@ -5,8 +5,9 @@
 //!
 //! Load: `--services` services, each sending one gzipped 10 s CPU profile per 10 s of simulated
 //! time for `--minutes` (default 60: one hour), each profile with `--samples` distinct stacks over
-//! a `--functions`-function program (a realistic Go service: ~1000 stacks, a few thousand
-//! functions, 20–40 frames deep). Profiles are generated before timing starts.
+//! a `--functions`-function program (a realistic Go service: ~1000 stacks drawn from a stable pool of
+//! 3000 per service, a few thousand functions, 20–40 frames deep). Profiles are generated before
+//! timing starts.
 //!
 //! Reports: profiles/s and samples/s of ingest (one writer thread, as one client would push),
 //! the time of a checkpoint (Parquet parts + manifest), then the latency of merging the whole
@@ -85,19 +86,31 @@ fn profile(service: usize, time_ns: i64, args: &Args, rng: &mut Rng) -> Vec<u8> 
             ..Default::default()
         })
         .collect();
-    // Stacks share prefixes as real call trees do: a few roots, deeper frames spread out.
-    let sample = (0..args.samples)
+    // A service runs a stable set of code paths: each profile draws its stacks from the service's
+    // pool of `3 × samples` stacks (generated from a per-service seed), with fresh counts.
+    let mut pool_rng = Rng(0x5EED_0000 + service as u64);
+    let pool: Vec<Vec<u64>> = (0..args.samples * 3)
         .map(|_| {
-            let depth = 20 + rng.below(20);
+            let depth = 20 + pool_rng.below(20);
+            // Stacks share prefixes as real call trees do: few roots, deeper frames spread out.
             let mut stack: Vec<u64> = (0..depth)
                 .map(|d| {
                     let width = (d * d + 4).min(args.functions);
-                    (rng.below(width) + 1) as u64
+                    (pool_rng.below(width) + 1) as u64
                 })
                 .collect();
             stack.reverse(); // leaf first
+            stack
+        })
+        .collect();
+    let sample = (0..args.samples)
+        .map(|_| {
             let n = 1 + rng.below(20) as i64;
-            pp::Sample { location_id: stack, value: vec![n, n * 10_000_000], label: Vec::new() }
+            pp::Sample {
+                location_id: pool[rng.below(pool.len())].clone(),
+                value: vec![n, n * 10_000_000],
+                label: Vec::new(),
+            }
         })
         .collect();
     let p = pp::Profile {

@@ -109,13 +109,52 @@ struct Tree {
     names: Vec<String>,
     name_ids: HashMap<String, u32>,
     nodes: Vec<Node>,
-    child_index: HashMap<(usize, u32), usize>,
+    child_index: HashMap<(usize, u32), usize, BuildFx>,
+}
+
+/// A multiply-rotate hasher for the tree's small integer keys (SipHash costs several times more
+/// per child lookup, the merge's inner loop). Keys are ours, not client input.
+#[derive(Default, Clone, Copy)]
+struct BuildFx;
+
+#[derive(Default)]
+struct Fx(u64);
+
+impl std::hash::BuildHasher for BuildFx {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 impl Tree {
     fn new() -> Tree {
-        let mut t =
-            Tree { names: Vec::new(), name_ids: HashMap::new(), nodes: Vec::new(), child_index: HashMap::new() };
+        let mut t = Tree {
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            nodes: Vec::new(),
+            child_index: HashMap::with_hasher(BuildFx),
+        };
         let root = t.name("total");
         t.nodes.push(Node { name: root, total: [0; 2], self_: [0; 2], children: Vec::new() });
         t
