@@ -956,6 +956,61 @@ mod tests {
     }
 
     #[test]
+    fn go_heap_profile_types_and_sample_type_config() {
+        let heap = proto::Profile {
+            sample_type: ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"]
+                .iter()
+                .enumerate()
+                .map(|(i, _)| proto::ValueType { r#type: 1 + i as i64, unit: if i % 2 == 0 { 5 } else { 6 } })
+                .collect(),
+            period_type: Some(proto::ValueType { r#type: 7, unit: 6 }),
+            period: 524288,
+            string_table: strings(&[
+                "",
+                "alloc_objects",
+                "alloc_space",
+                "inuse_objects",
+                "inuse_space",
+                "count",
+                "bytes",
+                "space",
+                "malloc",
+            ]),
+            function: vec![proto::Function { id: 1, name: 8, ..Default::default() }],
+            location: vec![proto::Location {
+                id: 1,
+                line: vec![proto::Line { function_id: 1, line: 1, column: 0 }],
+                ..Default::default()
+            }],
+            sample: vec![proto::Sample { location_id: vec![1], value: vec![1, 2, 3, 4], label: vec![] }],
+            ..Default::default()
+        };
+        let params = IngestParams::from_query("name=svc&from=1&until=2&format=pprof").unwrap();
+        let batch = ingest(&params, None, &heap.encode_to_vec(), &PprofLimits::default(), 0).unwrap();
+        let ids: Vec<String> = batch.profiles.iter().map(|p| p.profile_type.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "memory:alloc_objects:count:space:bytes",
+                "memory:alloc_space:bytes:space:bytes",
+                "memory:inuse_objects:count:space:bytes",
+                "memory:inuse_space:bytes:space:bytes"
+            ]
+        );
+        // sample_type_config renames a sample type (the Go SDK's display names).
+        let boundary = "b0";
+        let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"profile\"\r\n\r\n").into_bytes();
+        body.extend_from_slice(&heap.encode_to_vec());
+        body.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"sample_type_config\"\r\n\r\n{{\"inuse_space\":{{\"units\":\"bytes\",\"display-name\":\"inuse_bytes\"}}}}\r\n--{boundary}--\r\n")
+                .as_bytes(),
+        );
+        let ct = format!("multipart/form-data; boundary={boundary}");
+        let batch = ingest(&params, Some(&ct), &body, &PprofLimits::default(), 0).unwrap();
+        assert_eq!(batch.profiles[3].profile_type.id(), "memory:inuse_bytes:bytes:space:bytes");
+    }
+
+    #[test]
     fn folded_cpu_scales_by_sample_rate() {
         let params = IngestParams::from_query("name=app.cpu%7Bregion%3Deu%7D&from=1&until=11&sampleRate=100").unwrap();
         let batch = ingest(&params, None, b"main;work;leaf 3\nmain;idle 1\n", &PprofLimits::default(), 0).unwrap();
