@@ -252,6 +252,8 @@ pub struct RawLimits {
     pub max_labels_per_series: usize,
     /// Most series in one Prometheus remote-write request; more → 413.
     pub max_series_per_request: usize,
+    /// Most samples in one pprof profile (Pyroscope ingest); more → 400 naming this limit.
+    pub max_profile_samples: usize,
     /// How far in the future a timestamp may lie.
     pub max_future: String,
     /// How far in the past a timestamp may lie (`0s` = no limit).
@@ -355,6 +357,7 @@ impl Default for RawLimits {
             max_label_value_bytes: l.max_label_value_bytes,
             max_labels_per_series: l.max_labels_per_series,
             max_series_per_request: 100_000,
+            max_profile_samples: ingest::pprof::PprofLimits::default().max_samples_per_profile,
             max_future: "10m".into(),
             max_age: "7d".into(),
             max_trace_bytes: crate::api::tempo::DEFAULT_MAX_TRACE_BYTES,
@@ -625,6 +628,8 @@ pub struct RequestLimits {
     pub max_series_per_request: usize,
     /// Largest trace the Tempo API serves whole (protobuf bytes).
     pub max_trace_bytes: usize,
+    /// Most samples in one pprof profile.
+    pub max_profile_samples: usize,
 }
 
 fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -698,6 +703,7 @@ impl RawConfig {
             body_timeout: parse_duration("limits.request_body_timeout", &l.request_body_timeout)?,
             max_series_per_request: positive("limits.max_series_per_request", l.max_series_per_request)?,
             max_trace_bytes: positive("limits.max_trace_bytes", l.max_trace_bytes)?,
+            max_profile_samples: positive("limits.max_profile_samples", l.max_profile_samples)?,
         };
         let max_future = parse_duration("limits.max_future", &l.max_future)?;
         let max_age = parse_duration("limits.max_age", &l.max_age)?;

@@ -51,8 +51,9 @@ pub use mem::MemStore;
 pub use metrics::MetricsOptions;
 pub use profiles::ProfilesOptions;
 pub use read::{
-    Direction, ItemCounts, LogScan, LogsReader, MatchOp, Matcher, MetricsReader, ProfilesReader, Reader, StoredLog,
-    StoredSpan, TraceScan, TracesReader, TsdbStats,
+    Direction, ItemCounts, LimitExceeded, LogScan, LogsReader, MatchOp, Matcher, MergedStacks, MetricsReader,
+    ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, Reader, SpanSamples, StoredLog, StoredSpan, TraceScan,
+    TracesReader, TsdbStats,
 };
 pub use traces::TracesOptions;
 pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions, WalPos};

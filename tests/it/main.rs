@@ -13,6 +13,8 @@ mod prom_diff;
 mod prom_scrape;
 mod prom_util;
 mod prom_write;
+mod pyroscope_ingest;
+mod pyroscope_query;
 mod shell;
 mod support;
 mod tempo;

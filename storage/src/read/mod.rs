@@ -17,7 +17,9 @@ mod traces;
 
 pub use logs::{Direction, LogScan, LogsReader, StoredLog};
 pub use metrics::{MatchOp, Matcher, MetricsReader, TsdbStats, matches_all};
-pub use profiles::ProfilesReader;
+pub use profiles::{
+    LimitExceeded, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, SpanSamples,
+};
 pub use traces::{StoredSpan, TraceScan, TracesReader};
 
 use crate::model::Signal;

@@ -1,0 +1,456 @@
+//! Files of the profiles engine: `part-<seq>.parquet` (sample rows), `symbols-<seq>.bin`
+//! (symbols added since the previous persist) and `MANIFEST.json`. Spec:
+//! `docs/format/profiles.md`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use parking_lot::RwLock;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use super::{Inner, Part, ProfileRow, SymbolCounts};
+use crate::error::OpenError;
+use crate::model::{Function, Label, Labels, Location, ProfileType, TraceId};
+use crate::wal::WalPos;
+
+const MANIFEST: &str = "MANIFEST.json";
+const MANIFEST_VERSION: u32 = 1;
+const SYMBOLS_MAGIC: &[u8; 4] = b"OPSY";
+const SYMBOLS_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Default)]
+struct Manifest {
+    version: u32,
+    wal_pos: WalPos,
+    next_seq: u64,
+    /// Symbols files in the order they must be loaded.
+    symbols: Vec<u64>,
+    parts: Vec<PartMeta>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct PartMeta {
+    seq: u64,
+    min_time_ns: i64,
+    max_time_ns: i64,
+    profiles: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SymbolsDelta {
+    start: SymbolCounts,
+    functions: Vec<Function>,
+    locations: Vec<Location>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<(Labels, ProfileType)>,
+    label_sets: Vec<Vec<Label>>,
+}
+
+fn part_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("part-{seq:016}.parquet"))
+}
+
+fn symbols_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("symbols-{seq:016}.bin"))
+}
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("profile", DataType::UInt32, false),
+        Field::new("series", DataType::UInt32, false),
+        Field::new("time_ns", DataType::Int64, false),
+        Field::new("duration_ns", DataType::Int64, false),
+        Field::new("period", DataType::Int64, false),
+        Field::new("stack", DataType::UInt32, false),
+        Field::new("value", DataType::Int64, false),
+        Field::new("span_id", DataType::UInt64, true),
+        Field::new("labels", DataType::UInt32, false),
+    ]))
+}
+
+/// A part's rows as an Arrow batch (built under the read lock, written without it).
+fn part_batch(part: &Part) -> io::Result<RecordBatch> {
+    let n = part.stacks.len();
+    let (mut profile, mut series, mut time, mut dur, mut period) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, row) in part.profiles.iter().enumerate() {
+        for _ in 0..row.len {
+            profile.push(i as u32);
+            series.push(row.series);
+            time.push(row.time_ns);
+            dur.push(row.duration_ns);
+            period.push(row.period);
+        }
+    }
+    let spans: UInt64Array = part.spans.iter().map(|s| (*s != 0).then_some(*s)).collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt32Array::from(profile)),
+        Arc::new(UInt32Array::from(series)),
+        Arc::new(Int64Array::from(time)),
+        Arc::new(Int64Array::from(dur)),
+        Arc::new(Int64Array::from(period)),
+        Arc::new(UInt32Array::from(part.stacks.clone())),
+        Arc::new(Int64Array::from(part.values.clone())),
+        Arc::new(spans),
+        Arc::new(UInt32Array::from(part.label_sets.clone())),
+    ];
+    RecordBatch::try_new(schema(), cols).map_err(io::Error::other)
+}
+
+fn write_parquet(path: &Path, batch: &RecordBatch) -> io::Result<u64> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp)?;
+    let level = ZstdLevel::try_new(3).map_err(io::Error::other)?;
+    let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+    let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(io::Error::other)?;
+    w.write(batch).map_err(io::Error::other)?;
+    let file = w.into_inner().map_err(io::Error::other)?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    fs::rename(&tmp, path)?;
+    Ok(bytes)
+}
+
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+fn encode_symbols(delta: &SymbolsDelta) -> io::Result<Vec<u8>> {
+    let body = postcard::to_stdvec(delta).map_err(io::Error::other)?;
+    let compressed = zstd::encode_all(body.as_slice(), 3)?;
+    let mut out = Vec::with_capacity(compressed.len() + 16);
+    out.extend_from_slice(SYMBOLS_MAGIC);
+    out.extend_from_slice(&SYMBOLS_VERSION.to_le_bytes());
+    out.extend_from_slice(&(compressed.len() as u64).to_le_bytes());
+    out.extend_from_slice(&compressed);
+    out.extend_from_slice(&crc32c::crc32c(&compressed).to_le_bytes());
+    Ok(out)
+}
+
+fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
+    let bad = |detail: &str| OpenError::Corrupted { path: path.to_path_buf(), detail: detail.to_string() };
+    if data.len() < 20 || &data[..4] != SYMBOLS_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let version = u32::from_le_bytes(data[4..8].try_into().map_err(|_| bad("short"))?);
+    if version != SYMBOLS_VERSION {
+        return Err(bad(&format!("unknown version {version}")));
+    }
+    let len = u64::from_le_bytes(data[8..16].try_into().map_err(|_| bad("short"))?) as usize;
+    if data.len() != 16 + len + 4 {
+        return Err(bad("length mismatch"));
+    }
+    let body = &data[16..16 + len];
+    let crc = u32::from_le_bytes(data[16 + len..].try_into().map_err(|_| bad("short"))?);
+    if crc32c::crc32c(body) != crc {
+        return Err(bad("CRC mismatch"));
+    }
+    let raw = zstd::decode_all(body).map_err(|e| bad(&format!("zstd: {e}")))?;
+    postcard::from_bytes(&raw).map_err(|e| bad(&format!("decode: {e}")))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io { path: path.to_path_buf(), source }
+}
+
+/// Loads the manifest's symbols and parts into `inner`.
+pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mpath = dir.join(MANIFEST);
+    let manifest: Manifest = match fs::read(&mpath) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| OpenError::Corrupted { path: mpath.clone(), detail: e.to_string() })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(OpenError::Io { path: mpath, source: e }),
+    };
+    if manifest.version != MANIFEST_VERSION {
+        return Err(OpenError::Corrupted { path: mpath, detail: format!("unknown version {}", manifest.version) });
+    }
+    for seq in &manifest.symbols {
+        let path = symbols_path(dir, *seq);
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let delta = decode_symbols(&path, &data)?;
+        let sym = &mut inner.symbols;
+        let mismatch = || OpenError::Corrupted { path: path.clone(), detail: "symbol ids out of sequence".into() };
+        if delta.start != sym.counts() {
+            return Err(mismatch());
+        }
+        for f in &delta.functions {
+            let expect = sym.functions.len() as u32;
+            if sym.function(f) != expect {
+                return Err(mismatch());
+            }
+        }
+        for l in delta.locations {
+            let expect = sym.locations.len() as u32;
+            if sym.location(l) != expect {
+                return Err(mismatch());
+            }
+        }
+        for s in &delta.stacks {
+            let expect = (sym.stack_offsets.len() - 1) as u32;
+            if sym.stack(s) != expect {
+                return Err(mismatch());
+            }
+        }
+        for (labels, ty) in &delta.series {
+            let expect = sym.series.len() as u32;
+            if sym.series_id(labels, ty) != expect {
+                return Err(mismatch());
+            }
+        }
+        for ls in &delta.label_sets {
+            let expect = sym.label_sets.len() as u32;
+            if sym.label_set(ls) != expect {
+                return Err(mismatch());
+            }
+        }
+    }
+    inner.symbol_files = manifest.symbols.clone();
+    inner.symbols_persisted = inner.symbols.counts();
+    for meta in &manifest.parts {
+        let path = part_path(dir, meta.seq);
+        let part = read_part(&path, meta, inner)?;
+        inner.samples += part.stacks.len() as u64;
+        index_traces(inner, &part);
+        inner.parts.push(part);
+    }
+    inner.next_seq = manifest.next_seq.max(inner.parts.last().map_or(1, |p| p.seq + 1));
+    inner.persisted = manifest.wal_pos;
+    inner.applied = manifest.wal_pos;
+    Ok(())
+}
+
+fn index_traces(inner: &mut Inner, part: &Part) {
+    for (r, &span) in part.spans.iter().enumerate() {
+        if span == 0 || part.label_sets[r] == 0 {
+            continue;
+        }
+        let set = &inner.symbols.label_sets[part.label_sets[r] as usize];
+        if let Some(t) = set.iter().find(|l| l.name == "trace_id").and_then(|l| TraceId::from_hex(&l.value)) {
+            let spans = inner.trace_spans.entry(t).or_default();
+            let s = crate::model::SpanId(span.to_be_bytes());
+            if !spans.contains(&s) {
+                spans.push(s);
+            }
+        }
+    }
+}
+
+fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<Part, OpenError> {
+    let corrupt = |detail: String| OpenError::Corrupted { path: path.to_path_buf(), detail };
+    let file = File::open(path).map_err(io_err(path))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| corrupt(e.to_string()))?;
+    let mut part = Part::new(meta.seq);
+    part.file_bytes = meta.bytes;
+    part.sealed = true;
+    part.persisted = true;
+    let mut current: Option<(u32, ProfileRow)> = None;
+    let mut rows: Vec<(u32, i64, u64, u32)> = Vec::new();
+    let n_series = inner.symbols.series.len() as u32;
+    let n_stacks = (inner.symbols.stack_offsets.len() - 1) as u32;
+    let n_sets = inner.symbols.label_sets.len() as u32;
+    for batch in reader {
+        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+        macro_rules! col {
+            ($i:expr, $t:ty) => {
+                batch
+                    .column($i)
+                    .as_any()
+                    .downcast_ref::<$t>()
+                    .ok_or_else(|| corrupt(format!("column {} has the wrong type", $i)))?
+            };
+        }
+        let (profile, series, time, dur, period) =
+            (col!(0, UInt32Array), col!(1, UInt32Array), col!(2, Int64Array), col!(3, Int64Array), col!(4, Int64Array));
+        let (stack, value, span, labels) =
+            (col!(5, UInt32Array), col!(6, Int64Array), col!(7, UInt64Array), col!(8, UInt32Array));
+        for i in 0..batch.num_rows() {
+            let p = profile.value(i);
+            if series.value(i) >= n_series || stack.value(i) >= n_stacks || labels.value(i) >= n_sets {
+                return Err(corrupt(format!("row refers to an unknown series, stack or label set (profile {p})")));
+            }
+            if current.as_ref().is_none_or(|(cur, _)| *cur != p) {
+                if let Some((_, row)) = current.take() {
+                    part.push_profile(row, rows.drain(..));
+                }
+                let row = ProfileRow {
+                    series: series.value(i),
+                    time_ns: time.value(i),
+                    duration_ns: dur.value(i),
+                    period: period.value(i),
+                    total: 0,
+                    first: 0,
+                    len: 0,
+                };
+                current = Some((p, row));
+            }
+            let s = if span.is_null(i) { 0 } else { span.value(i) };
+            rows.push((stack.value(i), value.value(i), s, labels.value(i)));
+        }
+    }
+    if let Some((_, row)) = current.take() {
+        part.push_profile(row, rows.drain(..));
+    }
+    if part.stacks.len() as u64 != meta.rows {
+        return Err(corrupt(format!("{} rows, the manifest says {}", part.stacks.len(), meta.rows)));
+    }
+    Ok(part)
+}
+
+fn meta_of(p: &Part) -> PartMeta {
+    PartMeta {
+        seq: p.seq,
+        min_time_ns: p.min_time_ns,
+        max_time_ns: p.max_time_ns,
+        profiles: p.profiles.len() as u64,
+        rows: p.stacks.len() as u64,
+        bytes: p.file_bytes,
+    }
+}
+
+/// Seals the head, writes unpersisted parts and new symbols, then the manifest.
+pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
+    // 1. Seal: no more appends to the current head; capture the position and symbol counts.
+    let (pos, counts, symbols_seq) = {
+        let mut inner = lock.write();
+        if let Some(head) = inner.parts.last_mut() {
+            head.sealed = true;
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        (inner.applied, inner.symbols.counts(), seq)
+    };
+    // 2. Copy what must be written, under the read lock only.
+    let (delta, batches) = {
+        let inner = lock.read();
+        let from = inner.symbols_persisted;
+        let sym = &inner.symbols;
+        let delta = (from != counts).then(|| SymbolsDelta {
+            start: from,
+            functions: sym.functions[from.functions as usize..counts.functions as usize].to_vec(),
+            locations: sym.locations[from.locations as usize..counts.locations as usize].to_vec(),
+            stacks: (from.stacks..counts.stacks).map(|s| sym.stack_of(s).to_vec()).collect(),
+            series: sym.series[from.series as usize..counts.series as usize]
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
+                .collect(),
+            label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
+        });
+        let mut batches = Vec::new();
+        for p in inner.parts.iter().filter(|p| p.sealed && !p.persisted) {
+            if p.stacks.is_empty() {
+                batches.push((p.seq, None));
+            } else {
+                batches.push((p.seq, Some(part_batch(p)?)));
+            }
+        }
+        (delta, batches)
+    };
+    // 3. Write files (no lock held).
+    let symbols_seq = match &delta {
+        Some(d) => {
+            let path = symbols_path(dir, symbols_seq);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            write_atomic(dir, &name, &encode_symbols(d)?)?;
+            Some(symbols_seq)
+        }
+        None => None,
+    };
+    let mut sizes = Vec::new();
+    for (seq, batch) in &batches {
+        let bytes = match batch {
+            Some(b) => write_parquet(&part_path(dir, *seq), b)?,
+            None => 0,
+        };
+        sizes.push((*seq, bytes));
+    }
+    // 4. Manifest, then publish in memory.
+    let mut inner = lock.write();
+    for (seq, bytes) in &sizes {
+        if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == *seq) {
+            p.file_bytes = *bytes;
+        }
+    }
+    let mut symbols = inner.symbol_files.clone();
+    symbols.extend(symbols_seq);
+    let written: Vec<u64> = sizes.iter().filter(|(_, b)| *b > 0).map(|(s, _)| *s).collect();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        wal_pos: pos,
+        next_seq: inner.next_seq,
+        symbols: symbols.clone(),
+        parts: inner.parts.iter().filter(|p| p.persisted || written.contains(&p.seq)).map(meta_of).collect(),
+    };
+    write_atomic(dir, MANIFEST, &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?)?;
+    for (seq, _) in &sizes {
+        if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == *seq) {
+            p.persisted = true;
+        }
+    }
+    // Empty sealed parts hold nothing: drop them.
+    inner.parts.retain(|p| !(p.persisted && p.stacks.is_empty()));
+    inner.symbol_files = symbols;
+    inner.symbols_persisted = counts;
+    inner.persisted = inner.persisted.max(pos);
+    Ok(())
+}
+
+/// Deletes persisted parts older than `cutoff_ns`, then oldest first while over `max_bytes`.
+pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes: u64) -> io::Result<()> {
+    let mut inner = lock.write();
+    let mut total: u64 = inner.parts.iter().filter(|p| p.persisted).map(|p| p.file_bytes).sum();
+    let mut doomed = Vec::new();
+    for p in inner.parts.iter().filter(|p| p.persisted) {
+        let over = max_bytes > 0 && total > max_bytes;
+        if p.max_time_ns < cutoff_ns || over {
+            doomed.push(p.seq);
+            total -= p.file_bytes;
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let removed: u64 = inner.parts.iter().filter(|p| doomed.contains(&p.seq)).map(|p| p.stacks.len() as u64).sum();
+    inner.parts.retain(|p| !doomed.contains(&p.seq));
+    inner.samples -= removed;
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        wal_pos: inner.persisted,
+        next_seq: inner.next_seq,
+        symbols: inner.symbol_files.clone(),
+        parts: inner.parts.iter().filter(|p| p.persisted).map(meta_of).collect(),
+    };
+    write_atomic(dir, MANIFEST, &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?)?;
+    drop(inner);
+    for seq in doomed {
+        match fs::remove_file(part_path(dir, seq)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+use super::*;
+use crate::read::{MatchOp, ProfilesReader};
+
+fn ty() -> ProfileType {
+    ProfileType {
+        name: "process_cpu".into(),
+        sample_type: "cpu".into(),
+        sample_unit: "nanoseconds".into(),
+        period_type: "cpu".into(),
+        period_unit: "nanoseconds".into(),
+    }
+}
+
+fn profile(t: i64, service: &str, span: Option<u8>) -> Profile {
+    Profile {
+        labels: Labels::from_pairs([("service_name", service), ("__name__", "process_cpu")]),
+        profile_type: ty(),
+        time_ns: t,
+        duration_ns: 10,
+        period: 10_000_000,
+        functions: vec![
+            Function { name: "main".into(), ..Function::default() },
+            Function { name: "work".into(), ..Function::default() },
+        ],
+        locations: vec![Location { address: 1, lines: vec![(0, 1)] }, Location { address: 2, lines: vec![(1, 2)] }],
+        samples: vec![
+            ProfileSample {
+                locations: vec![1, 0],
+                value: 30,
+                span_id: span.map(|s| SpanId([s; 8])),
+                labels: vec![Label { name: "trace_id".into(), value: "0102030405060708090a0b0c0d0e0f10".into() }],
+            },
+            ProfileSample { locations: vec![0], value: 10, span_id: None, labels: vec![] },
+        ],
+    }
+}
+
+/// A profile with its stacks spelled as function names (symbol table order is not kept).
+type NormSample = (Vec<String>, i64, Option<SpanId>, Vec<Label>);
+
+fn norm(p: &Profile) -> (Labels, String, i64, Vec<NormSample>) {
+    let samples = p
+        .samples
+        .iter()
+        .map(|s| {
+            let names = s
+                .locations
+                .iter()
+                .flat_map(|l| p.locations[*l as usize].lines.iter().map(|(f, _)| p.functions[*f as usize].name.clone()))
+                .collect();
+            (names, s.value, s.span_id, s.labels.clone())
+        })
+        .collect();
+    (p.labels.clone(), p.profile_type.id(), p.time_ns, samples)
+}
+
+fn select<'a>(m: &'a [Matcher], spans: Option<&'a [SpanId]>) -> ProfileSelect<'a> {
+    ProfileSelect { matchers: m, start_ns: 0, end_ns: i64::MAX, span_ids: spans, max_samples: 1_000 }
+}
+
+#[test]
+fn dedups_symbols_and_merges() {
+    let head = ProfilesHead::open(None, &ProfilesOptions::default()).unwrap();
+    head.apply(WalPos::ZERO, ProfilesBatch { profiles: vec![profile(5, "a", Some(1)), profile(9, "b", None)] });
+    {
+        let inner = head.inner.read();
+        assert_eq!(inner.symbols.functions.len(), 2);
+        assert_eq!(inner.symbols.locations.len(), 2);
+        assert_eq!(inner.symbols.counts().stacks, 2);
+        assert_eq!(inner.symbols.series.len(), 2);
+    }
+    let all = head.merge_stacks(&select(&[], None)).unwrap();
+    assert_eq!(all.profiles, 2);
+    let mut totals: Vec<i64> = all.stacks.iter().map(|s| s.1).collect();
+    totals.sort();
+    assert_eq!(totals, [20, 60]);
+    let m = [Matcher::new("service_name", MatchOp::Equal, "a").unwrap()];
+    assert_eq!(head.merge_stacks(&select(&m, None)).unwrap().stacks.iter().map(|s| s.1).sum::<i64>(), 40);
+    let spans = [SpanId([1; 8])];
+    let by_span = head.merge_stacks(&select(&[], Some(&spans))).unwrap();
+    assert_eq!(by_span.stacks.iter().map(|s| s.1).sum::<i64>(), 30);
+    let trace = TraceId::from_hex("0102030405060708090a0b0c0d0e0f10");
+    let found = head.span_samples(trace, &[], 0, i64::MAX);
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].samples, found[0].value), (1, 30));
+    let small = ProfileSelect { max_samples: 3, ..select(&[], None) };
+    assert!(head.merge_stacks(&small).is_err());
+    let t = head.profile_totals(&select(&[], None));
+    assert_eq!(t.points.iter().map(|p| p.2).collect::<Vec<_>>(), [40, 40]);
+    let back: Vec<_> = head.profiles(0, 100).iter().map(norm).collect();
+    assert_eq!(back, vec![norm(&profile(5, "a", Some(1))), norm(&profile(9, "b", None))]);
+    assert_eq!(head.profile_types(0, 100), vec![ty()]);
+    assert_eq!(head.profile_types(10, 100), vec![]);
+}
+
+#[test]
+fn persists_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProfilesOptions::default();
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    let pos = |o| WalPos { segment: 1, offset: o };
+    head.apply(pos(10), ProfilesBatch { profiles: vec![profile(5, "a", Some(1))] });
+    assert!(head.persist().unwrap());
+    head.apply(pos(20), ProfilesBatch { profiles: vec![profile(9, "b", None)] });
+    assert!(head.persist().unwrap());
+    head.apply(pos(30), ProfilesBatch { profiles: vec![profile(12, "c", None)] });
+    let before = head.profiles(0, 100);
+    drop(head);
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    // The WAL replays everything; positions up to 20 are skipped.
+    for (p, t, s) in [(10, 5, "a"), (20, 9, "b"), (30, 12, "c")] {
+        head.apply(pos(p), ProfilesBatch { profiles: vec![profile(t, s, if s == "a" { Some(1) } else { None })] });
+    }
+    assert_eq!(head.profiles(0, 100), before);
+    assert_eq!(head.items(), 6);
+    let trace = TraceId::from_hex("0102030405060708090a0b0c0d0e0f10");
+    assert_eq!(head.span_samples(trace, &[], 0, i64::MAX).len(), 1);
+    // Retention drops old parts.
+    assert!(head.persist().unwrap());
+    let retained =
+        ProfilesHead::open(Some(dir.path()), &ProfilesOptions { retention: Duration::from_nanos(5), max_bytes: 0 })
+            .unwrap();
+    retained.maintain(0).unwrap(); // cutoff = -5 ns: nothing older
+    assert_eq!(retained.items(), 6);
+    retained.maintain(1).unwrap(); // cutoff 999_995 ns: everything
+    assert_eq!(retained.items(), 0);
+    drop(retained);
+    let again = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    assert_eq!(again.items(), 0);
+    assert!(!ProfilesHead::open(None, &opts).unwrap().persist().unwrap());
+}

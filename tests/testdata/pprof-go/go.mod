@@ -1,0 +1,3 @@
+module outpost.test/pprofgo
+
+go 1.19
