@@ -47,6 +47,15 @@ pub fn main_router(state: AppState, grpc: tonic::service::Routes) -> Router {
         .route("/metrics", get(self_metrics))
         .with_state(state)
         .merge(grpc.into_axum_router())
+        // tonic's router answers every unknown path with a gRPC `UNIMPLEMENTED` in a 200 response;
+        // HTTP clients (Grafana probing optional endpoints) must see a 404 instead, and a gRPC
+        // client maps HTTP 404 to `UNIMPLEMENTED` itself.
+        .fallback(not_found)
+}
+
+/// What Prometheus, Loki and Tempo (Go's `net/http`) answer for an unknown path.
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "404 page not found\n")
 }
 
 /// The dedicated OTLP/HTTP port.

@@ -45,6 +45,10 @@ fn health_ready_and_self_metrics() {
     let c = reqwest::blocking::Client::new();
     assert_eq!(c.get(format!("{}/healthz", srv.http())).send().unwrap().status(), 200);
     assert_eq!(c.get(format!("{}/readyz", srv.http())).send().unwrap().status(), 200);
+    // Unknown paths are a plain 404 on the main port, although gRPC is served there too.
+    for path in ["/no/such/path", "/api/v1/no_such_endpoint", "/opentelemetry.proto.collector.nope.v1.X/Export"] {
+        assert_eq!(c.get(format!("{}{path}", srv.http())).send().unwrap().status(), 404, "{path}");
+    }
     let body = ExportTraceServiceRequest::default().encode_to_vec();
     let r = c
         .post(format!("{}/v1/traces", srv.http()))
