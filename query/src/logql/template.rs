@@ -4,6 +4,7 @@
 //! `with`, `range` over nothing (unsupported at run time), comments, and Loki's function map
 //! (Go `strings` helpers, the sprig functions Loki exposes, `__line__`, `__timestamp__`).
 
+use base64::Engine as _;
 use std::fmt::Write as _;
 
 use super::units::{format_float, go_quote};
@@ -1012,46 +1013,13 @@ fn go_expand_template(t: &str) -> String {
 }
 
 fn b64enc(x: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = x.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(x.as_bytes())
 }
 
+/// sprig's `b64dec` (Go's strict `StdEncoding`); `None` for input that is not base64.
 fn b64dec(x: &str) -> Option<String> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in x.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    String::from_utf8(out).ok()
+    let bytes = base64::engine::general_purpose::STANDARD.decode(x).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Largest padding, precision or indent a template may ask for.
