@@ -144,3 +144,22 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// With all four engines persisting, a checkpoint deletes the WAL before it: the data directory
+/// stops growing with the WAL and start-up replays only what came after.
+#[test]
+fn a_checkpoint_trims_the_wal_once_every_engine_persists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = open(tmp.path());
+    for batch in all_batches() {
+        s.write(batch).unwrap();
+    }
+    let c = s.checkpoint().unwrap();
+    assert!(c.durable, "every engine persisted");
+    assert!(c.segments_removed >= 1, "{c:?}");
+    s.close().unwrap();
+    drop(s);
+    let (s, report) = open(tmp.path());
+    assert_eq!(report.records, 0, "nothing before the checkpoint is replayed");
+    assert_same(&snapshot(s.reader()), &expected());
+}
