@@ -38,22 +38,39 @@ const CDF: [f64; 12] = [0.02, 0.06, 0.18, 0.37, 0.61, 0.83, 0.93, 0.97, 0.99, 0.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     /// Integer increments in `0..max_inc`.
-    Counter { max_inc: u64 },
+    Counter {
+        max_inc: u64,
+    },
     /// Increments of `k * 0.01` with `k` in `0..max_inc` (CPU seconds).
-    FloatCounter { max_inc: u64 },
+    FloatCounter {
+        max_inc: u64,
+    },
     /// A counter that rarely moves (restarts).
     RareCounter,
     /// A constant.
     Const(f64),
     /// `base + k * quantum`, `k` a slow random walk step.
-    Walk { base: f64, quantum: f64 },
+    Walk {
+        base: f64,
+        quantum: f64,
+    },
     /// A float that changes every sample (load average, temperature): 3 decimals.
-    Noisy { base: f64, spread: f64 },
+    Noisy {
+        base: f64,
+        spread: f64,
+    },
     /// A histogram bucket: cumulative count of `floor(n * CDF[le])`.
-    Bucket { hist: u32, le: u8 },
+    Bucket {
+        hist: u32,
+        le: u8,
+    },
     /// The histogram's `_count` (`n` per step) and `_sum`.
-    HistCount { hist: u32 },
-    HistSum { hist: u32 },
+    HistCount {
+        hist: u32,
+    },
+    HistSum {
+        hist: u32,
+    },
 }
 
 /// One series: its encoded labels and how its value moves.

@@ -274,7 +274,13 @@ struct IngestResult {
 /// append window (1 h).
 const MAX_LEAD_STEPS: usize = 4;
 
-fn ingest(server: &Server, load: &Arc<PromLoad>, args: &Args, first_ms: i64, steps: usize) -> anyhow::Result<IngestResult> {
+fn ingest(
+    server: &Server,
+    load: &Arc<PromLoad>,
+    args: &Args,
+    first_ms: i64,
+    steps: usize,
+) -> anyhow::Result<IngestResult> {
     let url = format!("{}/api/v1/write", server.base);
     let progress: Arc<Vec<AtomicUsize>> = Arc::new((0..args.senders).map(|_| AtomicUsize::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
@@ -406,6 +412,11 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 fn dir_size(dir: &Path, skip: Option<&Path>) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let mut total = (0, 0);
+    if let Ok(m) = fs::symlink_metadata(dir)
+        && m.is_file()
+    {
+        return (m.len(), m.blocks() * 512);
+    }
     let Ok(rd) = fs::read_dir(dir) else { return total };
     for e in rd.flatten() {
         let p = e.path();
@@ -475,6 +486,14 @@ fn flush(server: &Server, ingest_end: SystemTime) -> anyhow::Result<FlushResult>
             }
             let all = wait_size_stable(server.dir.path(), Duration::from_secs(3), Duration::from_secs(60));
             let metrics = dir_size(&server.dir.path().join("metrics"), None);
+            if let Ok(rd) = fs::read_dir(server.dir.path()) {
+                let mut parts: Vec<String> = rd
+                    .flatten()
+                    .map(|e| format!("{} {}", e.file_name().to_string_lossy(), dir_size(&e.path(), None).0))
+                    .collect();
+                parts.sort();
+                eprintln!("[prom_bench]   outpost data folder after the checkpoint (bytes): {}", parts.join(", "));
+            }
             Ok(FlushResult {
                 what: "metrics/ (blocks) after a checkpoint",
                 bytes: metrics,
@@ -507,7 +526,9 @@ fn flush(server: &Server, ingest_end: SystemTime) -> anyhow::Result<FlushResult>
                 bail!("force_flush: {}", r.status());
             }
             let d = civil(unix_now_s());
-            let r = client.get(format!("{}/internal/force_merge?partition_prefix={:04}_{:02}", server.base, d.0, d.1)).send()?;
+            let r = client
+                .get(format!("{}/internal/force_merge?partition_prefix={:04}_{:02}", server.base, d.0, d.1))
+                .send()?;
             if !r.status().is_success() {
                 bail!("force_merge: {}", r.status());
             }
@@ -544,22 +565,20 @@ fn queries(load: &PromLoad) -> Vec<(String, String)> {
             format!("histogram_quantile, {bk} series"),
             format!("histogram_quantile(0.9, sum by (le) (rate({HISTOGRAM}_bucket[5m])))"),
         ),
-        (
-            "selector, 1 job × status 500".to_string(),
-            format!("{REQUESTS}{{job=\"checkout\",status=\"500\"}}"),
-        ),
-        (
-            format!("topk 5 by pod, {rq} series"),
-            format!("topk(5, sum by (pod) (rate({REQUESTS}[5m])))"),
-        ),
-        (
-            format!("count by (namespace, method), {rq} series"),
-            format!("count by (namespace, method) ({REQUESTS})"),
-        ),
+        ("selector, 1 job × status 500".to_string(), format!("{REQUESTS}{{job=\"checkout\",status=\"500\"}}")),
+        (format!("topk 5 by pod, {rq} series"), format!("topk(5, sum by (pod) (rate({REQUESTS}[5m])))")),
+        (format!("count by (namespace, method), {rq} series"), format!("count by (namespace, method) ({REQUESTS})")),
     ]
 }
 
-fn run_query(client: &reqwest::blocking::Client, base: &str, q: &str, start: i64, end: i64, step: u64) -> anyhow::Result<(usize, f64)> {
+fn run_query(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    q: &str,
+    start: i64,
+    end: i64,
+    step: u64,
+) -> anyhow::Result<(usize, f64)> {
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("query", q)
         .append_pair("start", &start.to_string())
@@ -634,11 +653,15 @@ impl ServerResult {
     }
 }
 
-fn run_server(target: Target, args: &Args, load: &Arc<PromLoad>, tmp_root: &Path) -> anyhow::Result<ServerResult> {
+fn run_server(
+    target: Target,
+    args: &Args,
+    load: &Arc<PromLoad>,
+    tmp_root: &Path,
+    first_ms: i64,
+) -> anyhow::Result<ServerResult> {
     let steps = ((args.hours * 3600.0) / args.interval as f64).round().max(1.0) as usize;
-    let now_ms = unix_now_s() * 1000;
     let interval_ms = args.interval as i64 * 1000;
-    let first_ms = (now_ms - steps as i64 * interval_ms) / interval_ms * interval_ms;
     let last_s = (first_ms + (steps as i64 - 1) * interval_ms) / 1000;
     let server = start(target, args, tmp_root)?;
     let pid = server.pid();
@@ -707,6 +730,10 @@ fn bench(args: Args) -> anyhow::Result<()> {
     let machine = Machine::current();
     let load = Arc::new(PromLoad::generate(args.series));
     let steps = ((args.hours * 3600.0) / args.interval as f64).round().max(1.0) as usize;
+    // One time base for every server (the data ends at the benchmark's start), so that their
+    // answers can be compared sample for sample.
+    let interval_ms = args.interval as i64 * 1000;
+    let first_ms = (unix_now_s() * 1000 - steps as i64 * interval_ms) / interval_ms * interval_ms;
     let mut header = String::new();
     let _ = writeln!(header, "# Outpost metrics benchmark (remote write + PromQL)\n");
     let _ = writeln!(header, "- date: {}", utc_now());
@@ -743,7 +770,7 @@ fn bench(args: Args) -> anyhow::Result<()> {
     let mut failure = None;
     for &t in &args.targets {
         eprintln!("[prom_bench] {} ...", t.as_str());
-        match run_server(t, &args, &load, &tmp_root) {
+        match run_server(t, &args, &load, &tmp_root, first_ms) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("[prom_bench] {}: {e:#}", t.as_str());
@@ -894,7 +921,11 @@ fn report(results: &[ServerResult], load: &PromLoad) -> String {
         let _ = writeln!(out, "|---|---:|---:|---:|---|");
         let p = find(Target::Prometheus);
         let v = find(Target::VictoriaMetrics);
-        let row = |out: &mut String, name: &str, f: &dyn Fn(&ServerResult) -> f64, fmt: &dyn Fn(f64) -> String, target: &str| {
+        let row = |out: &mut String,
+                   name: &str,
+                   f: &dyn Fn(&ServerResult) -> f64,
+                   fmt: &dyn Fn(f64) -> String,
+                   target: &str| {
             let ov = f(o);
             let _ = writeln!(
                 out,
