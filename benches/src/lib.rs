@@ -4,12 +4,15 @@
 //! - [`child`]: start a server on port 0, read its addresses from its JSON log, drain its stderr;
 //! - [`procfs`]: a process' CPU seconds and peak RSS from `/proc`, the machine's description;
 //! - [`otlp_load`]: realistic OTLP export requests for every signal, re-stamped per send;
-//! - [`sink`]: a decode-and-drop OTLP receiver, the floor Outpost's CPU per item is compared to.
+//! - [`sink`]: a decode-and-drop OTLP receiver, the floor Outpost's CPU per item is compared to;
+//! - [`prom_load`]: a Prometheus-like series set and its remote-write requests.
 //!
-//! Harnesses: `src/bin/ingest_bench.rs` (OTLP ingest throughput and CPU per item). See
+//! Harnesses: `src/bin/ingest_bench.rs` (OTLP ingest throughput and CPU per item),
+//! `src/bin/prom_bench.rs` (remote write and PromQL next to Prometheus and VictoriaMetrics). See
 //! `benches/README.md`.
 
 pub mod child;
 pub mod otlp_load;
 pub mod procfs;
+pub mod prom_load;
 pub mod sink;
