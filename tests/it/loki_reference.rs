@@ -1,7 +1,7 @@
 //! The LogQL reference pack (`query/testdata/logql-reference/`) run against a real Outpost process
 //! over HTTP: its runner pushes the dataset through `/loki/api/v1/push` and replays every recorded
 //! Loki 2.9.13 request. Needs python3 with `requests`; without them the test is skipped with a
-//! notice, unless `OUTPOST_REQUIRE_LOKI_REFERENCE=1` (CI sets it).
+//! notice, unless `CI_REQUIRE_LOKI_REFERENCE=1` (CI sets it).
 
 use std::path::Path;
 use std::process::Command;
@@ -14,10 +14,10 @@ const KNOWN_DIFFERENCES: &[&str] = &["lf-ci-upper", "range-rate-ci-regex", "labe
 
 #[test]
 fn logql_reference_pack_over_http() {
-    let required = std::env::var("OUTPOST_REQUIRE_LOKI_REFERENCE").is_ok_and(|v| v == "1");
+    let required = std::env::var("CI_REQUIRE_LOKI_REFERENCE").is_ok_and(|v| v == "1");
     let has_python = Command::new("python3").args(["-c", "import requests"]).output().is_ok_and(|o| o.status.success());
     if !has_python {
-        assert!(!required, "python3 with `requests` is required (OUTPOST_REQUIRE_LOKI_REFERENCE=1)");
+        assert!(!required, "python3 with `requests` is required (CI_REQUIRE_LOKI_REFERENCE=1)");
         eprintln!("NOTICE: skipping the LogQL reference pack: python3 with `requests` not found");
         return;
     }

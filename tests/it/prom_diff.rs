@@ -6,7 +6,7 @@
 //! Queries listed in `tests/it/prom_diff_known.txt` are known differences (engine bugs to fix):
 //! they are reported but do not fail the test; a listed query that now agrees is reported too, so
 //! the list shrinks. Without the binary the test is skipped with a notice, unless
-//! `OUTPOST_REQUIRE_PROMETHEUS=1` (CI sets it), where it fails.
+//! `CI_REQUIRE_PROMETHEUS=1` (CI sets it), where it fails.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -580,8 +580,8 @@ fn known_differences() -> Vec<String> {
 #[test]
 fn same_answers_as_prometheus() {
     if !Path::new(PROMETHEUS).exists() {
-        if std::env::var("OUTPOST_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
-            panic!("{PROMETHEUS} is missing and OUTPOST_REQUIRE_PROMETHEUS=1 (apt-get install -y prometheus)");
+        if std::env::var("CI_REQUIRE_PROMETHEUS").as_deref() == Ok("1") {
+            panic!("{PROMETHEUS} is missing and CI_REQUIRE_PROMETHEUS=1 (apt-get install -y prometheus)");
         }
         eprintln!("NOTICE: {PROMETHEUS} not installed; the differential test against Prometheus is skipped");
         return;

@@ -160,8 +160,8 @@ fn go_runtime_pprof_profile_matches_go_tool_pprof() {
     let go = match Command::new("go").arg("version").output() {
         Ok(o) if o.status.success() => "go",
         _ => {
-            if std::env::var("OUTPOST_REQUIRE_GO").as_deref() == Ok("1") {
-                panic!("OUTPOST_REQUIRE_GO=1 but the go toolchain is not installed");
+            if std::env::var("CI_REQUIRE_GO").as_deref() == Ok("1") {
+                panic!("CI_REQUIRE_GO=1 but the go toolchain is not installed");
             }
             eprintln!("notice: skipping go_runtime_pprof_profile_matches_go_tool_pprof: go is not installed");
             return;
