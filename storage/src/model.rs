@@ -13,7 +13,7 @@ mod metrics;
 mod profiles;
 mod traces;
 
-pub use common::{AnyValue, KeyValue, Label, Labels, Resource, Scope, SpanId, TraceId};
+pub use common::{AnyValue, KeyValue, Label, Labels, Resource, Scope, SpanId, TraceId, write_json_string};
 pub use logs::{LogGroup, LogRecord, LogsBatch};
 pub use metrics::{
     BucketSpan, Exemplar, FloatSample, HistogramSample, MetricMetadata, MetricType, MetricsBatch, NativeHistogram,

@@ -92,74 +92,47 @@ fn run(
     // Series key → (labels, per-interval accumulators).
     let mut series: HashMap<String, (Labels, Vec<Acc>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
-    let mut failure: Option<Error> = None;
     let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
     super::search::pipeline_hints(&q.pipeline, &mut scan);
-    reader.scan_traces(&scan, &mut |spans| {
-        if Instant::now() >= deadline {
-            failure = Some(Error::Timeout);
-            return false;
-        }
-        let ctx = TraceCtx::new(spans);
-        let sets = match eval.run(&ctx, &q.pipeline) {
-            Ok(s) => s,
-            Err(e) => {
-                failure = Some(Error::Execution(e));
-                return false;
-            }
-        };
-        let mut seen = vec![false; ctx.spans.len()];
-        for ss in &sets {
-            for &s in &ss.spans {
-                if std::mem::replace(&mut seen[s], true) {
-                    continue;
-                }
-                let start = ctx.spans[s].span.start_time_ns;
-                let Some(i) = mapper.interval(start) else { continue };
-                let mut labels: Labels = Vec::new();
-                let mut all_nil = true;
-                for a in &m.by {
-                    let v = group_value(&ctx, a, s);
-                    if v != Static::Nil {
-                        all_nil = false;
-                        labels.push((a.to_string(), v));
-                    }
-                }
-                if !m.by.is_empty() && all_nil {
-                    labels.push((m.by[0].to_string(), Static::Nil));
-                }
-                let value = observed_value(&ctx, &m, s);
-                if matches!(m.op, MetricsOp::HistogramOverTime | MetricsOp::QuantileOverTime) {
-                    // Spans without a bucket (values below 2) are not counted.
-                    let Some(bucket) = bucket_of(&ctx, &m, s) else { continue };
-                    labels.push(("__bucket".to_string(), Static::Float(bucket)));
-                }
-                if m.by.is_empty() && !matches!(m.op, MetricsOp::HistogramOverTime | MetricsOp::QuantileOverTime) {
-                    labels.push(("__name__".to_string(), Static::Str(m.op.as_str().to_string())));
-                }
-                let key = labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}\u{1}{}\u{1}{}", type_tag(v), v.encode()))
-                    .collect::<Vec<_>>()
-                    .join("\u{2}");
-                if !series.contains_key(&key) {
-                    if series.len() >= MAX_SERIES {
-                        failure = Some(Error::Limit(format!("query produces more than {MAX_SERIES} series")));
-                        return false;
-                    }
-                    order.push(key.clone());
-                    series.insert(key.clone(), (labels, vec![Acc::default(); n]));
-                }
-                if let Some((_, accs)) = series.get_mut(&key) {
-                    accs[i].observe(value);
-                }
+    for_each_matched_span(reader, &scan, q, mapper, deadline, &eval, &mut |ctx, s, i| {
+        let mut labels: Labels = Vec::new();
+        let mut all_nil = true;
+        for a in &m.by {
+            let v = group_value(ctx, a, s);
+            if v != Static::Nil {
+                all_nil = false;
+                labels.push((a.to_string(), v));
             }
         }
-        true
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        if !m.by.is_empty() && all_nil {
+            labels.push((m.by[0].to_string(), Static::Nil));
+        }
+        let value = observed_value(ctx, &m, s);
+        if matches!(m.op, MetricsOp::HistogramOverTime | MetricsOp::QuantileOverTime) {
+            // Spans without a bucket (values below 2) are not counted.
+            let Some(bucket) = bucket_of(ctx, &m, s) else { return Ok(()) };
+            labels.push(("__bucket".to_string(), Static::Float(bucket)));
+        }
+        if m.by.is_empty() && !matches!(m.op, MetricsOp::HistogramOverTime | MetricsOp::QuantileOverTime) {
+            labels.push(("__name__".to_string(), Static::Str(m.op.as_str().to_string())));
+        }
+        let key = labels
+            .iter()
+            .map(|(k, v)| format!("{k}\u{1}{}\u{1}{}", type_tag(v), v.encode()))
+            .collect::<Vec<_>>()
+            .join("\u{2}");
+        if !series.contains_key(&key) {
+            if series.len() >= MAX_SERIES {
+                return Err(Error::Limit(format!("query produces more than {MAX_SERIES} series")));
+            }
+            order.push(key.clone());
+            series.insert(key.clone(), (labels, vec![Acc::default(); n]));
+        }
+        if let Some((_, accs)) = series.get_mut(&key) {
+            accs[i].observe(value);
+        }
+        Ok(())
+    })?;
 
     let step_s = step_ns as f64 / 1e9;
     let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
@@ -280,25 +253,21 @@ fn run(
 /// interval, split into `selection` (the filter holds, within the optional window) and `baseline`
 /// (the rest), keeping the `top_n` values of each attribute by total count, plus per-attribute
 /// totals (`baseline_total`, `selection_total`, labelled with the attribute and `nil`).
-fn run_compare(
+/// Runs the query's spanset pipeline over every trace `scan` selects and hands each matched span
+/// (once, however many spansets hold it) that falls in one of `mapper`'s intervals to `visit`, as
+/// (trace, span index, interval index). Stops at the deadline, at an evaluation error, or at the
+/// first error `visit` returns.
+fn for_each_matched_span(
     reader: &dyn TracesReader,
+    scan: &TraceScan,
     q: &Query,
-    c: &CompareArgs,
     mapper: &Intervals,
     deadline: Instant,
-) -> Result<Vec<MetricsSeries>, Error> {
-    /// The values of one attribute, and their index by type and text.
-    type Values = (Vec<(Static, Vec<f64>)>, HashMap<(u8, String), usize>);
-    let n = mapper.count as usize;
-    // [baseline, selection]: attribute → values; and attribute → totals.
-    let mut counts: [Vec<(String, Values)>; 2] = [Vec::new(), Vec::new()];
-    let mut totals: [Vec<(String, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
-    let eval = Evaluator::default();
+    eval: &Evaluator,
+    visit: &mut dyn FnMut(&TraceCtx<'_>, usize, usize) -> Result<(), Error>,
+) -> Result<(), Error> {
     let mut failure = None;
-    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
-    super::search::pipeline_hints(&q.pipeline, &mut scan);
-    let mut distinct = 0usize;
-    reader.scan_traces(&scan, &mut |spans| {
+    reader.scan_traces(scan, &mut |spans| {
         if Instant::now() >= deadline {
             failure = Some(Error::Timeout);
             return false;
@@ -317,61 +286,83 @@ fn run_compare(
                 if std::mem::replace(&mut seen[s], true) {
                     continue;
                 }
-                let start = ctx.spans[s].span.start_time_ns;
-                let Some(i) = mapper.interval(start) else { continue };
-                let in_window = (c.start == 0 && c.end == 0) || (start > c.start && start <= c.end);
-                let selected = match in_window.then(|| eval.matches(&ctx, &c.filter, s)) {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => {
-                        failure = Some(Error::Execution(e));
-                        return false;
-                    }
-                    None => false,
-                };
-                let k = usize::from(selected);
-                for (name, v) in compare_attributes(&ctx, s) {
-                    let ai = match counts[k].iter().position(|(a, _)| *a == name) {
-                        Some(ai) => ai,
-                        None => {
-                            counts[k].push((name.clone(), (Vec::new(), HashMap::new())));
-                            counts[k].len() - 1
-                        }
-                    };
-                    let (values, index) = &mut counts[k][ai].1;
-                    let key = (type_tag(&v), v.encode());
-                    match index.get(&key) {
-                        Some(&vi) => values[vi].1[i] += 1.0,
-                        None => {
-                            distinct += 1;
-                            if distinct > MAX_SERIES * 10 {
-                                failure = Some(Error::Limit(format!(
-                                    "compare() sees more than {} distinct attribute values",
-                                    MAX_SERIES * 10
-                                )));
-                                return false;
-                            }
-                            let mut cs = vec![0.0; n];
-                            cs[i] = 1.0;
-                            index.insert(key, values.len());
-                            values.push((v, cs));
-                        }
-                    }
-                    match totals[k].iter_mut().find(|(a, _)| *a == name) {
-                        Some((_, t)) => t[i] += 1.0,
-                        None => {
-                            let mut t = vec![0.0; n];
-                            t[i] = 1.0;
-                            totals[k].push((name, t));
-                        }
-                    }
+                let Some(i) = mapper.interval(ctx.spans[s].span.start_time_ns) else { continue };
+                if let Err(e) = visit(&ctx, s, i) {
+                    failure = Some(e);
+                    return false;
                 }
             }
         }
         true
     });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+    failure.map_or(Ok(()), Err)
+}
+
+fn run_compare(
+    reader: &dyn TracesReader,
+    q: &Query,
+    c: &CompareArgs,
+    mapper: &Intervals,
+    deadline: Instant,
+) -> Result<Vec<MetricsSeries>, Error> {
+    /// The values of one attribute, and their index by type and text.
+    type Values = (Vec<(Static, Vec<f64>)>, HashMap<(u8, String), usize>);
+    let n = mapper.count as usize;
+    // [baseline, selection]: attribute → values; and attribute → totals.
+    let mut counts: [Vec<(String, Values)>; 2] = [Vec::new(), Vec::new()];
+    let mut totals: [Vec<(String, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
+    let eval = Evaluator::default();
+    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    super::search::pipeline_hints(&q.pipeline, &mut scan);
+    let mut distinct = 0usize;
+    for_each_matched_span(reader, &scan, q, mapper, deadline, &eval, &mut |ctx, s, i| {
+        let start = ctx.spans[s].span.start_time_ns;
+        let in_window = (c.start == 0 && c.end == 0) || (start > c.start && start <= c.end);
+        let selected = match in_window.then(|| eval.matches(ctx, &c.filter, s)) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                return Err(Error::Execution(e));
+            }
+            None => false,
+        };
+        let k = usize::from(selected);
+        for (name, v) in compare_attributes(ctx, s) {
+            let ai = match counts[k].iter().position(|(a, _)| *a == name) {
+                Some(ai) => ai,
+                None => {
+                    counts[k].push((name.clone(), (Vec::new(), HashMap::new())));
+                    counts[k].len() - 1
+                }
+            };
+            let (values, index) = &mut counts[k][ai].1;
+            let key = (type_tag(&v), v.encode());
+            match index.get(&key) {
+                Some(&vi) => values[vi].1[i] += 1.0,
+                None => {
+                    distinct += 1;
+                    if distinct > MAX_SERIES * 10 {
+                        return Err(Error::Limit(format!(
+                            "compare() sees more than {} distinct attribute values",
+                            MAX_SERIES * 10
+                        )));
+                    }
+                    let mut cs = vec![0.0; n];
+                    cs[i] = 1.0;
+                    index.insert(key, values.len());
+                    values.push((v, cs));
+                }
+            }
+            match totals[k].iter_mut().find(|(a, _)| *a == name) {
+                Some((_, t)) => t[i] += 1.0,
+                None => {
+                    let mut t = vec![0.0; n];
+                    t[i] = 1.0;
+                    totals[k].push((name, t));
+                }
+            }
+        }
+        Ok(())
+    })?;
     let mut out: Vec<(Labels, Vec<f64>)> = Vec::new();
     for (k, kind) in ["baseline", "selection"].into_iter().enumerate() {
         for (name, (mut values, _)) in std::mem::take(&mut counts[k]) {

@@ -10,21 +10,7 @@ use storage::model::Labels;
 
 /// Appends `s` as a JSON string literal.
 pub fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    storage::model::write_json_string(s, out);
 }
 
 /// Appends a millisecond timestamp as Prometheus does: seconds, then `.` and exactly three digits

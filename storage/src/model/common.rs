@@ -92,7 +92,9 @@ impl AnyValue {
     }
 }
 
-fn write_json_string(s: &str, out: &mut String) {
+/// Appends `s` as a JSON string literal (quotes, backslash, control characters escaped; everything
+/// else verbatim UTF-8). Shared by the model's JSON rendering and the API encoders.
+pub fn write_json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
