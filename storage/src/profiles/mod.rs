@@ -23,6 +23,7 @@ mod persist;
 
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -205,16 +206,31 @@ pub(crate) struct ProfileRow {
     pub len: u32,
 }
 
-/// A group of profiles in sample-row columns. Rows of a profile are contiguous.
+/// Sample-row columns (one entry per row).
 #[derive(Default)]
-pub(crate) struct Part {
-    pub seq: u64,
-    pub profiles: Vec<ProfileRow>,
+pub(crate) struct Columns {
     pub stacks: Vec<u32>,
     pub values: Vec<i64>,
     /// Span id as a big-endian u64, 0 for none.
     pub spans: Vec<u64>,
     pub label_sets: Vec<u32>,
+}
+
+/// A group of profiles in sample rows. Rows of a profile are contiguous.
+///
+/// Until the part is persisted its rows are in `cols`; once its file is listed by the manifest
+/// `cols` is emptied and rows are read from the Parquet file (`file`), so memory holds only the
+/// per-profile rows and the span index, not the samples.
+#[derive(Default)]
+pub(crate) struct Part {
+    pub seq: u64,
+    pub profiles: Vec<ProfileRow>,
+    /// Sample rows in the part.
+    pub rows: u32,
+    /// The rows, while not persisted.
+    pub cols: Columns,
+    /// The Parquet file, once persisted.
+    pub file: Option<persist::PartFile>,
     /// Span id → sample rows.
     pub span_index: FastMap<u64, Vec<u32>>,
     pub min_time_ns: i64,
@@ -227,25 +243,45 @@ pub(crate) struct Part {
     pub persisted: bool,
 }
 
+/// Which optional columns a row visit needs (stack and value are always read).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Need {
+    pub spans: bool,
+    pub label_sets: bool,
+}
+
+/// One sample row as visited: `(row, stack, value, span, label set)`; unread columns are 0.
+pub(crate) type RowVisit = (u32, u32, i64, u64, u32);
+
 impl Part {
     fn new(seq: u64) -> Part {
         Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, ..Part::default() }
     }
 
-    pub(crate) fn push_profile(&mut self, mut row: ProfileRow, samples: impl Iterator<Item = (u32, i64, u64, u32)>) {
-        row.first = self.stacks.len() as u32;
+    /// Appends a profile; `samples` are `(stack, value, span, label set)`. With `keep` false only
+    /// the profile row and the span index are built (a persisted part loaded from its file).
+    pub(crate) fn push_profile(
+        &mut self,
+        mut row: ProfileRow,
+        samples: impl Iterator<Item = (u32, i64, u64, u32)>,
+        keep: bool,
+    ) {
+        row.first = self.rows;
         let mut total = 0i64;
         for (stack, value, span, labels) in samples {
             if span != 0 {
-                self.span_index.entry(span).or_default().push(self.stacks.len() as u32);
+                self.span_index.entry(span).or_default().push(self.rows);
             }
-            self.stacks.push(stack);
-            self.values.push(value);
-            self.spans.push(span);
-            self.label_sets.push(labels);
+            if keep {
+                self.cols.stacks.push(stack);
+                self.cols.values.push(value);
+                self.cols.spans.push(span);
+                self.cols.label_sets.push(labels);
+            }
+            self.rows += 1;
             total = total.saturating_add(value);
         }
-        row.len = self.stacks.len() as u32 - row.first;
+        row.len = self.rows - row.first;
         row.total = total;
         self.min_time_ns = self.min_time_ns.min(row.time_ns);
         self.max_time_ns = self.max_time_ns.max(row.time_ns);
@@ -260,6 +296,106 @@ impl Part {
     fn profile_of(&self, row: u32) -> &ProfileRow {
         let i = self.profiles.partition_point(|p| p.first + p.len <= row);
         &self.profiles[i]
+    }
+
+    /// Calls `f` for every row in `ranges` (sorted, disjoint, `[start, end)`), in row order, from
+    /// memory or from the part's file. Rows whose ids fall outside `sym` make the part unreadable
+    /// (an error, nothing visited after it).
+    pub(crate) fn visit(
+        &self,
+        sym: &Symbols,
+        ranges: &[(u32, u32)],
+        need: Need,
+        f: &mut dyn FnMut(RowVisit),
+    ) -> std::io::Result<()> {
+        let (n_stacks, n_sets) = ((sym.stack_offsets.len() - 1) as u32, sym.label_sets.len() as u32);
+        match &self.file {
+            None => {
+                let c = &self.cols;
+                for &(a, b) in ranges {
+                    for r in a..b.min(c.stacks.len() as u32) {
+                        let i = r as usize;
+                        f((r, c.stacks[i], c.values[i], c.spans[i], c.label_sets[i]));
+                    }
+                }
+                Ok(())
+            }
+            Some(file) => file.read_rows(ranges, need, &mut |v: RowVisit| {
+                if v.1 >= n_stacks || v.4 >= n_sets {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("part {}: row {} refers to an unknown stack or label set", self.seq, v.0),
+                    ));
+                }
+                f(v);
+                Ok(())
+            }),
+        }
+    }
+}
+
+/// Sums of sample values by stack id: dense (a vector indexed by stack id) while the stack table
+/// is small enough for one allocation per query, a hash map beyond.
+enum StackSums {
+    Dense { sums: Vec<i64>, touched: Vec<u32> },
+    Sparse(FastMap<u32, i64>),
+}
+
+impl StackSums {
+    const DENSE_MAX: usize = 1 << 22;
+
+    fn new(stacks: usize) -> StackSums {
+        if stacks <= Self::DENSE_MAX {
+            StackSums::Dense { sums: vec![0; stacks], touched: Vec::new() }
+        } else {
+            StackSums::Sparse(FastMap::default())
+        }
+    }
+
+    fn add(&mut self, stack: u32, value: i64) {
+        match self {
+            StackSums::Dense { sums, touched } => {
+                let i = stack as usize;
+                if i >= sums.len() {
+                    sums.resize(i + 1, 0);
+                }
+                if sums[i] == 0 {
+                    // A sum back at zero that moves again is pushed twice: deduplicated at the end.
+                    touched.push(stack);
+                }
+                sums[i] = sums[i].wrapping_add(value);
+            }
+            StackSums::Sparse(map) => {
+                let v = map.entry(stack).or_default();
+                *v = v.wrapping_add(value);
+            }
+        }
+    }
+
+    /// `(stack, sum)` with a non-zero sum, by stack id.
+    fn into_sorted(self) -> Vec<(u32, i64)> {
+        let mut out: Vec<(u32, i64)> = match self {
+            StackSums::Dense { sums, mut touched } => {
+                touched.sort_unstable();
+                touched.dedup();
+                touched.into_iter().map(|s| (s, sums[s as usize])).collect()
+            }
+            StackSums::Sparse(map) => {
+                let mut v: Vec<(u32, i64)> = map.into_iter().collect();
+                v.sort_unstable();
+                v
+            }
+        };
+        out.retain(|(_, v)| *v != 0);
+        out
+    }
+}
+
+/// Adds `[a, b)` to sorted ranges, joining it to the last one when adjacent.
+fn push_range(ranges: &mut Vec<(u32, u32)>, a: u32, b: u32) {
+    match ranges.last_mut() {
+        Some(last) if last.1 == a => last.1 = b,
+        _ => ranges.push((a, b)),
     }
 }
 
@@ -304,6 +440,8 @@ pub(crate) struct ProfilesHead {
     inner: RwLock<Inner>,
     /// Serialises `persist` and `maintain` (file writers).
     files: Mutex<()>,
+    /// Parts that could not be read during a query (skipped; see [`ProfilesHead::read_errors`]).
+    read_errors: AtomicU64,
 }
 
 impl ProfilesHead {
@@ -327,6 +465,7 @@ impl ProfilesHead {
             opts: opts.clone(),
             inner: RwLock::new(inner),
             files: Mutex::new(()),
+            read_errors: AtomicU64::new(0),
         })
     }
 
@@ -363,6 +502,23 @@ impl ProfilesHead {
 
     pub fn items(&self) -> u64 {
         self.inner.read().samples
+    }
+
+    /// Persisted parts a query could not read (an I/O error or a corrupted file), since open.
+    /// Queries skip such a part and answer from the others.
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by tests; not yet exported as a metric"))]
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.load(Ordering::Relaxed)
+    }
+
+    /// Visits rows of `part`; a part that cannot be read is counted and skipped.
+    fn visit(&self, sym: &Symbols, part: &Part, ranges: &[(u32, u32)], need: Need, f: &mut dyn FnMut(RowVisit)) {
+        if ranges.is_empty() {
+            return;
+        }
+        if part.visit(sym, ranges, need, f).is_err() {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -407,7 +563,7 @@ fn ingest_profile(inner: &mut Inner, p: Profile) {
         first: 0,
         len: 0,
     };
-    inner.head().push_profile(row, rows.into_iter());
+    inner.head().push_profile(row, rows.into_iter(), true);
 }
 
 /// Every selected profile row with its part, in part order.
@@ -436,9 +592,24 @@ impl crate::read::ProfilesReader for ProfilesHead {
     fn profiles(&self, start_ns: i64, end_ns: i64) -> Vec<Profile> {
         let inner = self.inner.read();
         let mut out: Vec<Profile> = Vec::new();
-        for_each_profile(&inner, &[], start_ns, end_ns, |part, row| {
-            out.push(rebuild_profile(&inner.symbols, part, row));
-        });
+        let need = Need { spans: true, label_sets: true };
+        for part in inner.parts.iter().filter(|p| p.overlaps(start_ns, end_ns)) {
+            let rows: Vec<&ProfileRow> =
+                part.profiles.iter().filter(|r| r.time_ns >= start_ns && r.time_ns <= end_ns).collect();
+            let mut ranges = Vec::new();
+            for r in &rows {
+                push_range(&mut ranges, r.first, r.first + r.len);
+            }
+            let mut got: Vec<RowVisit> = Vec::new();
+            self.visit(&inner.symbols, part, &ranges, need, &mut |v| got.push(v));
+            for row in rows {
+                let a = got.partition_point(|v| v.0 < row.first);
+                let b = got.partition_point(|v| v.0 < row.first + row.len);
+                if b - a == row.len as usize {
+                    out.push(rebuild_profile(&inner.symbols, row, &got[a..b]));
+                }
+            }
+        }
         // Stable: ties keep part (arrival) order.
         out.sort_by_key(|p| p.time_ns);
         out
@@ -467,65 +638,59 @@ impl crate::read::ProfilesReader for ProfilesHead {
 
     fn merge_stacks(&self, select: &ProfileSelect<'_>) -> Result<MergedStacks, LimitExceeded> {
         let inner = self.inner.read();
-        let mut by_stack: FastMap<u32, i64> = FastMap::default();
+        let sym = &inner.symbols;
+        let mut sums = StackSums::new(sym.stack_offsets.len() - 1);
+        let mut add = |stack: u32, value: i64| sums.add(stack, value);
         let mut profiles = 0u64;
         let mut samples = 0u64;
         let limit = LimitExceeded { limit: "max_samples", max: select.max_samples };
-        match select.span_ids {
-            None => {
-                let mut over = false;
-                for_each_profile(&inner, select.matchers, select.start_ns, select.end_ns, |part, row| {
-                    if over {
-                        return;
-                    }
-                    profiles += 1;
-                    samples += u64::from(row.len);
-                    if samples > select.max_samples {
-                        over = true;
-                        return;
-                    }
-                    let (a, b) = (row.first as usize, (row.first + row.len) as usize);
-                    for (stack, value) in part.stacks[a..b].iter().zip(&part.values[a..b]) {
-                        *by_stack.entry(*stack).or_default() += *value;
-                    }
-                });
-                if over {
-                    return Err(limit);
-                }
-            }
-            Some(spans) => {
-                let wanted = inner.matching_series(select.matchers);
-                let mut seen_profiles = std::collections::HashSet::new();
-                for part in inner.parts.iter().filter(|p| p.overlaps(select.start_ns, select.end_ns)) {
-                    for span in spans {
-                        let Some(rows) = part.span_index.get(&span_key(span)) else { continue };
-                        for &r in rows {
-                            let row = part.profile_of(r);
-                            if row.time_ns < select.start_ns
-                                || row.time_ns > select.end_ns
-                                || !wanted[row.series as usize]
-                            {
-                                continue;
-                            }
-                            seen_profiles.insert((part.seq, row.first));
-                            samples += 1;
-                            if samples > select.max_samples {
-                                return Err(limit);
-                            }
-                            *by_stack.entry(part.stacks[r as usize]).or_default() += part.values[r as usize];
+        let wanted = inner.matching_series(select.matchers);
+        let in_range = |row: &ProfileRow| {
+            row.time_ns >= select.start_ns && row.time_ns <= select.end_ns && wanted[row.series as usize]
+        };
+        let mut ranges = Vec::new();
+        for part in inner.parts.iter().filter(|p| p.overlaps(select.start_ns, select.end_ns)) {
+            ranges.clear();
+            match select.span_ids {
+                None => {
+                    for row in part.profiles.iter().filter(|r| in_range(r)) {
+                        profiles += 1;
+                        samples += u64::from(row.len);
+                        if samples > select.max_samples {
+                            return Err(limit);
                         }
+                        push_range(&mut ranges, row.first, row.first + row.len);
                     }
                 }
-                profiles = seen_profiles.len() as u64;
+                Some(spans) => {
+                    let mut rows: Vec<u32> = Vec::new();
+                    for span in spans {
+                        let Some(found) = part.span_index.get(&span_key(span)) else { continue };
+                        rows.extend(found.iter().copied().filter(|r| in_range(part.profile_of(*r))));
+                    }
+                    rows.sort_unstable();
+                    rows.dedup();
+                    samples += rows.len() as u64;
+                    if samples > select.max_samples {
+                        return Err(limit);
+                    }
+                    let mut last_profile = None;
+                    for r in rows {
+                        let first = part.profile_of(r).first;
+                        if last_profile != Some(first) {
+                            profiles += 1;
+                            last_profile = Some(first);
+                        }
+                        push_range(&mut ranges, r, r + 1);
+                    }
+                }
             }
+            self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
         }
-        let sym = &inner.symbols;
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };
         let mut loc_map: FastMap<u32, u32> = FastMap::default();
         let mut fn_map: FastMap<u32, u32> = FastMap::default();
-        let mut stacks: Vec<(u32, i64)> = by_stack.into_iter().filter(|(_, v)| *v != 0).collect();
-        stacks.sort_unstable();
-        for (stack_id, value) in stacks {
+        for (stack_id, value) in sums.into_sorted() {
             let mut locs = Vec::with_capacity(sym.stack_of(stack_id).len());
             for &l in sym.stack_of(stack_id) {
                 let next = out.locations.len() as u32;
@@ -587,37 +752,54 @@ impl crate::read::ProfilesReader for ProfilesHead {
         spans.dedup();
         let mut out: Vec<SpanSamples> = Vec::new();
         for part in inner.parts.iter().filter(|p| p.overlaps(start_ns, end_ns)) {
+            // Rows of the wanted spans in range, read once for the whole part.
+            let mut rows: Vec<u32> = Vec::new();
             for span in &spans {
-                let Some(rows) = part.span_index.get(&span_key(span)) else { continue };
-                let mut per_profile: Vec<(u32, u64, i64, Option<TraceId>)> = Vec::new();
-                for &r in rows {
-                    let row = part.profile_of(r);
-                    if row.time_ns < start_ns || row.time_ns > end_ns {
-                        continue;
+                let Some(found) = part.span_index.get(&span_key(span)) else { continue };
+                rows.extend(found.iter().copied().filter(|r| {
+                    let t = part.profile_of(*r).time_ns;
+                    t >= start_ns && t <= end_ns
+                }));
+            }
+            rows.sort_unstable();
+            rows.dedup();
+            let mut ranges = Vec::new();
+            for &r in &rows {
+                push_range(&mut ranges, r, r + 1);
+            }
+            let mut got: Vec<RowVisit> = Vec::new();
+            self.visit(&inner.symbols, part, &ranges, Need { spans: true, label_sets: true }, &mut |v| got.push(v));
+            // Group by (span, profile).
+            let mut groups: Vec<(u64, u32, u64, i64, Option<TraceId>)> = Vec::new();
+            for (row, _, value, span, set) in got {
+                let trace = inner.symbols.label_sets[set as usize]
+                    .iter()
+                    .find(|l| l.name == "trace_id")
+                    .and_then(|l| TraceId::from_hex(&l.value));
+                groups.push((span, part.profile_of(row).first, 1, value, trace));
+            }
+            groups.sort_by_key(|g| (g.0, g.1));
+            let mut merged: Vec<(u64, u32, u64, i64, Option<TraceId>)> = Vec::new();
+            for g in groups {
+                match merged.last_mut() {
+                    Some(last) if last.0 == g.0 && last.1 == g.1 => {
+                        last.2 += 1;
+                        last.3 += g.3;
+                        last.4 = last.4.or(g.4);
                     }
-                    let trace = inner.symbols.label_sets[part.label_sets[r as usize] as usize]
-                        .iter()
-                        .find(|l| l.name == "trace_id")
-                        .and_then(|l| TraceId::from_hex(&l.value));
-                    match per_profile.last_mut() {
-                        Some(last) if last.0 == row.first => {
-                            last.1 += 1;
-                            last.2 += part.values[r as usize];
-                        }
-                        _ => per_profile.push((row.first, 1, part.values[r as usize], trace)),
-                    }
+                    _ => merged.push(g),
                 }
-                for (first, n, value, trace) in per_profile {
-                    let row = part.profile_of(first);
-                    out.push(SpanSamples {
-                        span_id: *span,
-                        trace_id: trace.or(trace_id),
-                        series: inner.symbols.series[row.series as usize].clone(),
-                        time_ns: row.time_ns,
-                        samples: n,
-                        value,
-                    });
-                }
+            }
+            for (span, first, n, value, trace) in merged {
+                let row = part.profile_of(first);
+                out.push(SpanSamples {
+                    span_id: SpanId(span.to_be_bytes()),
+                    trace_id: trace.or(trace_id),
+                    series: inner.symbols.series[row.series as usize].clone(),
+                    time_ns: row.time_ns,
+                    samples: n,
+                    value,
+                });
             }
         }
         out.sort_by_key(|s| (s.time_ns, s.span_id));
@@ -627,10 +809,9 @@ impl crate::read::ProfilesReader for ProfilesHead {
 
 /// A stored profile as the model's `Profile`, with its own compact symbol tables: the functions
 /// and locations its samples use, in the order they were first stored (so a profile comes back
-/// with the tables it was written with, minus unused entries).
-fn rebuild_profile(sym: &Symbols, part: &Part, row: &ProfileRow) -> Profile {
-    let rows = row.first as usize..(row.first + row.len) as usize;
-    let mut loc_ids: Vec<u32> = rows.clone().flat_map(|r| sym.stack_of(part.stacks[r]).iter().copied()).collect();
+/// with the tables it was written with, minus unused entries). `rows` are the profile's rows.
+fn rebuild_profile(sym: &Symbols, row: &ProfileRow, rows: &[RowVisit]) -> Profile {
+    let mut loc_ids: Vec<u32> = rows.iter().flat_map(|v| sym.stack_of(v.1).iter().copied()).collect();
     loc_ids.sort_unstable();
     loc_ids.dedup();
     let mut fn_ids: Vec<u32> =
@@ -648,14 +829,12 @@ fn rebuild_profile(sym: &Symbols, part: &Part, row: &ProfileRow) -> Profile {
         })
         .collect();
     let samples = rows
-        .map(|r| {
-            let span = part.spans[r];
-            ProfileSample {
-                locations: sym.stack_of(part.stacks[r]).iter().map(|l| loc_index(*l)).collect(),
-                value: part.values[r],
-                span_id: (span != 0).then(|| SpanId(span.to_be_bytes())),
-                labels: sym.label_sets[part.label_sets[r] as usize].clone(),
-            }
+        .iter()
+        .map(|&(_, stack, value, span, set)| ProfileSample {
+            locations: sym.stack_of(stack).iter().map(|l| loc_index(*l)).collect(),
+            value,
+            span_id: (span != 0).then(|| SpanId(span.to_be_bytes())),
+            labels: sym.label_sets[set as usize].clone(),
         })
         .collect();
     Profile {

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use parking_lot::RwLock;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use super::{Inner, Part, ProfileRow, SymbolCounts};
+use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts};
 use crate::error::OpenError;
 use crate::model::{Function, Label, Labels, Location, ProfileType, TraceId};
 use crate::wal::WalPos;
@@ -25,6 +28,131 @@ const MANIFEST: &str = "MANIFEST.json";
 const MANIFEST_VERSION: u32 = 1;
 const SYMBOLS_MAGIC: &[u8; 4] = b"OPSY";
 const SYMBOLS_VERSION: u32 = 1;
+/// Rows per Parquet row group: queries read only the row groups (and, through the offset index,
+/// the pages) holding the rows they select.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+/// Column indexes of the part schema.
+const COL_STACK: usize = 5;
+const COL_VALUE: usize = 6;
+const COL_SPAN: usize = 7;
+const COL_LABELS: usize = 8;
+
+/// A persisted part's Parquet file: its path and footer (with the offset index), kept open for
+/// row reads.
+pub(crate) struct PartFile {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+    /// First row of each row group, then the total.
+    row_group_starts: Vec<u32>,
+}
+
+impl PartFile {
+    pub(crate) fn open(path: PathBuf) -> io::Result<PartFile> {
+        let file = File::open(&path)?;
+        let opts = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+        let meta = ArrowReaderMetadata::load(&file, opts).map_err(io::Error::other)?;
+        let mut row_group_starts = vec![0u32];
+        let mut total = 0u64;
+        for rg in meta.metadata().row_groups() {
+            total += rg.num_rows().max(0) as u64;
+            row_group_starts.push(u32::try_from(total).map_err(|_| invalid(&path, "more than 2^32 rows"))?);
+        }
+        Ok(PartFile { path, meta, row_group_starts })
+    }
+
+    /// Reads the rows `ranges` (sorted, disjoint, `[start, end)`), stack and value plus what
+    /// `need` asks for, and calls `f` for each in row order.
+    pub(crate) fn read_rows(
+        &self,
+        ranges: &[(u32, u32)],
+        need: Need,
+        f: &mut dyn FnMut(RowVisit) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let starts = &self.row_group_starts;
+        let groups_n = starts.len() - 1;
+        // Row groups touched, and a selection over their concatenated rows.
+        let mut groups: Vec<usize> = Vec::new();
+        for &(a, b) in ranges.iter().filter(|(a, b)| a < b) {
+            let first = starts.partition_point(|&s| s <= a).saturating_sub(1);
+            let last = starts.partition_point(|&s| s < b).saturating_sub(1).min(groups_n.saturating_sub(1));
+            groups.extend(first..=last);
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        groups.retain(|g| *g < groups_n);
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mut selectors: Vec<RowSelector> = Vec::new();
+        let mut selected: Vec<(u32, u32)> = Vec::new();
+        for &g in &groups {
+            let (gs, ge) = (starts[g], starts[g + 1]);
+            let mut at = gs;
+            for &(a, b) in ranges {
+                let (a, b) = (a.max(at), b.min(ge));
+                if a >= b {
+                    continue;
+                }
+                if a > at {
+                    selectors.push(RowSelector::skip((a - at) as usize));
+                }
+                selectors.push(RowSelector::select((b - a) as usize));
+                selected.push((a, b));
+                at = b;
+            }
+            if ge > at {
+                selectors.push(RowSelector::skip((ge - at) as usize));
+            }
+        }
+        let mut cols = vec![COL_STACK, COL_VALUE];
+        if need.spans {
+            cols.push(COL_SPAN);
+        }
+        if need.label_sets {
+            cols.push(COL_LABELS);
+        }
+        let mask = ProjectionMask::roots(self.meta.parquet_schema(), cols.iter().copied());
+        let file = File::open(&self.path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(groups)
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(io::Error::other)?;
+        // Row ids of the selected rows, in order.
+        let mut rows = selected.iter().flat_map(|&(a, b)| a..b);
+        for batch in reader {
+            let batch = batch.map_err(io::Error::other)?;
+            let bad = || invalid(&self.path, "unexpected column layout");
+            let col = |name: &str| batch.column_by_name(name).ok_or_else(bad);
+            let stack = col("stack")?.as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?;
+            let value = col("value")?.as_any().downcast_ref::<Int64Array>().ok_or_else(bad)?;
+            let span = if need.spans {
+                Some(col("span_id")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(bad)?)
+            } else {
+                None
+            };
+            let labels = if need.label_sets {
+                Some(col("labels")?.as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?)
+            } else {
+                None
+            };
+            let (stacks, values) = (stack.values(), value.values());
+            for i in 0..batch.num_rows() {
+                let row = rows.next().ok_or_else(|| invalid(&self.path, "more rows than selected"))?;
+                let sp = span.map_or(0, |s| if s.is_null(i) { 0 } else { s.value(i) });
+                let ls = labels.map_or(0, |l| l.value(i));
+                f((row, stacks[i], values[i], sp, ls))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &Path, what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {what}", path.display()))
+}
 
 #[derive(Serialize, Deserialize, Default)]
 struct Manifest {
@@ -80,7 +208,7 @@ fn schema() -> Arc<Schema> {
 
 /// A part's rows as an Arrow batch (built under the read lock, written without it).
 fn part_batch(part: &Part) -> io::Result<RecordBatch> {
-    let n = part.stacks.len();
+    let n = part.rows as usize;
     let (mut profile, mut series, mut time, mut dur, mut period) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -97,17 +225,18 @@ fn part_batch(part: &Part) -> io::Result<RecordBatch> {
             period.push(row.period);
         }
     }
-    let spans: UInt64Array = part.spans.iter().map(|s| (*s != 0).then_some(*s)).collect();
+    let c = &part.cols;
+    let spans: UInt64Array = c.spans.iter().map(|s| (*s != 0).then_some(*s)).collect();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from(profile)),
         Arc::new(UInt32Array::from(series)),
         Arc::new(Int64Array::from(time)),
         Arc::new(Int64Array::from(dur)),
         Arc::new(Int64Array::from(period)),
-        Arc::new(UInt32Array::from(part.stacks.clone())),
-        Arc::new(Int64Array::from(part.values.clone())),
+        Arc::new(UInt32Array::from(c.stacks.clone())),
+        Arc::new(Int64Array::from(c.values.clone())),
         Arc::new(spans),
-        Arc::new(UInt32Array::from(part.label_sets.clone())),
+        Arc::new(UInt32Array::from(c.label_sets.clone())),
     ];
     RecordBatch::try_new(schema(), cols).map_err(io::Error::other)
 }
@@ -116,7 +245,10 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> io::Result<u64> {
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp)?;
     let level = ZstdLevel::try_new(3).map_err(io::Error::other)?;
-    let props = WriterProperties::builder().set_compression(Compression::ZSTD(level)).build();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(io::Error::other)?;
     w.write(batch).map_err(io::Error::other)?;
     let file = w.into_inner().map_err(io::Error::other)?;
@@ -230,9 +362,9 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
     inner.symbols_persisted = inner.symbols.counts();
     for meta in &manifest.parts {
         let path = part_path(dir, meta.seq);
-        let part = read_part(&path, meta, inner)?;
-        inner.samples += part.stacks.len() as u64;
-        index_traces(inner, &part);
+        let (part, traced) = read_part(&path, meta, inner)?;
+        inner.samples += u64::from(part.rows);
+        index_traces(inner, &traced);
         inner.parts.push(part);
     }
     inner.next_seq = manifest.next_seq.max(inner.parts.last().map_or(1, |p| p.seq + 1));
@@ -241,12 +373,10 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
     Ok(())
 }
 
-fn index_traces(inner: &mut Inner, part: &Part) {
-    for (r, &span) in part.spans.iter().enumerate() {
-        if span == 0 || part.label_sets[r] == 0 {
-            continue;
-        }
-        let set = &inner.symbols.label_sets[part.label_sets[r] as usize];
+/// Adds `(span, label set)` pairs whose label set has a `trace_id` to the trace → spans map.
+fn index_traces(inner: &mut Inner, pairs: &[(u64, u32)]) {
+    for &(span, set) in pairs {
+        let set = &inner.symbols.label_sets[set as usize];
         if let Some(t) = set.iter().find(|l| l.name == "trace_id").and_then(|l| TraceId::from_hex(&l.value)) {
             let spans = inner.trace_spans.entry(t).or_default();
             let s = crate::model::SpanId(span.to_be_bytes());
@@ -257,43 +387,55 @@ fn index_traces(inner: &mut Inner, part: &Part) {
     }
 }
 
-fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<Part, OpenError> {
+/// Loads a persisted part's profile rows and span index (not its samples: those stay in the file).
+fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(u64, u32)>), OpenError> {
     let corrupt = |detail: String| OpenError::Corrupted { path: path.to_path_buf(), detail };
+    let pfile = PartFile::open(path.to_path_buf()).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => OpenError::Io { path: path.to_path_buf(), source: e },
+        _ => corrupt(e.to_string()),
+    })?;
     let file = File::open(path).map_err(io_err(path))?;
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| corrupt(e.to_string()))?;
+    let mask = ProjectionMask::roots(pfile.meta.parquet_schema(), (0..=COL_LABELS).filter(|c| *c != COL_STACK));
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, pfile.meta.clone())
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| corrupt(e.to_string()))?;
     let mut part = Part::new(meta.seq);
     part.file_bytes = meta.bytes;
     part.sealed = true;
     part.persisted = true;
     let mut current: Option<(u32, ProfileRow)> = None;
     let mut rows: Vec<(u32, i64, u64, u32)> = Vec::new();
+    let mut traced: Vec<(u64, u32)> = Vec::new();
     let n_series = inner.symbols.series.len() as u32;
-    let n_stacks = (inner.symbols.stack_offsets.len() - 1) as u32;
     let n_sets = inner.symbols.label_sets.len() as u32;
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         macro_rules! col {
-            ($i:expr, $t:ty) => {
+            ($name:expr, $t:ty) => {
                 batch
-                    .column($i)
-                    .as_any()
-                    .downcast_ref::<$t>()
-                    .ok_or_else(|| corrupt(format!("column {} has the wrong type", $i)))?
+                    .column_by_name($name)
+                    .and_then(|c| c.as_any().downcast_ref::<$t>())
+                    .ok_or_else(|| corrupt(format!("column {} is missing or has the wrong type", $name)))?
             };
         }
-        let (profile, series, time, dur, period) =
-            (col!(0, UInt32Array), col!(1, UInt32Array), col!(2, Int64Array), col!(3, Int64Array), col!(4, Int64Array));
-        let (stack, value, span, labels) =
-            (col!(5, UInt32Array), col!(6, Int64Array), col!(7, UInt64Array), col!(8, UInt32Array));
+        let (profile, series, time, dur, period) = (
+            col!("profile", UInt32Array),
+            col!("series", UInt32Array),
+            col!("time_ns", Int64Array),
+            col!("duration_ns", Int64Array),
+            col!("period", Int64Array),
+        );
+        let (value, span, labels) = (col!("value", Int64Array), col!("span_id", UInt64Array), col!("labels", UInt32Array));
         for i in 0..batch.num_rows() {
             let p = profile.value(i);
-            if series.value(i) >= n_series || stack.value(i) >= n_stacks || labels.value(i) >= n_sets {
-                return Err(corrupt(format!("row refers to an unknown series, stack or label set (profile {p})")));
+            if series.value(i) >= n_series || labels.value(i) >= n_sets {
+                return Err(corrupt(format!("row refers to an unknown series or label set (profile {p})")));
             }
             if current.as_ref().is_none_or(|(cur, _)| *cur != p) {
                 if let Some((_, row)) = current.take() {
-                    part.push_profile(row, rows.drain(..));
+                    part.push_profile(row, rows.drain(..), false);
                 }
                 let row = ProfileRow {
                     series: series.value(i),
@@ -307,16 +449,22 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<Part, OpenEr
                 current = Some((p, row));
             }
             let s = if span.is_null(i) { 0 } else { span.value(i) };
-            rows.push((stack.value(i), value.value(i), s, labels.value(i)));
+            if s != 0 && labels.value(i) != 0 {
+                traced.push((s, labels.value(i)));
+            }
+            rows.push((0, value.value(i), s, labels.value(i)));
         }
     }
     if let Some((_, row)) = current.take() {
-        part.push_profile(row, rows.drain(..));
+        part.push_profile(row, rows.drain(..), false);
     }
-    if part.stacks.len() as u64 != meta.rows {
-        return Err(corrupt(format!("{} rows, the manifest says {}", part.stacks.len(), meta.rows)));
+    if u64::from(part.rows) != meta.rows {
+        return Err(corrupt(format!("{} rows, the manifest says {}", part.rows, meta.rows)));
     }
-    Ok(part)
+    part.file = Some(pfile);
+    traced.sort_unstable();
+    traced.dedup();
+    Ok((part, traced))
 }
 
 fn meta_of(p: &Part) -> PartMeta {
@@ -325,7 +473,7 @@ fn meta_of(p: &Part) -> PartMeta {
         min_time_ns: p.min_time_ns,
         max_time_ns: p.max_time_ns,
         profiles: p.profiles.len() as u64,
-        rows: p.stacks.len() as u64,
+        rows: u64::from(p.rows),
         bytes: p.file_bytes,
     }
 }
@@ -361,7 +509,7 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         });
         let mut batches = Vec::new();
         for p in inner.parts.iter().filter(|p| p.sealed && !p.persisted) {
-            if p.stacks.is_empty() {
+            if p.rows == 0 {
                 batches.push((p.seq, None));
             } else {
                 batches.push((p.seq, Some(part_batch(p)?)));
@@ -380,9 +528,15 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         None => None,
     };
     let mut sizes = Vec::new();
+    let mut files = Vec::new();
     for (seq, batch) in &batches {
         let bytes = match batch {
-            Some(b) => write_parquet(&part_path(dir, *seq), b)?,
+            Some(b) => {
+                let path = part_path(dir, *seq);
+                let bytes = write_parquet(&path, b)?;
+                files.push((*seq, PartFile::open(path)?));
+                bytes
+            }
             None => 0,
         };
         sizes.push((*seq, bytes));
@@ -410,8 +564,15 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
             p.persisted = true;
         }
     }
+    // From now on the rows of written parts are read from their files.
+    for (seq, file) in files {
+        if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == seq) {
+            p.file = Some(file);
+            p.cols = super::Columns::default();
+        }
+    }
     // Empty sealed parts hold nothing: drop them.
-    inner.parts.retain(|p| !(p.persisted && p.stacks.is_empty()));
+    inner.parts.retain(|p| !(p.persisted && p.rows == 0));
     inner.symbol_files = symbols;
     inner.symbols_persisted = counts;
     inner.persisted = inner.persisted.max(pos);
@@ -433,7 +594,7 @@ pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes
     if doomed.is_empty() {
         return Ok(());
     }
-    let removed: u64 = inner.parts.iter().filter(|p| doomed.contains(&p.seq)).map(|p| p.stacks.len() as u64).sum();
+    let removed: u64 = inner.parts.iter().filter(|p| doomed.contains(&p.seq)).map(|p| u64::from(p.rows)).sum();
     inner.parts.retain(|p| !doomed.contains(&p.seq));
     inner.samples -= removed;
     let manifest = Manifest {

@@ -129,3 +129,100 @@ fn persists_and_reopens() {
     assert_eq!(again.items(), 0);
     assert!(!ProfilesHead::open(None, &opts).unwrap().persist().unwrap());
 }
+
+/// Many profiles with distinct stacks and values, some tagged with spans.
+fn varied(n: usize, t0: i64) -> Vec<Profile> {
+    (0..n)
+        .map(|i| {
+            let mut p = profile(t0 + i as i64, if i % 3 == 0 { "a" } else { "b" }, (i % 4 == 0).then_some(i as u8));
+            for s in &mut p.samples {
+                s.value += i as i64;
+            }
+            p.samples.push(ProfileSample { locations: vec![(i % 2) as u32, 1], value: 7, span_id: None, labels: vec![] });
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn persisted_rows_are_read_from_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProfilesOptions::default();
+    let mem = ProfilesHead::open(None, &opts).unwrap();
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    let pos = |o| WalPos { segment: 1, offset: o };
+    for (k, chunk) in [varied(50, 0), varied(30, 100)].into_iter().enumerate() {
+        mem.apply(WalPos::ZERO, ProfilesBatch { profiles: chunk.clone() });
+        head.apply(pos(k as u64 + 1), ProfilesBatch { profiles: chunk });
+        assert!(head.persist().unwrap());
+    }
+    // A head part that is not persisted yet, next to the two persisted ones.
+    mem.apply(WalPos::ZERO, ProfilesBatch { profiles: varied(5, 200) });
+    head.apply(pos(3), ProfilesBatch { profiles: varied(5, 200) });
+    {
+        let inner = head.inner.read();
+        assert_eq!(inner.parts.len(), 3);
+        for p in &inner.parts[..2] {
+            assert!(p.persisted && p.file.is_some() && p.cols.stacks.is_empty() && p.cols.values.is_empty());
+        }
+        assert_eq!(inner.parts[2].cols.stacks.len() as u32, inner.parts[2].rows);
+    }
+    let check = |h: &ProfilesHead| {
+        let spans: Vec<SpanId> = (0..85u8).step_by(4).map(|s| SpanId([s; 8])).collect();
+        let trace = TraceId::from_hex("0102030405060708090a0b0c0d0e0f10");
+        for (lo, hi) in [(0, i64::MAX), (10, 120), (60, 70), (201, 203)] {
+            let m = [Matcher::new("service_name", MatchOp::Equal, "b").unwrap()];
+            for matchers in [&[][..], &m[..]] {
+                for span_sel in [None, Some(&spans[..])] {
+                    let sel = ProfileSelect { start_ns: lo, end_ns: hi, max_samples: 10_000, ..select(matchers, span_sel) };
+                    assert_eq!(h.merge_stacks(&sel).unwrap(), mem.merge_stacks(&sel).unwrap(), "{lo}..{hi}");
+                    assert_eq!(h.profile_totals(&sel), mem.profile_totals(&sel));
+                }
+            }
+            assert_eq!(h.profiles(lo, hi), mem.profiles(lo, hi));
+            assert_eq!(h.span_samples(trace, &[], lo, hi), mem.span_samples(trace, &[], lo, hi));
+            assert_eq!(h.span_samples(None, &spans[..3], lo, hi), mem.span_samples(None, &spans[..3], lo, hi));
+        }
+        assert_eq!(h.read_errors(), 0);
+    };
+    check(&head);
+    // After a restart the persisted parts are loaded without their samples.
+    drop(head);
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    head.apply(pos(3), ProfilesBatch { profiles: varied(5, 200) });
+    check(&head);
+    assert_eq!(head.items(), mem.items());
+}
+
+#[test]
+fn unreadable_part_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProfilesOptions::default();
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    head.apply(WalPos { segment: 1, offset: 1 }, ProfilesBatch { profiles: varied(10, 0) });
+    assert!(head.persist().unwrap());
+    head.apply(WalPos { segment: 1, offset: 2 }, ProfilesBatch { profiles: varied(10, 100) });
+    assert!(head.persist().unwrap());
+    let first = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .min()
+        .unwrap();
+    // Replace the file's pages with garbage but keep its length and footer: the footer read at
+    // persist time stays valid, the data pages do not decode.
+    let mut bytes = std::fs::read(&first).unwrap();
+    let half = bytes.len() / 2;
+    for b in &mut bytes[4..half] {
+        *b = 0xA5;
+    }
+    std::fs::write(&first, &bytes).unwrap();
+    let all = head.merge_stacks(&select(&[], None)).unwrap();
+    assert_eq!(all.profiles, 20, "profile rows are in memory; the samples of the damaged part are not");
+    let only_second = ProfileSelect { start_ns: 100, ..select(&[], None) };
+    assert_eq!(all.stacks.iter().map(|s| s.1).sum::<i64>(), {
+        let m = head.merge_stacks(&only_second).unwrap();
+        m.stacks.iter().map(|s| s.1).sum::<i64>()
+    });
+    assert_eq!(head.read_errors(), 1);
+}
