@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use prost::Message;
-use storage::model::{Function, Label, Labels, Location, Profile, ProfileSample, ProfileType, ProfilesBatch, SpanId};
+use storage::model::{
+    Function, Label, Labels, Location, Mapping, Profile, ProfileSample, ProfileType, ProfilesBatch, SpanId,
+};
 
 /// Limits applied to every ingested profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,6 +494,25 @@ fn map_profile(
             start_line: f.start_line,
         });
     }
+    let mut mappings = Vec::with_capacity(p.mapping.len());
+    let mut mapping_index: HashMap<u64, u32> = HashMap::with_capacity(p.mapping.len());
+    for m in &p.mapping {
+        let idx = u32::try_from(mappings.len() + 1).map_err(|_| PprofError::Corrupt("too many mappings".into()))?;
+        if m.id == 0 || mapping_index.insert(m.id, idx).is_some() {
+            return Err(PprofError::Corrupt(format!("mapping id {} is zero or not unique", m.id)));
+        }
+        mappings.push(Mapping {
+            memory_start: m.memory_start,
+            memory_limit: m.memory_limit,
+            file_offset: m.file_offset,
+            filename: string_at(&p, m.filename)?.to_string(),
+            build_id: string_at(&p, m.build_id)?.to_string(),
+            has_functions: m.has_functions,
+            has_filenames: m.has_filenames,
+            has_line_numbers: m.has_line_numbers,
+            has_inline_frames: m.has_inline_frames,
+        });
+    }
     let mut locations = Vec::with_capacity(p.location.len());
     let mut location_index: HashMap<u64, u32> = HashMap::with_capacity(p.location.len());
     for l in &p.location {
@@ -506,7 +527,9 @@ fn map_profile(
             })?;
             lines.push((*f, line.line));
         }
-        locations.push(Location { address: l.address, lines });
+        // As Go's pprof reader: an unknown mapping id leaves the location without a mapping.
+        let mapping = mapping_index.get(&l.mapping_id).copied().unwrap_or(0);
+        locations.push(Location { address: l.address, lines, mapping });
     }
 
     // Sample types to keep: all of them, each its own profile.
@@ -606,6 +629,7 @@ fn map_profile(
                 functions: functions.clone(),
                 locations: locations.clone(),
                 samples,
+                mappings: mappings.clone(),
             });
         }
     }
@@ -748,7 +772,8 @@ fn folded_profile(
         });
     }
     // One location per function: folded stacks carry names only.
-    let locations = (0..functions.len() as u32).map(|i| Location { address: 0, lines: vec![(i, 0)] }).collect();
+    let locations =
+        (0..functions.len() as u32).map(|i| Location { address: 0, lines: vec![(i, 0)], mapping: 0 }).collect();
     let profile = Profile {
         labels,
         profile_type: ProfileType {
@@ -764,6 +789,7 @@ fn folded_profile(
         functions,
         locations,
         samples,
+        mappings: Vec::new(),
     };
     Ok(ProfilesBatch { profiles: if profile.samples.is_empty() { vec![] } else { vec![profile] } })
 }
@@ -932,6 +958,42 @@ mod tests {
         assert_eq!(cpu.samples[0].span_id.map(|s| s.to_hex()).as_deref(), Some("0102030405060708"));
         assert_eq!(cpu.samples[0].locations, vec![1, 0]);
         assert_eq!(cpu.samples[0].value, 20_000_000);
+        assert!(cpu.mappings.is_empty());
+    }
+
+    #[test]
+    fn mappings_are_kept() {
+        let mut p = go_cpu_profile();
+        p.string_table.extend(strings(&["/usr/bin/shop", "b1d"]));
+        let n = p.string_table.len() as i64;
+        p.mapping = vec![
+            proto::Mapping { id: 7, memory_start: 0x40_0000, memory_limit: 0x80_0000, ..Default::default() },
+            proto::Mapping {
+                id: 3,
+                memory_start: 0x1000,
+                memory_limit: 0x2000,
+                file_offset: 0x10,
+                filename: n - 2,
+                build_id: n - 1,
+                has_functions: true,
+                has_line_numbers: true,
+                ..Default::default()
+            },
+        ];
+        p.location[0].mapping_id = 3;
+        p.location[1].mapping_id = 42; // unknown: no mapping, as Go's reader does
+        let params = IngestParams::from_query("name=shop&format=pprof").unwrap();
+        let batch = ingest(&params, None, &p.encode_to_vec(), &PprofLimits::default(), 0).unwrap();
+        let cpu = &batch.profiles[1];
+        assert_eq!(cpu.mappings.len(), 2);
+        assert_eq!(cpu.locations[0].mapping, 2);
+        assert_eq!(cpu.locations[1].mapping, 0);
+        let m = &cpu.mappings[1];
+        assert_eq!((m.filename.as_str(), m.build_id.as_str(), m.file_offset), ("/usr/bin/shop", "b1d", 0x10));
+        assert!(m.has_functions && m.has_line_numbers && !m.has_filenames && !m.has_inline_frames);
+        p.mapping[0].id = 3;
+        let err = ingest(&params, None, &p.encode_to_vec(), &PprofLimits::default(), 0).unwrap_err();
+        assert!(matches!(err, PprofError::Corrupt(_)), "{err}");
     }
 
     #[test]

@@ -697,7 +697,7 @@ fn merged_to_pprof(m: &MergedStacks, profile_type: &str, start_ms: i64, end_ms: 
         .enumerate()
         .map(|(i, l)| pp::Location {
             id: i as u64 + 1,
-            mapping_id: 0,
+            mapping_id: u64::from(l.mapping),
             address: l.address,
             line: l
                 .lines
@@ -705,6 +705,23 @@ fn merged_to_pprof(m: &MergedStacks, profile_type: &str, start_ms: i64, end_ms: 
                 .map(|(f, line)| pp::Line { function_id: u64::from(*f) + 1, line: *line, column: 0 })
                 .collect(),
             is_folded: false,
+        })
+        .collect();
+    let mapping = m
+        .mappings
+        .iter()
+        .enumerate()
+        .map(|(i, mp)| pp::Mapping {
+            id: i as u64 + 1,
+            memory_start: mp.memory_start,
+            memory_limit: mp.memory_limit,
+            file_offset: mp.file_offset,
+            filename: s(&mp.filename),
+            build_id: s(&mp.build_id),
+            has_functions: mp.has_functions,
+            has_filenames: mp.has_filenames,
+            has_line_numbers: mp.has_line_numbers,
+            has_inline_frames: mp.has_inline_frames,
         })
         .collect();
     let sample = m
@@ -719,7 +736,7 @@ fn merged_to_pprof(m: &MergedStacks, profile_type: &str, start_ms: i64, end_ms: 
     pp::Profile {
         sample_type: vec![sample_type],
         sample,
-        mapping: Vec::new(),
+        mapping,
         location,
         function,
         string_table: strings,

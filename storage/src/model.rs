@@ -19,7 +19,7 @@ pub use metrics::{
     BucketSpan, Exemplar, FloatSample, HistogramSample, MetricMetadata, MetricType, MetricsBatch, NativeHistogram,
     STALE_NAN_BITS, TimeSeries, is_stale_nan,
 };
-pub use profiles::{Function, Location, Profile, ProfileSample, ProfileType, ProfilesBatch};
+pub use profiles::{Function, Location, Mapping, Profile, ProfileSample, ProfileType, ProfilesBatch};
 pub use traces::{Span, SpanEvent, SpanGroup, SpanKind, SpanLink, SpansBatch, StatusCode};
 
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,7 @@
 
 mod replay;
 mod segment;
+pub(crate) mod v1;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};

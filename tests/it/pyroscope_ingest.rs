@@ -435,3 +435,49 @@ fn profiles_survive_checkpoint_and_reopen() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].value, 5);
 }
+
+#[test]
+fn mappings_come_back_in_select_merge_profile() {
+    let server = TestServer::start(|_| {});
+    let mut profile = small_profile(&[(&["main", "work"], 7), (&["main"], 3)], None);
+    profile.string_table.extend(["/usr/local/bin/shop".to_string(), "9e1f00d".to_string()]);
+    let n = profile.string_table.len() as i64;
+    profile.mapping = vec![pp::Mapping {
+        id: 1,
+        memory_start: 0x40_0000,
+        memory_limit: 0x90_0000,
+        file_offset: 0x1000,
+        filename: n - 2,
+        build_id: n - 1,
+        has_functions: true,
+        ..Default::default()
+    }];
+    for l in &mut profile.location {
+        l.mapping_id = 1;
+    }
+    let now = now_ns() / 1_000_000_000;
+    let query = format!("name=mapped&from={}&until={now}&format=pprof", now - 10);
+    let (status, text) = post_ingest(&server.http(), &query, profile.encode_to_vec(), None);
+    assert_eq!(status, 200, "{text}");
+    let (status, body) = connect(
+        &server.http(),
+        "SelectMergeProfile",
+        &q::SelectMergeProfileRequest {
+            profile_type_id: CPU.into(),
+            label_selector: r#"{service_name="mapped"}"#.into(),
+            start: 0,
+            end: now * 1000 + 1000,
+            max_nodes: None,
+            stack_trace_selector: None,
+        },
+    );
+    assert_eq!(status, 200);
+    let p = pp::Profile::decode(body.as_slice()).unwrap();
+    assert_eq!(p.mapping.len(), 1);
+    let m = &p.mapping[0];
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!((s(m.filename), s(m.build_id)), ("/usr/local/bin/shop", "9e1f00d"));
+    assert_eq!((m.memory_start, m.memory_limit, m.file_offset, m.has_functions), (0x40_0000, 0x90_0000, 0x1000, true));
+    assert!(p.location.iter().all(|l| l.mapping_id == m.id));
+    assert_eq!(p.sample.iter().map(|s| s.value[0]).sum::<i64>(), 10);
+}

@@ -11,7 +11,7 @@ fn merged(stacks: &[(&[&str], i64)]) -> MergedStacks {
             let next = ids.len() as u32;
             let id = *ids.entry(f.to_string()).or_insert_with(|| {
                 m.functions.push(Function { name: f.to_string(), ..Function::default() });
-                m.locations.push(Location { address: 0, lines: vec![(next, 0)] });
+                m.locations.push(Location { address: 0, lines: vec![(next, 0)], mapping: 0 });
                 next
             });
             locs.push(id);

@@ -35,6 +35,8 @@ pub struct Profile {
     pub locations: Vec<Location>,
     /// The samples.
     pub samples: Vec<ProfileSample>,
+    /// Mapping table (binaries and libraries); `Location::mapping` points into it.
+    pub mappings: Vec<Mapping>,
 }
 
 /// Pyroscope's profile type identity: `name:sample_type:sample_unit:period_type:period_unit`.
@@ -79,6 +81,31 @@ pub struct Location {
     pub address: u64,
     /// `(function index, line)` pairs, innermost first.
     pub lines: Vec<(u32, i64)>,
+    /// The mapping holding `address`: an index into `Profile::mappings` plus one; 0 for none.
+    pub mapping: u32,
+}
+
+/// A mapped binary or library (pprof `Mapping`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Mapping {
+    /// First address of the mapping.
+    pub memory_start: u64,
+    /// One past its last address.
+    pub memory_limit: u64,
+    /// Offset in the file of `memory_start`.
+    pub file_offset: u64,
+    /// The binary's path.
+    pub filename: String,
+    /// The binary's build id.
+    pub build_id: String,
+    /// The locations of this mapping have function names.
+    pub has_functions: bool,
+    /// ... file names.
+    pub has_filenames: bool,
+    /// ... line numbers.
+    pub has_line_numbers: bool,
+    /// ... inlined frames.
+    pub has_inline_frames: bool,
 }
 
 /// One sample: a stack and its value.

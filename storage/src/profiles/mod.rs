@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::FastMap;
 use crate::error::OpenError;
 use crate::model::{
-    Function, Label, Labels, Location, Profile, ProfileSample, ProfileType, ProfilesBatch, SpanId, TraceId,
+    Function, Label, Labels, Location, Mapping, Profile, ProfileSample, ProfileType, ProfilesBatch, SpanId, TraceId,
 };
 use crate::read::{
     LimitExceeded, Matcher, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, SpanSamples, matches_all,
@@ -56,6 +56,9 @@ impl Default for ProfilesOptions {
 /// Append-only symbol and series tables.
 #[derive(Default)]
 pub(crate) struct Symbols {
+    /// Mappings; a location's `mapping` is an id here plus one (0: none).
+    pub mappings: Vec<Mapping>,
+    mapping_ids: FastMap<Mapping, u32>,
     pub functions: Vec<Function>,
     function_ids: FastMap<Function, u32>,
     pub locations: Vec<Location>,
@@ -81,6 +84,7 @@ pub(crate) struct SymbolCounts {
     pub stacks: u32,
     pub series: u32,
     pub label_sets: u32,
+    pub mappings: u32,
 }
 
 impl Symbols {
@@ -98,7 +102,18 @@ impl Symbols {
             stacks: (self.stack_offsets.len() - 1) as u32,
             series: self.series.len() as u32,
             label_sets: self.label_sets.len() as u32,
+            mappings: self.mappings.len() as u32,
         }
+    }
+
+    pub(crate) fn mapping(&mut self, m: &Mapping) -> u32 {
+        if let Some(id) = self.mapping_ids.get(m) {
+            return *id;
+        }
+        let id = self.mappings.len() as u32;
+        self.mappings.push(m.clone());
+        self.mapping_ids.insert(m.clone(), id);
+        id
     }
 
     pub(crate) fn function(&mut self, f: &Function) -> u32 {
@@ -528,11 +543,13 @@ fn ingest_profile(inner: &mut Inner, p: Profile) {
     }
     let sym = &mut inner.symbols;
     let fn_ids: Vec<u32> = p.functions.iter().map(|f| sym.function(f)).collect();
+    let map_ids: Vec<u32> = p.mappings.iter().map(|m| sym.mapping(m) + 1).collect();
     let mut loc_ids = Vec::with_capacity(p.locations.len());
     for l in &p.locations {
         let lines = l.lines.iter().map(|(f, line)| (fn_ids.get(*f as usize).copied().unwrap_or(u32::MAX), *line));
         let lines: Vec<(u32, i64)> = lines.filter(|(f, _)| *f != u32::MAX).collect();
-        loc_ids.push(sym.location(Location { address: l.address, lines }));
+        let mapping = l.mapping.checked_sub(1).and_then(|m| map_ids.get(m as usize).copied()).unwrap_or(0);
+        loc_ids.push(sym.location(Location { address: l.address, lines, mapping }));
     }
     let series = sym.series_id(&p.labels, &p.profile_type);
     let mut rows = Vec::with_capacity(p.samples.len());
@@ -690,6 +707,7 @@ impl crate::read::ProfilesReader for ProfilesHead {
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };
         let mut loc_map: FastMap<u32, u32> = FastMap::default();
         let mut fn_map: FastMap<u32, u32> = FastMap::default();
+        let mut map_map: FastMap<u32, u32> = FastMap::default();
         for (stack_id, value) in sums.into_sorted() {
             let mut locs = Vec::with_capacity(sym.stack_of(stack_id).len());
             for &l in sym.stack_of(stack_id) {
@@ -708,7 +726,17 @@ impl crate::read::ProfilesReader for ProfilesHead {
                             (fid, *line)
                         })
                         .collect();
-                    out.locations.push(Location { address: loc.address, lines });
+                    let mapping = match loc.mapping {
+                        0 => 0,
+                        m => {
+                            let next_m = out.mappings.len() as u32 + 1;
+                            *map_map.entry(m).or_insert_with(|| {
+                                out.mappings.push(sym.mappings[m as usize - 1].clone());
+                                next_m
+                            })
+                        }
+                    };
+                    out.locations.push(Location { address: loc.address, lines, mapping });
                     next
                 });
                 locs.push(id);
@@ -818,14 +846,24 @@ fn rebuild_profile(sym: &Symbols, row: &ProfileRow, rows: &[RowVisit]) -> Profil
         loc_ids.iter().flat_map(|l| sym.locations[*l as usize].lines.iter().map(|(f, _)| *f)).collect();
     fn_ids.sort_unstable();
     fn_ids.dedup();
+    let mut map_ids: Vec<u32> =
+        loc_ids.iter().map(|l| sym.locations[*l as usize].mapping).filter(|m| *m != 0).collect();
+    map_ids.sort_unstable();
+    map_ids.dedup();
     let fn_index = |f: u32| fn_ids.binary_search(&f).unwrap_or(0) as u32;
     let loc_index = |l: u32| loc_ids.binary_search(&l).unwrap_or(0) as u32;
+    let map_index = |m: u32| if m == 0 { 0 } else { map_ids.binary_search(&m).map_or(0, |i| i as u32 + 1) };
     let functions = fn_ids.iter().map(|f| sym.functions[*f as usize].clone()).collect();
+    let mappings = map_ids.iter().map(|m| sym.mappings[*m as usize - 1].clone()).collect();
     let locations = loc_ids
         .iter()
         .map(|l| {
             let loc = &sym.locations[*l as usize];
-            Location { address: loc.address, lines: loc.lines.iter().map(|(f, line)| (fn_index(*f), *line)).collect() }
+            Location {
+                address: loc.address,
+                lines: loc.lines.iter().map(|(f, line)| (fn_index(*f), *line)).collect(),
+                mapping: map_index(loc.mapping),
+            }
         })
         .collect();
     let samples = rows
@@ -846,6 +884,7 @@ fn rebuild_profile(sym: &Symbols, row: &ProfileRow, rows: &[RowVisit]) -> Profil
         functions,
         locations,
         samples,
+        mappings,
     }
 }
 

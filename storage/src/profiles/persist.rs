@@ -21,13 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts};
 use crate::error::OpenError;
-use crate::model::{Function, Label, Labels, Location, ProfileType, TraceId};
+use crate::model::{Function, Label, Labels, Location, Mapping, ProfileType, TraceId};
 use crate::wal::WalPos;
 
 const MANIFEST: &str = "MANIFEST.json";
 const MANIFEST_VERSION: u32 = 1;
 const SYMBOLS_MAGIC: &[u8; 4] = b"OPSY";
-const SYMBOLS_VERSION: u32 = 1;
+/// Symbols file version written; version 1 (no mappings) is still read.
+const SYMBOLS_VERSION: u32 = 2;
 /// Rows per Parquet row group: queries read only the row groups (and, through the offset index,
 /// the pages) holding the rows they select.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -182,6 +183,49 @@ struct SymbolsDelta {
     stacks: Vec<Vec<u32>>,
     series: Vec<(Labels, ProfileType)>,
     label_sets: Vec<Vec<Label>>,
+    mappings: Vec<Mapping>,
+}
+
+/// Symbols file version 1: no mappings (frozen).
+#[derive(Deserialize)]
+struct SymbolsDeltaV1 {
+    start: SymbolCountsV1,
+    functions: Vec<Function>,
+    locations: Vec<crate::wal::v1::LocationV1>,
+    stacks: Vec<Vec<u32>>,
+    series: Vec<(Labels, ProfileType)>,
+    label_sets: Vec<Vec<Label>>,
+}
+
+#[derive(Deserialize)]
+struct SymbolCountsV1 {
+    functions: u32,
+    locations: u32,
+    stacks: u32,
+    series: u32,
+    label_sets: u32,
+}
+
+impl From<SymbolsDeltaV1> for SymbolsDelta {
+    fn from(d: SymbolsDeltaV1) -> Self {
+        let c = d.start;
+        SymbolsDelta {
+            start: SymbolCounts {
+                functions: c.functions,
+                locations: c.locations,
+                stacks: c.stacks,
+                series: c.series,
+                label_sets: c.label_sets,
+                mappings: 0,
+            },
+            functions: d.functions,
+            locations: d.locations.into_iter().map(Into::into).collect(),
+            stacks: d.stacks,
+            series: d.series,
+            label_sets: d.label_sets,
+            mappings: Vec::new(),
+        }
+    }
 }
 
 fn part_path(dir: &Path, seq: u64) -> PathBuf {
@@ -285,7 +329,7 @@ fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
         return Err(bad("bad magic"));
     }
     let version = u32::from_le_bytes(data[4..8].try_into().map_err(|_| bad("short"))?);
-    if version != SYMBOLS_VERSION {
+    if version != SYMBOLS_VERSION && version != 1 {
         return Err(bad(&format!("unknown version {version}")));
     }
     let len = u64::from_le_bytes(data[8..16].try_into().map_err(|_| bad("short"))?) as usize;
@@ -298,6 +342,9 @@ fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
         return Err(bad("CRC mismatch"));
     }
     let raw = zstd::decode_all(body).map_err(|e| bad(&format!("zstd: {e}")))?;
+    if version == 1 {
+        return postcard::from_bytes::<SymbolsDeltaV1>(&raw).map(Into::into).map_err(|e| bad(&format!("decode: {e}")));
+    }
     postcard::from_bytes(&raw).map_err(|e| bad(&format!("decode: {e}")))
 }
 
@@ -327,6 +374,12 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
         if delta.start != sym.counts() {
             return Err(mismatch());
         }
+        for m in &delta.mappings {
+            let expect = sym.mappings.len() as u32;
+            if sym.mapping(m) != expect {
+                return Err(mismatch());
+            }
+        }
         for f in &delta.functions {
             let expect = sym.functions.len() as u32;
             if sym.function(f) != expect {
@@ -335,12 +388,26 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
         }
         for l in delta.locations {
             let expect = sym.locations.len() as u32;
+            if l.mapping as usize > sym.mappings.len()
+                || l.lines.iter().any(|(f, _)| *f as usize >= sym.functions.len())
+            {
+                return Err(OpenError::Corrupted {
+                    path: path.clone(),
+                    detail: "a location refers to an unknown symbol".into(),
+                });
+            }
             if sym.location(l) != expect {
                 return Err(mismatch());
             }
         }
         for s in &delta.stacks {
             let expect = (sym.stack_offsets.len() - 1) as u32;
+            if s.iter().any(|l| *l as usize >= sym.locations.len()) {
+                return Err(OpenError::Corrupted {
+                    path: path.clone(),
+                    detail: "a stack refers to an unknown location".into(),
+                });
+            }
             if sym.stack(s) != expect {
                 return Err(mismatch());
             }
@@ -391,7 +458,9 @@ fn index_traces(inner: &mut Inner, pairs: &[(u64, u32)]) {
 fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(u64, u32)>), OpenError> {
     let corrupt = |detail: String| OpenError::Corrupted { path: path.to_path_buf(), detail };
     let pfile = PartFile::open(path.to_path_buf()).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => OpenError::Io { path: path.to_path_buf(), source: e },
+        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+            OpenError::Io { path: path.to_path_buf(), source: e }
+        }
         _ => corrupt(e.to_string()),
     })?;
     let file = File::open(path).map_err(io_err(path))?;
@@ -427,7 +496,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             col!("duration_ns", Int64Array),
             col!("period", Int64Array),
         );
-        let (value, span, labels) = (col!("value", Int64Array), col!("span_id", UInt64Array), col!("labels", UInt32Array));
+        let (value, span, labels) =
+            (col!("value", Int64Array), col!("span_id", UInt64Array), col!("labels", UInt32Array));
         for i in 0..batch.num_rows() {
             let p = profile.value(i);
             if series.value(i) >= n_series || labels.value(i) >= n_sets {
@@ -506,6 +576,7 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
                 .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
                 .collect(),
             label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
+            mappings: sym.mappings[from.mappings as usize..counts.mappings as usize].to_vec(),
         });
         let mut batches = Vec::new();
         for p in inner.parts.iter().filter(|p| p.sealed && !p.persisted) {

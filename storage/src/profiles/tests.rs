@@ -22,7 +22,10 @@ fn profile(t: i64, service: &str, span: Option<u8>) -> Profile {
             Function { name: "main".into(), ..Function::default() },
             Function { name: "work".into(), ..Function::default() },
         ],
-        locations: vec![Location { address: 1, lines: vec![(0, 1)] }, Location { address: 2, lines: vec![(1, 2)] }],
+        locations: vec![
+            Location { address: 1, lines: vec![(0, 1)], mapping: 1 },
+            Location { address: 2, lines: vec![(1, 2)], mapping: 0 },
+        ],
         samples: vec![
             ProfileSample {
                 locations: vec![1, 0],
@@ -32,10 +35,19 @@ fn profile(t: i64, service: &str, span: Option<u8>) -> Profile {
             },
             ProfileSample { locations: vec![0], value: 10, span_id: None, labels: vec![] },
         ],
+        mappings: vec![Mapping {
+            memory_start: 0x1000,
+            memory_limit: 0x9000,
+            filename: "/usr/bin/app".into(),
+            build_id: "abc".into(),
+            has_functions: true,
+            ..Mapping::default()
+        }],
     }
 }
 
-/// A profile with its stacks spelled as function names (symbol table order is not kept).
+/// A profile with its stacks spelled as function names and mapping files (symbol table order is
+/// not kept).
 type NormSample = (Vec<String>, i64, Option<SpanId>, Vec<Label>);
 
 fn norm(p: &Profile) -> (Labels, String, i64, Vec<NormSample>) {
@@ -46,7 +58,14 @@ fn norm(p: &Profile) -> (Labels, String, i64, Vec<NormSample>) {
             let names = s
                 .locations
                 .iter()
-                .flat_map(|l| p.locations[*l as usize].lines.iter().map(|(f, _)| p.functions[*f as usize].name.clone()))
+                .flat_map(|l| {
+                    let loc = &p.locations[*l as usize];
+                    let file = match loc.mapping {
+                        0 => String::new(),
+                        m => p.mappings[m as usize - 1].filename.clone(),
+                    };
+                    loc.lines.iter().map(move |(f, _)| format!("{}@{file}", p.functions[*f as usize].name))
+                })
                 .collect();
             (names, s.value, s.span_id, s.labels.clone())
         })
@@ -65,6 +84,7 @@ fn dedups_symbols_and_merges() {
     {
         let inner = head.inner.read();
         assert_eq!(inner.symbols.functions.len(), 2);
+        assert_eq!(inner.symbols.mappings.len(), 1);
         assert_eq!(inner.symbols.locations.len(), 2);
         assert_eq!(inner.symbols.counts().stacks, 2);
         assert_eq!(inner.symbols.series.len(), 2);
@@ -138,7 +158,12 @@ fn varied(n: usize, t0: i64) -> Vec<Profile> {
             for s in &mut p.samples {
                 s.value += i as i64;
             }
-            p.samples.push(ProfileSample { locations: vec![(i % 2) as u32, 1], value: 7, span_id: None, labels: vec![] });
+            p.samples.push(ProfileSample {
+                locations: vec![(i % 2) as u32, 1],
+                value: 7,
+                span_id: None,
+                labels: vec![],
+            });
             p
         })
         .collect()
@@ -174,7 +199,8 @@ fn persisted_rows_are_read_from_parquet() {
             let m = [Matcher::new("service_name", MatchOp::Equal, "b").unwrap()];
             for matchers in [&[][..], &m[..]] {
                 for span_sel in [None, Some(&spans[..])] {
-                    let sel = ProfileSelect { start_ns: lo, end_ns: hi, max_samples: 10_000, ..select(matchers, span_sel) };
+                    let sel =
+                        ProfileSelect { start_ns: lo, end_ns: hi, max_samples: 10_000, ..select(matchers, span_sel) };
                     assert_eq!(h.merge_stacks(&sel).unwrap(), mem.merge_stacks(&sel).unwrap(), "{lo}..{hi}");
                     assert_eq!(h.profile_totals(&sel), mem.profile_totals(&sel));
                 }

@@ -4,7 +4,7 @@
 //! `__profile_type__` (the full id), `__type__`, `__unit__`, `__period_type__`, `__period_unit__`.
 //! So a query for one profile type is a matcher `__profile_type__="process_cpu:cpu:..."`.
 
-use crate::model::{Function, Labels, Location, Profile, ProfileType, SpanId, TraceId};
+use crate::model::{Function, Labels, Location, Mapping, Profile, ProfileType, SpanId, TraceId};
 use crate::read::Matcher;
 
 /// What to select: series matchers, a closed time range (ns), optionally only samples of spans.
@@ -37,8 +37,11 @@ pub struct ProfileSeries {
 pub struct MergedStacks {
     /// Functions referenced by `locations`.
     pub functions: Vec<Function>,
-    /// Locations referenced by `stacks` (their `lines` index `functions`).
+    /// Locations referenced by `stacks` (their `lines` index `functions`, their `mapping` is an
+    /// index into `mappings` plus one, 0 for none).
     pub locations: Vec<Location>,
+    /// Mappings referenced by `locations`.
+    pub mappings: Vec<Mapping>,
     /// `(stack, value)`: a stack is location indexes, leaf first; stacks are distinct.
     pub stacks: Vec<(Vec<u32>, i64)>,
     /// Profiles that contributed.

@@ -15,9 +15,9 @@ pub const SEGMENT_HEADER_LEN: u64 = SEGMENT_HEADER.len() as u64;
 pub const SEGMENT_VERSION: u8 = 1;
 /// Bytes before each payload: `u32` LE payload length, then `u32` LE CRC32C of the payload.
 pub const RECORD_HEADER_LEN: usize = 8;
-/// First byte of every payload: the record format version; version 1 is a postcard-encoded
-/// [`WriteBatch`].
-pub const RECORD_VERSION: u8 = 1;
+/// First byte of every payload: the record format version; version 2 is a postcard-encoded
+/// [`WriteBatch`]. Version 1 (before profile mappings) is still read (`super::v1`).
+pub const RECORD_VERSION: u8 = 2;
 
 /// File name of segment `seq`: 16 zero-padded decimal digits and `.wal`.
 pub(crate) fn segment_file_name(seq: u64) -> String {
@@ -54,6 +54,9 @@ pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Ve
 /// Decodes a payload whose CRC already matched.
 fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
     let (&version, body) = payload.split_first().ok_or("empty payload")?;
+    if version == 1 {
+        return super::v1::decode(body);
+    }
     if version != RECORD_VERSION {
         return Err(format!("unsupported record version {version}"));
     }
@@ -216,8 +219,10 @@ mod tests {
     #[test]
     fn record_bytes_match_the_spec() {
         let rec = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 64).unwrap();
-        assert_eq!(hex::encode(&rec), "030000009d99c2f1010300");
+        assert_eq!(hex::encode(&rec), "03000000ee59ec1b020300");
         assert_eq!(decode_payload(&rec[8..]).unwrap(), WriteBatch::Profiles(ProfilesBatch::default()));
+        // The same batch as record version 1 still decodes.
+        assert_eq!(decode_payload(&[1, 3, 0]).unwrap(), WriteBatch::Profiles(ProfilesBatch::default()));
     }
 
     #[test]
@@ -229,8 +234,10 @@ mod tests {
     #[test]
     fn bad_payloads_are_rejected() {
         assert!(decode_payload(&[]).is_err());
-        assert!(decode_payload(&[2, 3, 0]).unwrap_err().contains("version 2"));
-        assert!(decode_payload(&[1, 9]).unwrap_err().contains("undecodable"));
-        assert!(decode_payload(&[1, 3, 0, 0]).unwrap_err().contains("trailing"));
+        assert!(decode_payload(&[3, 3, 0]).unwrap_err().contains("version 3"));
+        for v in [1, 2] {
+            assert!(decode_payload(&[v, 9]).unwrap_err().contains("undecodable"));
+            assert!(decode_payload(&[v, 3, 0, 0]).unwrap_err().contains("trailing"));
+        }
     }
 }

@@ -325,8 +325,8 @@ pub fn profiles_batch() -> ProfilesBatch {
             Function { name: "work".into(), system_name: "_work".into(), filename: "lib.rs".into(), start_line: 40 },
         ],
         locations: vec![
-            Location { address: 0x1000, lines: vec![(0, 3)] },
-            Location { address: 0x2000, lines: vec![(1, 42), (0, 5)] },
+            Location { address: 0x1000, lines: vec![(0, 3)], mapping: 1 },
+            Location { address: 0x2000, lines: vec![(1, 42), (0, 5)], mapping: 0 },
         ],
         samples: vec![
             ProfileSample {
@@ -337,6 +337,17 @@ pub fn profiles_batch() -> ProfilesBatch {
             },
             ProfileSample { locations: vec![0], value: 10_000_000, span_id: None, labels: vec![] },
         ],
+        mappings: vec![Mapping {
+            memory_start: 0x1000,
+            memory_limit: 0x8000,
+            file_offset: 0,
+            filename: format!("/srv/{service}"),
+            build_id: "4f1c".into(),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            has_inline_frames: false,
+        }],
     };
     ProfilesBatch { profiles: vec![profile(9_000, "checkout"), profile(5_000, "cart")] }
 }

@@ -1,20 +1,45 @@
-//! Frozen format images: a WAL written by format version 1 must open, unchanged, forever.
+//! Frozen format images: a WAL written by any record version must open, unchanged, forever.
 //!
-//! `storage/testdata/compat/v1/wal/` holds segments written from `common::all_batches()`. A model
-//! or codec change that breaks this test needs a new format version with a decoder for the old
-//! one, not a regenerated image. Regenerate only when adding a version:
-//! `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage compat` writes the image for the current one.
+//! `storage/testdata/compat/v<N>/wal/` holds segments written from `common::all_batches()` by
+//! record version N (v1: before profile mappings, so it replays as the fixtures without them). A
+//! model or codec change that breaks these tests needs a new format version with a decoder for the
+//! old one, not a regenerated image. Regenerate only when adding a version:
+//! `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage compat` writes the image for the current one
+//! (`CURRENT`).
 
 use std::fs;
 use std::path::Path;
 
 use storage::MemStore;
+use storage::model::WriteBatch;
 
 use crate::common::*;
 use crate::round_trip::snapshot;
 
-fn image_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/v1")
+/// The record version this build writes.
+const CURRENT: u8 = 2;
+
+fn image_dir(version: u8) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("testdata/compat/v{version}"))
+}
+
+/// The fixtures as record version 1 could carry them: no mappings.
+fn without_mappings(batches: Vec<WriteBatch>) -> Vec<WriteBatch> {
+    batches
+        .into_iter()
+        .map(|b| match b {
+            WriteBatch::Profiles(mut p) => {
+                for profile in &mut p.profiles {
+                    profile.mappings.clear();
+                    for l in &mut profile.locations {
+                        l.mapping = 0;
+                    }
+                }
+                WriteBatch::Profiles(p)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 fn regenerate(image: &Path) {
@@ -35,8 +60,17 @@ fn regenerate(image: &Path) {
 
 #[test]
 fn the_v1_wal_image_still_replays() {
-    let image = image_dir();
-    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+    replays(1, without_mappings(all_batches()));
+}
+
+#[test]
+fn the_v2_wal_image_still_replays() {
+    replays(2, all_batches());
+}
+
+fn replays(version: u8, expected: Vec<WriteBatch>) {
+    let image = image_dir(version);
+    if version == CURRENT && std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
         regenerate(&image);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -50,10 +84,10 @@ fn the_v1_wal_image_still_replays() {
     let (s, report) = open(dir.path());
     assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
     assert_eq!(report.torn_tail_bytes, 0);
-    assert_eq!(report.records, all_batches().len() as u64);
+    assert_eq!(report.records, expected.len() as u64);
 
     let fresh = MemStore::new();
-    for b in all_batches() {
+    for b in expected {
         fresh.apply(b);
     }
     assert_same(&snapshot(&s), &snapshot(&fresh));
