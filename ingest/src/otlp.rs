@@ -1,13 +1,13 @@
 //! OTLP → model: pure, synchronous mapping of decoded OTLP export requests, with validation and
 //! limits.
 //!
-//! Each signal has one entry point ([`traces`], [`logs`], [`metrics`]) that takes the decoded
+//! Each signal has one entry point ([`traces`], [`logs`], [`metrics`], [`profiles`]) that takes the decoded
 //! request by value and returns a [`Mapped`] batch: what survived, how many items were accepted
 //! and rejected, the rejection reasons with counts, and a human summary meant for OTLP's
 //! `partial_success.error_message`.
 //!
-//! An *item* is a span, a log record, or a metric data point (an OTLP data point, not a generated
-//! Prometheus series). Rejection never fails the whole request: invalid items are dropped and
+//! An *item* is a span, a log record, a metric data point (an OTLP data point, not a generated
+//! Prometheus series), or a profile. Rejection never fails the whole request: invalid items are dropped and
 //! counted; a resource (or scope) whose own attributes break the limits takes all of its items
 //! with it.
 //!
@@ -22,6 +22,7 @@ mod metrics;
 mod metrics_histogram;
 mod metrics_state;
 mod naming;
+mod profiles;
 mod traces;
 
 use std::fmt::Write as _;
@@ -29,6 +30,7 @@ use std::fmt::Write as _;
 pub use logs::{LogsOptions, logs};
 pub use metrics::metrics;
 pub use metrics_state::MetricsState;
+pub use profiles::profiles;
 pub use traces::traces;
 
 /// Ingest limits applied while mapping. Every field is a hard per-item limit; breaking one rejects
@@ -105,6 +107,9 @@ pub enum RejectReason {
     InvalidLabelName,
     /// A delta data point older than one already accumulated for the same series.
     DeltaOutOfOrder,
+    /// A profile that cannot be mapped (an index outside the dictionary, no sample type, over the
+    /// sample or symbol limits, a series with too many labels).
+    InvalidProfile,
 }
 
 impl RejectReason {
@@ -125,6 +130,7 @@ impl RejectReason {
         RejectReason::TooManyLabels,
         RejectReason::InvalidLabelName,
         RejectReason::DeltaOutOfOrder,
+        RejectReason::InvalidProfile,
     ];
 
     /// snake_case name, for metric labels and logs.
@@ -145,6 +151,7 @@ impl RejectReason {
             RejectReason::TooManyLabels => "too_many_labels",
             RejectReason::InvalidLabelName => "invalid_label_name",
             RejectReason::DeltaOutOfOrder => "delta_out_of_order",
+            RejectReason::InvalidProfile => "invalid_profile",
         }
     }
 
@@ -184,6 +191,7 @@ impl RejectReason {
             }
             RejectReason::InvalidLabelName => "attribute key not usable as a label name".into(),
             RejectReason::DeltaOutOfOrder => "delta point older than one already accumulated for its series".into(),
+            RejectReason::InvalidProfile => "invalid profile".into(),
         }
     }
 }

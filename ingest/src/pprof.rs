@@ -450,6 +450,22 @@ fn metric_name(p: &proto::Profile, config: Option<&SampleTypeConfigs>) -> Result
     Err(PprofError::UnknownProfileType(format!("sample types {names:?} map to no Pyroscope profile name")))
 }
 
+/// Maps a pprof profile built in process (OTLP profiles): its own `time_nanos`/`duration_nanos`
+/// win over `time_ns`/`duration_ns`; the symbol limit applies as to a decoded upload.
+pub(crate) fn map_decoded(
+    p: proto::Profile,
+    labels: &Labels,
+    time_ns: i64,
+    duration_ns: i64,
+    limits: &PprofLimits,
+) -> Result<Vec<Profile>, PprofError> {
+    let symbols = p.location.len() + p.function.len();
+    if symbols > limits.max_symbols_per_profile {
+        return Err(PprofError::TooManySymbols { count: symbols, max: limits.max_symbols_per_profile });
+    }
+    map_profile(p, labels, Times { time_ns, duration_ns, prefer_profile: true }, None, limits)
+}
+
 #[derive(Clone, Copy)]
 struct Times {
     time_ns: i64,
