@@ -1,4 +1,5 @@
-//! OTLP/gRPC: `TraceService`, `LogsService` and `MetricsService`, gzip accepted. The same
+//! OTLP/gRPC: `TraceService`, `LogsService`, `MetricsService` and `ProfilesService`
+//! (`v1development`), gzip accepted. The same
 //! [`tonic::service::Routes`] serve the dedicated gRPC port and the main HTTP port.
 
 use std::sync::Arc;
@@ -13,6 +14,12 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::profiles_service_server::{
+    ProfilesService, ProfilesServiceServer,
+};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -31,7 +38,7 @@ pub struct Otlp {
     pipeline: Arc<Pipeline>,
 }
 
-/// Routes for the three services, with gzip accepted and the message size limit applied
+/// Routes for the four services, with gzip accepted and the message size limit applied
 /// (tonic answers RESOURCE_EXHAUSTED beyond it).
 pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> tonic::service::Routes {
     let svc = Otlp { pipeline };
@@ -49,7 +56,13 @@ pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> tonic::servi
             .max_decoding_message_size(max_message_bytes),
     )
     .add_service(
-        MetricsServiceServer::new(svc)
+        MetricsServiceServer::new(svc.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_message_bytes),
+    )
+    .add_service(
+        ProfilesServiceServer::new(svc)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes),
@@ -130,6 +143,22 @@ impl MetricsService for Otlp {
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&o)
                 .map(|(n, m)| ExportMetricsPartialSuccess { rejected_data_points: n, error_message: m }),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ProfilesService for Otlp {
+    async fn export(
+        &self,
+        req: Request<ExportProfilesServiceRequest>,
+    ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
+        let req = req.into_inner();
+        let size = req.encoded_len();
+        let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Profiles(req)), size).await?;
+        Ok(Response::new(ExportProfilesServiceResponse {
+            partial_success: partial(&o)
+                .map(|(n, m)| ExportProfilesPartialSuccess { rejected_profiles: n, error_message: m }),
         }))
     }
 }

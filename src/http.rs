@@ -34,6 +34,7 @@ fn otlp_routes() -> Router<AppState> {
         .route("/v1/traces", post(otlp::traces))
         .route("/v1/logs", post(otlp::logs))
         .route("/v1/metrics", post(otlp::metrics))
+        .route("/v1development/profiles", post(otlp::profiles))
         // The handlers enforce `limits.max_request_bytes` themselves, compressed and decompressed.
         .layer(DefaultBodyLimit::disable())
 }

@@ -1,4 +1,4 @@
-//! The write path shared by every OTLP receiver: admission (in-flight limit, readiness), decoding,
+//! The write path shared by every OTLP receiver (traces, logs, metrics, profiles): admission (in-flight limit, readiness), decoding,
 //! mapping into the model (`ingest`), and the durable write (`storage`). Receivers only translate
 //! their protocol to and from these calls; the CPU-bound steps run on the blocking pool.
 
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use ingest::otlp::{Limits, LogsOptions, MetricsState, RejectReason};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use storage::Storage;
@@ -29,6 +30,8 @@ pub enum Request {
     Logs(ExportLogsServiceRequest),
     /// Metric data points.
     Metrics(ExportMetricsServiceRequest),
+    /// Profiles (OTLP `v1development`).
+    Profiles(ExportProfilesServiceRequest),
 }
 
 impl Request {
@@ -37,6 +40,7 @@ impl Request {
             Request::Traces(_) => Signal::Traces,
             Request::Logs(_) => Signal::Logs,
             Request::Metrics(_) => Signal::Metrics,
+            Request::Profiles(_) => Signal::Profiles,
         }
     }
 }
@@ -163,6 +167,8 @@ pub struct Pipeline {
     metrics_state: MetricsState,
     /// Span metrics and service-graph running totals (derived from every spans batch).
     span_metrics: ingest::spanmetrics::SpanMetricsState,
+    /// Limits of OTLP profiles (the pprof ones: samples and symbols per profile).
+    profile_limits: ingest::pprof::PprofLimits,
     /// Self-telemetry.
     pub telemetry: Arc<Telemetry>,
 }
@@ -187,8 +193,15 @@ impl Pipeline {
             logs,
             metrics_state: MetricsState::new(),
             span_metrics: ingest::spanmetrics::SpanMetricsState::new(),
+            profile_limits: ingest::pprof::PprofLimits::default(),
             telemetry,
         }
+    }
+
+    /// Sets the limits OTLP profiles are mapped under (the Pyroscope ingest's, from the config).
+    pub fn with_profile_limits(mut self, limits: ingest::pprof::PprofLimits) -> Self {
+        self.profile_limits = limits;
+        self
     }
 
     /// Makes the pipeline ready once replay is done.
@@ -331,6 +344,14 @@ impl Pipeline {
                     Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
                 )
             }
+            Request::Profiles(req) => {
+                let m = ingest::otlp::profiles(req, &self.profile_limits, &self.limits, now)
+                    .map_err(PipelineError::Malformed)?;
+                (
+                    WriteBatch::Profiles(m.batch),
+                    Outcome { accepted: m.accepted, rejected: m.rejected, reasons: m.reasons, message: m.message },
+                )
+            }
         };
         let (mut batch, mut outcome) = (batch, outcome);
         admit_metrics(storage, &mut batch, &mut outcome);
@@ -414,9 +435,8 @@ fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Request, PipelineEr
         (Signal::Logs, true) => Request::Logs(js(body)?),
         (Signal::Metrics, false) => Request::Metrics(pb(body)?),
         (Signal::Metrics, true) => Request::Metrics(js(body)?),
-        (Signal::Profiles, _) => {
-            return Err(PipelineError::Malformed("profiles are not accepted over OTLP yet".into()));
-        }
+        (Signal::Profiles, false) => Request::Profiles(pb(body)?),
+        (Signal::Profiles, true) => Request::Profiles(js(body)?),
     })
 }
 

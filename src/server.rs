@@ -91,7 +91,12 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         config.item_limits.clone(),
         config.logs.clone(),
         Arc::clone(&telemetry),
-    ));
+    )
+    .with_profile_limits(ingest::pprof::PprofLimits {
+        max_decompressed_bytes: config.requests.max_request_bytes,
+        max_samples_per_profile: config.requests.max_profile_samples,
+        ..ingest::pprof::PprofLimits::default()
+    }));
     let scrape_targets = Arc::new(crate::scrape::Targets::default());
     let state = AppState {
         pipeline: Arc::clone(&pipeline),

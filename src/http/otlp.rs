@@ -1,4 +1,5 @@
-//! OTLP/HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`) as the OTLP specification has it:
+//! OTLP/HTTP (`POST /v1/traces`, `/v1/metrics`, `/v1/logs`, `/v1development/profiles`) as the
+//! OTLP specification has it:
 //! protobuf or JSON bodies, optionally gzip; the response in the request's encoding; full success,
 //! `partial_success`, 400 with a `google.rpc.Status` for undecodable payloads, 413 over the size
 //! limit, 415 for other media types, 429/503 with `Retry-After` when the write path cannot take it.
@@ -14,6 +15,9 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::profiles::v1development::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 use storage::model::Signal;
@@ -53,6 +57,11 @@ pub async fn logs(State(s): State<AppState>, headers: HeaderMap, body: Body) -> 
 /// POST /v1/metrics
 pub async fn metrics(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     export(s, Signal::Metrics, headers, body).await
+}
+
+/// POST /v1development/profiles (OTLP profiles, development status)
+pub async fn profiles(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    export(s, Signal::Profiles, headers, body).await
 }
 
 /// A refusal, rendered in the request's encoding.
@@ -284,6 +293,6 @@ fn success(signal: Signal, o: &Outcome, json: bool) -> Response {
         Signal::Traces => respond!(ExportTraceServiceResponse, ExportTracePartialSuccess, rejected_spans),
         Signal::Logs => respond!(ExportLogsServiceResponse, ExportLogsPartialSuccess, rejected_log_records),
         Signal::Metrics => respond!(ExportMetricsServiceResponse, ExportMetricsPartialSuccess, rejected_data_points),
-        Signal::Profiles => StatusCode::NOT_FOUND.into_response(),
+        Signal::Profiles => respond!(ExportProfilesServiceResponse, ExportProfilesPartialSuccess, rejected_profiles),
     }
 }
