@@ -85,18 +85,20 @@ pub struct Running {
 pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
     let addrs = listeners.addrs()?;
     let telemetry = Arc::new(Telemetry::new());
-    let pipeline = Arc::new(Pipeline::new(
-        config.requests.max_inflight_requests,
-        config.memory_limit_bytes,
-        config.item_limits.clone(),
-        config.logs.clone(),
-        Arc::clone(&telemetry),
-    )
-    .with_profile_limits(ingest::pprof::PprofLimits {
-        max_decompressed_bytes: config.requests.max_request_bytes,
-        max_samples_per_profile: config.requests.max_profile_samples,
-        ..ingest::pprof::PprofLimits::default()
-    }));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            config.requests.max_inflight_requests,
+            config.memory_limit_bytes,
+            config.item_limits.clone(),
+            config.logs.clone(),
+            Arc::clone(&telemetry),
+        )
+        .with_profile_limits(ingest::pprof::PprofLimits {
+            max_decompressed_bytes: config.requests.max_request_bytes,
+            max_samples_per_profile: config.requests.max_profile_samples,
+            ..ingest::pprof::PprofLimits::default()
+        }),
+    );
     let scrape_targets = Arc::new(crate::scrape::Targets::default());
     let state = AppState {
         pipeline: Arc::clone(&pipeline),

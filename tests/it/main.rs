@@ -14,6 +14,7 @@ mod prom_scrape;
 mod prom_util;
 mod prom_write;
 mod pyroscope_ingest;
+mod pyroscope_otlp;
 mod pyroscope_query;
 mod shell;
 mod support;

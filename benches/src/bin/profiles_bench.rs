@@ -9,10 +9,19 @@
 //! 3000 per service, a few thousand functions, 20–40 frames deep). Profiles are generated before
 //! timing starts.
 //!
-//! Reports: profiles/s and samples/s of ingest (one writer thread, as one client would push),
-//! the time of a checkpoint (Parquet parts + manifest), then the latency of merging the whole
-//! range into a flame graph for one service and for all services (median of `--repeat` runs);
-//! the target for one hour of 20 services is < 200 ms.
+//! Reports (in process): profiles/s and samples/s of ingest (one writer thread, as one client
+//! would push) with this process' CPU-seconds and the rest of the machine's ("other CPU"), RSS
+//! after ingest, the latency of merging the whole range into a flame graph for one service and
+//! for all services (median of `--repeat` runs) while the profiles are in the in-memory head, the
+//! time and size of a checkpoint (Parquet part + symbols + manifest), the same merges once the
+//! sample rows are read back from the Parquet part, and after a reopen. The target for one hour of
+//! 20 services is < 200 ms.
+//!
+//! `--http`: the same profiles pushed to the release `outpost` binary (a child process, fresh data
+//! folder) over connect `push.v1.PusherService/Push` (`application/proto`, gzipped pprof, one
+//! profile per request) by `--clients` threads; reports profiles/s, the server's CPU-seconds per
+//! 1000 profiles and its RSS, then `SelectMergeStacktraces` latency (protobuf, client side) for one
+//! service and for all, before and after the server's first checkpoint (every 30 s).
 
 #![allow(clippy::print_stdout, reason = "the report is the program's output")]
 
@@ -21,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use benches::procfs;
 use clap::Parser;
 use ingest::pprof::proto as pp;
 use prost::Message;
@@ -45,6 +55,15 @@ struct Args {
     /// Merge runs per query (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Push to the release binary over HTTP instead of running the engine in process.
+    #[arg(long)]
+    http: bool,
+    /// `--http`: the outpost binary (default: `outpost` next to this executable).
+    #[arg(long)]
+    outpost: Option<std::path::PathBuf>,
+    /// `--http`: concurrent push clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
 }
 
 /// A small deterministic PRNG (xorshift64*), so runs are comparable.
@@ -147,36 +166,68 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
+const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+const START_NS: i64 = 1_700_000_000_000_000_000;
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("?".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
+/// `(own CPU-s, machine busy CPU-s)` now.
+fn cpu_now(pid: u32) -> (f64, f64) {
+    (procfs::cpu_seconds(pid).unwrap_or(0.0), procfs::machine_busy_seconds().unwrap_or(0.0))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let profiles_per_service = (args.minutes * 6).max(1);
-    let start_ns: i64 = 1_700_000_000_000_000_000;
+    let machine = procfs::Machine::current();
     println!(
-        "profiles_bench: {} services × {} profiles (10 s each), {} stacks per profile, {} functions",
-        args.services, profiles_per_service, args.samples, args.functions
+        "profiles_bench: {} services × {} profiles (10 s each), {} stacks per profile, {} functions; {} CPUs ({}), {} MiB, Linux {}, load {}",
+        args.services,
+        profiles_per_service,
+        args.samples,
+        args.functions,
+        machine.nproc,
+        machine.cpu_model,
+        machine.mem_total_mib,
+        machine.kernel,
+        procfs::load_average()
     );
     let t = Instant::now();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut payloads = Vec::with_capacity(args.services * profiles_per_service);
     for i in 0..profiles_per_service {
         for s in 0..args.services {
-            let time = start_ns + i as i64 * 10_000_000_000;
+            let time = START_NS + i as i64 * 10_000_000_000;
             payloads.push((s, profile(s, time, &args, &mut rng)));
         }
     }
     let wire: usize = payloads.iter().map(|p| p.1.len()).sum();
     println!(
-        "generated {} profiles, {:.1} MiB gzipped, in {:.1?}",
+        "generated {} profiles, {:.1} MiB gzipped ({:.1} KiB each), in {:.1?}",
         payloads.len(),
         wire as f64 / (1 << 20) as f64,
+        wire as f64 / 1024.0 / payloads.len().max(1) as f64,
         t.elapsed()
     );
+    let end_ns = START_NS + profiles_per_service as i64 * 10_000_000_000;
+    if args.http { http(&args, payloads, end_ns) } else { in_process(&args, payloads, end_ns) }
+}
 
+fn in_process(args: &Args, payloads: Vec<(usize, Vec<u8>)>, end_ns: i64) -> anyhow::Result<()> {
+    let pid = std::process::id();
     let dir = tempfile::tempdir().context("temporary data folder")?;
-    let (store, _) = storage::Storage::open(storage::StorageOptions::new(dir.path()), Arc::new(storage::NoEvents))
-        .context("opening the store")?;
+    let open = || {
+        storage::Storage::open(storage::StorageOptions::new(dir.path()), Arc::new(storage::NoEvents))
+            .map(|s| s.0)
+            .context("opening the store")
+    };
+    let store = open()?;
     let limits = ingest::pprof::PprofLimits::default();
     let n = payloads.len();
+    let rss_before = procfs::status_kib(pid, "VmRSS").ok().flatten();
+    let (cpu0, busy0) = cpu_now(pid);
     let t = Instant::now();
     let mut samples = 0usize;
     for (s, raw) in payloads {
@@ -185,51 +236,248 @@ fn main() -> anyhow::Result<()> {
         store.write(WriteBatch::Profiles(batch)).context("write")?;
     }
     let ingest = t.elapsed();
+    let (cpu1, busy1) = cpu_now(pid);
+    let own = cpu1 - cpu0;
     println!(
-        "ingest: {:.0} profiles/s ({:.0} samples/s; {} pprof profiles → {} stored profiles of 2 types) in {:.2?}",
+        "ingest: {:.0} profiles/s, {:.0} samples/s ({} pprof profiles → {} stored profiles of 2 types, {} samples) in {:.2?}; \
+         CPU {:.2} s ({:.2} CPU-s per 1000 profiles), other CPU on the machine {:.2} s",
         n as f64 / ingest.as_secs_f64(),
         samples as f64 / ingest.as_secs_f64(),
         n,
         2 * n,
-        ingest
+        samples,
+        ingest,
+        own,
+        own * 1000.0 / n as f64,
+        (busy1 - busy0 - own).max(0.0)
     );
+    println!(
+        "RSS: {} MiB before ingest, {} MiB after (whole bench process, generated payloads freed)",
+        mib(rss_before),
+        mib(procfs::status_kib(pid, "VmRSS").ok().flatten())
+    );
+    merges(args, &store, end_ns, "in-memory head")?;
     let t = Instant::now();
     store.checkpoint().context("checkpoint")?;
+    let took = t.elapsed();
     let bytes: u64 =
         std::fs::read_dir(dir.path().join("profiles"))?.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     println!(
-        "checkpoint (Parquet part + symbols + manifest): {:.2?}, {:.1} MiB on disk",
-        t.elapsed(),
-        bytes as f64 / (1 << 20) as f64
+        "checkpoint (Parquet part + symbols + manifest): {:.2?}, {:.1} MiB on disk ({:.2} bytes per sample); RSS after {} MiB, peak {} MiB",
+        took,
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / samples.max(1) as f64,
+        mib(procfs::status_kib(pid, "VmRSS").ok().flatten()),
+        mib(procfs::status_kib(pid, "VmHWM").ok().flatten())
     );
+    merges(args, &store, end_ns, "Parquet part")?;
+    store.close().context("close")?;
+    drop(store);
+    let t = Instant::now();
+    let store = open()?;
+    println!("reopen (manifest, symbols, profile rows and span index; no WAL to replay): {:.2?}", t.elapsed());
+    merges(args, &store, end_ns, "Parquet part after reopen")?;
+    store.close().context("close")?;
+    Ok(())
+}
 
-    let end_ns = start_ns + profiles_per_service as i64 * 10_000_000_000;
-    let cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
-    for (what, extra) in [("one service", Some("svc-0")), ("all services", None)] {
-        let mut matchers = vec![Matcher::eq("__profile_type__", cpu)];
+fn merges(args: &Args, store: &storage::Storage, end_ns: i64, what: &str) -> anyhow::Result<()> {
+    for (who, extra) in [("one service", Some("svc-0")), ("all services", None)] {
+        let mut matchers = vec![Matcher::eq("__profile_type__", CPU)];
         if let Some(s) = extra {
             matchers.push(Matcher::eq("service_name", s));
         }
-        let sel = ProfileSelect { matchers: &matchers, start_ns, end_ns, span_ids: None, max_samples: u64::MAX };
+        let sel =
+            ProfileSelect { matchers: &matchers, start_ns: START_NS, end_ns, span_ids: None, max_samples: u64::MAX };
         let mut times = Vec::new();
-        let mut total = 0;
-        let mut nodes = 0;
-        for _ in 0..args.repeat.max(1) {
+        let (mut total, mut nodes, mut first) = (0, 0, Duration::ZERO);
+        for i in 0..args.repeat.max(1) {
             let t = Instant::now();
             let merged = store.profile_store().merge_stacks(&sel).map_err(|e| anyhow::anyhow!("{e}"))?;
             let fg = query::profiles::flamegraph(&merged, 8192);
-            times.push(t.elapsed());
+            let took = t.elapsed();
+            if i == 0 {
+                first = took;
+            }
+            times.push(took);
             total = fg.total;
             nodes = fg.levels.iter().map(|l| l.len() / 4).sum::<usize>();
         }
         let m = median(times);
         println!(
-            "flame graph over {} min, {what}: median {:.1?} (target < 200 ms: {}), {nodes} nodes, total {total}",
+            "flame graph over {} min, {who}, {what}: median {:.1?}, first {:.1?} (target < 200 ms: {}), {nodes} nodes, total {total}",
             args.minutes,
             m,
+            first,
             if m < Duration::from_millis(200) { "met" } else { "missed" }
         );
     }
-    store.close().context("close")?;
     Ok(())
+}
+
+/// Just the fields of Pyroscope's query messages the bench needs.
+mod qp {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SelectMergeStacktracesRequest {
+        #[prost(string, tag = "1")]
+        pub profile_type_id: String,
+        #[prost(string, tag = "2")]
+        pub label_selector: String,
+        #[prost(int64, tag = "3")]
+        pub start: i64,
+        #[prost(int64, tag = "4")]
+        pub end: i64,
+        #[prost(int64, optional, tag = "5")]
+        pub max_nodes: Option<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SelectMergeStacktracesResponse {
+        #[prost(message, optional, tag = "1")]
+        pub flamegraph: Option<FlameGraph>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct FlameGraph {
+        #[prost(int64, tag = "3")]
+        pub total: i64,
+    }
+}
+
+fn http(args: &Args, payloads: Vec<(usize, Vec<u8>)>, end_ns: i64) -> anyhow::Result<()> {
+    use benches::child::{ServerProcess, TempDir};
+    let bin = match &args.outpost {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("outpost"),
+    };
+    let tmp = std::env::temp_dir();
+    let dir = TempDir::new(&tmp, "outpost-profiles-bench")?;
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--data-dir").arg(dir.path());
+    cmd.args(["--listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"]);
+    cmd.args(["--log-format", "json"]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OUTPOST_") {
+            cmd.env_remove(k);
+        }
+    }
+    // The profiles are an hour old by the wall clock of the server: no age limit applies to Push,
+    // but lift the memory guard as ingest_bench does, so that it measures the write path.
+    cmd.env("OUTPOST_LOG", "info").env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string());
+    let server = ServerProcess::spawn(cmd, Some(dir), Duration::from_secs(60))?;
+    let pid = server.pid();
+    let base = format!("http://{}", server.addrs.http);
+    println!("server: {} (pid {pid}) at {base}", bin.display());
+    let n = payloads.len();
+    let queue =
+        Arc::new(std::sync::Mutex::new(payloads.into_iter().map(|(s, raw)| push_request(s, raw).encode_to_vec())));
+    let (cpu0, busy0) = cpu_now(pid);
+    let (me0, _) = cpu_now(std::process::id());
+    let t = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..args.clients.max(1) {
+        let queue = Arc::clone(&queue);
+        let url = format!("{base}/push.v1.PusherService/Push");
+        threads.push(std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+            let client = reqwest::blocking::Client::new();
+            let mut lat = Vec::new();
+            loop {
+                let Some(body) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.next() else { break };
+                let t = Instant::now();
+                let resp = client
+                    .post(&url)
+                    .header("Content-Type", "application/proto")
+                    .header("Connect-Protocol-Version", "1")
+                    .body(body)
+                    .send()?;
+                let status = resp.status();
+                let text = resp.text()?;
+                anyhow::ensure!(status.is_success(), "Push answered {status}: {text}");
+                lat.push(t.elapsed());
+            }
+            Ok(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for th in threads {
+        lat.extend(th.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??);
+    }
+    let wall = t.elapsed();
+    let (cpu1, busy1) = cpu_now(pid);
+    let (me1, _) = cpu_now(std::process::id());
+    lat.sort();
+    let server_cpu = cpu1 - cpu0;
+    println!(
+        "ingest over HTTP (connect Push, {} clients): {:.0} profiles/s in {:.2?}; Push latency p50 {:.1?} p99 {:.1?}; \
+         server CPU {:.2} s ({:.2} CPU-s per 1000 profiles), client CPU {:.2} s, other CPU on the machine {:.2} s; \
+         server RSS {} MiB",
+        args.clients,
+        n as f64 / wall.as_secs_f64(),
+        wall,
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        server_cpu,
+        server_cpu * 1000.0 / n as f64,
+        me1 - me0,
+        (busy1 - busy0 - server_cpu - (me1 - me0)).max(0.0),
+        mib(procfs::status_kib(pid, "VmRSS").ok().flatten())
+    );
+    let query = |what: &str| -> anyhow::Result<()> {
+        let client = reqwest::blocking::Client::new();
+        for (who, sel) in [("one service", r#"{service_name="svc-0"}"#), ("all services", "{}")] {
+            let req = qp::SelectMergeStacktracesRequest {
+                profile_type_id: CPU.into(),
+                label_selector: sel.into(),
+                start: START_NS / 1_000_000,
+                end: end_ns / 1_000_000,
+                max_nodes: Some(8192),
+            };
+            let mut times = Vec::new();
+            let mut total = 0;
+            for _ in 0..args.repeat.max(1) {
+                let t = Instant::now();
+                let resp = client
+                    .post(format!("{base}/querier.v1.QuerierService/SelectMergeStacktraces"))
+                    .header("Content-Type", "application/proto")
+                    .header("Connect-Protocol-Version", "1")
+                    .body(req.encode_to_vec())
+                    .send()?;
+                anyhow::ensure!(resp.status().is_success(), "SelectMergeStacktraces answered {}", resp.status());
+                let body = resp.bytes()?;
+                times.push(t.elapsed());
+                total = qp::SelectMergeStacktracesResponse::decode(body.as_ref())?.flamegraph.map_or(0, |f| f.total);
+            }
+            let m = median(times);
+            println!(
+                "SelectMergeStacktraces over {} min, {who}, {what}: median {:.1?} (target < 200 ms: {}), total {total}",
+                args.minutes,
+                m,
+                if m < Duration::from_millis(200) { "met" } else { "missed" }
+            );
+        }
+        Ok(())
+    };
+    query("before the first checkpoint")?;
+    // The shell checkpoints every 30 s: after it the rows are read from the Parquet part.
+    let manifest = server_data_manifest(&server);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !manifest.as_ref().is_some_and(|m| m.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    println!("server RSS after its checkpoint: {} MiB", mib(procfs::status_kib(pid, "VmRSS").ok().flatten()));
+    query("after the checkpoint (Parquet part)")?;
+    let (problems, first) = server.problems();
+    if problems > 0 {
+        println!("server WARN/ERROR lines: {problems}; first: {first:?}");
+    }
+    Ok(())
+}
+
+/// `<data dir>/profiles/MANIFEST.json` of the child server, from its command line.
+fn server_data_manifest(server: &benches::child::ServerProcess) -> Option<std::path::PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid())).ok()?;
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let i = args.iter().position(|a| a == "--data-dir")?;
+    Some(std::path::PathBuf::from(args.get(i + 1)?).join("profiles/MANIFEST.json"))
 }
