@@ -135,7 +135,7 @@ fn at<'a, T>(table: &'a [T], i: i32, what: &str) -> Result<&'a T, PprofError> {
 }
 
 /// A dictionary attribute as `(key, string value)`; non-string values give `None`.
-fn attribute<'a>(dict: &'a ProfilesDictionary, i: i32) -> Result<Option<(&'a str, &'a str)>, PprofError> {
+fn attribute(dict: &ProfilesDictionary, i: i32) -> Result<Option<(&str, &str)>, PprofError> {
     let kv = at(&dict.attribute_table, i, "attribute")?;
     let key = at(&dict.string_table, kv.key_strindex, "string")?;
     let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {

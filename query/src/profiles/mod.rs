@@ -268,7 +268,155 @@ impl Tree {
 }
 
 /// Builds a flame graph of `merged`, keeping at most about `max_nodes` nodes (0: all).
+///
+/// The same tree as [`Tree`] builds, without a hash lookup per frame: stacks are sorted by their
+/// root-first frame names, so a stack shares its prefix with the previous one and only the rest
+/// creates nodes (children always after their parent, which makes totals one backward pass).
 pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
+    // Names in the order `Tree` assigns them: total, the functions, unknown (then other).
+    let mut names: Vec<String> = vec!["total".to_string()];
+    let mut name_ids: HashMap<&str, u32> = HashMap::from([("total", 0)]);
+    let mut fn_names = Vec::with_capacity(merged.functions.len());
+    for f in &merged.functions {
+        let next = names.len() as u32;
+        let id = *name_ids.entry(f.name.as_str()).or_insert_with(|| {
+            names.push(f.name.clone());
+            next
+        });
+        fn_names.push(id);
+    }
+    let unknown = match name_ids.get("unknown") {
+        Some(id) => *id,
+        None => {
+            names.push("unknown".to_string());
+            names.len() as u32 - 1
+        }
+    };
+    // Root-first frames of every stack, flattened.
+    let mut frames: Vec<u32> = Vec::new();
+    let mut starts: Vec<usize> = Vec::with_capacity(merged.stacks.len() + 1);
+    for (stack, _) in &merged.stacks {
+        starts.push(frames.len());
+        for &l in stack.iter().rev() {
+            let Some(loc) = merged.locations.get(l as usize) else { continue };
+            if loc.lines.is_empty() {
+                frames.push(unknown);
+            }
+            for (f, _) in loc.lines.iter().rev() {
+                frames.push(fn_names.get(*f as usize).copied().unwrap_or(unknown));
+            }
+        }
+    }
+    starts.push(frames.len());
+    let frames_of = |i: usize| &frames[starts[i]..starts[i + 1]];
+    let mut order: Vec<usize> = (0..merged.stacks.len()).collect();
+    order.sort_unstable_by(|a, b| frames_of(*a).cmp(frames_of(*b)));
+    // Nodes: parent, name, self; node 0 is the root.
+    let mut parent: Vec<u32> = vec![0];
+    let mut name_of: Vec<u32> = vec![0];
+    let mut self_: Vec<i64> = vec![0];
+    let mut path: Vec<u32> = Vec::new();
+    let mut prev: &[u32] = &[];
+    for i in order {
+        let f = frames_of(i);
+        let common = f.iter().zip(prev).take_while(|(a, b)| a == b).count();
+        path.truncate(common);
+        for &name in &f[common..] {
+            let id = parent.len() as u32;
+            parent.push(path.last().copied().unwrap_or(0));
+            name_of.push(name);
+            self_.push(0);
+            path.push(id);
+        }
+        let leaf = path.last().copied().unwrap_or(0) as usize;
+        self_[leaf] += merged.stacks[i].1;
+        prev = f;
+    }
+    let n = parent.len();
+    let mut total = self_.clone();
+    for c in (1..n).rev() {
+        total[parent[c] as usize] += total[c];
+    }
+    // Truncation: as `Tree::truncate`, nodes under the `max_nodes`-th largest total fold into one
+    // `other` child per kept parent.
+    let mut kept = vec![true; n];
+    let mut extra: Vec<(u32, i64)> = Vec::new(); // (parent, total) of `other` nodes
+    let mut other = 0;
+    if max_nodes != 0 && n > max_nodes {
+        let mut keys: Vec<i64> = total.iter().map(|t| (*t).max(0)).collect();
+        let (_, nth, _) = keys.select_nth_unstable_by(max_nodes - 1, |a, b| b.cmp(a));
+        let min = (*nth).max(1);
+        other = match name_ids.get("other") {
+            Some(id) => *id,
+            None => {
+                names.push("other".to_string());
+                names.len() as u32 - 1
+            }
+        };
+        let mut rest = vec![0i64; n];
+        for c in 1..n {
+            let p = parent[c] as usize;
+            kept[c] = kept[p] && total[c].max(0) >= min;
+            if kept[p] && !kept[c] {
+                rest[p] += total[c];
+            }
+        }
+        for (p, r) in rest.into_iter().enumerate() {
+            if kept[p] && r != 0 {
+                extra.push((p as u32, r));
+            }
+        }
+    }
+    // Children lists of kept nodes (then the `other` nodes, ids n..), by name.
+    let all = n + extra.len();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); all];
+    for c in 1..n {
+        if kept[c] {
+            children[parent[c] as usize].push(c);
+        }
+    }
+    for (k, (p, _)) in extra.iter().enumerate() {
+        children[*p as usize].push(n + k);
+    }
+    let node_name = |c: usize| if c < n { name_of[c] } else { other };
+    let node_total = |c: usize| if c < n { total[c] } else { extra[c - n].1 };
+    let node_self = |c: usize| if c < n { self_[c] } else { extra[c - n].1 };
+    for ch in &mut children {
+        ch.sort_by(|a, b| names[node_name(*a) as usize].cmp(&names[node_name(*b) as usize]));
+    }
+    let mut out = FlameGraph { total: total[0], ..FlameGraph::default() };
+    let mut levels: Vec<Vec<(usize, i64)>> = Vec::new();
+    let mut stack = vec![(0usize, 0usize, 0i64)];
+    while let Some((node, depth, offset)) = stack.pop() {
+        if levels.len() <= depth {
+            levels.push(Vec::new());
+        }
+        levels[depth].push((node, offset));
+        let mut child_offset = offset;
+        let mut pending = Vec::with_capacity(children[node].len());
+        for &c in &children[node] {
+            pending.push((c, depth + 1, child_offset));
+            child_offset += node_total(c);
+        }
+        stack.extend(pending.into_iter().rev());
+    }
+    for level in levels {
+        let mut prev_end = 0i64;
+        let mut values = Vec::with_capacity(level.len() * 4);
+        for (node, offset) in level {
+            values.extend([offset - prev_end, node_total(node), node_self(node), i64::from(node_name(node))]);
+            prev_end = offset + node_total(node);
+            out.max_self = out.max_self.max(node_self(node));
+        }
+        out.levels.push(values);
+    }
+    out.names = names;
+    out
+}
+
+/// [`flamegraph`] through [`Tree`], the reference the fast path is checked against.
+#[cfg(test)]
+fn flamegraph_by_tree(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
     let mut tree = Tree::new();
     tree.add(merged, 0);
     tree.truncate(max_nodes);

@@ -113,3 +113,39 @@ fn series_on_a_step_grid() {
     assert_eq!(top[0].labels[0].1, "a");
     assert!(select_series(&totals, 0, 1, 0.0, &[], Aggregation::Sum, None).is_err());
 }
+
+#[test]
+fn fast_flamegraph_matches_the_tree() {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n.max(1)
+    };
+    for round in 0..40 {
+        let mut m = MergedStacks::default();
+        let n_fns = 1 + next(12) as usize;
+        for f in 0..n_fns {
+            // Repeated names (two functions, one frame name), and the special names.
+            let name = match f % 7 {
+                5 => "unknown".to_string(),
+                6 => "other".to_string(),
+                _ => format!("f{}", next(9)),
+            };
+            m.functions.push(Function { name, ..Function::default() });
+        }
+        for _ in 0..1 + next(15) {
+            let lines = (0..next(3)).map(|_| (next(n_fns as u64 + 1) as u32, 0)).collect(); // may be out of range or empty
+            m.locations.push(Location { address: 0, lines, mapping: 0 });
+        }
+        for _ in 0..next(60) {
+            let depth = next(8);
+            let stack = (0..depth).map(|_| next(m.locations.len() as u64 + 1) as u32).collect();
+            m.stacks.push((stack, 1 + next(1000) as i64));
+        }
+        for max in [0, 1, 3, 8, 30, 10_000] {
+            assert_eq!(flamegraph(&m, max), flamegraph_by_tree(&m, max), "round {round}, max_nodes {max}");
+        }
+    }
+}
