@@ -29,8 +29,7 @@ use anyhow::{Context, anyhow, bail};
 use benches::child::{Addrs, ServerProcess, TempDir};
 use benches::procfs::{self, Machine};
 use clap::{Parser, ValueEnum};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
@@ -259,7 +258,11 @@ struct TemplateTrace {
 
 /// A pre-generated export request.
 struct Template {
+    /// The request (the tests compare the patched bytes with it).
+    #[cfg_attr(not(test), allow(dead_code))]
     request: ExportTraceServiceRequest,
+    /// The request's protobuf bytes and where to patch them per send.
+    encoded: Encoded,
     spans: u64,
     bytes: usize,
     traces: Vec<TemplateTrace>,
@@ -315,7 +318,8 @@ impl TraceGen {
             })
             .collect();
         let request = ExportTraceServiceRequest { resource_spans };
-        Template { spans: total as u64, bytes: request.encoded_len(), request, traces }
+        let encoded = Encoded::new(request.encode_to_vec());
+        Template { spans: total as u64, bytes: request.encoded_len(), request, encoded, traces }
     }
 
     fn trace(&mut self) -> ([u8; 16], Vec<(usize, Span)>) {
@@ -587,6 +591,7 @@ impl Load {
     }
 
     /// Send number `seq`: its template, re-stamped to now and salted with `seq`.
+    #[cfg(test)]
     fn stamped(&self, seq: u64) -> ExportTraceServiceRequest {
         let mut r = self.template(seq).request.clone();
         let shift = now_ns().saturating_sub(self.t0_ns);
@@ -603,6 +608,14 @@ impl Load {
             salt_span_id(&mut span.parent_span_id, salt);
         }
         r
+    }
+
+    /// [`Load::stamped`] as protobuf bytes, patched in place from the template's bytes (the load
+    /// generator shares the machine: cloning and encoding 500 spans per send would cost it about as
+    /// much CPU as the server spends).
+    fn stamped_bytes(&self, seq: u64) -> Vec<u8> {
+        let shift = now_ns().saturating_sub(self.t0_ns);
+        self.template(seq).encoded.stamped(shift, salt_of(seq))
     }
 
     /// The trace ids send `seq` carried, with their span counts.
@@ -630,6 +643,144 @@ impl Load {
             .flat_map(|t| &t.traces)
             .fold((0u64, 0u64), |(n, s), t| (n + 1, s + u64::from(t.spans)));
         spans as f64 / n.max(1) as f64
+    }
+}
+
+/// An encoded `ExportTraceServiceRequest` and the offsets of what each send changes: `fixed64`
+/// span and event times, trace ids (16 bytes) and span / parent span ids (8 bytes).
+struct Encoded {
+    bytes: Vec<u8>,
+    times: Vec<usize>,
+    trace_ids: Vec<usize>,
+    span_ids: Vec<usize>,
+}
+
+/// Which message a protobuf walk is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Request,
+    ResourceSpans,
+    ScopeSpans,
+    Span,
+    Event,
+}
+
+impl Encoded {
+    fn new(bytes: Vec<u8>) -> Encoded {
+        let mut e = Encoded { bytes, times: Vec::new(), trace_ids: Vec::new(), span_ids: Vec::new() };
+        let b = std::mem::take(&mut e.bytes);
+        e.walk(&b, 0, b.len(), Level::Request);
+        e.bytes = b;
+        e
+    }
+
+    fn walk(&mut self, b: &[u8], mut at: usize, end: usize, level: Level) {
+        while at < end {
+            let key = varint(b, &mut at);
+            let (field, wire) = (key >> 3, key & 7);
+            match wire {
+                0 => {
+                    varint(b, &mut at);
+                }
+                1 => {
+                    if (level == Level::Span && (field == 7 || field == 8)) || (level == Level::Event && field == 1) {
+                        self.times.push(at);
+                    }
+                    at += 8;
+                }
+                2 => {
+                    let len = varint(b, &mut at) as usize;
+                    let (s, e) = (at, at + len);
+                    match (level, field) {
+                        (Level::Request, 1) => self.walk(b, s, e, Level::ResourceSpans),
+                        (Level::ResourceSpans, 2) => self.walk(b, s, e, Level::ScopeSpans),
+                        (Level::ScopeSpans, 2) => self.walk(b, s, e, Level::Span),
+                        (Level::Span, 11) => self.walk(b, s, e, Level::Event),
+                        (Level::Span, 1) if len == 16 => self.trace_ids.push(s),
+                        (Level::Span, 2 | 4) if len == 8 => self.span_ids.push(s),
+                        _ => {}
+                    }
+                    at = e;
+                }
+                5 => at += 4,
+                _ => panic!("unexpected wire type {wire} in a generated request"),
+            }
+        }
+    }
+
+    /// A copy with times shifted by `shift` and ids salted as [`Load::stamped`] does.
+    fn stamped(&self, shift: u64, salt: u64) -> Vec<u8> {
+        let mut out = self.bytes.clone();
+        for &o in &self.times {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&out[o..o + 8]);
+            out[o..o + 8].copy_from_slice(&u64::from_le_bytes(t).wrapping_add(shift).to_le_bytes());
+        }
+        for &o in &self.trace_ids {
+            salt_trace_id(&mut out[o..o + 16], salt);
+        }
+        for &o in &self.span_ids {
+            salt_span_id(&mut out[o..o + 8], salt);
+        }
+        out
+    }
+}
+
+fn varint(b: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    v
+}
+
+/// A gRPC codec that sends protobuf bytes as they are and decodes the OTLP answer.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+struct ResponseDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        ExportTraceServiceResponse::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
@@ -870,19 +1021,26 @@ fn start_server(bin: &Path, dir: TempDir, fsync: Fsync) -> anyhow::Result<Server
     ServerProcess::spawn(cmd, Some(dir), Duration::from_secs(60))
 }
 
-async fn connect(addrs: Addrs) -> anyhow::Result<TraceServiceClient<Channel>> {
+/// One OTLP/gRPC connection sending pre-encoded `TraceService/Export` requests.
+type Client = tonic::client::Grpc<Channel>;
+
+async fn connect(addrs: Addrs) -> anyhow::Result<Client> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", addrs.otlp_grpc))?
         .tcp_nodelay(true)
         .connect()
         .await
         .with_context(|| format!("cannot connect to OTLP/gRPC at {}", addrs.otlp_grpc))?;
-    Ok(TraceServiceClient::new(channel).max_decoding_message_size(16 << 20))
+    Ok(tonic::client::Grpc::new(channel))
 }
 
-/// Sends one request; any error, or any rejected span, is an error.
-async fn send(client: &mut TraceServiceClient<Channel>, req: ExportTraceServiceRequest) -> anyhow::Result<()> {
-    let resp =
-        client.export(req).await.map_err(|s| anyhow!("gRPC status {:?}: {}", s.code(), s.message()))?.into_inner();
+/// Sends one encoded `ExportTraceServiceRequest`; any error, or any rejected span, is an error.
+async fn send(client: &mut Client, req: Vec<u8>) -> anyhow::Result<()> {
+    let grpc_err = |s: tonic::Status| anyhow!("gRPC status {:?}: {}", s.code(), s.message());
+    client.ready().await.map_err(|e| anyhow!("gRPC connection not ready: {e}"))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    let resp = client.unary(tonic::Request::new(req), path, RawCodec).await.map_err(grpc_err)?.into_inner();
     if let Some(p) = resp.partial_success
         && p.rejected_spans != 0
     {
@@ -920,7 +1078,7 @@ async fn ingest(
                     // The sequence number stays unused: nothing was sent with it.
                     break;
                 }
-                let req = load.stamped(n);
+                let req = load.stamped_bytes(n);
                 let sent = Instant::now();
                 if let Err(e) = send(&mut c, req).await {
                     stop.store(true, Ordering::Relaxed);
@@ -931,19 +1089,26 @@ async fn ingest(
             Ok(done)
         });
     }
+    let ticker = {
+        let claimed = Arc::clone(&claimed);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let n = claimed.load(Ordering::Relaxed).min(target_spans);
+                progress!("  ... {} spans sent, {:.0} s", fmt_int(n as f64), t1.elapsed().as_secs_f64());
+            }
+        })
+    };
     let mut all = Vec::new();
     let mut errors = Vec::new();
-    let mut last_report = Instant::now();
     while let Some(r) = tasks.join_next().await {
         match r {
             Ok(Ok(d)) => all.extend(d),
             Ok(Err(e)) => errors.push(e),
             Err(e) => errors.push(anyhow!("client task panicked: {e}")),
         }
-        if last_report.elapsed() > Duration::from_secs(10) {
-            last_report = Instant::now();
-        }
     }
+    ticker.abort();
     let (t2, cpu2, own2, all2) =
         (Instant::now(), procfs::cpu_seconds(pid)?, procfs::cpu_seconds(me)?, procfs::machine_busy_seconds()?);
     let rss_after_kib = procfs::status_kib(pid, "VmRSS").ok().flatten();
@@ -1056,7 +1221,7 @@ async fn queries(
     let head_t = Instant::now();
     for _ in 0..args.head_requests {
         let n = seq.fetch_add(1, Ordering::Relaxed);
-        send(&mut client, load.stamped(n)).await?;
+        send(&mut client, load.stamped_bytes(n)).await?;
         head_sends.push(n);
     }
     progress!("sent {} head requests in {:.1} s", head_sends.len(), head_t.elapsed().as_secs_f64());
@@ -1443,6 +1608,36 @@ mod tests {
         let slow = spans.iter().filter(|s| s.end_time_unix_nano - s.start_time_unix_nano > 500 * MS).count();
         assert!(failed * 100 > spans.len() && failed * 10 < spans.len(), "{failed} of {}", spans.len());
         assert!(slow > 0 && slow * 50 < spans.len(), "{slow} of {}", spans.len());
+    }
+
+    #[test]
+    fn patched_bytes_equal_the_stamped_request() {
+        let load = Load::generate(3, 200, 7);
+        for seq in [0u64, 4, 11] {
+            // Same shift for both: stamp by hand with a fixed shift.
+            let t = load.template(seq);
+            let shift = 123_456_789u64;
+            let bytes = t.encoded.stamped(shift, salt_of(seq));
+            let got = ExportTraceServiceRequest::decode(&*bytes).unwrap();
+            let mut want = t.request.clone();
+            for span in want.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+                span.start_time_unix_nano += shift;
+                span.end_time_unix_nano += shift;
+                span.events.iter_mut().for_each(|e| e.time_unix_nano += shift);
+                salt_trace_id(&mut span.trace_id, salt_of(seq));
+                salt_span_id(&mut span.span_id, salt_of(seq));
+                salt_span_id(&mut span.parent_span_id, salt_of(seq));
+            }
+            assert_eq!(got, want);
+            let events: usize = want
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| s.events.len())
+                .sum();
+            assert_eq!(t.encoded.times.len(), 2 * t.spans as usize + events);
+        }
     }
 
     #[test]
