@@ -318,6 +318,22 @@ fn a_three_service_workload_yields_span_metrics_and_service_graph_series() {
     }
     let store = srv.storage();
     let m = store.metric_store();
+    // Span metrics go out at most once a second: wait for the emission that holds the last
+    // request's edge (api → auth, the fifth), which carries every total before it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let matchers = [
+            Matcher::eq("__name__", "traces_service_graph_request_total"),
+            Matcher::eq("client", "api"),
+            Matcher::eq("server", "auth"),
+        ];
+        let series = m.select_matching(&matchers, 0, i64::MAX);
+        if series.first().and_then(|s| s.samples.last()).is_some_and(|s| s.value == 5.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "span metrics not emitted within 20 s: {series:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let last = |name: &str, extra: &[(&str, &str)]| -> f64 {
         let mut matchers = vec![Matcher::eq("__name__", name)];
         matchers.extend(extra.iter().map(|(k, v)| Matcher::eq(*k, *v)));
@@ -365,7 +381,8 @@ fn a_three_service_workload_yields_span_metrics_and_service_graph_series() {
     );
     // The PromQL Grafana sends for the service map and the RED table (`grafana-contracts.md` §6).
     let engine = query::promql::Engine::default();
-    let at = now / 1_000_000 + 1_000;
+    // After every emission (they trail the spans by up to a second or two).
+    let at = now / 1_000_000 + 60_000;
     let eval = |q: &str| -> Vec<(storage::model::Labels, f64)> {
         match engine.instant_query(m, q, at, None).unwrap_or_else(|e| panic!("{q}: {e:?}")).value {
             query::promql::Value::Vector(v) => v
