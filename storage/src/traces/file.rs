@@ -182,6 +182,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let mut scope_index = Vec::with_capacity(n);
     let mut service_name = StringBuilder::new();
 
+    let mut text = String::new();
     for (row, &i) in order.iter().enumerate() {
         let st = spans[i];
         let s = &st.span;
@@ -252,11 +253,17 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
         duration.push(s.end_time_ns.saturating_sub(s.start_time_ns));
         status_code.push(s.status_code.as_i32());
         status_message.append_value(&s.status_message);
-        attributes.append_value(json::kvs_to_json(&s.attributes).to_string());
+        text.clear();
+        json::write_kvs(&s.attributes, &mut text);
+        attributes.append_value(&text);
         dropped_attrs.push(s.dropped_attributes_count);
-        events.append_value(json::events_to_json(&s.events));
+        text.clear();
+        json::events_to_json(&s.events, &mut text);
+        events.append_value(&text);
         dropped_events.push(s.dropped_events_count);
-        links.append_value(json::links_to_json(&s.links));
+        text.clear();
+        json::links_to_json(&s.links, &mut text);
+        links.append_value(&text);
         dropped_links.push(s.dropped_links_count);
         resource_index.push(ri);
         scope_index.push(si);
