@@ -60,30 +60,59 @@ impl Default for TracesOptions {
     }
 }
 
-/// Spans not yet in a file, grouped by trace.
+/// Spans not yet in a file, grouped by trace: one map entry per trace and a `next` link per span
+/// (no per-trace allocation).
 #[derive(Default)]
 struct Head {
     spans: Vec<StoredSpan>,
-    by_trace: FastMap<TraceId, Vec<u32>>,
-    /// Earliest start and latest end per trace, for scans.
-    bounds: FastMap<TraceId, (i64, i64)>,
+    /// Per span: the index of the trace's next span, `u32::MAX` for the last.
+    next: Vec<u32>,
+    by_trace: FastMap<TraceId, HeadTrace>,
     last_pos: WalPos,
 }
+
+/// One trace in the head.
+#[derive(Clone, Copy)]
+struct HeadTrace {
+    first: u32,
+    last: u32,
+    /// Earliest start and latest end, for scans.
+    min_start_ns: i64,
+    max_end_ns: i64,
+}
+
+const NO_SPAN: u32 = u32::MAX;
 
 impl Head {
     fn push(&mut self, span: StoredSpan) {
         let id = span.span.trace_id;
         let (s, e) = (span.span.start_time_ns, span.span.end_time_ns);
-        self.by_trace.entry(id).or_default().push(self.spans.len() as u32);
-        let b = self.bounds.entry(id).or_insert((s, e));
-        b.0 = b.0.min(s);
-        b.1 = b.1.max(e);
+        let ix = self.spans.len() as u32;
         self.spans.push(span);
+        self.next.push(NO_SPAN);
+        match self.by_trace.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let t = o.get_mut();
+                if let Some(n) = self.next.get_mut(t.last as usize) {
+                    *n = ix;
+                }
+                t.last = ix;
+                t.min_start_ns = t.min_start_ns.min(s);
+                t.max_end_ns = t.max_end_ns.max(e);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(HeadTrace { first: ix, last: ix, min_start_ns: s, max_end_ns: e });
+            }
+        }
     }
 
     fn trace(&self, id: &TraceId, out: &mut Vec<StoredSpan>) {
-        if let Some(ixs) = self.by_trace.get(id) {
-            out.extend(ixs.iter().map(|&i| self.spans[i as usize].clone()));
+        if let Some(t) = self.by_trace.get(id) {
+            let mut i = t.first;
+            while let Some(span) = self.spans.get(i as usize) {
+                out.push(span.clone());
+                i = self.next[i as usize];
+            }
         }
     }
 }
@@ -361,8 +390,8 @@ impl TracesHead {
             b.1 = b.1.min(s);
         };
         for h in state.frozen.iter().map(|f| &**f).chain(std::iter::once(&state.head)) {
-            for (id, &(s, e)) in &h.bounds {
-                merge(*id, s, e);
+            for (id, t) in &h.by_trace {
+                merge(*id, t.min_start_ns, t.max_end_ns);
             }
         }
         for f in &files {
