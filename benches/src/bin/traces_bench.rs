@@ -1298,6 +1298,7 @@ async fn queries(
         let mut l =
             Latency { what: format!("search, {label}: `{q}`"), target: "", samples: Vec::new(), note: String::new() };
         let mut found = (0, 0);
+        let mut failed = None;
         for run in 0..=args.search_runs {
             let end = now_ns() / 1_000_000_000 + 1;
             let url = format!("{base}/api/search?q={}&start={}&end={end}&limit=20&spss=3", encode_query(q), end - 3600);
@@ -1307,7 +1308,10 @@ async fn queries(
             let body = resp.bytes().await?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             if status != reqwest::StatusCode::OK {
-                bail!("GET {url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+                // A refused search (the 30-s query timeout) is a result too: report it and go on.
+                let text = String::from_utf8_lossy(&body);
+                failed = Some(format!("HTTP {status} after {ms:.0} ms: {}", text.trim()));
+                break;
             }
             let v: serde_json::Value = serde_json::from_slice(&body).context("search answer is not JSON")?;
             let traces = v["traces"].as_array().map_or(0, Vec::len);
@@ -1317,7 +1321,13 @@ async fn queries(
                 l.samples.push(ms);
             }
         }
-        l.note = format!("{} traces returned, {} inspected", found.0, fmt_int(found.1 as f64));
+        l.note = match failed {
+            Some(f) => {
+                notes.push(format!("search `{q}` failed: {f}"));
+                format!("**failed**: {f}")
+            }
+            None => format!("{} traces returned, {} inspected", found.0, fmt_int(found.1 as f64)),
+        };
         lat.push(l);
     }
     Ok(())
