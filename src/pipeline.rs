@@ -389,11 +389,12 @@ impl Pipeline {
         }
     }
 
-    /// Re-emits active span-metrics series and the service-graph edges whose other half never
-    /// came (virtual nodes); call every 15 s, as Tempo's generator collects.
+    /// Span metrics' timer: writes the totals held back since the last emission, the
+    /// service-graph edges whose other half never came (virtual nodes), and every 15 s every
+    /// active series (as Tempo's generator collects); call every second.
     pub fn refresh_span_metrics(&self) {
         if let Some(storage) = self.storage.get() {
-            let metrics = self.span_metrics.refresh(now_ns());
+            let metrics = self.span_metrics.tick(now_ns());
             self.write_derived(storage, metrics);
         }
     }

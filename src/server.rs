@@ -226,8 +226,9 @@ async fn evict_delta_state(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     .await
 }
 
-/// How often span metrics are re-emitted (Tempo's metrics-generator collection interval).
-const SPAN_METRICS_PERIOD: Duration = Duration::from_secs(15);
+/// How often span metrics tick: totals held back since the last emission go out, and every 15 s
+/// (Tempo's metrics-generator collection interval) every active series is re-emitted.
+const SPAN_METRICS_PERIOD: Duration = Duration::from_secs(1);
 
 async fn refresh_span_metrics(pipeline: Arc<Pipeline>, stop: CancellationToken) {
     every(SPAN_METRICS_PERIOD, stop, || async {

@@ -10,11 +10,16 @@
 //!   `database`, `virtual_node`).
 //!
 //! Every series is a cumulative counter whose running totals live in [`SpanMetricsState`], owned
-//! by the caller (like `otlp::MetricsState`). A batch of spans yields one sample per series it
-//! touched, at the caller's `now` (processing time, as Tempo's generator stamps its samples); a
-//! series seen for the first time also gets a zero sample 1 ms earlier, so its first increase
-//! counts in `rate()` and `increase()`. Exemplars (`trace_id`, `span_id`) go on the calls counter
-//! and on the latency bucket the span fell into.
+//! by the caller (like `otlp::MetricsState`). Batches of spans add to the totals; at most once per
+//! `collect_interval_ns` (1 s by default; Tempo's generator collects every 15 s) the series touched
+//! since the last emission yield one sample each, at the caller's `now` (processing time, as
+//! Tempo's generator stamps its samples): from [`SpanMetricsState::derive`] when a batch comes
+//! after the interval, else from [`SpanMetricsState::tick`], which the caller runs every second
+//! and which also re-emits every active series every 15 s. A series seen for the first time also
+//! gets a zero sample 1 ms earlier, so its first increase counts in `rate()` and `increase()`.
+//! Exemplars (`trace_id`, `span_id`, the latest since the last emission) go on the calls counter
+//! and on the latency bucket the span fell into. Known series are found with the span's own
+//! strings (service → name → kind × status), so the per-span work allocates nothing.
 //!
 //! Service-graph edges pair a client span (kind CLIENT, or PRODUCER for messaging) with the server
 //! span (SERVER, or CONSUMER) whose parent it is, whichever arrives first and however many batches
@@ -22,11 +27,11 @@
 //! client span naming its peer (`peer.service`, `db.name`, `db.system`) becomes an edge to a
 //! virtual node (`connection_type` `database` for databases, `virtual_node` otherwise). A client
 //! span of a database call (`db.system`) is an edge at once, since no server span will come.
-//! Invariant: `state.series` and `state.pending` never exceed their caps; over the cap new series
+//! Invariant: the series count and `pending` never exceed their caps; over the cap new series
 //! and new pending halves are dropped (and counted in [`SpanMetricsState::dropped`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use storage::model::{
     AnyValue, Exemplar, FloatSample, Labels, MetricMetadata, MetricType, MetricsBatch, Span, SpanId, SpanKind,
@@ -51,6 +56,12 @@ pub struct SpanMetricsOptions {
     /// A series not updated for this long stops being re-emitted by
     /// [`SpanMetricsState::refresh`] and is forgotten (ns; Tempo's default is 15 minutes).
     pub stale_ns: i64,
+    /// Totals touched since the last emission are emitted at most this often (ns; 0 = with every
+    /// batch). Tempo's generator collects every 15 s; emitting per batch would write a sample of
+    /// every touched series per request, more metrics work than the spans themselves.
+    pub collect_interval_ns: i64,
+    /// [`SpanMetricsState::tick`] re-emits every active series this often (ns; Tempo's 15 s).
+    pub refresh_interval_ns: i64,
 }
 
 impl Default for SpanMetricsOptions {
@@ -61,6 +72,8 @@ impl Default for SpanMetricsOptions {
             max_pending_edges: 10_000,
             edge_wait_ns: 10_000_000_000,
             stale_ns: 15 * 60 * 1_000_000_000,
+            collect_interval_ns: 1_000_000_000,
+            refresh_interval_ns: 15_000_000_000,
         }
     }
 }
@@ -73,15 +86,27 @@ pub struct SpanMetricsState {
     inner: Mutex<Inner>,
 }
 
+/// Slots per span name: one per (span kind, status code).
+const SPAN_SLOTS: usize = 6 * 3;
+/// Slots per edge: one per connection type.
+const EDGE_SLOTS: usize = 4;
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// Key: metric family + labels (without `le`).
-    series: HashMap<(Family, Labels), Totals>,
+    /// Span metrics: service → span name → one slot per (kind, status); looked up with the span's
+    /// own strings, so a known series costs no allocation.
+    spans: HashMap<String, HashMap<String, Vec<Option<SpanSeries>>>>,
+    /// Service graph: client → server → one slot per connection type.
+    edges: HashMap<String, HashMap<String, [Option<EdgeSeries>; EDGE_SLOTS]>>,
+    /// Series with running totals (each [`Totals`] is one); at most `max_series`.
+    series: usize,
     /// Unpaired halves, by the span id the other half refers to.
     pending: HashMap<(TraceId, SpanId), Pending>,
     dropped: u64,
-    /// The `now` of the call in progress (ns).
-    now_ns: i64,
+    /// When dirty series were last emitted (ns); `None` before the first time.
+    last_collect_ns: Option<i64>,
+    /// When every active series was last re-emitted (ns); `None` before the first tick.
+    last_refresh_ns: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -94,37 +119,133 @@ enum Family {
     GraphClient,
 }
 
+/// The calls counter and latency histogram of one (service, span name, kind, status).
+#[derive(Debug)]
+struct SpanSeries {
+    /// `service`, `span_name`, `span_kind`, `status_code`.
+    labels: Labels,
+    calls: Totals,
+    latency: Totals,
+}
+
+/// The series of one (client, server, connection type) edge, each created when first observed.
+#[derive(Debug)]
+struct EdgeSeries {
+    /// `client`, `server`, `connection_type`.
+    labels: Labels,
+    total: Option<Totals>,
+    failed: Option<Totals>,
+    server: Option<Totals>,
+    client: Option<Totals>,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Totals {
     count: f64,
     sum: f64,
     /// Per bucket (non-cumulative); histograms only.
     buckets: Vec<f64>,
-    /// Touched by the current batch (or due for re-emission).
+    /// Touched since the last emission (or due for re-emission).
     dirty: bool,
     /// Last update (ns).
     touched_ns: i64,
     new: bool,
     /// Timestamp of the last sample emitted (ms): each series' samples strictly increase, so two
-    /// batches derived in the same millisecond never replace one another.
+    /// collections in the same millisecond never replace one another.
     last_ts: i64,
-    /// Latest exemplar this batch: (labels, value, bucket index or usize::MAX for the count).
-    exemplar: Option<(Labels, f64, usize)>,
+    /// Latest exemplar since the last emission; its labels are built only when emitted.
+    exemplar: Option<Ex>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ex {
+    trace_id: TraceId,
+    span_id: SpanId,
+    value: f64,
+    /// Bucket index, or `usize::MAX` for a counter.
+    slot: usize,
+}
+
+impl Totals {
+    fn new(buckets: usize) -> Totals {
+        Totals { buckets: vec![0.0; buckets], new: true, ..Totals::default() }
+    }
+
+    fn observe(&mut self, now_ns: i64, bounds: Option<&[f64]>, value: f64, ex: Option<(TraceId, SpanId)>) {
+        self.dirty = true;
+        self.touched_ns = now_ns;
+        self.count += 1.0;
+        self.sum += value;
+        let mut slot = usize::MAX;
+        if let Some(b) = bounds {
+            slot = b.iter().position(|&ub| value <= ub).unwrap_or(b.len());
+            if let Some(c) = self.buckets.get_mut(slot) {
+                *c += 1.0;
+            }
+        }
+        if let Some((trace_id, span_id)) = ex {
+            self.exemplar = Some(Ex { trace_id, span_id, value, slot });
+        }
+    }
+}
+
+/// A family of one edge, created on first use within the series cap.
+fn edge_family<'a>(
+    t: &'a mut Option<Totals>,
+    series: &mut usize,
+    dropped: &mut u64,
+    cap: usize,
+    buckets: usize,
+) -> Option<&'a mut Totals> {
+    if t.is_none() {
+        if *series >= cap {
+            *dropped += 1;
+            return None;
+        }
+        *series += 1;
+        *t = Some(Totals::new(buckets));
+    }
+    t.as_mut()
 }
 
 #[derive(Debug, Clone)]
 struct Pending {
     /// Which half waits.
     client: bool,
-    service: String,
+    service: Arc<str>,
     duration_s: f64,
     failed: bool,
     messaging: bool,
     /// For virtual nodes: the peer a client span names.
-    peer: Option<(String, &'static str)>,
+    peer: Option<(String, ConnectionType)>,
     expires_ns: i64,
     trace_id: TraceId,
     span_id: SpanId,
+}
+
+/// The service graph's `connection_type` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConnectionType {
+    /// Plain request/response (the label is absent).
+    Direct,
+    MessagingSystem,
+    Database,
+    VirtualNode,
+}
+
+impl ConnectionType {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionType::Direct => "",
+            ConnectionType::MessagingSystem => "messaging_system",
+            ConnectionType::Database => "database",
+            ConnectionType::VirtualNode => "virtual_node",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
 }
 
 fn kind_label(k: SpanKind) -> &'static str {
@@ -146,6 +267,23 @@ fn status_label(s: StatusCode) -> &'static str {
     }
 }
 
+fn span_slot(k: SpanKind, s: StatusCode) -> usize {
+    let k = match k {
+        SpanKind::Unspecified => 0,
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    };
+    let s = match s {
+        StatusCode::Unset => 0,
+        StatusCode::Ok => 1,
+        StatusCode::Error => 2,
+    };
+    k * 3 + s
+}
+
 fn attr_str<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
     span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value {
         AnyValue::String(s) if !s.is_empty() => Some(s.as_str()),
@@ -155,10 +293,6 @@ fn attr_str<'a>(span: &'a Span, key: &str) -> Option<&'a str> {
 
 fn duration_s(span: &Span) -> f64 {
     (span.end_time_ns.saturating_sub(span.start_time_ns)).max(0) as f64 / 1e9
-}
-
-fn exemplar_labels(trace_id: TraceId, span_id: SpanId) -> Labels {
-    Labels::from_pairs([("trace_id", trace_id.to_hex()), ("span_id", span_id.to_hex())])
 }
 
 impl SpanMetricsState {
@@ -174,7 +308,7 @@ impl SpanMetricsState {
 
     /// Series with running totals.
     pub fn series_count(&self) -> usize {
-        self.lock().series.len()
+        self.lock().series
     }
 
     /// Unpaired edge halves waiting.
@@ -192,98 +326,163 @@ impl SpanMetricsState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Derives the metrics of `batch`, plus the edges whose wait expired by `now_ns`. Returns an
-    /// empty batch when nothing changed.
+    /// Adds `batch` to the running totals. When `collect_interval_ns` has passed since the last
+    /// emission that carried anything, also expires waiting edge halves and returns a sample of every series touched
+    /// since; otherwise returns an empty batch (the totals go out with a later batch or
+    /// [`SpanMetricsState::tick`]).
     pub fn derive(&self, batch: &SpansBatch, now_ns: i64) -> MetricsBatch {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        inner.now_ns = now_ns;
-        let buckets = &self.opts.buckets;
         for group in &batch.groups {
-            let service = group.resource.attr_str("service.name").unwrap_or("").to_owned();
+            let service: Arc<str> = Arc::from(group.resource.attr_str("service.name").unwrap_or(""));
             for span in &group.spans {
-                let d = duration_s(span);
-                let labels = Labels::from_pairs([
-                    ("service", service.as_str()),
-                    ("span_name", span.name.as_str()),
-                    ("span_kind", kind_label(span.kind)),
-                    ("status_code", status_label(span.status_code)),
-                ]);
-                let ex = exemplar_labels(span.trace_id, span.span_id);
-                self.observe(inner, Family::Calls, labels.clone(), None, 1.0, Some((ex.clone(), 1.0)));
-                self.observe(inner, Family::Latency, labels, Some(buckets), d, Some((ex, d)));
+                self.observe_span(inner, &service, span, now_ns);
                 self.edge(inner, &service, span, now_ns);
             }
         }
-        self.expire(inner, now_ns);
-        self.collect(inner, now_ns)
+        self.collect_if_due(inner, now_ns)
     }
 
-    /// Emits expired edges only (call on a timer so virtual-node edges appear without traffic).
+    /// Emits expired edges and every series touched since the last emission, now.
     pub fn expire_edges(&self, now_ns: i64) -> MetricsBatch {
         let mut inner = self.lock();
-        inner.now_ns = now_ns;
         self.expire(&mut inner, now_ns);
         self.collect(&mut inner, now_ns)
+    }
+
+    /// The timer's call (every second or so): every `refresh_interval_ns` a
+    /// [`SpanMetricsState::refresh`], otherwise the totals touched since the last emission if
+    /// `collect_interval_ns` has passed (so the last spans of a burst are not held back).
+    pub fn tick(&self, now_ns: i64) -> MetricsBatch {
+        let refresh_due = {
+            let mut inner = self.lock();
+            let last = *inner.last_refresh_ns.get_or_insert(now_ns);
+            now_ns.saturating_sub(last) >= self.opts.refresh_interval_ns || now_ns < last
+        };
+        if refresh_due {
+            return self.refresh(now_ns);
+        }
+        let mut inner = self.lock();
+        self.collect_if_due(&mut inner, now_ns)
     }
 
     /// Expires edges, then re-emits the current total of every series updated within `stale_ns`
     /// and forgets the others: Tempo's generator writes each active series at every collection
-    /// interval, so `rate()` over a quiet period sees a flat line, not a gap. Call every 15 s.
+    /// interval, so `rate()` over a quiet period sees a flat line, not a gap.
     pub fn refresh(&self, now_ns: i64) -> MetricsBatch {
         let mut inner = self.lock();
-        inner.now_ns = now_ns;
-        self.expire(&mut inner, now_ns);
+        let inner = &mut *inner;
+        inner.last_refresh_ns = Some(now_ns);
+        self.expire(inner, now_ns);
         let cutoff = now_ns.saturating_sub(self.opts.stale_ns);
-        inner.series.retain(|_, t| t.touched_ns >= cutoff);
-        for t in inner.series.values_mut() {
-            t.dirty = true;
-        }
-        self.collect(&mut inner, now_ns)
+        let mut forgotten = 0usize;
+        inner.spans.retain(|_, names| {
+            names.retain(|_, slots| {
+                for slot in slots.iter_mut() {
+                    match slot {
+                        Some(s) if s.calls.touched_ns < cutoff => {
+                            *slot = None;
+                            forgotten += 2;
+                        }
+                        Some(s) => {
+                            s.calls.dirty = true;
+                            s.latency.dirty = true;
+                        }
+                        None => {}
+                    }
+                }
+                slots.iter().any(Option::is_some)
+            });
+            !names.is_empty()
+        });
+        inner.edges.retain(|_, servers| {
+            servers.retain(|_, slots| {
+                for slot in slots.iter_mut() {
+                    let Some(e) = slot else { continue };
+                    for t in [&mut e.total, &mut e.failed, &mut e.server, &mut e.client] {
+                        match t {
+                            Some(x) if x.touched_ns < cutoff => {
+                                *t = None;
+                                forgotten += 1;
+                            }
+                            Some(x) => x.dirty = true,
+                            None => {}
+                        }
+                    }
+                    if e.total.is_none() && e.failed.is_none() && e.server.is_none() && e.client.is_none() {
+                        *slot = None;
+                    }
+                }
+                slots.iter().any(Option::is_some)
+            });
+            !servers.is_empty()
+        });
+        inner.series -= forgotten.min(inner.series);
+        inner.last_collect_ns = Some(now_ns);
+        self.collect(inner, now_ns)
     }
 
-    fn observe(
-        &self,
-        inner: &mut Inner,
-        family: Family,
-        labels: Labels,
-        buckets: Option<&[f64]>,
-        value: f64,
-        exemplar: Option<(Labels, f64)>,
-    ) {
-        let cap = self.opts.max_series;
-        let len = inner.series.len();
-        let inner_now = inner.now_ns;
-        let key = (family, labels);
-        let t = match inner.series.get_mut(&key) {
-            Some(t) => t,
-            None if len >= cap => {
-                inner.dropped += 1;
+    fn collect_if_due(&self, inner: &mut Inner, now_ns: i64) -> MetricsBatch {
+        let due = inner
+            .last_collect_ns
+            .is_none_or(|last| now_ns.saturating_sub(last) >= self.opts.collect_interval_ns || now_ns < last);
+        if !due {
+            return MetricsBatch::default();
+        }
+        self.expire(inner, now_ns);
+        let out = self.collect(inner, now_ns);
+        // The interval runs from the last emission that carried something: after a quiet spell
+        // the first batch goes out at once.
+        if !out.series.is_empty() {
+            inner.last_collect_ns = Some(now_ns);
+        }
+        out
+    }
+
+    fn observe_span(&self, inner: &mut Inner, service: &str, span: &Span, now_ns: i64) {
+        let Inner { spans, series, dropped, .. } = inner;
+        let full = *series + 2 > self.opts.max_series;
+        if !spans.contains_key(service) {
+            if full {
+                *dropped += 1;
                 return;
             }
-            None => inner.series.entry(key).or_insert_with(|| Totals {
-                buckets: vec![0.0; buckets.map_or(0, |b| b.len() + 1)],
-                new: true,
-                ..Totals::default()
-            }),
-        };
-        t.dirty = true;
-        t.touched_ns = inner_now;
-        t.count += 1.0;
-        t.sum += value;
-        let mut slot = usize::MAX;
-        if let Some(b) = buckets {
-            slot = b.iter().position(|&ub| value <= ub).unwrap_or(b.len());
-            if let Some(c) = t.buckets.get_mut(slot) {
-                *c += 1.0;
+            spans.insert(service.to_owned(), HashMap::new());
+        }
+        let Some(names) = spans.get_mut(service) else { return };
+        if !names.contains_key(span.name.as_str()) {
+            if full {
+                *dropped += 1;
+                return;
             }
+            names.insert(span.name.clone(), (0..SPAN_SLOTS).map(|_| None).collect());
         }
-        if let Some((labels, v)) = exemplar {
-            t.exemplar = Some((labels, v, slot));
+        let Some(slots) = names.get_mut(span.name.as_str()) else { return };
+        let Some(slot) = slots.get_mut(span_slot(span.kind, span.status_code)) else { return };
+        if slot.is_none() {
+            if full {
+                *dropped += 1;
+                return;
+            }
+            *series += 2;
+            *slot = Some(SpanSeries {
+                labels: Labels::from_pairs([
+                    ("service", service),
+                    ("span_name", span.name.as_str()),
+                    ("span_kind", kind_label(span.kind)),
+                    ("status_code", status_label(span.status_code)),
+                ]),
+                calls: Totals::new(0),
+                latency: Totals::new(self.opts.buckets.len() + 1),
+            });
         }
+        let Some(s) = slot.as_mut() else { return };
+        let ex = Some((span.trace_id, span.span_id));
+        s.calls.observe(now_ns, None, 1.0, ex);
+        s.latency.observe(now_ns, Some(&self.opts.buckets), duration_s(span), ex);
     }
 
-    fn edge(&self, inner: &mut Inner, service: &str, span: &Span, now_ns: i64) {
+    fn edge(&self, inner: &mut Inner, service: &Arc<str>, span: &Span, now_ns: i64) {
         let (client, messaging) = match span.kind {
             SpanKind::Client => (true, false),
             SpanKind::Producer => (true, true),
@@ -295,10 +494,10 @@ impl SpanMetricsState {
         let d = duration_s(span);
         if client && let Some(db) = attr_str(span, "db.system") {
             // A database call: no server span will come.
-            let server = attr_str(span, "db.name").unwrap_or(db).to_owned();
+            let server = attr_str(span, "db.name").unwrap_or(db);
             let p = Pending {
                 client: true,
-                service: service.to_owned(),
+                service: Arc::clone(service),
                 duration_s: d,
                 failed,
                 messaging: false,
@@ -307,7 +506,7 @@ impl SpanMetricsState {
                 trace_id: span.trace_id,
                 span_id: span.span_id,
             };
-            self.record_edge(inner, &p.service, &server, "database", Some(&p), None);
+            self.record_edge(inner, service, server, ConnectionType::Database, Some(&p), None, now_ns);
             return;
         }
         // The key both halves share: the client's span id.
@@ -321,11 +520,15 @@ impl SpanMetricsState {
         };
         let me = Pending {
             client,
-            service: service.to_owned(),
+            service: Arc::clone(service),
             duration_s: d,
             failed,
             messaging,
-            peer: if client { attr_str(span, "peer.service").map(|p| (p.to_owned(), "virtual_node")) } else { None },
+            peer: if client {
+                attr_str(span, "peer.service").map(|p| (p.to_owned(), ConnectionType::VirtualNode))
+            } else {
+                None
+            },
             expires_ns: now_ns.saturating_add(self.opts.edge_wait_ns),
             trace_id: span.trace_id,
             span_id: span.span_id,
@@ -333,12 +536,12 @@ impl SpanMetricsState {
         match inner.pending.remove(&key) {
             Some(other) if other.client != client => {
                 let (c, s) = if client { (&me, &other) } else { (&other, &me) };
-                let ct = if c.messaging || s.messaging { "messaging_system" } else { "" };
-                self.record_edge(inner, &c.service.clone(), &s.service.clone(), ct, Some(c), Some(s));
+                let ct =
+                    if c.messaging || s.messaging { ConnectionType::MessagingSystem } else { ConnectionType::Direct };
+                self.record_edge(inner, &c.service, &s.service, ct, Some(c), Some(s), now_ns);
             }
-            Some(same) => {
+            Some(_same) => {
                 // A duplicate of the same half: keep the newer.
-                let _ = same;
                 inner.pending.insert(key, me);
             }
             None if inner.pending.len() >= self.opts.max_pending_edges => inner.dropped += 1,
@@ -348,37 +551,60 @@ impl SpanMetricsState {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record_edge(
         &self,
         inner: &mut Inner,
         client: &str,
         server: &str,
-        connection_type: &str,
+        ct: ConnectionType,
         c: Option<&Pending>,
         s: Option<&Pending>,
+        now_ns: i64,
     ) {
-        let labels = Labels::from_pairs([("client", client), ("server", server), ("connection_type", connection_type)]);
+        let cap = self.opts.max_series;
+        let Inner { edges, series, dropped, .. } = inner;
+        if !edges.contains_key(client) {
+            if *series >= cap {
+                *dropped += 1;
+                return;
+            }
+            edges.insert(client.to_owned(), HashMap::new());
+        }
+        let Some(servers) = edges.get_mut(client) else { return };
+        if !servers.contains_key(server) {
+            if *series >= cap {
+                *dropped += 1;
+                return;
+            }
+            servers.insert(server.to_owned(), Default::default());
+        }
+        let Some(slots) = servers.get_mut(server) else { return };
+        let e = slots[ct.slot()].get_or_insert_with(|| EdgeSeries {
+            labels: Labels::from_pairs([("client", client), ("server", server), ("connection_type", ct.label())]),
+            total: None,
+            failed: None,
+            server: None,
+            client: None,
+        });
         let failed = c.is_some_and(|p| p.failed) || s.is_some_and(|p| p.failed);
-        let ex = s.or(c).map(|p| exemplar_labels(p.trace_id, p.span_id));
-        let buckets = self.opts.buckets.clone();
-        self.observe(inner, Family::GraphTotal, labels.clone(), None, 1.0, ex.clone().map(|e| (e, 1.0)));
-        if failed {
-            self.observe(inner, Family::GraphFailed, labels.clone(), None, 1.0, ex.clone().map(|e| (e, 1.0)));
+        let ex = s.or(c).map(|p| (p.trace_id, p.span_id));
+        let nb = self.opts.buckets.len() + 1;
+        if let Some(t) = edge_family(&mut e.total, series, dropped, cap, 0) {
+            t.observe(now_ns, None, 1.0, ex);
         }
-        if let Some(s) = s {
-            let e = exemplar_labels(s.trace_id, s.span_id);
-            self.observe(
-                inner,
-                Family::GraphServer,
-                labels.clone(),
-                Some(&buckets),
-                s.duration_s,
-                Some((e, s.duration_s)),
-            );
+        if failed && let Some(t) = edge_family(&mut e.failed, series, dropped, cap, 0) {
+            t.observe(now_ns, None, 1.0, ex);
         }
-        if let Some(c) = c {
-            let e = exemplar_labels(c.trace_id, c.span_id);
-            self.observe(inner, Family::GraphClient, labels, Some(&buckets), c.duration_s, Some((e, c.duration_s)));
+        if let Some(s) = s
+            && let Some(t) = edge_family(&mut e.server, series, dropped, cap, nb)
+        {
+            t.observe(now_ns, Some(&self.opts.buckets), s.duration_s, Some((s.trace_id, s.span_id)));
+        }
+        if let Some(c) = c
+            && let Some(t) = edge_family(&mut e.client, series, dropped, cap, nb)
+        {
+            t.observe(now_ns, Some(&self.opts.buckets), c.duration_s, Some((c.trace_id, c.span_id)));
         }
     }
 
@@ -387,8 +613,8 @@ impl SpanMetricsState {
             inner.pending.iter().filter(|(_, p)| p.expires_ns <= now_ns).map(|(k, _)| *k).collect();
         for k in expired {
             let Some(p) = inner.pending.remove(&k) else { continue };
-            if let (true, Some((peer, ct))) = (p.client, p.peer.clone()) {
-                self.record_edge(inner, &p.service.clone(), &peer, ct, Some(&p), None);
+            if let (true, Some((peer, ct))) = (p.client, &p.peer) {
+                self.record_edge(inner, &p.service, peer, *ct, Some(&p), None, now_ns);
             }
         }
     }
@@ -397,119 +623,140 @@ impl SpanMetricsState {
         let ts = now_ns.div_euclid(1_000_000);
         let mut out = MetricsBatch::default();
         let mut families = [false; 6];
-        for ((family, labels), t) in inner.series.iter_mut().filter(|(_, t)| t.dirty) {
-            families[*family as usize] = true;
-            let name = match family {
-                Family::Calls => "traces_spanmetrics_calls_total",
-                Family::Latency => "traces_spanmetrics_latency",
-                Family::GraphTotal => "traces_service_graph_request_total",
-                Family::GraphFailed => "traces_service_graph_request_failed_total",
-                Family::GraphServer => "traces_service_graph_request_server_seconds",
-                Family::GraphClient => "traces_service_graph_request_client_seconds",
-            };
-            let exemplar = t.exemplar.take();
-            let ts = ts.max(t.last_ts.saturating_add(1));
-            t.last_ts = ts;
-            let mut push = |name: &str, extra: Option<(&str, String)>, value: f64, ex: Option<(Labels, f64)>| {
-                let mut l = labels.clone();
-                l.set("__name__", name);
-                if let Some((k, v)) = extra {
-                    l.set(k, v);
-                }
-                let mut samples = Vec::with_capacity(2);
-                if t.new {
-                    samples.push(FloatSample { timestamp_ms: ts - 1, value: 0.0 });
-                }
-                samples.push(FloatSample { timestamp_ms: ts, value });
-                let exemplars =
-                    ex.map(|(labels, value)| vec![Exemplar { labels, value, timestamp_ms: ts }]).unwrap_or_default();
-                out.series.push(TimeSeries { labels: l, samples, histograms: Vec::new(), exemplars });
-            };
-            if t.buckets.is_empty() {
-                push(name, None, t.count, exemplar.map(|(l, v, _)| (l, v)));
-            } else {
-                let mut cum = 0.0;
-                for (i, c) in t.buckets.iter().enumerate() {
-                    cum += c;
-                    let le = self.opts.buckets.get(i).map_or_else(|| "+Inf".to_owned(), |b| format_le(*b));
-                    let ex = exemplar.as_ref().filter(|e| e.2 == i).map(|(l, v, _)| (l.clone(), *v));
-                    push(&format!("{name}_bucket"), Some(("le", le)), cum, ex);
-                }
-                push(&format!("{name}_sum"), None, t.sum, None);
-                push(&format!("{name}_count"), None, t.count, None);
+        let le: Vec<String> =
+            self.opts.buckets.iter().map(|b| format_le(*b)).chain(std::iter::once("+Inf".to_owned())).collect();
+        let mut emit = |family: Family, labels: &Labels, t: &mut Totals| {
+            if !t.dirty {
+                return;
             }
-            t.dirty = false;
-            t.new = false;
+            families[family as usize] = true;
+            emit_totals(&mut out, family.name(), labels, t, ts, &le);
+        };
+        for names in inner.spans.values_mut() {
+            for slots in names.values_mut() {
+                for s in slots.iter_mut().flatten() {
+                    emit(Family::Calls, &s.labels, &mut s.calls);
+                    emit(Family::Latency, &s.labels, &mut s.latency);
+                }
+            }
+        }
+        for servers in inner.edges.values_mut() {
+            for slots in servers.values_mut() {
+                for e in slots.iter_mut().flatten() {
+                    let families = [
+                        (Family::GraphTotal, &mut e.total),
+                        (Family::GraphFailed, &mut e.failed),
+                        (Family::GraphServer, &mut e.server),
+                        (Family::GraphClient, &mut e.client),
+                    ];
+                    for (f, t) in families {
+                        if let Some(t) = t {
+                            emit(f, &e.labels, t);
+                        }
+                    }
+                }
+            }
         }
         out.series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let meta = |family: &str, ty: MetricType, help: &str, unit: &str| MetricMetadata {
-            metric_family: family.to_owned(),
-            metric_type: ty,
-            help: help.to_owned(),
-            unit: unit.to_owned(),
-        };
-        let all = [
-            (
-                Family::Calls,
-                meta(
-                    "traces_spanmetrics_calls_total",
-                    MetricType::Counter,
-                    "Spans received, by service, name, kind and status (derived from traces).",
-                    "",
-                ),
-            ),
-            (
-                Family::Latency,
-                meta(
-                    "traces_spanmetrics_latency",
-                    MetricType::Histogram,
-                    "Span durations (derived from traces).",
-                    "seconds",
-                ),
-            ),
-            (
-                Family::GraphTotal,
-                meta(
-                    "traces_service_graph_request_total",
-                    MetricType::Counter,
-                    "Requests between two services (derived from traces).",
-                    "",
-                ),
-            ),
-            (
-                Family::GraphFailed,
-                meta(
-                    "traces_service_graph_request_failed_total",
-                    MetricType::Counter,
-                    "Failed requests between two services (derived from traces).",
-                    "",
-                ),
-            ),
-            (
-                Family::GraphServer,
-                meta(
-                    "traces_service_graph_request_server_seconds",
-                    MetricType::Histogram,
-                    "Server-side request durations between two services (derived from traces).",
-                    "seconds",
-                ),
-            ),
-            (
-                Family::GraphClient,
-                meta(
-                    "traces_service_graph_request_client_seconds",
-                    MetricType::Histogram,
-                    "Client-side request durations between two services (derived from traces).",
-                    "seconds",
-                ),
-            ),
-        ];
-        for (f, m) in all {
+        for f in Family::ALL {
             if families[f as usize] {
-                out.metadata.push(m);
+                out.metadata.push(f.metadata());
             }
         }
         out
+    }
+}
+
+/// Appends the samples of one dirty series (a counter, or a histogram's buckets, sum and count)
+/// and marks it clean.
+fn emit_totals(out: &mut MetricsBatch, name: &str, labels: &Labels, t: &mut Totals, now_ms: i64, le: &[String]) {
+    let exemplar = t.exemplar.take();
+    let ts = now_ms.max(t.last_ts.saturating_add(1));
+    t.last_ts = ts;
+    let new = t.new;
+    let mut push = |name: &str, le: Option<&str>, value: f64, ex: Option<Ex>| {
+        let mut l = labels.clone();
+        l.set("__name__", name);
+        if let Some(le) = le {
+            l.set("le", le);
+        }
+        let mut samples = Vec::with_capacity(2);
+        if new {
+            samples.push(FloatSample { timestamp_ms: ts - 1, value: 0.0 });
+        }
+        samples.push(FloatSample { timestamp_ms: ts, value });
+        let exemplars = ex
+            .map(|e| {
+                let labels = Labels::from_pairs([("trace_id", e.trace_id.to_hex()), ("span_id", e.span_id.to_hex())]);
+                vec![Exemplar { labels, value: e.value, timestamp_ms: ts }]
+            })
+            .unwrap_or_default();
+        out.series.push(TimeSeries { labels: l, samples, histograms: Vec::new(), exemplars });
+    };
+    if t.buckets.is_empty() {
+        push(name, None, t.count, exemplar);
+    } else {
+        let mut cum = 0.0;
+        for (i, c) in t.buckets.iter().enumerate() {
+            cum += c;
+            let ex = exemplar.filter(|e| e.slot == i);
+            push(&format!("{name}_bucket"), le.get(i).map(String::as_str), cum, ex);
+        }
+        push(&format!("{name}_sum"), None, t.sum, None);
+        push(&format!("{name}_count"), None, t.count, None);
+    }
+    t.dirty = false;
+    t.new = false;
+}
+
+impl Family {
+    const ALL: [Family; 6] = [
+        Family::Calls,
+        Family::Latency,
+        Family::GraphTotal,
+        Family::GraphFailed,
+        Family::GraphServer,
+        Family::GraphClient,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::Calls => "traces_spanmetrics_calls_total",
+            Family::Latency => "traces_spanmetrics_latency",
+            Family::GraphTotal => "traces_service_graph_request_total",
+            Family::GraphFailed => "traces_service_graph_request_failed_total",
+            Family::GraphServer => "traces_service_graph_request_server_seconds",
+            Family::GraphClient => "traces_service_graph_request_client_seconds",
+        }
+    }
+
+    fn metadata(self) -> MetricMetadata {
+        let (ty, help, unit) = match self {
+            Family::Calls => {
+                (MetricType::Counter, "Spans received, by service, name, kind and status (derived from traces).", "")
+            }
+            Family::Latency => (MetricType::Histogram, "Span durations (derived from traces).", "seconds"),
+            Family::GraphTotal => (MetricType::Counter, "Requests between two services (derived from traces).", ""),
+            Family::GraphFailed => {
+                (MetricType::Counter, "Failed requests between two services (derived from traces).", "")
+            }
+            Family::GraphServer => (
+                MetricType::Histogram,
+                "Server-side request durations between two services (derived from traces).",
+                "seconds",
+            ),
+            Family::GraphClient => (
+                MetricType::Histogram,
+                "Client-side request durations between two services (derived from traces).",
+                "seconds",
+            ),
+        };
+        MetricMetadata {
+            metric_family: self.name().to_owned(),
+            metric_type: ty,
+            help: help.to_owned(),
+            unit: unit.to_owned(),
+        }
     }
 }
 
@@ -553,9 +800,14 @@ mod tests {
         b.series.iter().find(|s| s.labels.to_string() == sel).and_then(|s| s.samples.last()).map(|s| s.value)
     }
 
+    /// A state that emits with every batch.
+    fn every_batch() -> SpanMetricsState {
+        SpanMetricsState::with_options(SpanMetricsOptions { collect_interval_ns: 0, ..SpanMetricsOptions::default() })
+    }
+
     #[test]
     fn calls_and_latency_under_tempo_names() {
-        let st = SpanMetricsState::new();
+        let st = every_batch();
         let b = SpansBatch {
             groups: vec![group(
                 "shop",
@@ -597,7 +849,7 @@ mod tests {
 
     #[test]
     fn edges_pair_across_batches_and_expire_to_virtual_nodes() {
-        let st = SpanMetricsState::new();
+        let st = every_batch();
         let client = SpansBatch {
             groups: vec![group("web", vec![span(1, 1, None, SpanKind::Client, "call", 50, StatusCode::Unset)])],
         };
@@ -648,6 +900,33 @@ mod tests {
         let m = st.refresh(1_000_000_000 + 16 * 60 * 1_000_000_000);
         assert!(m.series.is_empty());
         assert_eq!(st.series_count(), 0);
+    }
+
+    #[test]
+    fn totals_go_out_at_most_once_per_collect_interval_and_tick_flushes_the_rest() {
+        let st = SpanMetricsState::new();
+        let b =
+            SpansBatch { groups: vec![group("s", vec![span(1, 1, None, SpanKind::Server, "op", 1, StatusCode::Ok)])] };
+        let calls = r#"{__name__="traces_spanmetrics_calls_total", service="s", span_kind="SPAN_KIND_SERVER", span_name="op", status_code="STATUS_CODE_OK"}"#;
+        let s = 1_000_000_000;
+        assert!(
+            st.tick(100 * s - s / 10).series.is_empty(),
+            "a tick with nothing to say does not hold back the next batch"
+        );
+        assert_eq!(value(&st.derive(&b, 100 * s), calls), Some(1.0), "the first batch goes out at once");
+        // Within the interval: counted, not emitted.
+        assert!(st.derive(&b, 100 * s + s / 2).series.is_empty());
+        assert!(st.tick(100 * s + s / 2).series.is_empty());
+        // The next tick after the interval carries the total.
+        let m = st.tick(101 * s);
+        assert_eq!(value(&m, calls), Some(2.0));
+        assert!(m.metadata.iter().any(|m| m.metric_family == "traces_spanmetrics_calls_total"));
+        // Nothing new: nothing to emit, until the 15-s refresh re-emits every active series.
+        assert!(st.tick(103 * s).series.is_empty());
+        let m = st.tick(116 * s);
+        assert_eq!(value(&m, calls), Some(2.0));
+        // A batch after the interval emits its own totals.
+        assert_eq!(value(&st.derive(&b, 118 * s), calls), Some(3.0));
     }
 
     #[test]

@@ -318,6 +318,22 @@ fn a_three_service_workload_yields_span_metrics_and_service_graph_series() {
     }
     let store = srv.storage();
     let m = store.metric_store();
+    // Span metrics go out at most once a second: wait for the emission that holds the last
+    // request's edge (api → auth, the fifth), which carries every total before it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let matchers = [
+            Matcher::eq("__name__", "traces_service_graph_request_total"),
+            Matcher::eq("client", "api"),
+            Matcher::eq("server", "auth"),
+        ];
+        let series = m.select_matching(&matchers, 0, i64::MAX);
+        if series.first().and_then(|s| s.samples.last()).is_some_and(|s| s.value == 5.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "span metrics not emitted within 20 s: {series:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let last = |name: &str, extra: &[(&str, &str)]| -> f64 {
         let mut matchers = vec![Matcher::eq("__name__", name)];
         matchers.extend(extra.iter().map(|(k, v)| Matcher::eq(*k, *v)));
@@ -365,7 +381,8 @@ fn a_three_service_workload_yields_span_metrics_and_service_graph_series() {
     );
     // The PromQL Grafana sends for the service map and the RED table (`grafana-contracts.md` §6).
     let engine = query::promql::Engine::default();
-    let at = now / 1_000_000 + 1_000;
+    // After every emission (they trail the spans by up to a second or two).
+    let at = now / 1_000_000 + 60_000;
     let eval = |q: &str| -> Vec<(storage::model::Labels, f64)> {
         match engine.instant_query(m, q, at, None).unwrap_or_else(|e| panic!("{q}: {e:?}")).value {
             query::promql::Value::Vector(v) => v
@@ -584,4 +601,62 @@ fn a_trace_over_max_trace_bytes_is_partial_on_v2_and_refused_on_v1() {
     let resp = get(&format!("{}/api/traces/{hex}", srv.http()), true);
     assert_eq!(resp.status(), 422);
     assert!(resp.text().unwrap().contains("exceeds the max size"));
+}
+
+/// Sends one trace of `n` spans (a root and `n - 1` children) in requests of 5,000 spans.
+fn send_big_trace(srv: &TestServer, trace: [u8; 16], n: u32) {
+    let now = now_ns();
+    for part in 0..n.div_ceil(5_000) {
+        let spans = (part * 5_000..((part + 1) * 5_000).min(n))
+            .map(|k| {
+                let mut s = pspan(trace, 1, Some(1), &format!("op-{}", k % 100), 1, now + i64::from(k), 1, false);
+                s.span_id = u64::from(k + 1).to_be_bytes().to_vec();
+                s.parent_span_id = if k == 0 { Vec::new() } else { 1u64.to_be_bytes().to_vec() };
+                s
+            })
+            .collect();
+        send(srv, &request("big", spans));
+    }
+}
+
+/// Issue 5: a trace of 100,000 spans is served whole within the default limits (from the head and
+/// from a span file), and over a lower `limits.max_trace_bytes` it comes back partial on v2 and is
+/// refused on v1, both saying which limit.
+#[test]
+fn a_trace_of_100k_spans_is_served_whole_within_the_limits_or_refused_with_a_clear_error() {
+    const N: u32 = 100_000;
+    let hex = hex::encode(TRACE);
+    let srv = TestServer::start(|_| {});
+    send_big_trace(&srv, TRACE, N);
+    let check_whole = |srv: &TestServer| {
+        let t = fetch_v2(srv, &hex).expect("the trace is found");
+        let spans = all_spans(&t);
+        assert_eq!(spans.len(), N as usize);
+        assert_eq!(spans.iter().filter(|s| s.parent_span_id.is_empty()).count(), 1);
+        let v1 = get(&format!("{}/api/traces/{hex}", srv.http()), true);
+        assert_eq!(v1.status(), 200);
+        assert_eq!(all_spans(&GrafanaTrace::decode(&*v1.bytes().unwrap()).unwrap()).len(), N as usize);
+    };
+    check_whole(&srv);
+    // Again from a span file.
+    srv.storage().checkpoint().unwrap();
+    assert_eq!(srv.storage().trace_store().span_count(), u64::from(N));
+    check_whole(&srv);
+
+    let limit = 2_000_000;
+    let small = TestServer::start(|raw| raw.limits.max_trace_bytes = limit);
+    send_big_trace(&small, TRACE, N);
+    let resp = get(&format!("{}/api/v2/traces/{hex}", small.http()), true);
+    assert_eq!(resp.status(), 200);
+    let r = GrafanaTraceByIdResponse::decode(&*resp.bytes().unwrap()).unwrap();
+    assert_eq!(r.status, 1, "PARTIAL");
+    assert!(r.message.contains("limits.max_trace_bytes"), "{}", r.message);
+    let t = r.trace.unwrap();
+    let kept = all_spans(&t).len();
+    assert!(kept > 1_000 && kept < N as usize, "{kept}");
+    assert!(t.encoded_len() <= limit);
+    let resp = get(&format!("{}/api/traces/{hex}", small.http()), true);
+    assert_eq!(resp.status(), 422);
+    let text = resp.text().unwrap();
+    assert!(text.contains("exceeds the max size") && text.contains("limits.max_trace_bytes"), "{text}");
 }

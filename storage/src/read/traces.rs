@@ -28,8 +28,10 @@ pub trait TracesReader: Send + Sync {
     fn span_count(&self) -> u64;
 
     /// Hands each trace `scan` selects (all its spans, as [`TracesReader::trace`] returns them)
-    /// to `visit`, newest trace first by latest span end, until `visit` returns false. The default
-    /// implementation reads every trace; engines override it with their indexes.
+    /// to `visit`, once each, until `visit` returns false; roughly newest first: the default
+    /// implementation (which reads every trace) orders by latest span end, the traces engine
+    /// visits its in-memory head newest first and then its span files newest file first, a file's
+    /// traces in the file's order (as Tempo searches block by block).
     fn scan_traces(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
         let mut traces: Vec<(i64, Vec<StoredSpan>)> = Vec::new();
         for id in self.trace_ids() {

@@ -160,28 +160,20 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let (mut min_start, mut max_end) = (i64::MAX, i64::MIN);
 
     let n = spans.len();
-    let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
-    let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
-    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
-    let mut trace_state = StringBuilder::new();
-    let mut flags = Vec::with_capacity(n);
-    let mut name = StringBuilder::new();
-    let mut kind = Vec::with_capacity(n);
-    let mut start = Vec::with_capacity(n);
-    let mut end = Vec::with_capacity(n);
-    let mut duration = Vec::with_capacity(n);
-    let mut status_code = Vec::with_capacity(n);
-    let mut status_message = StringBuilder::new();
-    let mut attributes = StringBuilder::new();
-    let mut dropped_attrs = Vec::with_capacity(n);
-    let mut events = StringBuilder::new();
-    let mut dropped_events = Vec::with_capacity(n);
-    let mut links = StringBuilder::new();
-    let mut dropped_links = Vec::with_capacity(n);
-    let mut resource_index = Vec::with_capacity(n);
-    let mut scope_index = Vec::with_capacity(n);
-    let mut service_name = StringBuilder::new();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_key_value_metadata(Some(vec![PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string())]))
+        .build();
+    let ppath = parquet_path(dir, seq);
+    let tpath = tid_path(dir, seq);
+    let mut writer = ArrowWriter::try_new(File::create(&ppath)?, schema(), Some(props)).map_err(pq)?;
+    // Rows go to the writer a few thousand at a time: building one batch of the whole head would
+    // grow (and fault in) column buffers as large as the head.
+    let batch_rows = WRITE_BATCH_ROWS.max(row_group_rows);
+    let mut c = Columns::new(batch_rows.min(n));
 
+    let mut text = String::new();
     for (row, &i) in order.iter().enumerate() {
         let st = spans[i];
         let s = &st.span;
@@ -237,71 +229,52 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
             }),
         }
 
-        trace_id.append_value(s.trace_id.0).map_err(arrow_err)?;
-        span_id.append_value(s.span_id.0).map_err(arrow_err)?;
+        c.trace_id.append_value(s.trace_id.0).map_err(arrow_err)?;
+        c.span_id.append_value(s.span_id.0).map_err(arrow_err)?;
         match s.parent_span_id {
-            Some(p) => parent.append_value(p.0).map_err(arrow_err)?,
-            None => parent.append_null(),
+            Some(p) => c.parent.append_value(p.0).map_err(arrow_err)?,
+            None => c.parent.append_null(),
         }
-        trace_state.append_value(&s.trace_state);
-        flags.push(s.flags);
-        name.append_value(&s.name);
-        kind.push(s.kind.as_i32());
-        start.push(s.start_time_ns);
-        end.push(s.end_time_ns);
-        duration.push(s.end_time_ns.saturating_sub(s.start_time_ns));
-        status_code.push(s.status_code.as_i32());
-        status_message.append_value(&s.status_message);
-        attributes.append_value(json::kvs_to_json(&s.attributes).to_string());
-        dropped_attrs.push(s.dropped_attributes_count);
-        events.append_value(json::events_to_json(&s.events));
-        dropped_events.push(s.dropped_events_count);
-        links.append_value(json::links_to_json(&s.links));
-        dropped_links.push(s.dropped_links_count);
-        resource_index.push(ri);
-        scope_index.push(si);
-        service_name.append_value(service);
+        c.trace_state.append_value(&s.trace_state);
+        c.flags.push(s.flags);
+        c.name.append_value(&s.name);
+        c.kind.push(s.kind.as_i32());
+        c.start.push(s.start_time_ns);
+        c.end.push(s.end_time_ns);
+        c.duration.push(s.end_time_ns.saturating_sub(s.start_time_ns));
+        c.status_code.push(s.status_code.as_i32());
+        c.status_message.append_value(&s.status_message);
+        text.clear();
+        json::write_kvs(&s.attributes, &mut text);
+        c.attributes.append_value(&text);
+        c.dropped_attrs.push(s.dropped_attributes_count);
+        text.clear();
+        json::events_to_json(&s.events, &mut text);
+        c.events.append_value(&text);
+        c.dropped_events.push(s.dropped_events_count);
+        text.clear();
+        json::links_to_json(&s.links, &mut text);
+        c.links.append_value(&text);
+        c.dropped_links.push(s.dropped_links_count);
+        c.resource_index.push(ri);
+        c.scope_index.push(si);
+        c.service_name.append_value(service);
+        if c.len() >= batch_rows {
+            writer.write(&c.finish()?).map_err(pq)?;
+        }
     }
 
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(trace_state.finish()),
-        Arc::new(UInt32Array::from(flags)),
-        Arc::new(name.finish()),
-        Arc::new(Int32Array::from(kind)),
-        Arc::new(Int64Array::from(start)),
-        Arc::new(Int64Array::from(end)),
-        Arc::new(Int64Array::from(duration)),
-        Arc::new(Int32Array::from(status_code)),
-        Arc::new(status_message.finish()),
-        Arc::new(attributes.finish()),
-        Arc::new(UInt32Array::from(dropped_attrs)),
-        Arc::new(events.finish()),
-        Arc::new(UInt32Array::from(dropped_events)),
-        Arc::new(links.finish()),
-        Arc::new(UInt32Array::from(dropped_links)),
-        Arc::new(UInt32Array::from(resource_index)),
-        Arc::new(UInt32Array::from(scope_index)),
-        Arc::new(service_name.finish()),
-    ];
-    let batch = RecordBatch::try_new(schema(), columns).map_err(arrow_err)?;
-
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_key_value_metadata(Some(vec![
-            PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string()),
-            PqKeyValue::new("outpost.resources".into(), serde_json::Value::Array(resources).to_string()),
-            PqKeyValue::new("outpost.scopes".into(), serde_json::Value::Array(scopes).to_string()),
-        ]))
-        .build();
-    let ppath = parquet_path(dir, seq);
-    let tpath = tid_path(dir, seq);
-    let file = File::create(&ppath)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(pq)?;
-    writer.write(&batch).map_err(pq)?;
+    if c.len() > 0 {
+        writer.write(&c.finish()?).map_err(pq)?;
+    }
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.resources".into(),
+        serde_json::Value::Array(resources).to_string(),
+    ));
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.scopes".into(),
+        serde_json::Value::Array(scopes).to_string(),
+    ));
     let file = writer.into_inner().map_err(pq)?;
     file.sync_all()?;
     write_tid(&tpath, &traces)?;
@@ -318,6 +291,96 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
         span_names: (!names_over).then(|| names.into_iter().collect()),
     };
     SpanFile::open(dir, summary)
+}
+
+/// Rows handed to the Parquet writer at a time.
+const WRITE_BATCH_ROWS: usize = 8192;
+
+/// The column builders of one batch of rows, in [`schema`] order.
+struct Columns {
+    trace_id: FixedSizeBinaryBuilder,
+    span_id: FixedSizeBinaryBuilder,
+    parent: FixedSizeBinaryBuilder,
+    trace_state: StringBuilder,
+    flags: Vec<u32>,
+    name: StringBuilder,
+    kind: Vec<i32>,
+    start: Vec<i64>,
+    end: Vec<i64>,
+    duration: Vec<i64>,
+    status_code: Vec<i32>,
+    status_message: StringBuilder,
+    attributes: StringBuilder,
+    dropped_attrs: Vec<u32>,
+    events: StringBuilder,
+    dropped_events: Vec<u32>,
+    links: StringBuilder,
+    dropped_links: Vec<u32>,
+    resource_index: Vec<u32>,
+    scope_index: Vec<u32>,
+    service_name: StringBuilder,
+}
+
+impl Columns {
+    fn new(n: usize) -> Columns {
+        Columns {
+            trace_id: FixedSizeBinaryBuilder::with_capacity(n, 16),
+            span_id: FixedSizeBinaryBuilder::with_capacity(n, 8),
+            parent: FixedSizeBinaryBuilder::with_capacity(n, 8),
+            trace_state: StringBuilder::new(),
+            flags: Vec::with_capacity(n),
+            name: StringBuilder::new(),
+            kind: Vec::with_capacity(n),
+            start: Vec::with_capacity(n),
+            end: Vec::with_capacity(n),
+            duration: Vec::with_capacity(n),
+            status_code: Vec::with_capacity(n),
+            status_message: StringBuilder::new(),
+            attributes: StringBuilder::new(),
+            dropped_attrs: Vec::with_capacity(n),
+            events: StringBuilder::new(),
+            dropped_events: Vec::with_capacity(n),
+            links: StringBuilder::new(),
+            dropped_links: Vec::with_capacity(n),
+            resource_index: Vec::with_capacity(n),
+            scope_index: Vec::with_capacity(n),
+            service_name: StringBuilder::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// The rows so far as a batch; the builders start over (keeping their capacity where arrow
+    /// does).
+    fn finish(&mut self) -> io::Result<RecordBatch> {
+        use std::mem::take;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(UInt32Array::from(take(&mut self.flags))),
+            Arc::new(self.name.finish()),
+            Arc::new(Int32Array::from(take(&mut self.kind))),
+            Arc::new(Int64Array::from(take(&mut self.start))),
+            Arc::new(Int64Array::from(take(&mut self.end))),
+            Arc::new(Int64Array::from(take(&mut self.duration))),
+            Arc::new(Int32Array::from(take(&mut self.status_code))),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(UInt32Array::from(take(&mut self.dropped_attrs))),
+            Arc::new(self.events.finish()),
+            Arc::new(UInt32Array::from(take(&mut self.dropped_events))),
+            Arc::new(self.links.finish()),
+            Arc::new(UInt32Array::from(take(&mut self.dropped_links))),
+            Arc::new(UInt32Array::from(take(&mut self.resource_index))),
+            Arc::new(UInt32Array::from(take(&mut self.scope_index))),
+            Arc::new(self.service_name.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns).map_err(arrow_err)
+    }
 }
 
 fn write_tid(path: &Path, traces: &[TraceEntry]) -> io::Result<()> {

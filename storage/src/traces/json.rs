@@ -32,6 +32,85 @@ pub(crate) fn any_to_json(v: &AnyValue) -> Value {
     }
 }
 
+/// Appends `s` as a JSON string: the same text as `storage::model::write_json_string`, copying
+/// runs of plain characters whole instead of one `char` at a time.
+pub(crate) fn write_json_string(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        if esc.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(esc);
+        }
+        run = i + 1;
+    }
+    out.push_str(&s[run..]);
+    out.push('"');
+}
+
+/// Appends the JSON of `v` to `out`: the same text `any_to_json(v).to_string()` gives, written
+/// without building a `Value` (the span files' writer calls this for every attribute).
+pub(crate) fn write_any(v: &AnyValue, out: &mut String) {
+    match v {
+        AnyValue::Empty => out.push_str("{}"),
+        AnyValue::String(s) => {
+            out.push_str("{\"stringValue\":");
+            write_json_string(s, out);
+            out.push('}');
+        }
+        AnyValue::Bool(b) => out.push_str(if *b { "{\"boolValue\":true}" } else { "{\"boolValue\":false}" }),
+        AnyValue::Int(i) => {
+            out.push_str("{\"intValue\":\"");
+            out.push_str(&i.to_string());
+            out.push_str("\"}");
+        }
+        AnyValue::Double(_) | AnyValue::Bytes(_) => out.push_str(&any_to_json(v).to_string()),
+        AnyValue::Array(items) => {
+            out.push_str("{\"arrayValue\":{\"values\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_any(item, out);
+            }
+            out.push_str("]}}");
+        }
+        AnyValue::KvList(kvs) => {
+            out.push_str("{\"kvlistValue\":{\"values\":");
+            write_kvs(kvs, out);
+            out.push_str("}}");
+        }
+    }
+}
+
+/// Appends the JSON array of `kvs` (`kvs_to_json(kvs).to_string()`) to `out`.
+pub(crate) fn write_kvs(kvs: &[KeyValue], out: &mut String) {
+    out.push('[');
+    for (i, kv) in kvs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        write_json_string(&kv.key, out);
+        out.push_str(",\"value\":");
+        write_any(&kv.value, out);
+        out.push('}');
+    }
+    out.push(']');
+}
+
 pub(crate) fn kvs_to_json(kvs: &[KeyValue]) -> Value {
     Value::Array(kvs.iter().map(|kv| json!({ "key": kv.key, "value": any_to_json(&kv.value) })).collect())
 }
@@ -92,19 +171,24 @@ fn attrs_field(v: &Value) -> Result<Vec<KeyValue>, String> {
     v.get("attributes").map(kvs_from_json).transpose().map(Option::unwrap_or_default)
 }
 
-pub(crate) fn events_to_json(events: &[SpanEvent]) -> String {
-    let v: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            json!({
-                "timeUnixNano": e.time_ns.to_string(),
-                "name": e.name,
-                "attributes": kvs_to_json(&e.attributes),
-                "droppedAttributesCount": e.dropped_attributes_count,
-            })
-        })
-        .collect();
-    Value::Array(v).to_string()
+/// The events column's JSON (keys in the order `serde_json` sorts them).
+pub(crate) fn events_to_json(events: &[SpanEvent], out: &mut String) {
+    out.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"attributes\":");
+        write_kvs(&e.attributes, out);
+        out.push_str(",\"droppedAttributesCount\":");
+        out.push_str(&e.dropped_attributes_count.to_string());
+        out.push_str(",\"name\":");
+        write_json_string(&e.name, out);
+        out.push_str(",\"timeUnixNano\":\"");
+        out.push_str(&e.time_ns.to_string());
+        out.push_str("\"}");
+    }
+    out.push(']');
 }
 
 pub(crate) fn events_from_json(s: &str) -> Result<Vec<SpanEvent>, String> {
@@ -123,21 +207,28 @@ pub(crate) fn events_from_json(s: &str) -> Result<Vec<SpanEvent>, String> {
         .collect()
 }
 
-pub(crate) fn links_to_json(links: &[SpanLink]) -> String {
-    let v: Vec<Value> = links
-        .iter()
-        .map(|l| {
-            json!({
-                "traceId": l.trace_id.to_hex(),
-                "spanId": l.span_id.to_hex(),
-                "traceState": l.trace_state,
-                "attributes": kvs_to_json(&l.attributes),
-                "droppedAttributesCount": l.dropped_attributes_count,
-                "flags": l.flags,
-            })
-        })
-        .collect();
-    Value::Array(v).to_string()
+/// The links column's JSON (keys in the order `serde_json` sorts them).
+pub(crate) fn links_to_json(links: &[SpanLink], out: &mut String) {
+    out.push('[');
+    for (i, l) in links.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"attributes\":");
+        write_kvs(&l.attributes, out);
+        out.push_str(",\"droppedAttributesCount\":");
+        out.push_str(&l.dropped_attributes_count.to_string());
+        out.push_str(",\"flags\":");
+        out.push_str(&l.flags.to_string());
+        out.push_str(",\"spanId\":\"");
+        out.push_str(&l.span_id.to_hex());
+        out.push_str("\",\"traceId\":\"");
+        out.push_str(&l.trace_id.to_hex());
+        out.push_str("\",\"traceState\":");
+        write_json_string(&l.trace_state, out);
+        out.push('}');
+    }
+    out.push(']');
 }
 
 pub(crate) fn links_from_json(s: &str) -> Result<Vec<SpanLink>, String> {
@@ -267,5 +358,70 @@ mod tests {
         let text = kvs_to_json(&kvs).to_string();
         let back = kvs_from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(back, kvs);
+        let mut direct = String::new();
+        write_kvs(&kvs, &mut direct);
+        assert_eq!(direct, text, "the direct writer writes what serde_json writes");
+    }
+
+    #[test]
+    fn json_strings_match_the_models_escaper() {
+        for text in ["", "plain", "q\"uote", "back\\slash", "nl\ncr\rtab\t", "\u{1}\u{1f}\u{7f}", "é ✓ 𝄞 \"end"] {
+            let (mut a, mut b) = (String::new(), String::new());
+            write_json_string(text, &mut a);
+            crate::model::write_json_string(text, &mut b);
+            assert_eq!(a, b);
+            assert_eq!(serde_json::from_str::<String>(&a).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn events_and_links_write_what_serde_json_writes() {
+        let attrs = vec![
+            KeyValue::new("q\"uote\n", AnyValue::String("tab\there \u{1} é".into())),
+            KeyValue::new("n", AnyValue::Int(-3)),
+        ];
+        let events = vec![
+            SpanEvent { time_ns: 17, name: "ex\\c".into(), attributes: attrs.clone(), dropped_attributes_count: 2 },
+            SpanEvent::default(),
+        ];
+        let links = vec![SpanLink {
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([9; 8]),
+            trace_state: "a=b".into(),
+            attributes: attrs,
+            dropped_attributes_count: 1,
+            flags: 257,
+        }];
+        let ev_value: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                json!({
+                    "timeUnixNano": e.time_ns.to_string(),
+                    "name": e.name,
+                    "attributes": kvs_to_json(&e.attributes),
+                    "droppedAttributesCount": e.dropped_attributes_count,
+                })
+            })
+            .collect();
+        let link_value: Vec<Value> = links
+            .iter()
+            .map(|l| {
+                json!({
+                    "traceId": l.trace_id.to_hex(),
+                    "spanId": l.span_id.to_hex(),
+                    "traceState": l.trace_state,
+                    "attributes": kvs_to_json(&l.attributes),
+                    "droppedAttributesCount": l.dropped_attributes_count,
+                    "flags": l.flags,
+                })
+            })
+            .collect();
+        let (mut ev, mut li) = (String::new(), String::new());
+        events_to_json(&events, &mut ev);
+        links_to_json(&links, &mut li);
+        assert_eq!(ev, Value::Array(ev_value).to_string());
+        assert_eq!(li, Value::Array(link_value).to_string());
+        assert_eq!(events_from_json(&ev).unwrap(), events);
+        assert_eq!(links_from_json(&li).unwrap(), links);
     }
 }

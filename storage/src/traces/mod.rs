@@ -60,30 +60,59 @@ impl Default for TracesOptions {
     }
 }
 
-/// Spans not yet in a file, grouped by trace.
+/// Spans not yet in a file, grouped by trace: one map entry per trace and a `next` link per span
+/// (no per-trace allocation).
 #[derive(Default)]
 struct Head {
     spans: Vec<StoredSpan>,
-    by_trace: FastMap<TraceId, Vec<u32>>,
-    /// Earliest start and latest end per trace, for scans.
-    bounds: FastMap<TraceId, (i64, i64)>,
+    /// Per span: the index of the trace's next span, `u32::MAX` for the last.
+    next: Vec<u32>,
+    by_trace: FastMap<TraceId, HeadTrace>,
     last_pos: WalPos,
 }
+
+/// One trace in the head.
+#[derive(Clone, Copy)]
+struct HeadTrace {
+    first: u32,
+    last: u32,
+    /// Earliest start and latest end, for scans.
+    min_start_ns: i64,
+    max_end_ns: i64,
+}
+
+const NO_SPAN: u32 = u32::MAX;
 
 impl Head {
     fn push(&mut self, span: StoredSpan) {
         let id = span.span.trace_id;
         let (s, e) = (span.span.start_time_ns, span.span.end_time_ns);
-        self.by_trace.entry(id).or_default().push(self.spans.len() as u32);
-        let b = self.bounds.entry(id).or_insert((s, e));
-        b.0 = b.0.min(s);
-        b.1 = b.1.max(e);
+        let ix = self.spans.len() as u32;
         self.spans.push(span);
+        self.next.push(NO_SPAN);
+        match self.by_trace.entry(id) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let t = o.get_mut();
+                if let Some(n) = self.next.get_mut(t.last as usize) {
+                    *n = ix;
+                }
+                t.last = ix;
+                t.min_start_ns = t.min_start_ns.min(s);
+                t.max_end_ns = t.max_end_ns.max(e);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(HeadTrace { first: ix, last: ix, min_start_ns: s, max_end_ns: e });
+            }
+        }
     }
 
     fn trace(&self, id: &TraceId, out: &mut Vec<StoredSpan>) {
-        if let Some(ixs) = self.by_trace.get(id) {
-            out.extend(ixs.iter().map(|&i| self.spans[i as usize].clone()));
+        if let Some(t) = self.by_trace.get(id) {
+            let mut i = t.first;
+            while let Some(span) = self.spans.get(i as usize) {
+                out.push(span.clone());
+                i = self.next[i as usize];
+            }
         }
     }
 }
@@ -344,70 +373,132 @@ impl TracesHead {
         ids
     }
 
-    /// Traces overlapping the scan, newest (latest span end) first, read in chunks so each row
-    /// group is decoded once per chunk.
+    /// Traces overlapping the scan: first those with spans in the heads, newest (latest span end)
+    /// first; then the span files, newest file first, each read front to back in row (trace id)
+    /// order so that every row group is decoded once per scan rather than once per trace. A trace
+    /// with spans in several places is read whole, once.
     pub fn scan(&self, scan: &TraceScan, visit: &mut dyn FnMut(&[StoredSpan]) -> bool) {
         let (start, end) = (scan.start_ns, if scan.end_ns == 0 { i64::MAX } else { scan.end_ns });
         let service = scan.service_name.as_deref();
         let name = scan.span_name.as_deref();
-        // Candidates: trace id → (latest end, earliest start), with where to find them.
-        let state = self.state.read();
-        let files: Vec<Arc<SpanFile>> = state.files.clone();
-        let generation = state.generation;
-        let mut bounds: FastMap<TraceId, (i64, i64)> = FastMap::default();
-        let mut merge = |id: TraceId, s: i64, e: i64| {
-            let b = bounds.entry(id).or_insert((e, s));
-            b.0 = b.0.max(e);
-            b.1 = b.1.min(s);
+        let wanted = |spans: &[StoredSpan]| {
+            !spans.is_empty()
+                && spans.iter().any(|s| s.span.start_time_ns <= end && s.span.end_time_ns >= start)
+                && service.is_none_or(|svc| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(svc)))
+                && name.is_none_or(|n| spans.iter().any(|s| s.span.name == n))
         };
+        let state = self.state.read();
+        let (mut files, mut generation) = (state.files.clone(), state.generation);
+        // 1. Traces with spans in the heads, newest first.
+        let mut in_heads: FastMap<TraceId, (i64, i64)> = FastMap::default();
         for h in state.frozen.iter().map(|f| &**f).chain(std::iter::once(&state.head)) {
-            for (id, &(s, e)) in &h.bounds {
-                merge(*id, s, e);
-            }
-        }
-        for f in &files {
-            // Service and name hints prune candidate traces by file; the candidates' spans are
-            // then read from every file holding them.
-            if f.summary.may_contain(start, end, service, name) {
-                for t in &f.traces {
-                    if t.min_start_ns <= end && t.max_end_ns >= start {
-                        merge(t.trace_id, t.min_start_ns, t.max_end_ns);
-                    }
-                }
+            for (id, t) in &h.by_trace {
+                let b = in_heads.entry(*id).or_insert((t.max_end_ns, t.min_start_ns));
+                b.0 = b.0.max(t.max_end_ns);
+                b.1 = b.1.min(t.min_start_ns);
             }
         }
         drop(state);
+        // Head traces whose own spans miss the window may still overlap it through a file's
+        // spans: widen their bounds with the files' entries.
+        for f in &files {
+            for (id, b) in in_heads.iter_mut() {
+                if let Some(e) = f.find(id) {
+                    b.0 = b.0.max(e.max_end_ns);
+                    b.1 = b.1.min(e.min_start_ns);
+                }
+            }
+        }
         let mut order: Vec<(i64, TraceId)> =
-            bounds.iter().filter(|(_, b)| b.1 <= end && b.0 >= start).map(|(id, b)| (b.0, *id)).collect();
+            in_heads.iter().filter(|(_, b)| b.1 <= end && b.0 >= start).map(|(id, b)| (b.0, *id)).collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
-        let (mut files, mut generation) = (files, generation);
         for chunk in order.chunks(256) {
             let ids: Vec<TraceId> = chunk.iter().map(|c| c.1).collect();
-            // Files first, then the heads under the lock; if a flush or compaction changed the
-            // files meanwhile, read the chunk again from the new files (a flush moves spans from
-            // the frozen head into a file atomically, so one consistent pass sees each span once).
             let found = loop {
-                let found = self.read_chunk(&files, &ids, generation);
-                match found {
+                match self.read_chunk(&files, &ids, generation) {
                     Some(found) => break found,
                     None => (files, generation) = self.snapshot(),
                 }
             };
             for id in &ids {
-                let Some(spans) = found.get(id) else { continue };
-                if spans.is_empty() {
-                    continue;
-                }
-                let overlaps = spans.iter().any(|s| s.span.start_time_ns <= end && s.span.end_time_ns >= start);
-                let svc_ok =
-                    service.is_none_or(|svc| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(svc)));
-                let name_ok = name.is_none_or(|n| spans.iter().any(|s| s.span.name == n));
-                if overlaps && svc_ok && name_ok && !visit(spans) {
+                if let Some(spans) = found.get(id)
+                    && wanted(spans)
+                    && !visit(spans)
+                {
                     return;
                 }
             }
         }
+        // 2. The span files, newest data first. Traces seen in step 1 (anything in the heads) are
+        // skipped; a trace split over several files is read whole where it is first met.
+        let mut by_age: Vec<Arc<SpanFile>> =
+            files.iter().filter(|f| f.summary.may_contain(start, end, service, name)).cloned().collect();
+        by_age.sort_by_key(|f| std::cmp::Reverse(f.summary.max_end_ns));
+        let mut visited_split: std::collections::HashSet<TraceId, foldhash::fast::RandomState> = Default::default();
+        for f in &by_age {
+            let candidates: Vec<&file::TraceEntry> = f
+                .traces
+                .iter()
+                .filter(|t| t.min_start_ns <= end && t.max_end_ns >= start && !in_heads.contains_key(&t.trace_id))
+                .collect();
+            for chunk in chunks_by_rows(&candidates, SCAN_CHUNK_ROWS) {
+                let ranges: Vec<(u64, u64)> = chunk
+                    .iter()
+                    .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
+                    .collect();
+                let Ok(spans) = f.read_rows(&ranges) else { break };
+                let mut at = 0usize;
+                for e in chunk {
+                    let n = (e.rows as usize).min(spans.len() - at);
+                    let own = &spans[at..at + n];
+                    at += n;
+                    let split = files.iter().any(|o| o.summary.seq != f.summary.seq && o.find(&e.trace_id).is_some());
+                    if !split {
+                        if wanted(own) && !visit(own) {
+                            return;
+                        }
+                        continue;
+                    }
+                    if !visited_split.insert(e.trace_id) {
+                        continue;
+                    }
+                    let found = loop {
+                        match self.read_chunk(&files, &[e.trace_id], generation) {
+                            Some(found) => break found,
+                            None => (files, generation) = self.snapshot(),
+                        }
+                    };
+                    if let Some(spans) = found.get(&e.trace_id)
+                        && wanted(spans)
+                        && !visit(spans)
+                    {
+                        return;
+                    }
+                }
+            }
+        }
     }
+}
+
+/// Rows a file scan decodes at a time (a few row groups).
+const SCAN_CHUNK_ROWS: u64 = 8192;
+
+/// Consecutive runs of `entries` (in row order) of about `rows` rows each.
+fn chunks_by_rows<'a>(
+    entries: &'a [&'a file::TraceEntry],
+    rows: u64,
+) -> impl Iterator<Item = &'a [&'a file::TraceEntry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let first = u64::from(rest[0].first_row);
+        let n = rest.iter().take_while(|e| u64::from(e.first_row) < first + rows).count().max(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 impl TracesHead {

@@ -141,7 +141,7 @@ fn a_trace_spread_over_files_and_head_reads_back_in_arrival_order() {
 }
 
 #[test]
-fn scans_are_newest_first_and_prune_by_service_and_name() {
+fn scans_visit_the_head_newest_first_then_files_and_prune_by_service_and_name() {
     let dir = tempfile::tempdir().unwrap();
     let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
     head.apply(pos(1), batch("a", vec![full_span(1, 1, 1_000), full_span(2, 1, 5_000)]));
@@ -156,7 +156,11 @@ fn scans_are_newest_first_and_prune_by_service_and_name() {
         v
     };
     let everything = TraceScan { start_ns: 0, end_ns: i64::MAX, ..TraceScan::default() };
-    assert_eq!(all(&everything), [tid(1), tid(2), tid(3)]);
+    // Traces 1 and 3 have spans in the head (1 ends last), 2 is only in the file.
+    assert_eq!(all(&everything), [tid(1), tid(3), tid(2)]);
+    head.persist().unwrap();
+    // All in files now: the newest file first (3, and 1 read whole from both files), then 2.
+    assert_eq!(all(&everything), [tid(1), tid(3), tid(2)]);
     let b_only = TraceScan { service_name: Some("b".into()), ..everything.clone() };
     assert_eq!(all(&b_only), [tid(1), tid(3)]);
     let early = TraceScan { start_ns: 0, end_ns: 2_000, ..TraceScan::default() };
