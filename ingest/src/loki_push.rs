@@ -11,7 +11,7 @@
 //! request answers 400 naming the last problem ([`Pushed::error`]). Request-wide problems (an
 //! undecodable body, too many streams) refuse the whole request ([`PushError`]).
 
-use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch};
+use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch, SpanId, TraceId};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -504,9 +504,17 @@ pub fn map(req: PushRequest, limits: &PushLimits, now_ns: i64) -> Result<Pushed,
                 out.error = Some(p);
                 continue;
             }
+            // Trace context carried as structured metadata (Loki's own OTLP mapping, Alloy's
+            // `structured_metadata` stage) also links the record to its trace (the trace_id
+            // cross-index); the metadata pairs themselves are kept as they came.
+            let meta_id = |name: &str| e.structured_metadata.iter().find(|p| p.name == name).map(|p| p.value.as_str());
+            let trace_id = meta_id("trace_id").and_then(TraceId::from_hex);
+            let span_id = meta_id("span_id").and_then(SpanId::from_hex);
             records.push(LogRecord {
                 timestamp_ns: ts,
                 observed_timestamp_ns: now_ns,
+                trace_id,
+                span_id,
                 body: e.line,
                 attributes: e
                     .structured_metadata
@@ -580,6 +588,21 @@ mod tests {
         assert_eq!(g.stream.to_string(), r#"{app="api", level="info"}"#);
         assert_eq!(g.records[0].attributes, vec![KeyValue::new("trace_id", AnyValue::String("abc".into()))]);
         assert_eq!(g.records[1].timestamp_ns, NOW + 1);
+        // Not a trace id: kept as metadata only.
+        assert_eq!(g.records[0].trace_id, None);
+    }
+
+    #[test]
+    fn trace_context_in_metadata_links_the_record() {
+        let t = "0af7651916cd43dd8448eb211c80319c";
+        let json = format!(
+            r#"{{"streams":[{{"stream":{{"app":"api"}},"values":[["{NOW}","hi",{{"trace_id":"{t}","span_id":"B7AD6B7169203331"}}]]}}]}}"#
+        );
+        let m = map(decode_json(json.as_bytes()).unwrap(), &PushLimits::default(), NOW).unwrap();
+        let r = &m.batch.groups[0].records[0];
+        assert_eq!(r.trace_id.map(|x| x.to_hex()), Some(t.to_string()));
+        assert_eq!(r.span_id.map(|x| x.to_hex()), Some("b7ad6b7169203331".to_string()));
+        assert_eq!(r.attributes.len(), 2, "the metadata pairs stay as they came");
     }
 
     #[test]
