@@ -505,22 +505,39 @@ pub fn map(req: PushRequest, limits: &PushLimits, now_ns: i64) -> Result<Pushed,
                 continue;
             }
             // Trace context carried as structured metadata (Loki's own OTLP mapping, Alloy's
-            // `structured_metadata` stage) also links the record to its trace (the trace_id
-            // cross-index); the metadata pairs themselves are kept as they came.
-            let meta_id = |name: &str| e.structured_metadata.iter().find(|p| p.name == name).map(|p| p.value.as_str());
-            let trace_id = meta_id("trace_id").and_then(TraceId::from_hex);
-            let span_id = meta_id("span_id").and_then(SpanId::from_hex);
+            // `structured_metadata` stage) links the record to its trace (the trace_id
+            // cross-index). A value in canonical form (lower-case hex of the right length) moves
+            // into the record's field, which LogQL shows as the same `trace_id`/`span_id`
+            // metadata; any other spelling stays a metadata pair as it came.
+            let mut attributes = Vec::with_capacity(e.structured_metadata.len());
+            let (mut trace_id, mut span_id) = (None, None);
+            for p in e.structured_metadata {
+                let canonical =
+                    |v: &str, len: usize| v.len() == len && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                match p.name.as_str() {
+                    "trace_id" if trace_id.is_none() => {
+                        trace_id = TraceId::from_hex(&p.value);
+                        if trace_id.is_some() && canonical(&p.value, 32) {
+                            continue;
+                        }
+                    }
+                    "span_id" if span_id.is_none() => {
+                        span_id = SpanId::from_hex(&p.value);
+                        if span_id.is_some() && canonical(&p.value, 16) {
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                attributes.push(KeyValue::new(p.name, AnyValue::String(p.value)));
+            }
             records.push(LogRecord {
                 timestamp_ns: ts,
                 observed_timestamp_ns: now_ns,
                 trace_id,
                 span_id,
                 body: e.line,
-                attributes: e
-                    .structured_metadata
-                    .into_iter()
-                    .map(|p| KeyValue::new(p.name, AnyValue::String(p.value)))
-                    .collect(),
+                attributes,
                 ..LogRecord::default()
             });
         }
@@ -602,7 +619,8 @@ mod tests {
         let r = &m.batch.groups[0].records[0];
         assert_eq!(r.trace_id.map(|x| x.to_hex()), Some(t.to_string()));
         assert_eq!(r.span_id.map(|x| x.to_hex()), Some("b7ad6b7169203331".to_string()));
-        assert_eq!(r.attributes.len(), 2, "the metadata pairs stay as they came");
+        // The canonical trace id moved into the record; the upper-case span id also stays a pair.
+        assert_eq!(r.attributes, vec![KeyValue::new("span_id", AnyValue::String("B7AD6B7169203331".into()))]);
     }
 
     #[test]
