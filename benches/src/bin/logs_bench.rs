@@ -70,6 +70,9 @@ struct Args {
     /// Skip the queries (ingest and disk only).
     #[arg(long)]
     no_queries: bool,
+    /// Run only the queries whose label contains this text.
+    #[arg(long)]
+    only: Option<String>,
     /// Keep the server running after the report until Enter is pressed (for `perf record -p`).
     #[arg(long)]
     hold: bool,
@@ -665,7 +668,15 @@ struct QueryDef {
     target: &'static str,
 }
 
-fn queries(needle: &str) -> Vec<QueryDef> {
+fn queries(needle: &str, only: Option<&str>) -> Vec<QueryDef> {
+    let mut qs = all_queries(needle);
+    if let Some(o) = only {
+        qs.retain(|q| q.label.contains(o));
+    }
+    qs
+}
+
+fn all_queries(needle: &str) -> Vec<QueryDef> {
     let all = vec!["shop", "payments", "auth", "search", "infra"];
     let fixed = |s: &str| vec!["-c".to_string(), "-F".to_string(), s.to_string()];
     let regex = |s: &str| vec!["-c".to_string(), s.to_string()];
@@ -855,7 +866,7 @@ fn run_queries(args: &Args, base: &str, load: &Load, have_rg: bool) -> anyhow::R
     let end_ns = (load.last_ns / step_ns + 1) * step_ns;
     let start_ns = (load.first_ns / step_ns) * step_ns;
     let mut out = Vec::new();
-    for q in queries(&load.needle.0) {
+    for q in queries(&load.needle.0, args.only.as_deref()) {
         eprintln!("[logs_bench]   {} ...", q.label);
         let answer = run_query(&client, base, &q, start_ns, end_ns, args.step)?;
         let mut lat = Vec::new();
@@ -921,7 +932,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     let other0 = procfs::machine_busy_seconds().unwrap_or(0.0);
     let self0 = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let cpu0 = procfs::cpu_seconds(pid)?;
-    eprintln!("[logs_bench] pushing ...");
+    eprintln!("[logs_bench] outpost pid {pid} at {base}; pushing ...");
     let ing = match ingest(&base, &load, args.senders) {
         Ok(r) => r,
         Err(e) => return Err(fail(e, &server)),
@@ -953,7 +964,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
         flushed.logs_bytes.0,
         flushed.logs_bytes.0 as f64 / load.lines as f64
     );
-    let qs = queries(&load.needle.0);
+    let qs = queries(&load.needle.0, args.only.as_deref());
     let results = if args.no_queries {
         Vec::new()
     } else {

@@ -78,6 +78,8 @@ pub(crate) struct LogsHead {
     /// Open partition writers. Held for a whole flush or maintenance pass, so at most one runs at
     /// a time; readers never take it.
     writers: Mutex<BTreeMap<i64, IndexWriter>>,
+    /// True while a write's size-triggered flush runs ([`LogsHead::flush_if_large`]).
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -162,6 +164,7 @@ impl LogsHead {
             fields,
             state: RwLock::new(State { registry, head: Head::new(next_seq), partitions }),
             writers: Mutex::new(BTreeMap::new()),
+            flushing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -260,6 +263,27 @@ impl LogsHead {
         let p = p.reloaded(self.fields)?;
         self.state.write().partitions.insert(key, Arc::new(p));
         Ok(())
+    }
+
+    /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
+    /// pass runs already (that one takes it); true when it flushed.
+    pub fn flush_if_large(&self) -> std::io::Result<bool> {
+        if self.dir.is_none() || self.state.read().head.bytes() <= self.opts.head_flush_bytes {
+            return Ok(false);
+        }
+        // Another writer flushing (or a checkpoint holding `writers`): this write goes on.
+        if self.flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let r = match self.writers.try_lock() {
+            None => Ok(false),
+            Some(w) => {
+                drop(w);
+                self.persist()
+            }
+        };
+        self.flushing.store(false, std::sync::atomic::Ordering::Release);
+        r
     }
 
     /// Flushes a large head early, and applies retention by age and total size.

@@ -204,3 +204,19 @@ fn measure() {
         bytes as f64 / n as f64
     );
 }
+
+#[test]
+fn a_large_head_flushes_on_demand_and_stays_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = LogsOptions { head_flush_bytes: 2_000, ..LogsOptions::default() };
+    let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    store.apply(pos(1), LogsBatch { groups: vec![group("a", (0..5).map(|i| rec(i, "small")).collect())] });
+    // Under the threshold: nothing to do.
+    assert!(!store.flush_if_large().unwrap());
+    assert_eq!(store.state.read().head.len(), 5);
+    store.apply(pos(2), LogsBatch { groups: vec![group("a", (5..40).map(|i| rec(i, "a longer line")).collect())] });
+    assert!(store.flush_if_large().unwrap());
+    assert_eq!(store.state.read().head.len(), 0, "the flush drained the head");
+    assert_eq!(bodies(&store, &all(0, 100)).len(), 40);
+    assert!(!store.flushing.load(std::sync::atomic::Ordering::Acquire));
+}
