@@ -621,8 +621,9 @@ fn wait_flushed(dir: &Path, ingest_end: SystemTime) -> anyhow::Result<Flushed> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    // Merges may still run: wait until nothing changes for 3 s (at most a minute).
-    let settle = Instant::now() + Duration::from_secs(60);
+    // The rest of the head may still be indexing into another partition, and merges may run:
+    // wait until nothing changes for 10 s (at most two minutes).
+    let settle = Instant::now() + Duration::from_secs(120);
     let mut last = dir_size(dir);
     let mut since = Instant::now();
     while Instant::now() < settle {
@@ -631,7 +632,7 @@ fn wait_flushed(dir: &Path, ingest_end: SystemTime) -> anyhow::Result<Flushed> {
         if now != last {
             last = now;
             since = Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(3) {
+        } else if since.elapsed() >= Duration::from_secs(10) {
             break;
         }
     }

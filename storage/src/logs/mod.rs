@@ -113,6 +113,9 @@ fn io_open(path: &Path) -> impl Fn(std::io::Error) -> OpenError + '_ {
 /// What one partition takes in a flush: its items, the newest WAL position and seq among them.
 type Flush<T> = (Vec<T>, WalPos, u64);
 
+/// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
+const HEAD_BACKPRESSURE: usize = 3;
+
 const VERSION_FILE: &str = "VERSION";
 const VERSION_TEXT: &str = "outpost-logs 1\n";
 const REGISTRY_FILE: &str = "registry.log";
@@ -267,9 +270,23 @@ impl LogsHead {
 
     /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
     /// pass runs already (that one takes it); true when it flushed.
+    ///
+    /// Back-pressure: when writes outpace indexing and the head passes
+    /// [`HEAD_BACKPRESSURE`] × `head_flush_bytes` anyway, the writer waits for the running flush
+    /// and then flushes itself, so memory stays bounded and ingest runs at indexing speed.
     pub fn flush_if_large(&self) -> std::io::Result<bool> {
-        if self.dir.is_none() || self.state.read().head.bytes() <= self.opts.head_flush_bytes {
+        let bytes = self.state.read().head.bytes();
+        if self.dir.is_none() || bytes <= self.opts.head_flush_bytes {
             return Ok(false);
+        }
+        if bytes > self.opts.head_flush_bytes.saturating_mul(HEAD_BACKPRESSURE) {
+            // Waits for the flush (or checkpoint) in progress, which holds `writers`.
+            drop(self.writers.lock());
+            return if self.state.read().head.bytes() > self.opts.head_flush_bytes {
+                self.persist()
+            } else {
+                Ok(false)
+            };
         }
         // Another writer flushing (or a checkpoint holding `writers`): this write goes on.
         if self.flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
