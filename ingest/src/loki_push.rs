@@ -11,7 +11,7 @@
 //! request answers 400 naming the last problem ([`Pushed::error`]). Request-wide problems (an
 //! undecodable body, too many streams) refuse the whole request ([`PushError`]).
 
-use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch};
+use storage::model::{AnyValue, KeyValue, Labels, LogGroup, LogRecord, LogsBatch, SpanId, TraceId};
 
 /// `logproto.PushRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -504,15 +504,40 @@ pub fn map(req: PushRequest, limits: &PushLimits, now_ns: i64) -> Result<Pushed,
                 out.error = Some(p);
                 continue;
             }
+            // Trace context carried as structured metadata (Loki's own OTLP mapping, Alloy's
+            // `structured_metadata` stage) links the record to its trace (the trace_id
+            // cross-index). A value in canonical form (lower-case hex of the right length) moves
+            // into the record's field, which LogQL shows as the same `trace_id`/`span_id`
+            // metadata; any other spelling stays a metadata pair as it came.
+            let mut attributes = Vec::with_capacity(e.structured_metadata.len());
+            let (mut trace_id, mut span_id) = (None, None);
+            for p in e.structured_metadata {
+                let canonical =
+                    |v: &str, len: usize| v.len() == len && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+                match p.name.as_str() {
+                    "trace_id" if trace_id.is_none() => {
+                        trace_id = TraceId::from_hex(&p.value);
+                        if trace_id.is_some() && canonical(&p.value, 32) {
+                            continue;
+                        }
+                    }
+                    "span_id" if span_id.is_none() => {
+                        span_id = SpanId::from_hex(&p.value);
+                        if span_id.is_some() && canonical(&p.value, 16) {
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                attributes.push(KeyValue::new(p.name, AnyValue::String(p.value)));
+            }
             records.push(LogRecord {
                 timestamp_ns: ts,
                 observed_timestamp_ns: now_ns,
+                trace_id,
+                span_id,
                 body: e.line,
-                attributes: e
-                    .structured_metadata
-                    .into_iter()
-                    .map(|p| KeyValue::new(p.name, AnyValue::String(p.value)))
-                    .collect(),
+                attributes,
                 ..LogRecord::default()
             });
         }
@@ -580,6 +605,22 @@ mod tests {
         assert_eq!(g.stream.to_string(), r#"{app="api", level="info"}"#);
         assert_eq!(g.records[0].attributes, vec![KeyValue::new("trace_id", AnyValue::String("abc".into()))]);
         assert_eq!(g.records[1].timestamp_ns, NOW + 1);
+        // Not a trace id: kept as metadata only.
+        assert_eq!(g.records[0].trace_id, None);
+    }
+
+    #[test]
+    fn trace_context_in_metadata_links_the_record() {
+        let t = "0af7651916cd43dd8448eb211c80319c";
+        let json = format!(
+            r#"{{"streams":[{{"stream":{{"app":"api"}},"values":[["{NOW}","hi",{{"trace_id":"{t}","span_id":"B7AD6B7169203331"}}]]}}]}}"#
+        );
+        let m = map(decode_json(json.as_bytes()).unwrap(), &PushLimits::default(), NOW).unwrap();
+        let r = &m.batch.groups[0].records[0];
+        assert_eq!(r.trace_id.map(|x| x.to_hex()), Some(t.to_string()));
+        assert_eq!(r.span_id.map(|x| x.to_hex()), Some("b7ad6b7169203331".to_string()));
+        // The canonical trace id moved into the record; the upper-case span id also stays a pair.
+        assert_eq!(r.attributes, vec![KeyValue::new("span_id", AnyValue::String("B7AD6B7169203331".into()))]);
     }
 
     #[test]

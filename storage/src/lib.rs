@@ -142,7 +142,16 @@ impl Storage {
         if batch.is_empty() {
             return if self.wal.is_closed() { Err(WriteError::Closed) } else { Ok(()) };
         }
-        self.wal.append(batch, &self.mem)
+        let logs = matches!(batch, WriteBatch::Logs(_));
+        self.wal.append(batch, &self.mem)?;
+        if logs {
+            // Keeps the logs head bounded between checkpoints: the writer that takes it over
+            // `head_flush_bytes` commits it to the partition indexes (one flush at a time; the
+            // others go on). The batch is already durable in the WAL, so a failed flush fails
+            // nothing here: the next checkpoint retries it and reports the error.
+            let _ = self.mem.flush_large_logs_head();
+        }
+        Ok(())
     }
 
     /// Syncs the WAL now. Under [`FsyncPolicy::Interval`] the owner calls this on a timer; it is

@@ -87,6 +87,12 @@ impl MemStore {
         self.metrics.admit(batch)
     }
 
+    /// Commits the logs head to its partition indexes when it has grown past the engine's
+    /// `head_flush_bytes` and no other flush runs; true when it flushed.
+    pub(crate) fn flush_large_logs_head(&self) -> std::io::Result<bool> {
+        self.logs.flush_if_large()
+    }
+
     /// Persists every engine; true when all of them hold everything applied in their own files.
     pub(crate) fn persist(&self) -> std::io::Result<bool> {
         // Every engine persists even if an earlier one cannot: each checkpoint shrinks their WAL debt.

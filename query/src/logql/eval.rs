@@ -6,6 +6,7 @@
 //! needs) and then evaluates the expression tree step by step.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use storage::model::Labels;
@@ -81,6 +82,29 @@ fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
         add("severity_number", r.severity_number.to_string());
     }
     out
+}
+
+/// True when [`meta_of`] gives nothing for `r`.
+fn meta_free(r: &storage::model::LogRecord) -> bool {
+    r.attributes.is_empty()
+        && r.trace_id.is_none()
+        && r.span_id.is_none()
+        && r.severity_text.is_empty()
+        && r.severity_number == 0
+}
+
+/// True when one of `names` may be a label [`meta_of`] gives for `r`.
+fn meta_has_any(r: &storage::model::LogRecord, names: &[String]) -> bool {
+    names.iter().any(|n| match n.as_str() {
+        "trace_id" if r.trace_id.is_some() => true,
+        "span_id" if r.span_id.is_some() => true,
+        "severity_text" if !r.severity_text.is_empty() => true,
+        "severity_number" if r.severity_number != 0 => true,
+        // Attribute names are normalised (`http.method` → `http_method`): compare them so.
+        _ => r.attributes.iter().any(|kv| {
+            kv.key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).eq(n.chars())
+        }),
+    })
 }
 
 /// Literal `|=` substrings the store may pre-filter on: those before any stage that rewrites the
@@ -161,8 +185,9 @@ impl Ctx<'_> {
         let filter_only = l.is_filter_only();
         self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
             let ts = log.record.timestamp_ns;
-            // Fast path: only line filters and no metadata, so the labels are the stream's.
-            let fast = filter_only && log.record.attributes.is_empty();
+            // Fast path: only line filters and no metadata (see `meta_of`), so the labels are the
+            // stream's.
+            let fast = filter_only && meta_free(&log.record);
             let (labels, entry) = if fast {
                 if !passes_filters(&l.stages, &log.record.body) {
                     return true;
@@ -290,15 +315,23 @@ impl Ctx<'_> {
                 let grouping = grouping.as_ref().or(inject);
                 let from = start - offset_ns - range_ns + 1;
                 let to = end - offset_ns;
-                let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                // Series in first-seen order, found by label set; and the fast path's series per
+                // stream (keyed by the stream's `Arc`, held so the address cannot be reused).
+                let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+                let mut slot_of: HashMap<Labels, usize> = HashMap::new();
+                let mut by_stream: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
                 let mut fail: Option<Error> = None;
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
                 let filter_only = log.is_filter_only() && unwrap.is_none();
                 self.scan(log, from, to, Direction::Forward, &mut |rec| {
                     let ts = rec.record.timestamp_ns;
-                    if filter_only && rec.record.attributes.is_empty() {
-                        // Fast path: the series is the stream.
+                    // Fast path: the series is the stream (or its grouping), when no metadata
+                    // label can end up in it.
+                    let fast = filter_only
+                        && (meta_free(&rec.record)
+                            || grouping.is_some_and(|g| !g.without && !meta_has_any(&rec.record, &g.labels)));
+                    if fast {
                         if !passes_filters(&log.stages, &rec.record.body) {
                             return true;
                         }
@@ -313,11 +346,23 @@ impl Ctx<'_> {
                             )));
                             return false;
                         }
-                        let labels = match grouping {
-                            Some(g) => group_labels(&rec.stream, g),
-                            None => (*rec.stream).clone(),
+                        let key = Arc::as_ptr(&rec.stream) as usize;
+                        let slot = match by_stream.get(&key) {
+                            Some((_, slot)) => *slot,
+                            None => {
+                                let labels = match grouping {
+                                    Some(g) => group_labels(&rec.stream, g),
+                                    None => (*rec.stream).clone(),
+                                };
+                                let slot = *slot_of.entry(labels.clone()).or_insert_with(|| {
+                                    series.push((labels, Vec::new()));
+                                    series.len() - 1
+                                });
+                                by_stream.insert(key, (Arc::clone(&rec.stream), slot));
+                                slot
+                            }
                         };
-                        series.entry(labels).or_default().push((ts, value));
+                        series[slot].1.push((ts, value));
                         return true;
                     }
                     let meta = meta_of(rec);
@@ -377,14 +422,23 @@ impl Ctx<'_> {
                         )));
                         return false;
                     }
-                    series.entry(labels).or_default().push((ts, value));
+                    let slot = match slot_of.get(&labels) {
+                        Some(&slot) => slot,
+                        None => {
+                            slot_of.insert(labels.clone(), series.len());
+                            series.push((labels, Vec::new()));
+                            series.len() - 1
+                        }
+                    };
+                    series[slot].1.push((ts, value));
                     true
                 })?;
                 if let Some(e) = fail {
                     return Err(e);
                 }
+                drop(by_stream);
                 let absent = if *op == RangeOp::Absent { absent_labels(&log.matchers) } else { Labels::new() };
-                out.insert(m as *const MetricExpr, RangeData { series: series.into_iter().collect(), absent });
+                out.insert(m as *const MetricExpr, RangeData { series, absent });
                 Ok(())
             }
             MetricExpr::Vector { op, inner, grouping, .. } => {

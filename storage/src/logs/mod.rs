@@ -78,6 +78,8 @@ pub(crate) struct LogsHead {
     /// Open partition writers. Held for a whole flush or maintenance pass, so at most one runs at
     /// a time; readers never take it.
     writers: Mutex<BTreeMap<i64, IndexWriter>>,
+    /// True while a write's size-triggered flush runs ([`LogsHead::flush_if_large`]).
+    flushing: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -110,6 +112,9 @@ fn io_open(path: &Path) -> impl Fn(std::io::Error) -> OpenError + '_ {
 
 /// What one partition takes in a flush: its items, the newest WAL position and seq among them.
 type Flush<T> = (Vec<T>, WalPos, u64);
+
+/// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
+const HEAD_BACKPRESSURE: usize = 3;
 
 const VERSION_FILE: &str = "VERSION";
 const VERSION_TEXT: &str = "outpost-logs 1\n";
@@ -162,6 +167,7 @@ impl LogsHead {
             fields,
             state: RwLock::new(State { registry, head: Head::new(next_seq), partitions }),
             writers: Mutex::new(BTreeMap::new()),
+            flushing: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -260,6 +266,41 @@ impl LogsHead {
         let p = p.reloaded(self.fields)?;
         self.state.write().partitions.insert(key, Arc::new(p));
         Ok(())
+    }
+
+    /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
+    /// pass runs already (that one takes it); true when it flushed.
+    ///
+    /// Back-pressure: when writes outpace indexing and the head passes
+    /// [`HEAD_BACKPRESSURE`] × `head_flush_bytes` anyway, the writer waits for the running flush
+    /// and then flushes itself, so memory stays bounded and ingest runs at indexing speed.
+    pub fn flush_if_large(&self) -> std::io::Result<bool> {
+        let bytes = self.state.read().head.bytes();
+        if self.dir.is_none() || bytes <= self.opts.head_flush_bytes {
+            return Ok(false);
+        }
+        if bytes > self.opts.head_flush_bytes.saturating_mul(HEAD_BACKPRESSURE) {
+            // Waits for the flush (or checkpoint) in progress, which holds `writers`.
+            drop(self.writers.lock());
+            return if self.state.read().head.bytes() > self.opts.head_flush_bytes {
+                self.persist()
+            } else {
+                Ok(false)
+            };
+        }
+        // Another writer flushing (or a checkpoint holding `writers`): this write goes on.
+        if self.flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let r = match self.writers.try_lock() {
+            None => Ok(false),
+            Some(w) => {
+                drop(w);
+                self.persist()
+            }
+        };
+        self.flushing.store(false, std::sync::atomic::Ordering::Release);
+        r
     }
 
     /// Flushes a large head early, and applies retention by age and total size.

@@ -14,9 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::Count;
 use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
-use tantivy::schema::{
-    BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value,
-};
+use tantivy::schema::document::{DeserializeError, DocumentDeserialize, DocumentDeserializer};
+use tantivy::schema::{BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{
     DocAddress, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
@@ -305,12 +304,26 @@ impl Partition {
 
     /// The stored record of `addr`, whose timestamp is `ts` (from [`Partition::candidates`]).
     pub fn fetch(&self, fields: Fields, addr: DocAddress, ts: i64) -> std::io::Result<StoredRec> {
-        let doc: TantivyDocument = self.searcher.doc(addr).map_err(tantivy_err)?;
-        let bytes = doc.get_first(fields.rec).and_then(|v| v.as_bytes()).unwrap_or_default();
+        let _ = fields;
+        let RecBytes(bytes) = self.searcher.doc(addr).map_err(tantivy_err)?;
         let mut rec: StoredRec =
-            postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            postcard::from_bytes(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         rec.record.timestamp_ns = ts;
         Ok(rec)
+    }
+}
+
+/// A stored document read as just its `rec` bytes (the only stored field), without building a
+/// `TantivyDocument`.
+struct RecBytes(Vec<u8>);
+
+impl DocumentDeserialize for RecBytes {
+    fn deserialize<'de, D: DocumentDeserializer<'de>>(mut d: D) -> Result<Self, DeserializeError> {
+        let mut out = Vec::new();
+        while let Some((_, v)) = d.next_field::<Vec<u8>>()? {
+            out = v;
+        }
+        Ok(RecBytes(out))
     }
 }
 

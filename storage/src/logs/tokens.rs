@@ -12,8 +12,11 @@ use tantivy::tokenizer::{RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 /// Name the body tokenizer is registered under in every partition index.
 pub(super) const TOKENIZER: &str = "outpost_body";
 
-/// Tokens this long (bytes) or longer are dropped from the index.
-pub(super) const MAX_TOKEN_BYTES: usize = 64;
+/// Tokens this long (bytes) or longer are dropped from the index. Such tokens are mostly ids
+/// (hex trace and span ids, hashes, tokens) that are unique per line: indexing them would double
+/// the term dictionary and its build time for searches that are rare (trace ids have their own
+/// field). A line filter on one still works, by scanning.
+pub(super) const MAX_TOKEN_BYTES: usize = 16;
 
 /// The body analyzer: alphanumeric runs, case kept, long tokens dropped.
 pub(super) fn analyzer() -> TextAnalyzer {
