@@ -267,24 +267,35 @@ pub(crate) fn run(
     Ok(QueryResult { value, warnings: ctx.warnings.into_inner(), samples_touched: ctx.touched.get() })
 }
 
-/// Groups per-step vectors into series sorted by labels.
+/// Groups per-step vectors into series sorted by labels. Elements of one series usually share
+/// one `Arc` across steps: it is looked up by address first (the map keeps each `Arc` alive, so an
+/// address is never reused meanwhile), by content only for an address not seen before.
 fn to_matrix(steps: &Steps, v: Vec<Vector>) -> Vec<Series> {
-    let mut by: HashMap<Arc<Labels>, Series> = HashMap::new();
+    let mut by_ptr: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
+    let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut out: Vec<Series> = Vec::new();
     for (i, vec) in v.into_iter().enumerate() {
         let ts = steps.ts(i);
         for s in vec {
-            let e = by.entry(s.labels.clone()).or_insert_with(|| Series {
-                labels: (*s.labels).clone(),
-                floats: Vec::new(),
-                histograms: Vec::new(),
-            });
+            let key = Arc::as_ptr(&s.labels) as usize;
+            let idx = match by_ptr.get(&key) {
+                Some((_, idx)) => *idx,
+                None => {
+                    let idx = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
+                        out.push(Series { labels: (*s.labels).clone(), floats: Vec::new(), histograms: Vec::new() });
+                        out.len() - 1
+                    });
+                    by_ptr.insert(key, (s.labels.clone(), idx));
+                    idx
+                }
+            };
+            let e = &mut out[idx];
             match s.point {
                 Point::Float(f) => e.floats.push((ts, f)),
                 Point::Histogram(h) => e.histograms.push((ts, h)),
             }
         }
     }
-    let mut out: Vec<Series> = by.into_values().collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out
 }
