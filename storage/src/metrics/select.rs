@@ -51,9 +51,6 @@ impl MetricsHead {
         let mut head_part: Vec<(Labels, Samples)> = Vec::new();
         for id in h.select_ids(matchers) {
             let Some(s) = h.series[id as usize].as_deref() else { continue };
-            if !Self::head_has_data(s, start, end) {
-                continue;
-            }
             let d = Self::head_samples(s, start, end);
             if !(d.floats.is_empty() && d.histograms.is_empty()) {
                 head_part.push((h.labels_of(s), Samples { floats: d.floats, histograms: d.histograms }));
