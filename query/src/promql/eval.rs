@@ -155,12 +155,8 @@ fn query_threads() -> usize {
 
 /// A series read from storage as the evaluator holds it.
 fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> Loaded {
-    let floats: Vec<(i64, f64)> = d
-        .floats
-        .iter()
-        .filter(|s| !(drop_stale && is_stale_nan(s.value)))
-        .map(|s| (s.timestamp_ms, s.value))
-        .collect();
+    let floats: Vec<(i64, f64)> =
+        d.floats.iter().filter(|s| !(drop_stale && is_stale_nan(s.value))).map(|s| (s.timestamp_ms, s.value)).collect();
     let hists: Vec<(i64, FloatHistogram)> = d
         .histograms
         .iter()
@@ -444,7 +440,13 @@ impl<'a> Evaluator<'a> {
 
     /// The series of a selector with samples in `[mint, maxt]`, read lazily when the selector
     /// has a single matcher set.
-    pub fn source(&self, vs: &VectorSelector, mint: i64, maxt: i64, drop_stale: bool) -> Result<Source<'a>, QueryError> {
+    pub fn source(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        drop_stale: bool,
+    ) -> Result<Source<'a>, QueryError> {
         if vs.matchers.or_matchers.is_empty() {
             self.ctx.check_now()?;
             let ms = selector_matchers(vs)?;
