@@ -141,7 +141,7 @@ impl Streamed<'_> {
     fn add(&mut self, so: SeriesOut) -> Result<(), QueryError> {
         let k = self.series;
         self.series += 1;
-        if so.points.is_empty() {
+        if so.is_empty() {
             return Ok(());
         }
         let gl = group_labels(&so.labels, self.m);
@@ -156,27 +156,29 @@ impl Streamed<'_> {
         };
         let op = self.op;
         let steps = &mut self.groups[gi].steps;
-        for (i, p) in so.points {
+        // A series has at most one point per step, so floats and histograms can go in turn.
+        for (i, v) in so.floats {
             let Some(a) = steps.get_mut(i as usize) else { continue };
             if a.n == 0 {
                 a.first = k;
             }
             a.n += 1;
-            match p {
-                Point::Float(v) => {
-                    fold_float(op, a, v);
-                    a.nf += 1;
-                }
-                Point::Histogram(h) => {
-                    if matches!(op, T_SUM | T_AVG) {
-                        a.h = Some(match a.h.take() {
-                            None => Box::new(h),
-                            Some(acc) => Box::new(acc.add(&h)),
-                        });
-                    }
-                    a.nh += 1;
-                }
+            fold_float(op, a, v);
+            a.nf += 1;
+        }
+        for (i, h) in so.hists {
+            let Some(a) = steps.get_mut(i as usize) else { continue };
+            if a.n == 0 {
+                a.first = k;
             }
+            a.n += 1;
+            if matches!(op, T_SUM | T_AVG) {
+                a.h = Some(match a.h.take() {
+                    None => Box::new(h),
+                    Some(acc) => Box::new(acc.add(&h)),
+                });
+            }
+            a.nh += 1;
         }
         Ok(())
     }

@@ -133,15 +133,53 @@ pub(crate) enum Source<'s> {
     Loaded(Vec<Loaded>),
 }
 
-/// What a per-series operator made of one series: its output points by step index.
+/// What a per-series operator made of one series: its output points by step index, floats and
+/// histograms apart (a series has at most one point per step; a `Point` is large).
 pub(crate) struct SeriesOut {
     pub labels: Arc<Labels>,
-    pub points: Vec<(u32, Point)>,
+    pub floats: Vec<(u32, f64)>,
+    pub hists: Vec<(u32, FloatHistogram)>,
     /// Samples read from storage, counted per step.
     pub touched: usize,
     /// The most samples held at once while evaluating the series, counting its own outputs so
     /// far (the caller adds the outputs of the series before it).
     pub peak: usize,
+}
+
+impl SeriesOut {
+    /// An empty output for `labels`, with room for `steps` floats.
+    pub fn new(labels: Arc<Labels>, steps: usize) -> SeriesOut {
+        SeriesOut { labels, floats: Vec::with_capacity(steps), hists: Vec::new(), touched: 0, peak: 0 }
+    }
+
+    pub fn push(&mut self, step: usize, p: Point) {
+        match p {
+            Point::Float(v) => self.floats.push((step as u32, v)),
+            Point::Histogram(h) => self.hists.push((step as u32, h)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.floats.len() + self.hists.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.floats.is_empty() && self.hists.is_empty()
+    }
+
+    /// Appends the points to per-step vectors.
+    pub fn append_to(self, out: &mut [Vector]) {
+        for (i, v) in self.floats {
+            if let Some(o) = out.get_mut(i as usize) {
+                o.push(S { labels: self.labels.clone(), point: Point::Float(v) });
+            }
+        }
+        for (i, h) in self.hists {
+            if let Some(o) = out.get_mut(i as usize) {
+                o.push(S { labels: self.labels.clone(), point: Point::Histogram(h) });
+            }
+        }
+    }
 }
 
 /// Series read per thread and batch by [`Evaluator::per_series`].
@@ -601,9 +639,7 @@ impl<'a> Evaluator<'a> {
         let n = self.steps.len();
         let mut out: Vec<Vector> = vec![Vec::new(); n];
         self.selector_each(vs, timestamps, &mut |so| {
-            for (i, point) in so.points {
-                out[i as usize].push(S { labels: so.labels.clone(), point });
-            }
+            so.append_to(&mut out);
             Ok(())
         })?;
         Ok(Val::Vector(out))
@@ -626,7 +662,7 @@ impl<'a> Evaluator<'a> {
         let lookback = self.ctx.lookback;
         let op = |s: &Loaded| -> Result<SeriesOut, QueryError> {
             let labels = if timestamps { drop_name(&s.labels) } else { s.labels.clone() };
-            let mut points = Vec::new();
+            let mut so = SeriesOut::new(labels, n);
             let mut cached: Option<(i64, Option<(i64, Point)>)> = None;
             for i in 0..n {
                 let t = at.unwrap_or(steps.ts(i)).saturating_sub(offset);
@@ -640,14 +676,16 @@ impl<'a> Evaluator<'a> {
                 };
                 if let Some((sts, point)) = picked {
                     let point = if timestamps { Point::Float(sts as f64 / 1000.0) } else { point };
-                    points.push((i as u32, point));
+                    so.push(i, point);
                 }
             }
-            Ok(SeriesOut { labels, touched: points.len(), peak: points.len(), points })
+            so.touched = so.len();
+            so.peak = so.len();
+            Ok(so)
         };
         let mut total = 0usize;
         let r = self.per_series(src, op, &mut |so| {
-            total += so.points.len();
+            total += so.len();
             self.ctx.limit(total)?;
             sink(so)
         });

@@ -306,9 +306,7 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
     let n = ev.steps.len();
     let mut out: Vec<Vector> = vec![Vec::new(); n];
     range_function_each(ev, name, args, &mut |so| {
-        for (i, point) in so.points {
-            out[i as usize].push(S { labels: so.labels.clone(), point });
-        }
+        so.append_to(&mut out);
         Ok(())
     })?;
     Ok(Val::Vector(out))
@@ -369,12 +367,12 @@ pub(crate) fn range_function_each(
     let scalars = &scalars;
     let op = |s: &Loaded| -> Result<SeriesOut, QueryError> {
         let labels = if keep_name { s.labels.clone() } else { drop_name(&s.labels) };
-        let mut points = Vec::new();
+        if s.floats.is_empty() && s.hists.is_empty() {
+            return Ok(SeriesOut::new(labels, 0));
+        }
+        let mut so = SeriesOut::new(labels, n);
         let (mut touched, mut peak) = (0usize, 0usize);
         let mut sc = vec![0.0; scalars.len()];
-        if s.floats.is_empty() && s.hists.is_empty() {
-            return Ok(SeriesOut { labels, points, touched, peak });
-        }
         for i in 0..n {
             let ts = steps.ts(i);
             let w = input.window(s, ts);
@@ -383,23 +381,25 @@ pub(crate) fn range_function_each(
             }
             let held = w.floats.len() + w.hists.len();
             touched += held;
-            peak = peak.max(points.len() + held);
+            peak = peak.max(so.len() + held);
             for (x, v) in sc.iter_mut().zip(scalars) {
                 *x = v[i];
             }
             if let Some(p) = range_fn(name, &w, &sc, ts, input.range)? {
-                points.push((i as u32, p));
+                so.push(i, p);
             }
         }
-        Ok(SeriesOut { labels, points, touched, peak })
+        so.touched = touched;
+        so.peak = peak;
+        Ok(so)
     };
     let mut seen: HashSet<Arc<Labels>> = HashSet::new();
     let mut total = 0usize;
     ev.per_series(src, op, &mut |so| {
         ev.ctx.touch(so.touched);
         ev.ctx.limit(total + so.peak)?;
-        total += so.points.len();
-        if !so.points.is_empty() && !seen.insert(so.labels.clone()) {
+        total += so.len();
+        if !so.is_empty() && !seen.insert(so.labels.clone()) {
             return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
         sink(so)
