@@ -9,11 +9,11 @@ use std::sync::Arc;
 use promql_parser::parser::token::{
     T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_GROUP, T_MAX, T_MIN, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUM, T_TOPK,
 };
-use promql_parser::parser::{AggregateExpr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use storage::model::Labels;
 
 use super::QueryError;
-use super::eval::{Evaluator, S, Val, Vector};
+use super::eval::{Evaluator, S, SeriesOut, Val, Vector, unwrap_parens};
 use super::value::{FloatHistogram, Point};
 
 enum Param {
@@ -57,6 +57,11 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Va
     ) {
         return Err(QueryError::BadData(format!("parse error: unknown aggregation operator {}", a.op)));
     }
+    if matches!(param, Param::None)
+        && let Some(v) = streamed(ev, op, &a.expr, &a.modifier)?
+    {
+        return Ok(Val::Vector(v));
+    }
     let input = ev.eval_vector(&a.expr)?;
     let mut out = Vec::with_capacity(input.len());
     let mut cache = GroupCache::default();
@@ -73,6 +78,196 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr) -> Result<Va
         out.push(aggregate(op, vec, p, label, &a.modifier, &mut cache)?);
     }
     Ok(Val::Vector(out))
+}
+
+/// Aggregates without building the input vectors when the input is evaluated series by series
+/// (an instant selector, or a function over a range vector): each series' group is found once and
+/// its points are folded into per-step accumulators in series order, which is the order the
+/// per-step vectors would list them in, so every sum is computed in the same order. `None` when
+/// the shape or operator does not allow it.
+fn streamed(
+    ev: &Evaluator<'_>,
+    op: u16,
+    e: &Expr,
+    m: &Option<LabelModifier>,
+) -> Result<Option<Vec<Vector>>, QueryError> {
+    if !matches!(op, T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR) {
+        return Ok(None);
+    }
+    let n = ev.steps.len();
+    let mut agg = Streamed { op, n, m, series: 0, index: HashMap::new(), groups: Vec::new() };
+    match unwrap_parens(e) {
+        Expr::VectorSelector(vs) => ev.selector_each(vs, false, &mut |so| agg.add(so))?,
+        Expr::Call(c) if super::functions::is_range_function(c.func.name) => {
+            let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+            super::functions::range_function_each(ev, c.func.name, &args, &mut |so| agg.add(so))?
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(agg.finish()))
+}
+
+/// One group's state at one step.
+#[derive(Clone, Default)]
+struct Acc {
+    /// Members, and float / histogram members.
+    n: u32,
+    nf: u32,
+    nh: u32,
+    /// The series (ordinal) of the first member: groups are listed in first-member order.
+    first: u32,
+    /// Sum, mean, min or max; and stddev's running `value`.
+    f: f64,
+    g: f64,
+    h: Option<Box<FloatHistogram>>,
+}
+
+struct StreamGroup {
+    labels: Arc<Labels>,
+    steps: Vec<Acc>,
+}
+
+struct Streamed<'m> {
+    op: u16,
+    n: usize,
+    m: &'m Option<LabelModifier>,
+    /// Series seen so far.
+    series: u32,
+    index: HashMap<Arc<Labels>, usize>,
+    groups: Vec<StreamGroup>,
+}
+
+impl Streamed<'_> {
+    fn add(&mut self, so: SeriesOut) -> Result<(), QueryError> {
+        let k = self.series;
+        self.series += 1;
+        if so.is_empty() {
+            return Ok(());
+        }
+        let gl = group_labels(&so.labels, self.m);
+        let gi = match self.index.get(&gl) {
+            Some(i) => *i,
+            None => {
+                let gl = Arc::new(gl);
+                self.index.insert(gl.clone(), self.groups.len());
+                self.groups.push(StreamGroup { labels: gl, steps: vec![Acc::default(); self.n] });
+                self.groups.len() - 1
+            }
+        };
+        let op = self.op;
+        let steps = &mut self.groups[gi].steps;
+        // A series has at most one point per step, so floats and histograms can go in turn.
+        for (i, v) in so.floats {
+            let Some(a) = steps.get_mut(i as usize) else { continue };
+            if a.n == 0 {
+                a.first = k;
+            }
+            a.n += 1;
+            fold_float(op, a, v);
+            a.nf += 1;
+        }
+        for (i, h) in so.hists {
+            let Some(a) = steps.get_mut(i as usize) else { continue };
+            if a.n == 0 {
+                a.first = k;
+            }
+            a.n += 1;
+            if matches!(op, T_SUM | T_AVG) {
+                a.h = Some(match a.h.take() {
+                    None => Box::new(h),
+                    Some(acc) => Box::new(acc.add(&h)),
+                });
+            }
+            a.nh += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Vec<Vector> {
+        let op = self.op;
+        let mut out: Vec<Vec<(u32, S)>> = vec![Vec::new(); self.n];
+        for g in self.groups {
+            for (i, a) in g.steps.into_iter().enumerate() {
+                if a.n == 0 {
+                    continue;
+                }
+                let first = a.first;
+                if let Some(p) = result(op, a) {
+                    out[i].push((first, S { labels: g.labels.clone(), point: p }));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|mut v| {
+                v.sort_unstable_by_key(|x| x.0);
+                v.into_iter().map(|x| x.1).collect()
+            })
+            .collect()
+    }
+}
+
+/// Folds a float member into an accumulator as [`reduce`] does over the members in order.
+fn fold_float(op: u16, a: &mut Acc, v: f64) {
+    if a.nf == 0 {
+        a.f = v;
+        a.g = 0.0;
+        return;
+    }
+    let n = f64::from(a.nf) + 1.0;
+    match op {
+        T_SUM => a.f += v,
+        T_AVG => {
+            let mean = a.f;
+            if mean.is_infinite() {
+                if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                    return;
+                }
+                if !v.is_infinite() && !v.is_nan() {
+                    return;
+                }
+            }
+            a.f = mean + (v / n - mean / n);
+        }
+        T_MIN | T_MAX => {
+            let replace = if op == T_MIN { a.f > v } else { a.f < v };
+            if replace || a.f.is_nan() {
+                a.f = v;
+            }
+        }
+        T_STDDEV | T_STDVAR => {
+            let delta = v - a.f;
+            a.f += delta / n;
+            a.g += delta * (v - a.f);
+        }
+        _ => {}
+    }
+}
+
+/// The aggregate of one group at one step, as [`reduce`] gives it.
+fn result(op: u16, a: Acc) -> Option<Point> {
+    match op {
+        T_COUNT => Some(Point::Float(f64::from(a.n))),
+        T_GROUP => Some(Point::Float(1.0)),
+        T_SUM | T_AVG => {
+            if a.nh > 0 {
+                if a.nh != a.n {
+                    return None;
+                }
+                let h = *a.h?;
+                return Some(Point::Histogram(if op == T_AVG { h.div(f64::from(a.nh)) } else { h }));
+            }
+            (a.nf > 0).then_some(Point::Float(a.f))
+        }
+        T_MIN | T_MAX => (a.nf > 0).then_some(Point::Float(a.f)),
+        T_STDDEV | T_STDVAR => {
+            if a.nf == 0 {
+                return None;
+            }
+            let var = a.g / f64::from(a.nf);
+            Some(Point::Float(if op == T_STDDEV { var.sqrt() } else { var }))
+        }
+        _ => None,
+    }
 }
 
 pub(crate) fn valid_label_name(s: &str) -> bool {

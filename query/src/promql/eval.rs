@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{AtModifier, Call, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
 use storage::model::{Labels, is_stale_nan};
+use storage::read::SeriesSet;
 use storage::{MatchOp, Matcher, MetricsReader};
 
 use super::value::{FloatHistogram, Point, Sample as PubSample, Series, Value};
@@ -124,12 +125,91 @@ impl RangeInput {
     }
 }
 
+/// Where a per-series operator ([`Evaluator::per_series`]) takes its series from.
+pub(crate) enum Source<'s> {
+    /// Read from storage one series at a time; stale markers dropped or not.
+    Lazy { set: Box<dyn SeriesSet + 's>, drop_stale: bool },
+    /// Already in memory (`{a="1" or b="2"}` selectors, subqueries), sorted by labels.
+    Loaded(Vec<Loaded>),
+}
+
+/// What a per-series operator made of one series: its output points by step index, floats and
+/// histograms apart (a series has at most one point per step; a `Point` is large).
+pub(crate) struct SeriesOut {
+    pub labels: Arc<Labels>,
+    pub floats: Vec<(u32, f64)>,
+    pub hists: Vec<(u32, FloatHistogram)>,
+    /// Samples read from storage, counted per step.
+    pub touched: usize,
+    /// The most samples held at once while evaluating the series, counting its own outputs so
+    /// far (the caller adds the outputs of the series before it).
+    pub peak: usize,
+}
+
+impl SeriesOut {
+    /// An empty output for `labels`, with room for `steps` floats.
+    pub fn new(labels: Arc<Labels>, steps: usize) -> SeriesOut {
+        SeriesOut { labels, floats: Vec::with_capacity(steps), hists: Vec::new(), touched: 0, peak: 0 }
+    }
+
+    pub fn push(&mut self, step: usize, p: Point) {
+        match p {
+            Point::Float(v) => self.floats.push((step as u32, v)),
+            Point::Histogram(h) => self.hists.push((step as u32, h)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.floats.len() + self.hists.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.floats.is_empty() && self.hists.is_empty()
+    }
+
+    /// Appends the points to per-step vectors.
+    pub fn append_to(self, out: &mut [Vector]) {
+        for (i, v) in self.floats {
+            if let Some(o) = out.get_mut(i as usize) {
+                o.push(S { labels: self.labels.clone(), point: Point::Float(v) });
+            }
+        }
+        for (i, h) in self.hists {
+            if let Some(o) = out.get_mut(i as usize) {
+                o.push(S { labels: self.labels.clone(), point: Point::Histogram(h) });
+            }
+        }
+    }
+}
+
+/// Series read per thread and batch by [`Evaluator::per_series`].
+const SERIES_PER_TASK: usize = 256;
+
+/// Threads a query uses for per-series work (the machine's cores, at most 8).
+fn query_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
+/// A series read from storage as the evaluator holds it.
+fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> Loaded {
+    let floats: Vec<(i64, f64)> =
+        d.floats.iter().filter(|s| !(drop_stale && is_stale_nan(s.value))).map(|s| (s.timestamp_ms, s.value)).collect();
+    let hists: Vec<(i64, FloatHistogram)> = d
+        .histograms
+        .iter()
+        .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
+        .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
+        .collect();
+    Loaded { labels: Arc::new(labels.clone()), floats, hists }
+}
+
 /// Query-wide state shared by nested evaluators.
 pub(crate) struct Ctx<'a> {
     reader: &'a dyn MetricsReader,
     lookback: i64,
-    max_samples: usize,
-    deadline: Instant,
+    pub max_samples: usize,
+    pub deadline: Instant,
     /// Start and end of the whole query, for `@ start()` / `@ end()`.
     pub query_start: i64,
     pub query_end: i64,
@@ -221,24 +301,35 @@ pub(crate) fn run(
     Ok(QueryResult { value, warnings: ctx.warnings.into_inner(), samples_touched: ctx.touched.get() })
 }
 
-/// Groups per-step vectors into series sorted by labels.
+/// Groups per-step vectors into series sorted by labels. Elements of one series usually share
+/// one `Arc` across steps: it is looked up by address first (the map keeps each `Arc` alive, so an
+/// address is never reused meanwhile), by content only for an address not seen before.
 fn to_matrix(steps: &Steps, v: Vec<Vector>) -> Vec<Series> {
-    let mut by: HashMap<Arc<Labels>, Series> = HashMap::new();
+    let mut by_ptr: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
+    let mut by_labels: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut out: Vec<Series> = Vec::new();
     for (i, vec) in v.into_iter().enumerate() {
         let ts = steps.ts(i);
         for s in vec {
-            let e = by.entry(s.labels.clone()).or_insert_with(|| Series {
-                labels: (*s.labels).clone(),
-                floats: Vec::new(),
-                histograms: Vec::new(),
-            });
+            let key = Arc::as_ptr(&s.labels) as usize;
+            let idx = match by_ptr.get(&key) {
+                Some((_, idx)) => *idx,
+                None => {
+                    let idx = *by_labels.entry(s.labels.clone()).or_insert_with(|| {
+                        out.push(Series { labels: (*s.labels).clone(), floats: Vec::new(), histograms: Vec::new() });
+                        out.len() - 1
+                    });
+                    by_ptr.insert(key, (s.labels.clone(), idx));
+                    idx
+                }
+            };
+            let e = &mut out[idx];
             match s.point {
                 Point::Float(f) => e.floats.push((ts, f)),
                 Point::Histogram(h) => e.histograms.push((ts, h)),
             }
         }
     }
-    let mut out: Vec<Series> = by.into_values().collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     out
 }
@@ -304,6 +395,29 @@ fn is_stale_hist(h: &FloatHistogram) -> bool {
     is_stale_nan(h.sum)
 }
 
+/// The sample an instant selector picks at reference time `t`, with its timestamp.
+fn pick(s: &Loaded, t: i64, lookback: i64) -> Option<(i64, Point)> {
+    let fi = s.floats.partition_point(|p| p.0 <= t);
+    let hi = s.hists.partition_point(|p| p.0 <= t);
+    let f = fi.checked_sub(1).map(|i| &s.floats[i]);
+    let h = hi.checked_sub(1).map(|i| &s.hists[i]);
+    let (ts, point) = match (f, h) {
+        (None, None) => return None,
+        (Some(f), None) => (f.0, Point::Float(f.1)),
+        (None, Some(h)) => (h.0, Point::Histogram(h.1.clone())),
+        (Some(f), Some(h)) if f.0 >= h.0 => (f.0, Point::Float(f.1)),
+        (Some(_), Some(h)) => (h.0, Point::Histogram(h.1.clone())),
+    };
+    if ts < t.saturating_sub(lookback) {
+        return None;
+    }
+    match &point {
+        Point::Float(v) if is_stale_nan(*v) => None,
+        Point::Histogram(h) if is_stale_hist(h) => None,
+        _ => Some((ts, point)),
+    }
+}
+
 pub(crate) struct Evaluator<'a> {
     pub ctx: &'a Ctx<'a>,
     pub steps: Steps,
@@ -360,6 +474,97 @@ impl<'a> Evaluator<'a> {
             out.sort_by(|a, b| a.labels.cmp(&b.labels));
         }
         Ok(out)
+    }
+
+    /// The series of a selector with samples in `[mint, maxt]`, read lazily when the selector
+    /// has a single matcher set.
+    pub fn source(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        drop_stale: bool,
+    ) -> Result<Source<'a>, QueryError> {
+        if vs.matchers.or_matchers.is_empty() {
+            self.ctx.check_now()?;
+            let ms = selector_matchers(vs)?;
+            let set = self.ctx.reader.select_series(&ms, mint, maxt);
+            return Ok(Source::Lazy { set, drop_stale });
+        }
+        Ok(Source::Loaded(self.load(vs, mint, maxt, drop_stale)?))
+    }
+
+    /// Runs `op` on every series of `src` and hands the results to `sink` in series order.
+    /// Series read from storage are read and evaluated on several threads, a batch at a time;
+    /// `sink` runs on the calling thread and sees the same order as a sequential run.
+    pub fn per_series<F>(
+        &self,
+        src: Source<'_>,
+        op: F,
+        sink: &mut dyn FnMut(SeriesOut) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError>
+    where
+        F: Fn(&Loaded) -> Result<SeriesOut, QueryError> + Sync,
+    {
+        let (set, drop_stale) = match src {
+            Source::Loaded(v) => {
+                for s in &v {
+                    self.ctx.check()?;
+                    sink(op(s)?)?;
+                }
+                return Ok(());
+            }
+            Source::Lazy { set, drop_stale } => (set, drop_stale),
+        };
+        let (deadline, max) = (self.ctx.deadline, self.ctx.max_samples);
+        let set: &dyn SeriesSet = &*set;
+        let one = |i: usize| -> Result<SeriesOut, QueryError> {
+            if Instant::now() > deadline {
+                return Err(QueryError::Timeout);
+            }
+            let loaded = loaded_from(set.labels(i), set.read(i), drop_stale);
+            if loaded.floats.len() + loaded.hists.len() > max {
+                return Err(QueryError::TooManySamples);
+            }
+            op(&loaded)
+        };
+        let n = set.len();
+        let threads = query_threads().min(n.div_ceil(SERIES_PER_TASK)).max(1);
+        if threads == 1 {
+            for i in 0..n {
+                self.ctx.check()?;
+                sink(one(i)?)?;
+            }
+            return Ok(());
+        }
+        let one = &one;
+        let mut start = 0;
+        while start < n {
+            self.ctx.check_now()?;
+            let end = (start + SERIES_PER_TASK * threads).min(n);
+            let per = (end - start).div_ceil(threads);
+            let parts: Vec<Vec<Result<SeriesOut, QueryError>>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = (1..threads)
+                    .map(|t| {
+                        let lo = (start + t * per).min(end);
+                        let hi = (lo + per).min(end);
+                        sc.spawn(move || (lo..hi).map(one).collect::<Vec<_>>())
+                    })
+                    .collect();
+                let mut parts = vec![(start..(start + per).min(end)).map(one).collect::<Vec<_>>()];
+                for h in handles {
+                    parts.push(
+                        h.join().unwrap_or_else(|_| vec![Err(QueryError::Execution("query worker failed".into()))]),
+                    );
+                }
+                parts
+            });
+            for r in parts.into_iter().flatten() {
+                sink(r?)?;
+            }
+            start = end;
+        }
+        Ok(())
     }
 
     pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {
@@ -428,63 +633,64 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// The sample an instant selector picks at reference time `t`, with its timestamp.
-    fn pick(&self, s: &Loaded, t: i64) -> Option<(i64, Point)> {
-        let fi = s.floats.partition_point(|p| p.0 <= t);
-        let hi = s.hists.partition_point(|p| p.0 <= t);
-        let f = fi.checked_sub(1).map(|i| &s.floats[i]);
-        let h = hi.checked_sub(1).map(|i| &s.hists[i]);
-        let (ts, point) = match (f, h) {
-            (None, None) => return None,
-            (Some(f), None) => (f.0, Point::Float(f.1)),
-            (None, Some(h)) => (h.0, Point::Histogram(h.1.clone())),
-            (Some(f), Some(h)) if f.0 >= h.0 => (f.0, Point::Float(f.1)),
-            (Some(_), Some(h)) => (h.0, Point::Histogram(h.1.clone())),
-        };
-        if ts < t.saturating_sub(self.ctx.lookback) {
-            return None;
-        }
-        match &point {
-            Point::Float(v) if is_stale_nan(*v) => None,
-            Point::Histogram(h) if is_stale_hist(h) => None,
-            _ => Some((ts, point)),
-        }
-    }
-
     /// Evaluates an instant vector selector; with `timestamps`, each value is the sample's
     /// timestamp in seconds and the metric name is dropped (`timestamp()`).
     pub fn eval_selector_with(&self, vs: &VectorSelector, timestamps: bool) -> Result<Val, QueryError> {
+        let n = self.steps.len();
+        let mut out: Vec<Vector> = vec![Vec::new(); n];
+        self.selector_each(vs, timestamps, &mut |so| {
+            so.append_to(&mut out);
+            Ok(())
+        })?;
+        Ok(Val::Vector(out))
+    }
+
+    /// The points of an instant vector selector, series by series (see
+    /// [`Evaluator::eval_selector_with`]); counts samples and applies the sample limit.
+    pub fn selector_each(
+        &self,
+        vs: &VectorSelector,
+        timestamps: bool,
+        sink: &mut dyn FnMut(SeriesOut) -> Result<(), QueryError>,
+    ) -> Result<(), QueryError> {
         let offset = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
         let (lo, hi) = self.ref_bounds(at, offset);
-        let series = self.load(vs, lo.saturating_sub(self.ctx.lookback), hi, false)?;
+        let src = self.source(vs, lo.saturating_sub(self.ctx.lookback), hi, false)?;
         let n = self.steps.len();
-        let mut out: Vec<Vector> = vec![Vec::new(); n];
-        let mut total = 0usize;
-        for s in &series {
-            self.ctx.check()?;
+        let steps = self.steps;
+        let lookback = self.ctx.lookback;
+        let op = |s: &Loaded| -> Result<SeriesOut, QueryError> {
             let labels = if timestamps { drop_name(&s.labels) } else { s.labels.clone() };
+            let mut so = SeriesOut::new(labels, n);
             let mut cached: Option<(i64, Option<(i64, Point)>)> = None;
-            for (i, slot) in out.iter_mut().enumerate() {
-                let t = at.unwrap_or(self.steps.ts(i)).saturating_sub(offset);
+            for i in 0..n {
+                let t = at.unwrap_or(steps.ts(i)).saturating_sub(offset);
                 let picked = match &cached {
                     Some((ct, p)) if *ct == t => p.clone(),
                     _ => {
-                        let p = self.pick(s, t);
+                        let p = pick(s, t, lookback);
                         cached = Some((t, p.clone()));
                         p
                     }
                 };
                 if let Some((sts, point)) = picked {
                     let point = if timestamps { Point::Float(sts as f64 / 1000.0) } else { point };
-                    slot.push(S { labels: labels.clone(), point });
-                    total += 1;
+                    so.push(i, point);
                 }
             }
+            so.touched = so.len();
+            so.peak = so.len();
+            Ok(so)
+        };
+        let mut total = 0usize;
+        let r = self.per_series(src, op, &mut |so| {
+            total += so.len();
             self.ctx.limit(total)?;
-        }
+            sink(so)
+        });
         self.ctx.touch(total);
-        Ok(Val::Vector(out))
+        r
     }
 
     fn eval_vector_selector(&self, vs: &VectorSelector) -> Result<Val, QueryError> {
@@ -526,6 +732,28 @@ impl<'a> Evaluator<'a> {
             _ => return Err(QueryError::Execution("subquery is only allowed on instant vector".into())),
         };
         Ok(RangeInput { series, range, offset, at })
+    }
+
+    /// A range-vector argument as a [`Source`] of series plus the placement of each step's
+    /// window (a [`RangeInput`] without series); `None` if `e` is not a range vector.
+    pub fn range_source(&self, e: &Expr) -> Result<Option<(Source<'a>, RangeInput)>, QueryError> {
+        match unwrap_parens(e) {
+            Expr::MatrixSelector(ms) => {
+                let vs = &ms.vs;
+                let offset = offset_ms(&vs.offset);
+                let at = self.at_ms(&vs.at);
+                let range = duration_ms(&ms.range);
+                let (lo, hi) = self.ref_bounds(at, offset);
+                let src = self.source(vs, lo.saturating_sub(range), hi, true)?;
+                Ok(Some((src, RangeInput { series: Vec::new(), range, offset, at })))
+            }
+            Expr::Subquery(sq) => {
+                let mut input = self.subquery_input(sq)?;
+                let series = std::mem::take(&mut input.series);
+                Ok(Some((Source::Loaded(series), input)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A range-vector argument (matrix selector or subquery, possibly in parentheses).

@@ -13,7 +13,9 @@ use storage::model::Labels;
 
 use super::QueryError;
 use super::aggr::{quantile, valid_label_name};
-use super::eval::{Evaluator, NameCache, RangeInput, S, Val, Vector, Window, check_unique, drop_name, unwrap_parens};
+use super::eval::{
+    Evaluator, Loaded, NameCache, RangeInput, S, SeriesOut, Val, Vector, Window, check_unique, drop_name, unwrap_parens,
+};
 use super::histogram::{bucket_quantile, native_fraction, native_quantile};
 use super::value::{FloatHistogram, Point};
 
@@ -78,10 +80,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError>
             }
             Ok(Val::Vector(out))
         }
-        "rate" | "increase" | "delta" | "irate" | "idelta" | "resets" | "changes" | "deriv" | "predict_linear"
-        | "holt_winters" | "avg_over_time" | "sum_over_time" | "count_over_time" | "min_over_time"
-        | "max_over_time" | "stddev_over_time" | "stdvar_over_time" | "last_over_time" | "present_over_time"
-        | "quantile_over_time" => range_function(ev, name, &args),
+        _ if is_range_function(name) => range_function(ev, name, &args),
         "label_replace" => label_replace(ev, &args),
         "label_join" => label_join(ev, &args),
         "sort" | "sort_desc" => {
@@ -305,6 +304,51 @@ fn absent_labels(e: &Expr) -> Labels {
 
 fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val, QueryError> {
     let n = ev.steps.len();
+    let mut out: Vec<Vector> = vec![Vec::new(); n];
+    range_function_each(ev, name, args, &mut |so| {
+        so.append_to(&mut out);
+        Ok(())
+    })?;
+    Ok(Val::Vector(out))
+}
+
+/// True for the functions [`range_function_each`] evaluates.
+pub(crate) fn is_range_function(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "resets"
+            | "changes"
+            | "deriv"
+            | "predict_linear"
+            | "holt_winters"
+            | "avg_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "last_over_time"
+            | "present_over_time"
+            | "quantile_over_time"
+    )
+}
+
+/// Evaluates a function over a range vector series by series, handing each series' output
+/// points to `sink` in series order; fails on two outputs with the same labels, counts samples
+/// and applies the sample limit (one window plus the outputs so far, as Prometheus holds them).
+pub(crate) fn range_function_each(
+    ev: &Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    sink: &mut dyn FnMut(SeriesOut) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
+    let n = ev.steps.len();
     let (mi, scalar_args): (usize, Vec<usize>) = match name {
         "quantile_over_time" => (1, vec![0]),
         "predict_linear" => (0, vec![1]),
@@ -315,37 +359,51 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
     for i in scalar_args {
         scalars.push(ev.eval_scalar(args[i])?);
     }
-    let input = range_input(ev, args[mi])?;
+    let (src, input) =
+        ev.range_source(args[mi])?.ok_or_else(|| QueryError::Execution("expected a range vector argument".into()))?;
     let keep_name = name == "last_over_time";
-    let mut out: Vec<Vector> = vec![Vec::new(); n];
-    let mut seen: HashSet<Arc<Labels>> = HashSet::new();
-    let mut total = 0usize;
-    for s in &input.series {
-        ev.ctx.check()?;
+    let steps = ev.steps;
+    let input = &input;
+    let scalars = &scalars;
+    let op = |s: &Loaded| -> Result<SeriesOut, QueryError> {
         let labels = if keep_name { s.labels.clone() } else { drop_name(&s.labels) };
-        let mut produced = false;
-        for (i, slot) in out.iter_mut().enumerate() {
-            let ts = ev.steps.ts(i);
+        if s.floats.is_empty() && s.hists.is_empty() {
+            return Ok(SeriesOut::new(labels, 0));
+        }
+        let mut so = SeriesOut::new(labels, n);
+        let (mut touched, mut peak) = (0usize, 0usize);
+        let mut sc = vec![0.0; scalars.len()];
+        for i in 0..n {
+            let ts = steps.ts(i);
             let w = input.window(s, ts);
             if w.floats.is_empty() && w.hists.is_empty() {
                 continue;
             }
-            let points = w.floats.len() + w.hists.len();
-            ev.ctx.touch(points);
-            // Prometheus holds one window plus the output so far.
-            ev.ctx.limit(total + points)?;
-            let sc: Vec<f64> = scalars.iter().map(|v| v[i]).collect();
+            let held = w.floats.len() + w.hists.len();
+            touched += held;
+            peak = peak.max(so.len() + held);
+            for (x, v) in sc.iter_mut().zip(scalars) {
+                *x = v[i];
+            }
             if let Some(p) = range_fn(name, &w, &sc, ts, input.range)? {
-                slot.push(S { labels: labels.clone(), point: p });
-                produced = true;
-                total += 1;
+                so.push(i, p);
             }
         }
-        if produced && !seen.insert(labels) {
+        so.touched = touched;
+        so.peak = peak;
+        Ok(so)
+    };
+    let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+    let mut total = 0usize;
+    ev.per_series(src, op, &mut |so| {
+        ev.ctx.touch(so.touched);
+        ev.ctx.limit(total + so.peak)?;
+        total += so.len();
+        if !so.is_empty() && !seen.insert(so.labels.clone()) {
             return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
-    }
-    Ok(Val::Vector(out))
+        sink(so)
+    })
 }
 
 /// Neumaier-compensated increment: returns the new sum and compensation.

@@ -43,6 +43,7 @@ mod compact;
 mod gorilla;
 mod head;
 mod mmap;
+mod select;
 #[cfg(test)]
 mod tests;
 
@@ -61,7 +62,7 @@ use self::block::{Block, BlockWriter, SeriesSamples};
 use self::head::{Head, Series, SeriesData, in_range, merge_exemplars, merge_newer_wins, trace_key};
 use crate::error::OpenError;
 use crate::model::{Exemplar, Labels, MetricMetadata, MetricsBatch, TimeSeries};
-use crate::read::{Matcher, TsdbStats};
+use crate::read::{Matcher, SeriesSet, TsdbStats};
 use crate::wal::WalPos;
 
 /// Options of the metrics engine.
@@ -653,6 +654,10 @@ impl crate::read::MetricsReader for MetricsHead {
 
     fn select_matching(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<TimeSeries> {
         self.select_all(matchers, start_ms, end_ms)
+    }
+
+    fn select_series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Box<dyn SeriesSet + '_> {
+        Box::new(self.select_lazy(matchers, start_ms, end_ms))
     }
 
     fn series_matching(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Vec<Labels> {

@@ -142,6 +142,35 @@ fn snapshot(r: &dyn MetricsReader) -> Vec<String> {
 }
 
 #[track_caller]
+/// `select_series` read series by series equals `select_matching` without exemplars.
+fn assert_lazy_matches(r: &dyn MetricsReader, what: &str) {
+    let ranges = [(i64::MIN, i64::MAX), (0, 30_000), (59_999, 90_000), (1_000, 1_000), (3_600_000, 3_700_000)];
+    let matcher_sets = [vec![], vec![m("__name__", MatchOp::Regex, ".+")], vec![m("job", MatchOp::NotEqual, "a")]];
+    for (start, end) in ranges {
+        for ms in &matcher_sets {
+            let mut want = Vec::new();
+            for ts in r.select_matching(ms, start, end) {
+                if !(ts.samples.is_empty() && ts.histograms.is_empty()) {
+                    want.push(format!("{} {:?} {:?}", ts.labels, bits(&ts.samples), ts.histograms));
+                }
+            }
+            let set = r.select_series(ms, start, end);
+            let mut got = Vec::new();
+            for i in 0..set.len() {
+                let d = set.read(i);
+                if !(d.floats.is_empty() && d.histograms.is_empty()) {
+                    got.push(format!("{} {:?} {:?}", set.labels(i), bits(&d.floats), d.histograms));
+                }
+            }
+            assert_same(&got, &want, &format!("{what}: lazy {ms:?} {start}..={end}"));
+        }
+    }
+}
+
+fn bits(s: &[FloatSample]) -> Vec<(i64, u64)> {
+    s.iter().map(|s| (s.timestamp_ms, s.value.to_bits())).collect()
+}
+
 fn assert_same(got: &[String], want: &[String], what: &str) {
     if let Some(i) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) {
         let ctx = |v: &[String]| v[i.saturating_sub(3)..(i + 3).min(v.len())].join("\n");
@@ -260,6 +289,7 @@ fn out_of_order_and_rewrites_match_a_model() {
     let want: Vec<(i64, u64)> = model.into_iter().collect();
     assert_eq!(got, want);
     assert_eq!(head.items(), want.len() as u64);
+    assert_lazy_matches(&head, "out of order");
     let part = head.select_matching(&[], 1_000, 1_999);
     assert!(part[0].samples.iter().all(|s| (1_000..=1_999).contains(&s.timestamp_ms)));
     assert_eq!(part[0].samples.len(), want.iter().filter(|(t, _)| (1_000..=1_999).contains(t)).count());
@@ -448,9 +478,11 @@ fn persist_and_reopen_keep_every_answer() {
     assert!(block_count(dir.path()) >= 1);
     apply_all(&e, b);
     assert_same(&snapshot(&e), &want, "head + blocks");
+    assert_lazy_matches(&e, "head + blocks");
     assert!(e.persist().unwrap());
     assert!(e.persist().unwrap(), "nothing new: still durable");
     assert_same(&snapshot(&e), &want, "blocks only");
+    assert_lazy_matches(&e, "blocks only");
     assert_eq!(e.head.read().items, 0);
     drop(e);
 
@@ -466,6 +498,8 @@ fn persist_and_reopen_keep_every_answer() {
     apply_all(&e, &more);
     apply_all(&reference, &more);
     assert_same(&snapshot(&e), &snapshot(&reference), "more");
+    assert_lazy_matches(&e, "more");
+    assert_lazy_matches(&reference, "memory only");
 }
 
 #[test]
@@ -523,6 +557,7 @@ fn compaction_keeps_answers_and_shrinks_the_block_count() {
     }
     let before = block_count(dir.path());
     let want = snapshot(&e);
+    assert_lazy_matches(&e, "many blocks");
     // The clock is irrelevant to compaction (windows close by data time); retention keeps all.
     e.maintain(7_200_000).unwrap();
     let after = block_count(dir.path());
@@ -530,6 +565,7 @@ fn compaction_keeps_answers_and_shrinks_the_block_count() {
     assert_same(&snapshot(&e), &want, "");
     let levels: Vec<u32> = e.blocks.read().iter().map(|b| b.meta.level).collect();
     assert!(levels.iter().any(|&l| l > 0), "{levels:?}");
+    assert_lazy_matches(&e, "compacted");
     drop(e);
     let e = disk(dir.path(), &o);
     assert_same(&snapshot(&e), &want, "");

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::model::{Labels, MetricMetadata, TimeSeries};
+use crate::model::{FloatSample, HistogramSample, Labels, MetricMetadata, TimeSeries};
 
 /// How a [`Matcher`] compares a label's value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,6 +110,57 @@ pub struct TsdbStats {
     pub series_count_by_label_value_pair: Vec<(String, u64)>,
 }
 
+/// The float and histogram samples of one series in a time range, in time order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Samples {
+    /// Float samples.
+    pub floats: Vec<FloatSample>,
+    /// Native histogram samples.
+    pub histograms: Vec<HistogramSample>,
+}
+
+/// Series chosen by [`MetricsReader::select_series`]: their label sets are known up front,
+/// sorted; their samples are read one series at a time on demand, so that a caller (PromQL)
+/// never needs to hold every selected sample at once. `Sync`, so that several threads can read
+/// different series of one set.
+pub trait SeriesSet: Send + Sync {
+    /// Number of series.
+    fn len(&self) -> usize;
+
+    /// True when no series matched.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Labels of series `i` (`i < len()`); series are sorted by labels.
+    fn labels(&self, i: usize) -> &Labels;
+
+    /// Samples of series `i` in the selected range (empty for an index out of range). Exemplars
+    /// are not read. Same duplicate rule as [`MetricsReader::select`].
+    fn read(&self, i: usize) -> Samples;
+}
+
+/// A [`SeriesSet`] over series already read in full (the default of
+/// [`MetricsReader::select_series`]).
+struct ReadSeries(Vec<TimeSeries>);
+
+impl SeriesSet for ReadSeries {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn labels(&self, i: usize) -> &Labels {
+        &self.0[i].labels
+    }
+
+    fn read(&self, i: usize) -> Samples {
+        self.0
+            .get(i)
+            .map(|ts| Samples { floats: ts.samples.clone(), histograms: ts.histograms.clone() })
+            .unwrap_or_default()
+    }
+}
+
 /// Read access to metrics.
 pub trait MetricsReader: Send + Sync {
     /// Label sets of every series, sorted.
@@ -140,6 +191,15 @@ pub trait MetricsReader: Send + Sync {
             out.extend(self.select(&eq, start_ms, end_ms).into_iter().filter(|ts| ts.labels == labels));
         }
         out
+    }
+
+    /// The series of [`MetricsReader::select_matching`] that have float or histogram samples in
+    /// `start_ms..=end_ms`, as a [`SeriesSet`] whose samples are read series by series. The
+    /// default implementation reads everything up front; engines override it to read lazily.
+    fn select_series(&self, matchers: &[Matcher], start_ms: i64, end_ms: i64) -> Box<dyn SeriesSet + '_> {
+        let mut all = self.select_matching(matchers, start_ms, end_ms);
+        all.retain(|ts| !(ts.samples.is_empty() && ts.histograms.is_empty()));
+        Box::new(ReadSeries(all))
     }
 
     /// Label sets of the series matching every matcher that have data in `start_ms..=end_ms`,

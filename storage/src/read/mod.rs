@@ -16,7 +16,7 @@ mod profiles;
 mod traces;
 
 pub use logs::{Direction, LogScan, LogsReader, StoredLog};
-pub use metrics::{MatchOp, Matcher, MetricsReader, TsdbStats, matches_all};
+pub use metrics::{MatchOp, Matcher, MetricsReader, Samples, SeriesSet, TsdbStats, matches_all};
 pub use profiles::{
     LimitExceeded, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, SpanSamples,
 };
