@@ -77,6 +77,7 @@ impl MemStore {
             WriteBatch::Logs(b) => self.logs.apply(pos, b),
             WriteBatch::Spans(b) => self.traces.apply(pos, b),
             WriteBatch::Profiles(b) => self.profiles.apply(pos, b),
+            WriteBatch::Samples(b) => self.metrics.apply_packed(pos, b),
         }
     }
 
@@ -85,6 +86,11 @@ impl MemStore {
     /// samples (floats plus histograms) were removed.
     pub fn admit_metrics(&self, batch: &mut crate::model::MetricsBatch) -> u64 {
         self.metrics.admit(batch)
+    }
+
+    /// [`MemStore::admit_metrics`] for packed samples.
+    pub fn admit_packed(&self, batch: &mut crate::model::PackedSamples) -> u64 {
+        self.metrics.admit_packed(batch)
     }
 
     /// Persists every engine; true when all of them hold everything applied in their own files.

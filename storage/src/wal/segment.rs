@@ -16,8 +16,12 @@ pub const SEGMENT_VERSION: u8 = 1;
 /// Bytes before each payload: `u32` LE payload length, then `u32` LE CRC32C of the payload.
 pub const RECORD_HEADER_LEN: usize = 8;
 /// First byte of every payload: the record format version; version 1 is a postcard-encoded
-/// [`WriteBatch`].
+/// [`WriteBatch`] of the variants `Metrics`, `Logs`, `Spans` and `Profiles`.
 pub const RECORD_VERSION: u8 = 1;
+/// Record version 2: the same postcard encoding, which may also hold the variant
+/// [`WriteBatch::Samples`]. Written only for that variant, so records of the others stay
+/// readable by a version-1 reader.
+pub const RECORD_VERSION_2: u8 = 2;
 
 /// File name of segment `seq`: 16 zero-padded decimal digits and `.wal`.
 pub(crate) fn segment_file_name(seq: u64) -> String {
@@ -37,8 +41,15 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// Frames `batch` as one record: header, version byte, postcard bytes. `max_payload` bounds the
 /// payload (version byte included); the `u32` length field bounds it too.
 pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Vec<u8>, WriteError> {
-    let mut buf = vec![0u8; RECORD_HEADER_LEN];
-    buf.push(RECORD_VERSION);
+    let mut buf = Vec::with_capacity(match batch {
+        WriteBatch::Samples(p) => RECORD_HEADER_LEN + 16 + p.as_bytes().len(),
+        _ => 256,
+    });
+    buf.resize(RECORD_HEADER_LEN, 0);
+    buf.push(match batch {
+        WriteBatch::Samples(_) => RECORD_VERSION_2,
+        _ => RECORD_VERSION,
+    });
     let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
     let payload_len = buf.len() - RECORD_HEADER_LEN;
     let max = max_payload.min(u32::MAX as usize);
@@ -54,13 +65,16 @@ pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Ve
 /// Decodes a payload whose CRC already matched.
 fn decode_payload(payload: &[u8]) -> Result<WriteBatch, String> {
     let (&version, body) = payload.split_first().ok_or("empty payload")?;
-    if version != RECORD_VERSION {
+    if version != RECORD_VERSION && version != RECORD_VERSION_2 {
         return Err(format!("unsupported record version {version}"));
     }
     let (batch, rest) =
         postcard::take_from_bytes::<WriteBatch>(body).map_err(|e| format!("undecodable payload: {e}"))?;
     if !rest.is_empty() {
         return Err(format!("{} trailing bytes after the encoded batch", rest.len()));
+    }
+    if version == RECORD_VERSION && matches!(batch, WriteBatch::Samples(_)) {
+        return Err("record version 1 cannot hold packed samples".into());
     }
     Ok(batch)
 }
@@ -220,6 +234,21 @@ mod tests {
         assert_eq!(decode_payload(&rec[8..]).unwrap(), WriteBatch::Profiles(ProfilesBatch::default()));
     }
 
+    /// Packed samples use record version 2 (spec: `docs/format/wal.md`, record version 2).
+    #[test]
+    fn packed_samples_record_bytes_match_the_spec() {
+        let mut p = crate::model::PackedSamples::new();
+        p.push(&[("__name__", "up")], &[crate::model::FloatSample { timestamp_ms: 1, value: 2.0 }]);
+        let batch = WriteBatch::Samples(p);
+        let rec = encode_record(&batch, 1 << 20).unwrap();
+        assert_eq!(
+            hex::encode(&rec[8..]),
+            concat!("02", "04", "1e", "01", "08", "5f5f6e616d655f5f", "02", "7570", "01", "0100000000000000",
+                "0000000000000040", "00")
+        );
+        assert_eq!(decode_payload(&rec[8..]).unwrap(), batch);
+    }
+
     #[test]
     fn payload_limit_is_enforced() {
         let err = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 2).unwrap_err();
@@ -229,7 +258,8 @@ mod tests {
     #[test]
     fn bad_payloads_are_rejected() {
         assert!(decode_payload(&[]).is_err());
-        assert!(decode_payload(&[2, 3, 0]).unwrap_err().contains("version 2"));
+        assert!(decode_payload(&[3, 3, 0]).unwrap_err().contains("version 3"));
+        assert!(decode_payload(&[1, 4, 0, 0]).unwrap_err().contains("cannot hold packed"));
         assert!(decode_payload(&[1, 9]).unwrap_err().contains("undecodable"));
         assert!(decode_payload(&[1, 3, 0, 0]).unwrap_err().contains("trailing"));
     }
