@@ -40,6 +40,7 @@
 
 mod block;
 mod compact;
+mod decimal;
 mod gorilla;
 mod head;
 mod mmap;
