@@ -330,8 +330,8 @@ pub(crate) struct Head {
     hasher: foldhash::fast::RandomState,
     /// Seeds the second, independent hash of a label set.
     hasher2: foldhash::fast::RandomState,
-    /// Label-set hash → the first series id with it.
-    by_hash: FastMap<u64, u32>,
+    /// Label-set hash → the first series id with it, and that series' second hash.
+    by_hash: FastMap<u64, (u32, u64)>,
     /// Further ids of a hash shared by several label sets (practically never used).
     collisions: FastMap<u64, Vec<u32>>,
     /// Indexed by series id; `None` once garbage collected.
@@ -401,11 +401,12 @@ impl Head {
     }
 
     fn lookup_hashed(&self, (h1, h2): (u64, u64)) -> Option<u32> {
-        let found = |id: &u32| self.series[*id as usize].as_ref().is_some_and(|s| s.hash2 == h2);
-        let first = *self.by_hash.get(&h1)?;
-        if found(&first) {
+        // The common case needs only the map entry, not the series.
+        let &(first, first_h2) = self.by_hash.get(&h1)?;
+        if first_h2 == h2 {
             return Some(first);
         }
+        let found = |id: &u32| self.series[*id as usize].as_ref().is_some_and(|s| s.hash2 == h2);
         self.collisions.get(&h1)?.iter().copied().find(found)
     }
 
@@ -448,7 +449,7 @@ impl Head {
         match self.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(id),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(id);
+                e.insert((id, hash2));
             }
         }
         self.series.push(Some(Box::new(Series {
@@ -490,11 +491,12 @@ impl Head {
                     }
                 }
             }
-            if self.by_hash.get(&s.hash) == Some(&id) {
+            if self.by_hash.get(&s.hash).map(|e| e.0) == Some(id) {
                 self.by_hash.remove(&s.hash);
                 if let Some(others) = self.collisions.get_mut(&s.hash) {
                     if let Some(next) = others.pop() {
-                        self.by_hash.insert(s.hash, next);
+                        let next_h2 = self.series[next as usize].as_ref().map_or(0, |n| n.hash2);
+                        self.by_hash.insert(s.hash, (next, next_h2));
                     }
                     if others.is_empty() {
                         self.collisions.remove(&s.hash);

@@ -98,8 +98,10 @@ pub fn pack_labels<'a>(count: usize, labels: impl Iterator<Item = (&'a str, &'a 
     }
 }
 
-/// Checks one series at `*pos`; returns its parts and moves past it.
-fn parse_series<'a>(b: &'a [u8], pos: &mut usize) -> Result<PackedSeries<'a>, String> {
+/// Checks one series at `*pos`; returns its parts and moves past it. With `check` false (bytes
+/// already checked on construction) only the framing is followed: label order and UTF-8 are not
+/// verified again.
+fn parse_series<'a>(b: &'a [u8], pos: &mut usize, check: bool) -> Result<PackedSeries<'a>, String> {
     let start = *pos;
     let n = get_varint(b, pos).ok_or("truncated label count")?;
     if n == 0 {
@@ -109,6 +111,9 @@ fn parse_series<'a>(b: &'a [u8], pos: &mut usize) -> Result<PackedSeries<'a>, St
     for _ in 0..n {
         let name = get_slice(b, pos).ok_or("truncated label name")?;
         let value = get_slice(b, pos).ok_or("truncated label value")?;
+        if !check {
+            continue;
+        }
         if name.is_empty() || value.is_empty() {
             return Err("empty label name or value".into());
         }
@@ -171,7 +176,7 @@ impl PackedSamples {
     pub fn from_bytes(bytes: Vec<u8>, metadata: Vec<MetricMetadata>) -> Result<Self, String> {
         let (mut series, mut samples, mut pos) = (0usize, 0usize, 0usize);
         while pos < bytes.len() {
-            let s = parse_series(&bytes, &mut pos).map_err(|e| format!("packed series {series}: {e}"))?;
+            let s = parse_series(&bytes, &mut pos, true).map_err(|e| format!("packed series {series}: {e}"))?;
             series += 1;
             samples += s.sample_bytes.len() / 16;
         }
@@ -204,7 +209,7 @@ impl PackedSamples {
         let mut pos = 0;
         // The invariants were checked on construction; a parse error cannot happen and would end
         // the iteration.
-        std::iter::from_fn(move || if pos < b.len() { parse_series(b, &mut pos).ok() } else { None })
+        std::iter::from_fn(move || if pos < b.len() { parse_series(b, &mut pos, false).ok() } else { None })
     }
 
     /// Keeps the samples for which `keep(series, timestamp)` is true (series left without samples
