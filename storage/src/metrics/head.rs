@@ -5,6 +5,10 @@
 //! - A label set has one series id for the life of the process; ids only grow and are never
 //!   reused, so postings (sorted id lists) are appended to in order.
 //! - A series' labels are symbol pairs in label-name order (the canonical `Labels` order).
+//! - A label set's identity is the pair of 64-bit hashes of its canonical label bytes under two
+//!   independent random seeds (`Head::hashes`): the strings are never compared. Two different
+//!   sets would have to collide on both 64-bit hashes of this process' secret seeds to be taken
+//!   for one series (odds about 2^-64 per look-up even among sets sharing the first hash).
 //! - Float samples live in Gorilla chunks whose timestamps strictly increase; a sample at or
 //!   before the end of the chunks (out of order, or a rewrite of a timestamp) goes to the
 //!   series' `overlay`, sorted and unique by timestamp, which wins over the chunks on reads. A
