@@ -445,12 +445,7 @@ mod fast {
     }
 
     /// The whole request; `None` to fall back.
-    pub(super) fn packed(
-        raw: &[u8],
-        limits: &Limits,
-        max_series: usize,
-        now_ns: i64,
-    ) -> Option<(PackedSamples, u64)> {
+    pub(super) fn packed(raw: &[u8], limits: &Limits, max_series: usize, now_ns: i64) -> Option<(PackedSamples, u64)> {
         let now_ms = now_ns / 1_000_000;
         let max_ms = now_ms.saturating_add(limits.max_future_ns / 1_000_000);
         let min_ms =

@@ -808,8 +808,8 @@ impl Block {
                     }
                 }
                 KIND_DECIMAL => {
-                    let samples =
-                        super::decimal::decode(data).map_err(|e| format!("block {}: chunk at {}: {e}", self.name, m.offset))?;
+                    let samples = super::decimal::decode(data)
+                        .map_err(|e| format!("block {}: chunk at {}: {e}", self.name, m.offset))?;
                     out.floats.extend(
                         samples
                             .into_iter()

@@ -108,7 +108,7 @@ fn pack(ys: &[i64], out: &mut Vec<u8>) {
     let min = ys.iter().copied().min().unwrap_or(0);
     let g = ys.iter().fold(0u64, |g, &y| gcd(g, y.wrapping_sub(min) as u64));
     let max_off = ys.iter().map(|&y| y.wrapping_sub(min) as u64).max().unwrap_or(0);
-    let w = if g == 0 { 0 } else { (64 - (max_off / g).leading_zeros()) as u8 };
+    let w = max_off.checked_div(g).map_or(0, |q| (64 - q.leading_zeros()) as u8);
     put_varint(out, zigzag(min));
     put_varint(out, g);
     out.push(w);
@@ -135,7 +135,7 @@ fn packed_bits(ys: &[i64]) -> u64 {
     let min = ys.iter().copied().min().unwrap_or(0);
     let g = ys.iter().fold(0u64, |g, &y| gcd(g, y.wrapping_sub(min) as u64));
     let max_off = ys.iter().map(|&y| y.wrapping_sub(min) as u64).max().unwrap_or(0);
-    if g == 0 { 0 } else { u64::from(64 - (max_off / g).leading_zeros()) * ys.len() as u64 }
+    max_off.checked_div(g).map_or(0, |q| u64::from(64 - q.leading_zeros()) * ys.len() as u64)
 }
 
 /// An integer sequence of `n ≥ 1` values: the first, then (for `n ≥ 2`) the order byte and the
@@ -194,7 +194,8 @@ const POW10: [f64; MAX_EXP as usize + 1] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1
 /// `v` as `m / 10^e` exactly (bit for bit), if it is one.
 fn mantissa(v: f64, e: u8) -> Option<i64> {
     let m = (v * POW10[e as usize]).round();
-    if !(m.abs() < 9.0e15) {
+    // Also refuses NaN and ±Inf.
+    if m.is_nan() || m.abs() >= 9.0e15 {
         return None;
     }
     let m = m as i64;

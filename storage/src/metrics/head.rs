@@ -443,7 +443,11 @@ impl Head {
         self.create(hashes, series.label_pairs())
     }
 
-    fn create<'a>(&mut self, (hash, hash2): (u64, u64), labels: impl Iterator<Item = (&'a str, &'a str)>) -> Option<u32> {
+    fn create<'a>(
+        &mut self,
+        (hash, hash2): (u64, u64),
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Option<u32> {
         let id = u32::try_from(self.series.len()).ok().filter(|&id| id < u32::MAX)?;
         let pairs: Box<[(u32, u32)]> = labels.map(|(n, v)| (self.syms.intern(n), self.syms.intern(v))).collect();
         for &(n, v) in pairs.iter() {

@@ -384,7 +384,11 @@ mod tests {
         assert_eq!(b.series[0].labels, Labels::from_pairs([("__name__", "up"), ("job", "a")]));
         assert!(crate::model::is_stale_nan(b.series[0].samples[1].value));
         let mut packed = Vec::new();
-        pack_labels(b.series[1].labels.len(), b.series[1].labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), &mut packed);
+        pack_labels(
+            b.series[1].labels.len(),
+            b.series[1].labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+            &mut packed,
+        );
         assert_eq!(back.iter().nth(1).unwrap().label_bytes(), &packed[..]);
 
         let mut r = back.clone();
