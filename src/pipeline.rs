@@ -404,8 +404,11 @@ impl Pipeline {
 /// acknowledged that the store would drop: refused samples are counted as rejected
 /// (`timestamp_too_old`) and named in the outcome's message.
 fn admit_metrics(storage: &Storage, batch: &mut WriteBatch, outcome: &mut Outcome) {
-    let WriteBatch::Metrics(b) = batch else { return };
-    let dropped = storage.stores().admit_metrics(b);
+    let dropped = match batch {
+        WriteBatch::Metrics(b) => storage.stores().admit_metrics(b),
+        WriteBatch::Samples(b) => storage.stores().admit_packed(b),
+        _ => return,
+    };
     if dropped == 0 {
         return;
     }

@@ -13,10 +13,12 @@
 //! ([`Limits`]); a sample outside the accepted time window; more series than the per-request
 //! limit. NaN, ±Inf and the staleness marker are ordinary values and stored bit for bit.
 
+use std::cell::RefCell;
+
 use prost::Message;
 use storage::model::{
     BucketSpan, Exemplar, FloatSample, HistogramSample, Labels, MetricMetadata, MetricType, MetricsBatch,
-    NativeHistogram, TimeSeries,
+    NativeHistogram, PackedSamples, TimeSeries,
 };
 
 use crate::otlp::Limits;
@@ -238,6 +240,244 @@ pub fn decode(body: &[u8], max_bytes: usize) -> Result<WriteRequest, RemoteWrite
     WriteRequest::decode(raw.as_slice()).map_err(|e| RemoteWriteError::Protobuf(e.to_string()))
 }
 
+/// A decoded and validated request: packed float samples (the fast path) or the full model.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Float samples only (and metadata), label sets packed without an allocation per label.
+    Packed {
+        /// What to write.
+        batch: PackedSamples,
+        /// Float samples.
+        samples: u64,
+    },
+    /// Anything else (native histograms, exemplars).
+    Full(Mapped),
+}
+
+/// Decompressed bodies up to this size reuse a per-thread buffer.
+const REUSED_BUFFER_BYTES: usize = 4 << 20;
+
+thread_local! {
+    static RAW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Decompresses, decodes, validates and maps a remote-write body, as [`decode`] then [`map`]
+/// would, with the same answers for every input. Requests of float samples (what Prometheus sends
+/// almost always) take a fast path: the protobuf is read in place and the label sets are packed
+/// straight from the decompressed bytes ([`PackedSamples`]), with no allocation per series or
+/// label. Anything the fast path does not take (native histograms, exemplars, any invalid or
+/// unusual encoding) goes through [`decode`] and [`map`], which also word the refusals.
+pub fn decode_and_map(
+    body: &[u8],
+    max_bytes: usize,
+    limits: &Limits,
+    max_series: usize,
+    now_ns: i64,
+) -> Result<Decoded, RemoteWriteError> {
+    let size = snap::raw::decompress_len(body).map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
+    if size > max_bytes {
+        return Err(RemoteWriteError::TooLarge { size, limit: max_bytes });
+    }
+    let run = |buf: &mut Vec<u8>| {
+        buf.clear();
+        buf.resize(size, 0);
+        let n = snap::raw::Decoder::new().decompress(body, buf).map_err(|e| RemoteWriteError::Snappy(e.to_string()))?;
+        let raw = &buf[..n];
+        if let Some((batch, samples)) = fast::packed(raw, limits, max_series, now_ns) {
+            return Ok(Decoded::Packed { batch, samples });
+        }
+        let req = WriteRequest::decode(raw).map_err(|e| RemoteWriteError::Protobuf(e.to_string()))?;
+        map(req, limits, max_series, now_ns).map(Decoded::Full)
+    };
+    if size > REUSED_BUFFER_BYTES {
+        return run(&mut Vec::new());
+    }
+    RAW.with(|b| match b.try_borrow_mut() {
+        Ok(mut b) => run(&mut b),
+        Err(_) => run(&mut Vec::new()),
+    })
+}
+
+/// The fast path of [`decode_and_map`]: a protobuf reader over the decompressed bytes.
+mod fast {
+    use prost::Message;
+    use storage::model::{FloatSample, MetricMetadata, PackedSamples};
+
+    use super::{Limits, PbMetricMetadata, map_metadata};
+
+    fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let byte = *b.get(*pos)?;
+            *pos += 1;
+            if shift == 63 && byte > 1 {
+                return None;
+            }
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A field key: (field number, wire type).
+    fn key(b: &[u8], pos: &mut usize) -> Option<(u64, u8)> {
+        let k = varint(b, pos)?;
+        let field = k >> 3;
+        if field == 0 || field > u64::from(u32::MAX >> 3) {
+            return None;
+        }
+        Some((field, (k & 7) as u8))
+    }
+
+    fn len_slice<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+        let len = usize::try_from(varint(b, pos)?).ok()?;
+        let end = pos.checked_add(len).filter(|&e| e <= b.len())?;
+        let s = &b[*pos..end];
+        *pos = end;
+        Some(s)
+    }
+
+    fn fixed64(b: &[u8], pos: &mut usize) -> Option<u64> {
+        let end = pos.checked_add(8).filter(|&e| e <= b.len())?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[*pos..end]);
+        *pos = end;
+        Some(u64::from_le_bytes(a))
+    }
+
+    /// Skips a field of an unknown number (as prost does); groups are left to prost.
+    fn skip(b: &[u8], pos: &mut usize, wire: u8) -> Option<()> {
+        match wire {
+            0 => varint(b, pos).map(drop),
+            1 => fixed64(b, pos).map(drop),
+            2 => len_slice(b, pos).map(drop),
+            5 => {
+                let end = pos.checked_add(4).filter(|&e| e <= b.len())?;
+                *pos = end;
+                Some(())
+            }
+            _ => None,
+        }
+    }
+
+    fn label(b: &[u8]) -> Option<(&str, &str)> {
+        let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+        let mut pos = 0;
+        while pos < b.len() {
+            match key(b, &mut pos)? {
+                (1, 2) => name = len_slice(b, &mut pos)?,
+                (2, 2) => value = len_slice(b, &mut pos)?,
+                (1 | 2, _) => return None,
+                (_, w) => skip(b, &mut pos, w)?,
+            }
+        }
+        Some((std::str::from_utf8(name).ok()?, std::str::from_utf8(value).ok()?))
+    }
+
+    fn sample(b: &[u8]) -> Option<FloatSample> {
+        let mut s = FloatSample { timestamp_ms: 0, value: 0.0 };
+        let mut pos = 0;
+        while pos < b.len() {
+            match key(b, &mut pos)? {
+                (1, 1) => s.value = f64::from_bits(fixed64(b, &mut pos)?),
+                (2, 0) => s.timestamp_ms = varint(b, &mut pos)? as i64,
+                (1 | 2, _) => return None,
+                (_, w) => skip(b, &mut pos, w)?,
+            }
+        }
+        Some(s)
+    }
+
+    struct Scratch<'a> {
+        labels: Vec<(&'a str, &'a str)>,
+        samples: Vec<FloatSample>,
+    }
+
+    /// One `TimeSeries`, validated like `series_labels` and `map`; `None` to fall back.
+    fn series<'a>(
+        b: &'a [u8],
+        sc: &mut Scratch<'a>,
+        limits: &Limits,
+        (min_ms, max_ms): (i64, i64),
+        out: &mut PackedSamples,
+    ) -> Option<u64> {
+        sc.labels.clear();
+        sc.samples.clear();
+        let mut pos = 0;
+        while pos < b.len() {
+            match key(b, &mut pos)? {
+                (1, 2) => sc.labels.push(label(len_slice(b, &mut pos)?)?),
+                (2, 2) => {
+                    let s = sample(len_slice(b, &mut pos)?)?;
+                    if s.timestamp_ms > max_ms || s.timestamp_ms < min_ms {
+                        return None;
+                    }
+                    sc.samples.push(s);
+                }
+                // Exemplars and native histograms take the full path.
+                (1..=4, _) => return None,
+                (_, w) => skip(b, &mut pos, w)?,
+            }
+        }
+        let labels = &mut sc.labels;
+        if labels.is_empty() || labels.len() > limits.max_labels_per_series {
+            return None;
+        }
+        let mut has_name = false;
+        for (i, &(n, v)) in labels.iter().enumerate() {
+            if n.is_empty() || (i > 0 && labels[i - 1].0 >= n) {
+                return None;
+            }
+            if n.len() > limits.max_label_name_bytes || v.len() > limits.max_label_value_bytes {
+                return None;
+            }
+            has_name |= n == "__name__" && !v.is_empty();
+        }
+        if !has_name {
+            return None;
+        }
+        // An empty value is an absent label (`Labels::from_pairs`).
+        labels.retain(|(_, v)| !v.is_empty());
+        out.push(labels, &sc.samples);
+        Some(sc.samples.len() as u64)
+    }
+
+    /// The whole request; `None` to fall back.
+    pub(super) fn packed(raw: &[u8], limits: &Limits, max_series: usize, now_ns: i64) -> Option<(PackedSamples, u64)> {
+        let now_ms = now_ns / 1_000_000;
+        let max_ms = now_ms.saturating_add(limits.max_future_ns / 1_000_000);
+        let min_ms =
+            if limits.max_age_ns > 0 { now_ms.saturating_sub(limits.max_age_ns / 1_000_000) } else { i64::MIN };
+        // Packed series take about as many bytes as their protobuf form.
+        let mut out = PackedSamples::with_capacity(raw.len() + raw.len() / 8);
+        let mut metadata: Vec<MetricMetadata> = Vec::new();
+        let mut sc = Scratch { labels: Vec::with_capacity(16), samples: Vec::with_capacity(4) };
+        let (mut count, mut samples) = (0usize, 0u64);
+        let mut pos = 0;
+        while pos < raw.len() {
+            match key(raw, &mut pos)? {
+                (1, 2) => {
+                    count += 1;
+                    if count > max_series {
+                        return None;
+                    }
+                    samples += series(len_slice(raw, &mut pos)?, &mut sc, limits, (min_ms, max_ms), &mut out)?;
+                }
+                (3, 2) => {
+                    let m = PbMetricMetadata::decode(len_slice(raw, &mut pos)?).ok()?;
+                    metadata.extend(map_metadata(m));
+                }
+                (1 | 3, _) => return None,
+                (_, w) => skip(raw, &mut pos, w)?,
+            }
+        }
+        out.metadata = metadata;
+        Some((out, samples))
+    }
+}
+
 /// A mapped request.
 #[derive(Debug, Default)]
 pub struct Mapped {
@@ -305,28 +545,25 @@ pub fn map(req: WriteRequest, limits: &Limits, max_series: usize, now_ns: i64) -
         out.exemplars += exemplars.len() as u64;
         out.batch.series.push(TimeSeries { labels, samples, histograms, exemplars });
     }
-    for m in req.metadata {
-        if m.metric_family_name.is_empty() {
-            continue;
-        }
-        let metric_type = match m.r#type {
-            1 => MetricType::Counter,
-            2 => MetricType::Gauge,
-            3 => MetricType::Histogram,
-            4 => MetricType::GaugeHistogram,
-            5 => MetricType::Summary,
-            6 => MetricType::Info,
-            7 => MetricType::StateSet,
-            _ => MetricType::Unknown,
-        };
-        out.batch.metadata.push(MetricMetadata {
-            metric_family: m.metric_family_name,
-            metric_type,
-            help: m.help,
-            unit: m.unit,
-        });
-    }
+    out.batch.metadata.extend(req.metadata.into_iter().filter_map(map_metadata));
     Ok(out)
+}
+
+fn map_metadata(m: PbMetricMetadata) -> Option<MetricMetadata> {
+    if m.metric_family_name.is_empty() {
+        return None;
+    }
+    let metric_type = match m.r#type {
+        1 => MetricType::Counter,
+        2 => MetricType::Gauge,
+        3 => MetricType::Histogram,
+        4 => MetricType::GaugeHistogram,
+        5 => MetricType::Summary,
+        6 => MetricType::Info,
+        7 => MetricType::StateSet,
+        _ => MetricType::Unknown,
+    };
+    Some(MetricMetadata { metric_family: m.metric_family_name, metric_type, help: m.help, unit: m.unit })
 }
 
 /// A series' labels, validated as Prometheus does and against our limits.
@@ -553,6 +790,93 @@ mod tests {
         assert_eq!(got.count, 6.0);
         assert_eq!(got.zero_count, 1.0);
         assert!(!got.is_gauge);
+    }
+
+    /// The fast path answers exactly as `decode` + `map`: same batch (series without samples
+    /// aside, which neither stores), same refusals.
+    fn same_as_slow_path(body: &[u8], limits: &Limits, max_series: usize) -> bool {
+        let slow = decode(body, 1 << 20).and_then(|r| map(r, limits, max_series, NOW_NS));
+        let fast = decode_and_map(body, 1 << 20, limits, max_series, NOW_NS);
+        match (slow, fast) {
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            // Compared as text: NaN values are equal there.
+            (Ok(a), Ok(Decoded::Full(b))) => assert_eq!(format!("{:?}", a.batch), format!("{:?}", b.batch)),
+            (Ok(mut a), Ok(Decoded::Packed { batch, samples })) => {
+                a.batch.series.retain(|s| !s.samples.is_empty());
+                assert_eq!(a.samples, samples);
+                assert_eq!(format!("{:?}", a.batch), format!("{:?}", batch.to_metrics_batch()));
+                return true;
+            }
+            (a, b) => panic!("slow {a:?} but fast {b:?}"),
+        }
+        false
+    }
+
+    #[test]
+    fn fast_path_matches_the_full_decoder() {
+        let mut r = req(vec![
+            series(vec![label("__name__", "up"), label("instance", "a:1"), label("job", "x")], T, 1.5),
+            series(vec![label("__name__", "up"), label("empty", ""), label("job", "y")], T - 1, f64::NAN),
+            PbTimeSeries { samples: vec![], ..series(vec![label("__name__", "nothing")], T, 0.0) },
+        ]);
+        r.timeseries[0].samples.push(PbSample { value: 2.5, timestamp: T + 15_000 });
+        r.metadata.push(PbMetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "h".into(),
+            unit: String::new(),
+        });
+        let limits = Limits::default();
+        assert!(same_as_slow_path(&encode(&r), &limits, 10), "float samples take the fast path");
+        let mut with_exemplar = r.clone();
+        with_exemplar.timeseries[0].exemplars.push(PbExemplar {
+            labels: vec![label("trace_id", "ab")],
+            value: 1.0,
+            timestamp: T,
+        });
+        assert!(!same_as_slow_path(&encode(&with_exemplar), &limits, 10), "exemplars take the full path");
+        // Refusals are worded by the full path.
+        let bad = |ts: Vec<PbLabel>| encode(&req(vec![series(ts, T, 1.0)]));
+        assert!(!same_as_slow_path(&bad(vec![label("b", "1"), label("__name__", "a")]), &limits, 10));
+        assert!(!same_as_slow_path(&bad(vec![label("job", "1")]), &limits, 10));
+        assert!(!same_as_slow_path(&bad(vec![label("__name__", "")]), &limits, 10));
+        assert!(!same_as_slow_path(&encode(&r), &limits, 2), "too many series");
+        let small = Limits { max_label_value_bytes: 2, ..Limits::default() };
+        assert!(!same_as_slow_path(&encode(&r), &small, 10));
+        let late = req(vec![series(vec![label("__name__", "a")], T + 3_600_000, 1.0)]);
+        assert!(!same_as_slow_path(&encode(&late), &limits, 10));
+        // Invalid UTF-8 in a label value: refused by both.
+        let mut raw = req(vec![series(vec![label("__name__", "a"), label("b", "zz")], T, 1.0)]).encode_to_vec();
+        let at = raw.windows(2).position(|w| w == b"zz").unwrap();
+        raw[at] = 0xff;
+        assert!(!same_as_slow_path(&snap::raw::Encoder::new().compress_vec(&raw).unwrap(), &limits, 10));
+    }
+
+    /// Random and mutated bodies never panic, and the fast path always agrees with the full one.
+    #[test]
+    fn mutations_agree_with_the_full_decoder() {
+        let mut r = req(vec![
+            series(vec![label("__name__", "a"), label("b", "c")], T, 1.0),
+            series(vec![label("__name__", "a"), label("b", "d"), label("e", "f")], T + 1, 2.0),
+        ]);
+        r.metadata.push(PbMetricMetadata { r#type: 2, metric_family_name: "a".into(), ..Default::default() });
+        let raw = r.encode_to_vec();
+        let mut seed: u64 = 7;
+        let mut rnd = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) as usize) % n.max(1)
+        };
+        let mut fast = 0;
+        for _ in 0..20_000 {
+            let mut b = raw.clone();
+            for _ in 0..1 + rnd(2) {
+                let i = rnd(b.len());
+                b[i] = rnd(256) as u8;
+            }
+            let body = snap::raw::Encoder::new().compress_vec(&b).unwrap();
+            fast += usize::from(same_as_slow_path(&body, &Limits::default(), 10));
+        }
+        assert!(fast > 1000, "only {fast} mutated bodies took the fast path");
     }
 
     /// Random and mutated bodies never panic.

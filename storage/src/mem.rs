@@ -77,6 +77,7 @@ impl MemStore {
             WriteBatch::Logs(b) => self.logs.apply(pos, b),
             WriteBatch::Spans(b) => self.traces.apply(pos, b),
             WriteBatch::Profiles(b) => self.profiles.apply(pos, b),
+            WriteBatch::Samples(b) => self.metrics.apply_packed(pos, b),
         }
     }
 
@@ -91,6 +92,11 @@ impl MemStore {
     /// `head_flush_bytes` and no other flush runs; true when it flushed.
     pub(crate) fn flush_large_logs_head(&self) -> std::io::Result<bool> {
         self.logs.flush_if_large()
+    }
+
+    /// [`MemStore::admit_metrics`] for packed samples.
+    pub fn admit_packed(&self, batch: &mut crate::model::PackedSamples) -> u64 {
+        self.metrics.admit_packed(batch)
     }
 
     /// Persists every engine; true when all of them hold everything applied in their own files.

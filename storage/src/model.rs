@@ -10,6 +10,7 @@
 mod common;
 mod logs;
 mod metrics;
+mod packed;
 mod profiles;
 mod traces;
 
@@ -19,6 +20,7 @@ pub use metrics::{
     BucketSpan, Exemplar, FloatSample, HistogramSample, MetricMetadata, MetricType, MetricsBatch, NativeHistogram,
     STALE_NAN_BITS, TimeSeries, is_stale_nan,
 };
+pub use packed::{PackedSamples, PackedSeries, pack_labels};
 pub use profiles::{Function, Location, Mapping, Profile, ProfileSample, ProfileType, ProfilesBatch};
 pub use traces::{Span, SpanEvent, SpanGroup, SpanKind, SpanLink, SpansBatch, StatusCode};
 
@@ -36,6 +38,9 @@ pub enum WriteBatch {
     Spans(SpansBatch),
     /// Profiles.
     Profiles(ProfilesBatch),
+    /// Float samples with packed label sets (remote write's fast path); a metrics batch like
+    /// [`WriteBatch::Metrics`]. Last, so that the other variants keep their WAL encoding.
+    Samples(PackedSamples),
 }
 
 impl WriteBatch {
@@ -46,6 +51,7 @@ impl WriteBatch {
             WriteBatch::Logs(_) => Signal::Logs,
             WriteBatch::Spans(_) => Signal::Traces,
             WriteBatch::Profiles(_) => Signal::Profiles,
+            WriteBatch::Samples(_) => Signal::Metrics,
         }
     }
 
@@ -56,6 +62,7 @@ impl WriteBatch {
             WriteBatch::Logs(b) => b.item_count(),
             WriteBatch::Spans(b) => b.item_count(),
             WriteBatch::Profiles(b) => b.item_count(),
+            WriteBatch::Samples(b) => b.sample_count(),
         }
     }
 
@@ -63,6 +70,7 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         match self {
             WriteBatch::Metrics(b) => b.series.is_empty() && b.metadata.is_empty(),
+            WriteBatch::Samples(b) => b.is_empty(),
             _ => self.item_count() == 0,
         }
     }

@@ -63,6 +63,16 @@ fn garbage_gets_clean_errors() {
     let (st, body) = post_raw(&s.http(), snap::raw::Encoder::new().compress_vec(b"\x0a\x05\xff\xff").unwrap());
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("invalid remote write request"), "{body}");
+    // A label value that is not UTF-8 (the fast path reads labels in place): refused whole.
+    let mut raw = prost::Message::encode_to_vec(&WriteRequest {
+        timeseries: vec![series(&[("__name__", "good_one")], &[(t, 1.0)]), series(&[("__name__", "zz")], &[(t, 1.0)])],
+        metadata: vec![],
+    });
+    let at = raw.windows(2).position(|w| w == b"zz").unwrap();
+    raw[at] = 0xff;
+    let (st, body) = post_raw(&s.http(), snap::raw::Encoder::new().compress_vec(&raw).unwrap());
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("invalid remote write request"), "{body}");
     // Empty body: an empty request is valid.
     let (st, _) = post_raw(&s.http(), Vec::new());
     assert!(st == 204 || st == 400, "{st}");

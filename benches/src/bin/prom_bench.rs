@@ -198,12 +198,13 @@ fn start(target: Target, args: &Args, tmp_root: &Path) -> anyhow::Result<Server>
                 }
             }
             // As ingest_bench: the memory guard is lifted so that it cannot turn ingest into 503s;
-            // everything else is the default configuration (wal.fsync = batch).
-            cmd.env("OUTPOST_LOG", "info").env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string());
-            // Outpost's scrape of its own `/metrics` would store samples at the current time before
-            // the load's first (two hours old) samples arrive, which the out-of-order window then
-            // refuses; the peers scrape nothing either.
-            cmd.env("OUTPOST_SCRAPE__SELF_SCRAPE", "false");
+            // and, like the peers (configured with no scrape target), Outpost does not scrape
+            // itself: its own samples at the current time would move the newest sample ahead of
+            // the back-dated load by more than the out-of-order window. Everything else is the
+            // default configuration (wal.fsync = batch).
+            cmd.env("OUTPOST_LOG", "info")
+                .env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string())
+                .env("OUTPOST_SCRAPE__SELF_SCRAPE", "false");
             let p = ServerProcess::spawn(cmd, None, Duration::from_secs(60))?;
             let base = format!("http://{}", p.addrs.http);
             Ok(Server { target, proc: Proc::Outpost(p), base, dir })

@@ -83,8 +83,7 @@ pub async fn remote_write(State(s): State<AppState>, headers: HeaderMap, body: B
     // Decoding and validation run on the blocking pool; refusals are answered here with the status
     // Prometheus gives them, so they do not go through the pipeline's generic classes.
     let mapped = tokio::task::spawn_blocking(move || {
-        let req = remote_write::decode(&wire, max)?;
-        remote_write::map(req, &limits, max_series, crate::pipeline::now_ns())
+        remote_write::decode_and_map(&wire, max, &limits, max_series, crate::pipeline::now_ns())
     })
     .await;
     let mapped = match mapped {
@@ -102,8 +101,10 @@ pub async fn remote_write(State(s): State<AppState>, headers: HeaderMap, body: B
         }
         Ok(Ok(m)) => m,
     };
-    let accepted = mapped.samples + mapped.histograms;
-    let batch = WriteBatch::Metrics(mapped.batch);
+    let (accepted, batch) = match mapped {
+        remote_write::Decoded::Packed { batch, samples } => (samples, WriteBatch::Samples(batch)),
+        remote_write::Decoded::Full(m) => (m.samples + m.histograms, WriteBatch::Metrics(m.batch)),
+    };
     let result = s
         .pipeline
         .write_mapped(Signal::Metrics, Protocol::RemoteWrite, wire_bytes, started, permit, move |_now| {

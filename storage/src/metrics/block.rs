@@ -40,6 +40,14 @@ pub const KIND_XOR: u8 = 1;
 pub const KIND_HISTOGRAMS: u8 = 2;
 /// Exemplars, postcard-encoded.
 pub const KIND_EXEMPLARS: u8 = 3;
+/// Float samples as decimal mantissas, delta coded and bit-packed (`decimal.rs`); chunks file
+/// version 2.
+pub const KIND_DECIMAL: u8 = 4;
+/// Version of the chunks file this writer produces; readers take 1 (no kind 4) and 2.
+const CHUNKS_VERSION: u8 = 2;
+/// Float samples per kind-4 chunk at most: one chunk per series and block for 15 s scrapes of
+/// a 2 h block.
+const DECIMAL_PART: usize = 1024;
 
 /// Counts kept in `meta.json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +132,7 @@ impl BlockWriter {
         fs::create_dir_all(&tmp)?;
         let mut chunks = BufWriter::with_capacity(1 << 16, File::create(tmp.join("chunks"))?);
         chunks.write_all(CHUNKS_MAGIC)?;
-        chunks.write_all(&[0, BLOCK_VERSION as u8])?;
+        chunks.write_all(&[0, CHUNKS_VERSION])?;
         Ok(BlockWriter {
             tmp,
             final_dir: parent.join(name),
@@ -170,17 +178,33 @@ impl BlockWriter {
         }
         let sref = self.series.len() as u32;
         let mut metas = Vec::new();
-        for part in floats.chunks(SAMPLES_PER_CHUNK as usize) {
-            let mut a = XorAppender::default();
-            for s in part {
-                a.append(s.timestamp_ms, s.value);
+        let mut ts = Vec::new();
+        let mut vs = Vec::new();
+        // In time order: a part of short decimals becomes one kind-4 chunk, any other part
+        // Gorilla chunks of at most 120 samples.
+        for part in floats.chunks(DECIMAL_PART) {
+            ts.clear();
+            vs.clear();
+            ts.extend(part.iter().map(|s| s.timestamp_ms));
+            vs.extend(part.iter().map(|s| s.value));
+            if let Some(data) = super::decimal::encode(&ts, &vs) {
+                let offset = self.record(KIND_DECIMAL, &data)?;
+                let (min_t, max_t) = (part[0].timestamp_ms, part[part.len() - 1].timestamp_ms);
+                metas.push(ChunkMeta { kind: KIND_DECIMAL, min_t, max_t, offset, count: part.len() as u32 });
+                continue;
             }
-            let mut data = Vec::with_capacity(2 + a.bytes().len());
-            data.extend_from_slice(&(part.len() as u16).to_le_bytes());
-            data.extend_from_slice(a.bytes());
-            let offset = self.record(KIND_XOR, &data)?;
-            let (min_t, max_t) = (part[0].timestamp_ms, part[part.len() - 1].timestamp_ms);
-            metas.push(ChunkMeta { kind: KIND_XOR, min_t, max_t, offset, count: part.len() as u32 });
+            for part in part.chunks(SAMPLES_PER_CHUNK as usize) {
+                let mut a = XorAppender::default();
+                for s in part {
+                    a.append(s.timestamp_ms, s.value);
+                }
+                let mut data = Vec::with_capacity(2 + a.bytes().len());
+                data.extend_from_slice(&(part.len() as u16).to_le_bytes());
+                data.extend_from_slice(a.bytes());
+                let offset = self.record(KIND_XOR, &data)?;
+                let (min_t, max_t) = (part[0].timestamp_ms, part[part.len() - 1].timestamp_ms);
+                metas.push(ChunkMeta { kind: KIND_XOR, min_t, max_t, offset, count: part.len() as u32 });
+            }
         }
         for part in histograms.chunks(SAMPLES_PER_CHUNK as usize) {
             let data = postcard::to_stdvec(part).map_err(|e| io_other(e.to_string()))?;
@@ -498,7 +522,12 @@ impl Block {
             if m.len() as u64 != want {
                 return Err(format!("{file}: {} bytes, meta.json says {want}", m.len()));
             }
-            if m.len() < HEADER_LEN || &m[..6] != magic || m[6] != 0 || m[7] as u32 != BLOCK_VERSION {
+            let version_ok = if file == "chunks" {
+                (1..=CHUNKS_VERSION).contains(&m.get(7).copied().unwrap_or(0))
+            } else {
+                m.get(7).is_some_and(|&v| u32::from(v) == BLOCK_VERSION)
+            };
+            if m.len() < HEADER_LEN || &m[..6] != magic || m[6] != 0 || !version_ok {
                 return Err(format!("{file}: bad header"));
             }
             Ok(m)
@@ -777,6 +806,16 @@ impl Block {
                             out.floats.push(FloatSample { timestamp_ms: t, value: v });
                         }
                     }
+                }
+                KIND_DECIMAL => {
+                    let samples = super::decimal::decode(data)
+                        .map_err(|e| format!("block {}: chunk at {}: {e}", self.name, m.offset))?;
+                    out.floats.extend(
+                        samples
+                            .into_iter()
+                            .filter(|&(t, _)| t >= start && t <= end)
+                            .map(|(t, v)| FloatSample { timestamp_ms: t, value: v }),
+                    );
                 }
                 KIND_HISTOGRAMS => {
                     let hs: Vec<HistogramSample> =

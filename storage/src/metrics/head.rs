@@ -5,6 +5,10 @@
 //! - A label set has one series id for the life of the process; ids only grow and are never
 //!   reused, so postings (sorted id lists) are appended to in order.
 //! - A series' labels are symbol pairs in label-name order (the canonical `Labels` order).
+//! - A label set's identity is the pair of 64-bit hashes of its canonical label bytes under two
+//!   independent random seeds (`Head::hashes`): the strings are never compared. Two different
+//!   sets would have to collide on both 64-bit hashes of this process' secret seeds to be taken
+//!   for one series (odds about 2^-64 per look-up even among sets sharing the first hash).
 //! - Float samples live in Gorilla chunks whose timestamps strictly increase; a sample at or
 //!   before the end of the chunks (out of order, or a rewrite of a timestamp) goes to the
 //!   series' `overlay`, sorted and unique by timestamp, which wins over the chunks on reads. A
@@ -12,14 +16,14 @@
 //! - `frozen` data (being written to a block by `persist`) is older than `live` data: on equal
 //!   timestamps live wins.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
 
 use super::gorilla::{SAMPLES_PER_CHUNK, XorAppender, XorIter};
 use crate::FastMap;
-use crate::model::{Exemplar, FloatSample, HistogramSample, Label, Labels, MetricMetadata};
+use crate::model::{Exemplar, FloatSample, HistogramSample, Label, Labels, MetricMetadata, PackedSeries, pack_labels};
 use crate::read::{MatchOp, Matcher};
 
 /// Overlay entries that trigger re-encoding a series' chunks.
@@ -316,6 +320,8 @@ pub(crate) struct Series {
     /// `(name, value)` symbol pairs in name order.
     pub labels: Box<[(u32, u32)]>,
     hash: u64,
+    /// The second hash of the label set (see `Head::hashes`).
+    hash2: u64,
     pub live: SeriesData,
     pub frozen: Option<Arc<SeriesData>>,
     /// Newest float or histogram timestamp applied (for the in-order check of `admit`).
@@ -326,8 +332,10 @@ pub(crate) struct Series {
 pub(crate) struct Head {
     pub syms: Symbols,
     hasher: foldhash::fast::RandomState,
-    /// Label-set hash → the first series id with it.
-    by_hash: FastMap<u64, u32>,
+    /// Seeds the second, independent hash of a label set.
+    hasher2: foldhash::fast::RandomState,
+    /// Label-set hash → the first series id with it, and that series' second hash.
+    by_hash: FastMap<u64, (u32, u64)>,
     /// Further ids of a hash shared by several label sets (practically never used).
     collisions: FastMap<u64, Vec<u32>>,
     /// Indexed by series id; `None` once garbage collected.
@@ -354,6 +362,7 @@ impl Default for Head {
         Head {
             syms: Symbols::default(),
             hasher: foldhash::fast::RandomState::default(),
+            hasher2: foldhash::fast::RandomState::default(),
             by_hash: FastMap::default(),
             collisions: FastMap::default(),
             series: Vec::new(),
@@ -371,47 +380,76 @@ impl Default for Head {
 }
 
 impl Head {
-    fn hash(&self, labels: &Labels) -> u64 {
+    /// The two hashes identifying a label set, over its canonical label bytes (see
+    /// `model::packed`). The pair is the series' identity: two independent, randomly seeded
+    /// 64-bit hashes, so a look-up needs neither the strings nor an allocation.
+    fn hashes(&self, label_bytes: &[u8]) -> (u64, u64) {
+        let h2 = self.hasher2.hash_one(label_bytes);
         #[cfg(test)]
         if let Some(h) = self.force_hash {
-            return h;
+            return (h, h2);
         }
-        let mut h = self.hasher.build_hasher();
-        for l in labels.iter() {
-            l.name.hash(&mut h);
-            l.value.hash(&mut h);
-        }
-        h.finish()
+        (self.hasher.hash_one(label_bytes), h2)
     }
 
-    fn same(&self, s: &Series, labels: &Labels) -> bool {
-        s.labels.len() == labels.len()
-            && s.labels
-                .iter()
-                .zip(labels.iter())
-                .all(|(&(n, v), l)| self.syms.str(n) == l.name && self.syms.str(v) == l.value)
+    fn hashes_of(&self, labels: &Labels) -> (u64, u64) {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with(|b| {
+            let mut b = b.borrow_mut();
+            b.clear();
+            pack_labels(labels.len(), labels.iter().map(|l| (l.name.as_str(), l.value.as_str())), &mut b);
+            self.hashes(&b)
+        })
+    }
+
+    fn lookup_hashed(&self, (h1, h2): (u64, u64)) -> Option<u32> {
+        // The common case needs only the map entry, not the series.
+        let &(first, first_h2) = self.by_hash.get(&h1)?;
+        if first_h2 == h2 {
+            return Some(first);
+        }
+        let found = |id: &u32| self.series[*id as usize].as_ref().is_some_and(|s| s.hash2 == h2);
+        self.collisions.get(&h1)?.iter().copied().find(found)
     }
 
     /// The id of `labels`, if registered. Allocates nothing.
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
-        let found = |id: &u32| self.series[*id as usize].as_ref().is_some_and(|s| self.same(s, labels));
-        let hash = self.hash(labels);
-        let first = *self.by_hash.get(&hash)?;
-        if found(&first) {
-            return Some(first);
-        }
-        self.collisions.get(&hash)?.iter().copied().find(found)
+        self.lookup_hashed(self.hashes_of(labels))
+    }
+
+    /// The id of the series with these canonical label bytes, if registered.
+    pub fn lookup_packed(&self, series: &PackedSeries<'_>) -> Option<u32> {
+        self.lookup_hashed(self.hashes(series.label_bytes()))
     }
 
     /// The id of `labels`, registering it on first sight; `None` when ids are exhausted.
     pub fn get_or_create(&mut self, labels: &Labels) -> Option<u32> {
-        if let Some(id) = self.lookup(labels) {
+        let hashes = self.hashes_of(labels);
+        if let Some(id) = self.lookup_hashed(hashes) {
             return Some(id);
         }
+        self.create(hashes, labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+    }
+
+    /// [`Head::get_or_create`] for a packed series: the label strings are only read when the
+    /// series is new.
+    pub fn get_or_create_packed(&mut self, series: &PackedSeries<'_>) -> Option<u32> {
+        let hashes = self.hashes(series.label_bytes());
+        if let Some(id) = self.lookup_hashed(hashes) {
+            return Some(id);
+        }
+        self.create(hashes, series.label_pairs())
+    }
+
+    fn create<'a>(
+        &mut self,
+        (hash, hash2): (u64, u64),
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Option<u32> {
         let id = u32::try_from(self.series.len()).ok().filter(|&id| id < u32::MAX)?;
-        let hash = self.hash(labels);
-        let pairs: Box<[(u32, u32)]> =
-            labels.iter().map(|l| (self.syms.intern(&l.name), self.syms.intern(&l.value))).collect();
+        let pairs: Box<[(u32, u32)]> = labels.map(|(n, v)| (self.syms.intern(n), self.syms.intern(v))).collect();
         for &(n, v) in pairs.iter() {
             self.postings.entry(n).or_default().entry(v).and_modify(|l| l.push(id)).or_insert(PostingList::One(id));
         }
@@ -419,12 +457,13 @@ impl Head {
         match self.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => self.collisions.entry(hash).or_default().push(id),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(id);
+                e.insert((id, hash2));
             }
         }
         self.series.push(Some(Box::new(Series {
             labels: pairs,
             hash,
+            hash2,
             live: SeriesData::default(),
             frozen: None,
             max_t: i64::MIN,
@@ -460,11 +499,12 @@ impl Head {
                     }
                 }
             }
-            if self.by_hash.get(&s.hash) == Some(&id) {
+            if self.by_hash.get(&s.hash).map(|e| e.0) == Some(id) {
                 self.by_hash.remove(&s.hash);
                 if let Some(others) = self.collisions.get_mut(&s.hash) {
                     if let Some(next) = others.pop() {
-                        self.by_hash.insert(s.hash, next);
+                        let next_h2 = self.series[next as usize].as_ref().map_or(0, |n| n.hash2);
+                        self.by_hash.insert(s.hash, (next, next_h2));
                     }
                     if others.is_empty() {
                         self.collisions.remove(&s.hash);

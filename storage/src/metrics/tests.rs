@@ -857,3 +857,32 @@ fn readers_never_miss_data_while_persist_and_compaction_run() {
     assert_eq!(e.select_matching(&[], i64::MIN, i64::MAX)[0].samples.len(), 2000);
     assert!(e.storage_problems().is_empty(), "{:?}", e.storage_problems());
 }
+
+/// Packed batches: admission and application agree with the model path, series by series.
+#[test]
+fn packed_batches_admit_and_apply_like_model_batches() {
+    use crate::model::PackedSamples;
+    let e = mem();
+    let model = mem();
+    let base = 1_700_000_000_000i64;
+    for step in 0..50i64 {
+        let mut p = PackedSamples::new();
+        let mut b = MetricsBatch::default();
+        for k in 0..100 {
+            let key = format!("s{k:03}");
+            let t = base + step * 15_000 + k;
+            p.push(&[("__name__", "m"), ("k", key.as_str())], &[fs(t, (step * k) as f64)]);
+            b.series.push(floats(&labels(&[("__name__", "m"), ("k", key.as_str())]), &[(t, (step * k) as f64)]));
+        }
+        assert_eq!(e.admit_packed(&mut p), 0, "step {step}");
+        assert_eq!(model.admit(&mut b), 0);
+        e.apply_packed(WalPos::ZERO, p);
+        model.apply(WalPos::ZERO, b);
+    }
+    assert_eq!(snapshot(&e), snapshot(&model));
+    // An old sample is refused by both.
+    let mut p = PackedSamples::new();
+    p.push(&[("__name__", "m"), ("k", "s000")], &[fs(base, 1.0), fs(base + 49 * 15_000 + 1, 2.0)]);
+    assert_eq!(e.admit_packed(&mut p), 1);
+    assert_eq!(p.sample_count(), 1);
+}

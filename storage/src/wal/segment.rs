@@ -16,7 +16,8 @@ pub const SEGMENT_VERSION: u8 = 1;
 /// Bytes before each payload: `u32` LE payload length, then `u32` LE CRC32C of the payload.
 pub const RECORD_HEADER_LEN: usize = 8;
 /// First byte of every payload: the record format version; version 2 is a postcard-encoded
-/// [`WriteBatch`]. Version 1 (before profile mappings) is still read (`super::v1`).
+/// [`WriteBatch`] (with profile mappings and the packed-samples variant). Version 1 (before both)
+/// is still read (`super::v1`).
 pub const RECORD_VERSION: u8 = 2;
 
 /// File name of segment `seq`: 16 zero-padded decimal digits and `.wal`.
@@ -37,7 +38,11 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// Frames `batch` as one record: header, version byte, postcard bytes. `max_payload` bounds the
 /// payload (version byte included); the `u32` length field bounds it too.
 pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Vec<u8>, WriteError> {
-    let mut buf = vec![0u8; RECORD_HEADER_LEN];
+    let mut buf = Vec::with_capacity(match batch {
+        WriteBatch::Samples(p) => RECORD_HEADER_LEN + 16 + p.as_bytes().len(),
+        _ => 256,
+    });
+    buf.resize(RECORD_HEADER_LEN, 0);
     buf.push(RECORD_VERSION);
     let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
     let payload_len = buf.len() - RECORD_HEADER_LEN;
@@ -225,6 +230,33 @@ mod tests {
         assert_eq!(decode_payload(&[1, 3, 0]).unwrap(), WriteBatch::Profiles(ProfilesBatch::default()));
     }
 
+    /// Packed samples use record version 2 (spec: `docs/format/wal.md`, record version 2).
+    #[test]
+    fn packed_samples_record_bytes_match_the_spec() {
+        let mut p = crate::model::PackedSamples::new();
+        p.push(&[("__name__", "up")], &[crate::model::FloatSample { timestamp_ms: 1, value: 2.0 }]);
+        let batch = WriteBatch::Samples(p);
+        let rec = encode_record(&batch, 1 << 20).unwrap();
+        assert_eq!(
+            hex::encode(&rec[8..]),
+            concat!(
+                "02",
+                "04",
+                "1e",
+                "01",
+                "08",
+                "5f5f6e616d655f5f",
+                "02",
+                "7570",
+                "01",
+                "0100000000000000",
+                "0000000000000040",
+                "00"
+            )
+        );
+        assert_eq!(decode_payload(&rec[8..]).unwrap(), batch);
+    }
+
     #[test]
     fn payload_limit_is_enforced() {
         let err = encode_record(&WriteBatch::Profiles(ProfilesBatch::default()), 2).unwrap_err();
@@ -239,5 +271,7 @@ mod tests {
             assert!(decode_payload(&[v, 9]).unwrap_err().contains("undecodable"));
             assert!(decode_payload(&[v, 3, 0, 0]).unwrap_err().contains("trailing"));
         }
+        // Version 1 had no packed-samples variant (variant 4).
+        assert!(decode_payload(&[1, 4, 0, 0]).unwrap_err().contains("undecodable"));
     }
 }

@@ -1,6 +1,7 @@
 //! The frozen record-version-1 schema, decoded and converted to today's model.
 //!
-//! Version 2 added `Profile::mappings` and `Location::mapping`; everything else is unchanged, so
+//! Version 2 added `Profile::mappings`, `Location::mapping` and the `WriteBatch::Samples` variant
+//! (appended last); everything else is unchanged, so
 //! version 1 differs only in its profile types, frozen here as they were. Whenever a model type
 //! changes again, its version-2 shape must be frozen the same way (and the types below keep
 //! describing version 1).

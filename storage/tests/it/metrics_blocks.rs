@@ -163,3 +163,41 @@ fn a_checkpoint_trims_the_wal_once_every_engine_persists() {
     assert_eq!(report.records, 0, "nothing before the checkpoint is replayed");
     assert_same(&snapshot(s.reader()), &expected());
 }
+
+/// A one-sample packed batch for series `{__name__="m", k=key}`.
+fn packed(key: &str, ts: i64, value: f64) -> storage::model::WriteBatch {
+    let mut p = storage::model::PackedSamples::new();
+    p.push(&[("__name__", "m"), ("k", key)], &[storage::model::FloatSample { timestamp_ms: ts, value }]);
+    storage::model::WriteBatch::Samples(p)
+}
+
+/// Packed samples (remote write's fast path) and model batches reach the same series, live, after
+/// a checkpoint and after replay (record version 2 next to version 1 in one segment).
+#[test]
+fn packed_samples_and_model_batches_are_one_series() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s, _) = open(tmp.path());
+    for t in 0..40 {
+        let batch = if t % 2 == 0 { packed("a", t * 1000, t as f64) } else { sample("a", t * 1000, t as f64) };
+        s.write(batch).unwrap();
+    }
+    s.checkpoint().unwrap();
+    for t in 40..60 {
+        s.write(packed("a", t * 1000, t as f64)).unwrap();
+    }
+    // A packed rewrite of a persisted timestamp wins, as a model one does.
+    s.write(packed("a", 10_000, -1.0)).unwrap();
+    s.write(sample("b", 5, 5.0)).unwrap();
+    s.write(packed("b", 6, 6.0)).unwrap();
+    let want: Vec<(i64, f64)> = (0..60).map(|t| (t * 1000, if t == 10 { -1.0 } else { t as f64 })).collect();
+    assert_eq!(samples_of(&s, "a"), want);
+    assert_eq!(samples_of(&s, "b"), vec![(5, 5.0), (6, 6.0)]);
+    assert_eq!(s.metric_store().series().len(), 2);
+    s.close().unwrap();
+    drop(s);
+    let (s, report) = open(tmp.path());
+    assert!(report.corrupt.is_empty() && report.torn_tail_bytes == 0, "{report:?}");
+    assert_eq!(samples_of(s.reader(), "a"), want);
+    assert_eq!(samples_of(s.reader(), "b"), vec![(5, 5.0), (6, 6.0)]);
+    assert_eq!(s.metric_store().series().len(), 2);
+}
