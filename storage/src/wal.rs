@@ -33,9 +33,7 @@ use crate::error::{OpenError, WriteError};
 use crate::events::StorageEvents;
 use crate::model::WriteBatch;
 
-pub use segment::{
-    RECORD_HEADER_LEN, RECORD_VERSION, RECORD_VERSION_2, SEGMENT_HEADER, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
-};
+pub use segment::{RECORD_HEADER_LEN, RECORD_VERSION, SEGMENT_HEADER, SEGMENT_HEADER_LEN, SEGMENT_VERSION};
 
 /// When the WAL calls `fdatasync`. Under every policy a record is handed to the kernel with
 /// `write(2)` before its write is acknowledged, so acknowledged data survives a killed process.
