@@ -167,6 +167,7 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 }
 
 const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+/// Start of the simulated range in process: a fixed date, so runs are comparable.
 const START_NS: i64 = 1_700_000_000_000_000_000;
 
 fn mib(kib: Option<u64>) -> String {
@@ -194,12 +195,19 @@ fn main() -> anyhow::Result<()> {
         machine.kernel,
         procfs::load_average()
     );
+    // Over HTTP the server's retention (7 days) applies: the range ends a minute before now.
+    let start_ns = if args.http {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as i64;
+        now - profiles_per_service as i64 * 10_000_000_000 - 60_000_000_000
+    } else {
+        START_NS
+    };
     let t = Instant::now();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut payloads = Vec::with_capacity(args.services * profiles_per_service);
     for i in 0..profiles_per_service {
         for s in 0..args.services {
-            let time = START_NS + i as i64 * 10_000_000_000;
+            let time = start_ns + i as i64 * 10_000_000_000;
             payloads.push((s, profile(s, time, &args, &mut rng)));
         }
     }
@@ -211,8 +219,8 @@ fn main() -> anyhow::Result<()> {
         wire as f64 / 1024.0 / payloads.len().max(1) as f64,
         t.elapsed()
     );
-    let end_ns = START_NS + profiles_per_service as i64 * 10_000_000_000;
-    if args.http { http(&args, payloads, end_ns) } else { in_process(&args, payloads, end_ns) }
+    let end_ns = start_ns + profiles_per_service as i64 * 10_000_000_000;
+    if args.http { http(&args, payloads, start_ns, end_ns) } else { in_process(&args, payloads, end_ns) }
 }
 
 fn in_process(args: &Args, payloads: Vec<(usize, Vec<u8>)>, end_ns: i64) -> anyhow::Result<()> {
@@ -344,7 +352,7 @@ mod qp {
     }
 }
 
-fn http(args: &Args, payloads: Vec<(usize, Vec<u8>)>, end_ns: i64) -> anyhow::Result<()> {
+fn http(args: &Args, payloads: Vec<(usize, Vec<u8>)>, start_ns: i64, end_ns: i64) -> anyhow::Result<()> {
     use benches::child::{ServerProcess, TempDir};
     let bin = match &args.outpost {
         Some(b) => b.clone(),
@@ -428,7 +436,7 @@ fn http(args: &Args, payloads: Vec<(usize, Vec<u8>)>, end_ns: i64) -> anyhow::Re
             let req = qp::SelectMergeStacktracesRequest {
                 profile_type_id: CPU.into(),
                 label_selector: sel.into(),
-                start: START_NS / 1_000_000,
+                start: start_ns / 1_000_000,
                 end: end_ns / 1_000_000,
                 max_nodes: Some(8192),
             };

@@ -341,7 +341,7 @@ pub fn profiles_batch() -> ProfilesBatch {
             memory_start: 0x1000,
             memory_limit: 0x8000,
             file_offset: 0,
-            filename: format!("/srv/{service}"),
+            filename: "/srv/app".into(),
             build_id: "4f1c".into(),
             has_functions: true,
             has_filenames: true,
