@@ -385,7 +385,8 @@ fn generate(args: &Args, dir: &Path) -> anyhow::Result<Load> {
         let mut by_stream: Vec<Vec<EntryAdapter>> = (0..g.defs.len()).map(|_| Vec::new()).collect();
         for j in 0..k {
             let idx = (i + j) as i64;
-            let ts = first_ns + if n > 1 { span_ns * idx / (n - 1) } else { 0 };
+            // i128: span_ns * idx overflows i64 beyond ~2.5 M lines an hour.
+            let ts = first_ns + if n > 1 { (span_ns as i128 * idx as i128 / (n as i128 - 1)) as i64 } else { 0 };
             let line = g.line(ts);
             let w = ns_index(defs_ns[line.stream]);
             per_ns[w] += 1;
@@ -1226,6 +1227,15 @@ mod tests {
         let mean = total / 2000;
         assert!((200..=300).contains(&mean), "mean line length {mean}");
         assert_eq!(a.defs.len(), 100);
+    }
+
+    #[test]
+    fn five_million_lines_an_hour_stay_in_range() {
+        let args = Args::parse_from(["logs_bench", "--lines", "5000000", "--minutes", "60"]);
+        let (n, span) = (args.lines as i64, (args.minutes * 60) as i64 * 1_000_000_000);
+        let at = |idx: i64| (span as i128 * idx as i128 / (n as i128 - 1)) as i64;
+        assert_eq!(at(n - 1), span);
+        assert!(at(n / 2) > 0 && at(n / 2) < span);
     }
 
     #[test]
