@@ -260,7 +260,7 @@ impl Series {
                 let hundredths = (prev0 * 100.0).round() + (r % max_inc.max(1)) as f64;
                 hundredths / 100.0
             }
-            Kind::RareCounter => prev0 + if r % 500 == 0 { 1.0 } else { 0.0 },
+            Kind::RareCounter => prev0 + if r.is_multiple_of(500) { 1.0 } else { 0.0 },
             Kind::Const(v) => v,
             Kind::Walk { base, quantum } => {
                 if prev.is_nan() {
