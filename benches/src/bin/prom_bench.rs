@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use benches::child::{ServerProcess, TempDir};
 use benches::procfs::{self, Machine};
 use benches::prom_load::{HISTOGRAM, PromLoad, REQUESTS};
+use benches::report::{civil, fmt_int, percentile, utc_now};
 use clap::{Parser, ValueEnum};
 
 #[cfg(feature = "jemalloc")]
@@ -399,14 +400,6 @@ fn ingest(
         latency_p99_ms: percentile(&lat, 0.99),
         client_cpu_s,
     })
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -966,62 +959,6 @@ fn report(results: &[ServerResult], load: &PromLoad) -> String {
     out
 }
 
-/// `1234567.8` → `1,234,568`.
-fn fmt_int(x: f64) -> String {
-    if !x.is_finite() {
-        return "-".into();
-    }
-    let n = x.round() as i128;
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (k, ch) in digits.chars().enumerate() {
-        if k > 0 && (digits.len() - k).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
 fn unix_now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64
-}
-
-/// `(year, month, day)` of a Unix time (Howard Hinnant's civil_from_days).
-fn civil(secs: i64) -> (i64, i64, i64) {
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn utc_now() -> String {
-    let secs = unix_now_s();
-    let (y, m, d) = civil(secs);
-    let rem = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(1_763_683_200), (2025, 11, 21));
-    }
-
-    #[test]
-    fn percentiles() {
-        let v: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 5.0);
-        assert_eq!(percentile(&v, 0.99), 10.0);
-        assert!(percentile(&[], 0.5).is_nan());
-    }
 }
