@@ -207,3 +207,31 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The `outpost` binary to run: `flag` when it is a file; else, when `flag` is the default
+/// `target/release/outpost`, the `outpost` next to the running harness (both are built by
+/// `cargo build --release --workspace`); else an error that says how to build it.
+pub fn find_outpost(flag: &Path) -> anyhow::Result<PathBuf> {
+    if flag.is_file() {
+        return Ok(flag.to_path_buf());
+    }
+    let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("outpost")));
+    match sibling {
+        Some(s) if s.is_file() && flag == Path::new("target/release/outpost") => Ok(s),
+        _ => bail!(
+            "no outpost binary at {} (build it with `cargo build --release --workspace`, or pass --outpost PATH)",
+            flag.display()
+        ),
+    }
+}
+
+/// The first line of `<bin> version`, or `version unknown`.
+pub fn outpost_version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "version unknown".into())
+}

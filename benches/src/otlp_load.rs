@@ -345,7 +345,8 @@ const REGIONS: [&str; 4] = ["eu-west-1", "eu-central-1", "us-east-1", "ap-south-
 const HIST_BOUNDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 const MS: u64 = 1_000_000;
 
-fn s(k: &str, v: impl Into<String>) -> KeyValue {
+/// A string attribute.
+pub fn s(k: &str, v: impl Into<String>) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
@@ -353,7 +354,8 @@ fn s(k: &str, v: impl Into<String>) -> KeyValue {
     }
 }
 
-fn i(k: &str, v: i64) -> KeyValue {
+/// An integer attribute.
+pub fn i(k: &str, v: i64) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
@@ -361,7 +363,8 @@ fn i(k: &str, v: i64) -> KeyValue {
     }
 }
 
-fn b(k: &str, v: bool) -> KeyValue {
+/// A boolean attribute.
+pub fn b(k: &str, v: bool) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(any_value::Value::BoolValue(v)) }),

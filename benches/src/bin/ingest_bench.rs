@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use benches::child::{Addrs, ServerProcess, TempDir};
+use benches::child::{Addrs, ServerProcess, TempDir, find_outpost, outpost_version};
 use benches::otlp_load::{ExportRequest, Load, Signal};
 use benches::procfs::{self, Machine};
 use benches::report::{command_line, fmt_int, utc_now};
@@ -326,31 +326,6 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-fn find_outpost(flag: &Path) -> anyhow::Result<PathBuf> {
-    if flag.is_file() {
-        return Ok(flag.to_path_buf());
-    }
-    let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("outpost")));
-    match sibling {
-        Some(s) if s.is_file() && flag == Path::new("target/release/outpost") => Ok(s),
-        _ => bail!(
-            "no outpost binary at {} (build it with `cargo build --release --workspace`, or pass --outpost PATH)",
-            flag.display()
-        ),
-    }
-}
-
-fn outpost_version(bin: &Path) -> String {
-    Command::new(bin)
-        .arg("version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "version unknown".into())
 }
 
 fn start_server(

@@ -1145,14 +1145,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
 }
 
 fn outpost_version(bin: &Path) -> String {
-    Command::new(bin)
-        .arg("version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("`{}` ({s})", bin.display()))
-        .unwrap_or_else(|| format!("`{}`", bin.display()))
+    format!("`{}` ({})", bin.display(), benches::child::outpost_version(bin))
 }
 
 fn unix_now_ns() -> i64 {

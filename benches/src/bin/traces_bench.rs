@@ -26,12 +26,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
-use benches::child::{Addrs, ServerProcess, TempDir};
+use benches::child::{Addrs, ServerProcess, TempDir, find_outpost, outpost_version};
+use benches::otlp_load::{b, i, s};
 use benches::procfs::{self, Machine};
 use benches::report::{command_line, fmt_int, utc_now};
 use clap::{Parser, ValueEnum};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -202,30 +203,6 @@ const SERVICES: [(&str, &[usize]); 14] = [
 ];
 const LANGUAGES: [&str; 5] = ["java", "go", "python", "nodejs", "rust"];
 const REGIONS: [&str; 3] = ["eu-west-1", "us-east-1", "ap-south-1"];
-
-fn s(k: &str, v: impl Into<String>) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }),
-        ..Default::default()
-    }
-}
-
-fn b(k: &str, v: bool) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::BoolValue(v)) }),
-        ..Default::default()
-    }
-}
 
 fn resource(svc: usize, instance: usize) -> Resource {
     let name = SERVICES[svc].0;
@@ -976,31 +953,6 @@ fn bench(args: Args) -> anyhow::Result<()> {
             server.log_tail()
         ))),
     }
-}
-
-fn find_outpost(flag: &Path) -> anyhow::Result<PathBuf> {
-    if flag.is_file() {
-        return Ok(flag.to_path_buf());
-    }
-    let sibling = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("outpost")));
-    match sibling {
-        Some(s) if s.is_file() && flag == Path::new("target/release/outpost") => Ok(s),
-        _ => bail!(
-            "no outpost binary at {} (build it with `cargo build --release --workspace`, or pass --outpost PATH)",
-            flag.display()
-        ),
-    }
-}
-
-fn outpost_version(bin: &Path) -> String {
-    Command::new(bin)
-        .arg("version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.lines().next().unwrap_or("").trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "version unknown".into())
 }
 
 fn start_server(bin: &Path, dir: TempDir, fsync: Fsync) -> anyhow::Result<ServerProcess> {
