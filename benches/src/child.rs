@@ -235,3 +235,48 @@ pub fn outpost_version(bin: &Path) -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "version unknown".into())
 }
+
+/// The command that starts `bin` as the harnesses run it: data in `data_dir`, every listener on
+/// port 0 of loopback, JSON logs (which [`ServerProcess::spawn`] reads the addresses from), and
+/// none of the caller's `OUTPOST_*` variables, so only what the harness sets configures it.
+pub fn outpost_command(bin: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir").arg(data_dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--otlp-grpc-listen",
+        "127.0.0.1:0",
+        "--otlp-http-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OUTPOST_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Outpost's `wal.fsync` setting, as a harness flag (`OUTPOST_WAL__FSYNC`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fsync {
+    /// Sync before acknowledging (the default).
+    Batch,
+    /// Acknowledge after `write(2)`, sync on a timer.
+    Interval,
+    /// Never sync except on close.
+    None,
+}
+
+impl Fsync {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Batch => "batch",
+            Fsync::Interval => "interval",
+            Fsync::None => "none",
+        }
+    }
+}

@@ -180,13 +180,15 @@ impl ExportRequest {
     }
 }
 
-fn salt_trace_id(id: &mut [u8], salt: u64) {
+/// XORs `salt` into the low 8 bytes of a 16-byte trace id (other lengths are left alone).
+pub fn salt_trace_id(id: &mut [u8], salt: u64) {
     if id.len() == 16 {
         xor8(&mut id[8..], salt);
     }
 }
 
-fn salt_span_id(id: &mut [u8], salt: u64) {
+/// XORs a rotation of `salt` into an 8-byte span id (other lengths are left alone).
+pub fn salt_span_id(id: &mut [u8], salt: u64) {
     if id.len() == 8 {
         xor8(id, salt.rotate_left(29));
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use benches::child::{Addrs, ServerProcess, TempDir, find_outpost, outpost_version};
+use benches::child::{Addrs, Fsync, ServerProcess, TempDir, find_outpost, outpost_version};
 use benches::otlp_load::{ExportRequest, Load, Signal};
 use benches::procfs::{self, Machine};
 use benches::report::{command_line, fmt_int, utc_now};
@@ -126,23 +126,6 @@ impl Target {
         match self {
             Target::Outpost => "outpost",
             Target::Sink => "sink",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Fsync {
-    Batch,
-    Interval,
-    None,
-}
-
-impl Fsync {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fsync::Batch => "batch",
-            Fsync::Interval => "interval",
-            Fsync::None => "none",
         }
     }
 }
@@ -339,14 +322,7 @@ fn start_server(
         Target::Outpost => {
             let bin = outpost.context("no outpost binary")?;
             let dir = TempDir::new(tmp_root, "outpost-ingest-bench")?;
-            let mut cmd = Command::new(bin);
-            cmd.arg("--data-dir").arg(dir.path()).args(ports).args(["--log-format", "json"]);
-            // Only our settings: no OUTPOST_* from the caller's environment.
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("OUTPOST_") {
-                    cmd.env_remove(k);
-                }
-            }
+            let mut cmd = benches::child::outpost_command(bin, dir.path());
             // The heads keep everything in memory until the per-signal engines land; a run can pass
             // the default memory limit (a quarter of RAM, at most 2 GiB), which would turn ingest
             // into 503s. The benchmark measures the write path, so it lifts the guard.

@@ -454,22 +454,7 @@ fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
 }
 
 fn start(args: &Args, dir: &Path) -> anyhow::Result<ServerProcess> {
-    let mut cmd = Command::new(&args.outpost);
-    cmd.arg("--data-dir").arg(dir).args([
-        "--listen",
-        "127.0.0.1:0",
-        "--otlp-grpc-listen",
-        "127.0.0.1:0",
-        "--otlp-http-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OUTPOST_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = benches::child::outpost_command(&args.outpost, dir);
     // As the other harnesses: the memory guard is lifted so that it cannot turn ingest into 503s
     // (RSS is reported); everything else is the default configuration (wal.fsync = batch).
     cmd.env("OUTPOST_LOG", "info").env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string());

@@ -360,15 +360,7 @@ fn http(args: &Args, payloads: Vec<(usize, Vec<u8>)>, start_ns: i64, end_ns: i64
     };
     let tmp = std::env::temp_dir();
     let dir = TempDir::new(&tmp, "outpost-profiles-bench")?;
-    let mut cmd = std::process::Command::new(&bin);
-    cmd.arg("--data-dir").arg(dir.path());
-    cmd.args(["--listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"]);
-    cmd.args(["--log-format", "json"]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OUTPOST_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = benches::child::outpost_command(&bin, dir.path());
     // The profiles are an hour old by the wall clock of the server: no age limit applies to Push,
     // but lift the memory guard as ingest_bench does, so that it measures the write path.
     cmd.env("OUTPOST_LOG", "info").env("OUTPOST_MEMORY_LIMIT_BYTES", (16u64 << 30).to_string());

@@ -182,22 +182,7 @@ fn start(target: Target, args: &Args, tmp_root: &Path) -> anyhow::Result<Server>
     let dir = TempDir::new(tmp_root, &format!("prom-bench-{}", target.as_str()))?;
     match target {
         Target::Outpost => {
-            let mut cmd = Command::new(&args.outpost);
-            cmd.arg("--data-dir").arg(dir.path()).args([
-                "--listen",
-                "127.0.0.1:0",
-                "--otlp-grpc-listen",
-                "127.0.0.1:0",
-                "--otlp-http-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ]);
-            for (k, _) in std::env::vars_os() {
-                if k.to_string_lossy().starts_with("OUTPOST_") {
-                    cmd.env_remove(k);
-                }
-            }
+            let mut cmd = benches::child::outpost_command(&args.outpost, dir.path());
             // As ingest_bench: the memory guard is lifted so that it cannot turn ingest into 503s;
             // and, like the peers (configured with no scrape target), Outpost does not scrape
             // itself: its own samples at the current time would move the newest sample ahead of

@@ -20,17 +20,17 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
-use benches::child::{Addrs, ServerProcess, TempDir, find_outpost, outpost_version};
-use benches::otlp_load::{b, i, s};
+use benches::child::{Addrs, Fsync, ServerProcess, TempDir, find_outpost, outpost_version};
+use benches::otlp_load::{b, i, s, salt_span_id, salt_trace_id};
 use benches::procfs::{self, Machine};
 use benches::report::{command_line, fmt_int, utc_now};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -91,23 +91,6 @@ struct Args {
     /// Skip the queries (ingest and flush only).
     #[arg(long)]
     no_queries: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Fsync {
-    Batch,
-    Interval,
-    None,
-}
-
-impl Fsync {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fsync::Batch => "batch",
-            Fsync::Interval => "interval",
-            Fsync::None => "none",
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -766,24 +749,6 @@ fn salt_of(seq: u64) -> u64 {
     splitmix(seq.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D))
 }
 
-fn salt_trace_id(id: &mut [u8], salt: u64) {
-    if id.len() == 16 {
-        xor8(&mut id[8..], salt);
-    }
-}
-
-fn salt_span_id(id: &mut [u8], salt: u64) {
-    if id.len() == 8 {
-        xor8(id, salt.rotate_left(29));
-    }
-}
-
-fn xor8(b: &mut [u8], salt: u64) {
-    for (x, s) in b.iter_mut().zip(salt.to_le_bytes()) {
-        *x ^= s;
-    }
-}
-
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
@@ -956,16 +921,7 @@ fn bench(args: Args) -> anyhow::Result<()> {
 }
 
 fn start_server(bin: &Path, dir: TempDir, fsync: Fsync) -> anyhow::Result<ServerProcess> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("--data-dir")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0"])
-        .args(["--log-format", "json"]);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OUTPOST_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = benches::child::outpost_command(bin, dir.path());
     // Up to 30 s of spans sit in the head between checkpoints; the benchmark measures how much
     // memory that takes (peak RSS) rather than letting the memory guard turn ingest into 503s.
     cmd.env("OUTPOST_LOG", "info")
