@@ -29,6 +29,7 @@ mod logs;
 mod mem;
 mod metrics;
 pub mod model;
+mod parquet_rows;
 mod profiles;
 pub mod read;
 mod traces;

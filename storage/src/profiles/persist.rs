@@ -11,7 +11,7 @@ use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array, UInt64A
 use arrow_schema::{DataType, Field, Schema};
 use parking_lot::RwLock;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
@@ -69,41 +69,11 @@ impl PartFile {
         need: Need,
         f: &mut dyn FnMut(RowVisit) -> io::Result<()>,
     ) -> io::Result<()> {
-        let starts = &self.row_group_starts;
-        let groups_n = starts.len() - 1;
         // Row groups touched, and a selection over their concatenated rows.
-        let mut groups: Vec<usize> = Vec::new();
-        for &(a, b) in ranges.iter().filter(|(a, b)| a < b) {
-            let first = starts.partition_point(|&s| s <= a).saturating_sub(1);
-            let last = starts.partition_point(|&s| s < b).saturating_sub(1).min(groups_n.saturating_sub(1));
-            groups.extend(first..=last);
-        }
-        groups.sort_unstable();
-        groups.dedup();
-        groups.retain(|g| *g < groups_n);
+        let crate::parquet_rows::RowPlan { groups, selectors, selected } =
+            crate::parquet_rows::plan(&self.row_group_starts, ranges);
         if groups.is_empty() {
             return Ok(());
-        }
-        let mut selectors: Vec<RowSelector> = Vec::new();
-        let mut selected: Vec<(u32, u32)> = Vec::new();
-        for &g in &groups {
-            let (gs, ge) = (starts[g], starts[g + 1]);
-            let mut at = gs;
-            for &(a, b) in ranges {
-                let (a, b) = (a.max(at), b.min(ge));
-                if a >= b {
-                    continue;
-                }
-                if a > at {
-                    selectors.push(RowSelector::skip((a - at) as usize));
-                }
-                selectors.push(RowSelector::select((b - a) as usize));
-                selected.push((a, b));
-                at = b;
-            }
-            if ge > at {
-                selectors.push(RowSelector::skip((ge - at) as usize));
-            }
         }
         let mut cols = vec![COL_STACK, COL_VALUE];
         if need.spans {
@@ -122,7 +92,7 @@ impl PartFile {
             .build()
             .map_err(io::Error::other)?;
         // Row ids of the selected rows, in order.
-        let mut rows = selected.iter().flat_map(|&(a, b)| a..b);
+        let mut rows = selected.iter().flat_map(|&(a, b)| a as u32..b as u32);
         for batch in reader {
             let batch = batch.map_err(io::Error::other)?;
             let bad = || invalid(&self.path, "unexpected column layout");

@@ -18,7 +18,7 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue as PqKeyValue;
@@ -493,40 +493,10 @@ impl SpanFile {
             return Ok(Vec::new());
         }
         // Row groups touched, and a selection over their concatenated rows.
-        let starts = &self.row_group_starts;
-        let num_groups = starts.len().saturating_sub(1);
-        if num_groups == 0 {
+        let crate::parquet_rows::RowPlan { groups, selectors, .. } =
+            crate::parquet_rows::plan(&self.row_group_starts, ranges);
+        if groups.is_empty() {
             return Ok(Vec::new());
-        }
-        let mut groups: Vec<usize> = Vec::new();
-        for &(a, b) in ranges {
-            if b <= a {
-                continue;
-            }
-            let first = starts.partition_point(|&s| s <= a).saturating_sub(1);
-            let last = starts.partition_point(|&s| s < b).saturating_sub(1).min(num_groups - 1);
-            groups.extend(first..=last);
-        }
-        groups.sort_unstable();
-        groups.dedup();
-        let mut selectors: Vec<RowSelector> = Vec::new();
-        for &g in &groups {
-            let (gs, ge) = (starts[g], starts[g + 1]);
-            let mut at = gs;
-            for &(a, b) in ranges {
-                let (a, b) = (a.max(at), b.min(ge));
-                if a >= b {
-                    continue;
-                }
-                if a > at {
-                    selectors.push(RowSelector::skip((a - at) as usize));
-                }
-                selectors.push(RowSelector::select((b - a) as usize));
-                at = b;
-            }
-            if ge > at {
-                selectors.push(RowSelector::skip((ge - at) as usize));
-            }
         }
         let file = File::open(&self.parquet_path)?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
