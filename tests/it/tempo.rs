@@ -548,13 +548,25 @@ fn tag_values_follow_the_q_filter_and_instant_metrics_answer() {
     send(&srv, &request("shop", vec![pspan(TRACE, 1, None, "GET /cart", 2, now, 30, true)]));
     let mut other = TRACE;
     other[0] = 0x0b;
-    send(&srv, &request("cart", vec![pspan(other, 1, None, "POST /pay", 2, now, 5, false)]));
+    let mut pay = pspan(other, 1, None, "POST /pay", 2, now, 5, false);
+    pay.attributes.push(kv("card.brand", s("visa")));
+    send(&srv, &request("cart", vec![pay]));
     let base = srv.http();
     let all: serde_json::Value = get(&format!("{base}/api/v2/search/tag/name/values"), false).json().unwrap();
     assert_eq!(all["tagValues"].as_array().unwrap().len(), 2, "{all}");
     let q = "%7Bresource.service.name%3D%22cart%22%7D";
     let some: serde_json::Value = get(&format!("{base}/api/v2/search/tag/name/values?q={q}"), false).json().unwrap();
     assert_eq!(some["tagValues"], serde_json::json!([{"type": "string", "value": "POST /pay"}]));
+    // Tag names follow `q` too: `card.brand` is only on the cart service's span.
+    let span_tags = |q: &str| -> serde_json::Value {
+        let r: serde_json::Value = get(&format!("{base}/api/v2/search/tags?scope=span&q={q}"), false).json().unwrap();
+        r["scopes"][0]["tags"].clone()
+    };
+    assert_eq!(span_tags(""), serde_json::json!(["card.brand", "http.method", "retries"]));
+    assert_eq!(span_tags("%7Bresource.service.name%3D%22shop%22%7D"), serde_json::json!(["http.method", "retries"]));
+    assert_eq!(span_tags(q), serde_json::json!(["card.brand", "http.method", "retries"]));
+    // A half-typed query filters nothing, as in Tempo.
+    assert_eq!(span_tags("%7Bresource.service.name%3D"), serde_json::json!(["card.brand", "http.method", "retries"]));
     let (a, b) = (now / 1_000_000_000 - 60, now / 1_000_000_000 + 60);
     let r: serde_json::Value =
         get(&format!("{base}/api/metrics/query?q=%7B%7D%20%7C%20count_over_time()&start={a}&end={b}"), false)

@@ -41,7 +41,7 @@ use storage::model::{AnyValue, SpanId, TraceId};
 pub use ast::Query;
 pub use metrics::{metrics_query_instant, metrics_query_range};
 pub use search::search;
-pub use tags::{TagValue, tag_values};
+pub use tags::{NAME_SCOPES, TagValue, tag_names, tag_values};
 
 /// Parses a TraceQL query.
 pub fn parse(q: &str) -> Result<Query, ParseError> {

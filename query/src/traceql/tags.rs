@@ -1,7 +1,8 @@
 //! Attribute values for Tempo's tag-value browser (`/api/v2/search/tag/<tag>/values?q=`): the
 //! distinct values of one attribute on the spans a TraceQL query matches (on every span without a
 //! query). A query that does not parse (Grafana sends half-typed ones while the user edits) filters
-//! nothing, as Tempo's lenient condition extraction falls back to no conditions.
+//! nothing, as Tempo's lenient condition extraction falls back to no conditions. The tag-name
+//! browser (`/api/v2/search/tags?q=`) lists attribute names the same way.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -35,6 +36,87 @@ pub fn tag_values(
     deadline: Instant,
 ) -> Result<Vec<TagValue>, Error> {
     let attr = parser::parse_attribute(tag)?;
+    let mut values: BTreeSet<TagValue> = BTreeSet::new();
+    let finished = each_match(reader, query, start_ns, end_ns, deadline, &mut |ctx, s| {
+        attribute_values(ctx, &attr, s, &mut |v| {
+            if let Some(tv) = tag_value(&v) {
+                values.insert(tv);
+            }
+        });
+        limit == 0 || values.len() < limit
+    })?;
+    if !finished {
+        return Err(Error::Timeout);
+    }
+    let mut out: Vec<TagValue> = values.into_iter().collect();
+    if limit > 0 {
+        out.truncate(limit);
+    }
+    Ok(out)
+}
+
+/// Attribute scopes of [`tag_names`], in Tempo's order.
+pub const NAME_SCOPES: [&str; 5] = ["resource", "span", "event", "link", "instrumentation"];
+
+/// Attribute names per scope ([`NAME_SCOPES`]) on the spans of traces overlapping
+/// `start_ns..=end_ns` that `query` matches (every span for an empty, `{}` or half-typed query),
+/// as Tempo's `/api/v2/search/tags?q=` lists them. Tag search answers from what it could read:
+/// it stops quietly after `max_spans` matched spans or at `deadline`.
+pub fn tag_names(
+    reader: &dyn TracesReader,
+    query: &str,
+    start_ns: i64,
+    end_ns: i64,
+    max_spans: usize,
+    deadline: Instant,
+) -> Result<[BTreeSet<String>; 5], Error> {
+    let mut out: [BTreeSet<String>; 5] = Default::default();
+    let [resource, span, event, link, instrumentation] = &mut out;
+    let mut last_resource: Option<*const storage::model::Resource> = None;
+    let mut last_scope: Option<*const storage::model::Scope> = None;
+    let mut seen = 0usize;
+    let names = |set: &mut BTreeSet<String>, attrs: &[storage::model::KeyValue]| {
+        for kv in attrs {
+            if !set.contains(&kv.key) {
+                set.insert(kv.key.clone());
+            }
+        }
+    };
+    each_match(reader, query, start_ns, end_ns, deadline, &mut |ctx, s| {
+        let sp = ctx.spans[s];
+        let rp = std::sync::Arc::as_ptr(&sp.resource);
+        if last_resource != Some(rp) {
+            last_resource = Some(rp);
+            names(resource, &sp.resource.attributes);
+        }
+        let cp = std::sync::Arc::as_ptr(&sp.scope);
+        if last_scope != Some(cp) {
+            last_scope = Some(cp);
+            names(instrumentation, &sp.scope.attributes);
+        }
+        names(span, &sp.span.attributes);
+        for e in &sp.span.events {
+            names(event, &e.attributes);
+        }
+        for l in &sp.span.links {
+            names(link, &l.attributes);
+        }
+        seen += 1;
+        seen < max_spans
+    })?;
+    Ok(out)
+}
+
+/// Hands every span `query` selects (each once, trace by trace) to `visit` until it returns
+/// false. `Ok(false)` when the deadline stopped the scan, `Ok(true)` otherwise.
+fn each_match(
+    reader: &dyn TracesReader,
+    query: &str,
+    start_ns: i64,
+    end_ns: i64,
+    deadline: Instant,
+    visit: &mut dyn FnMut(&TraceCtx<'_>, usize) -> bool,
+) -> Result<bool, Error> {
     let pipeline = match parse(query) {
         Ok(q) if !q.is_metrics() && !query.trim().is_empty() => Some(q.pipeline),
         _ => None,
@@ -45,11 +127,11 @@ pub fn tag_values(
         pipeline_hints(p, &mut scan);
     }
     let eval = Evaluator::default();
-    let mut values: BTreeSet<TagValue> = BTreeSet::new();
     let mut failure = None;
+    let mut timed_out = false;
     reader.scan_traces(&scan, &mut |spans| {
         if Instant::now() >= deadline {
-            failure = Some(Error::Timeout);
+            timed_out = true;
             return false;
         }
         let ctx = TraceCtx::new(spans);
@@ -69,26 +151,12 @@ pub fn tag_values(
                 }
             },
         };
-        for s in matched {
-            attribute_values(&ctx, &attr, s, &mut |v| {
-                if let Some(tv) = tag_value(&v) {
-                    values.insert(tv);
-                }
-            });
-            if limit > 0 && values.len() >= limit {
-                return false;
-            }
-        }
-        true
+        matched.into_iter().all(|s| visit(&ctx, s))
     });
-    if let Some(e) = failure {
-        return Err(e);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(!timed_out),
     }
-    let mut out: Vec<TagValue> = values.into_iter().collect();
-    if limit > 0 {
-        out.truncate(limit);
-    }
-    Ok(out)
 }
 
 fn tag_value(v: &Static) -> Option<TagValue> {

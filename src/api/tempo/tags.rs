@@ -1,9 +1,10 @@
 //! The tag browsers: attribute names by scope, and the values of one attribute, typed.
 //!
 //! Both read the traces of the requested window (default: the last 24 hours) newest first, as
-//! Tempo's own tag search only looks at recent data; names stop after `MAX_SPANS_INSPECTED` spans
-//! or the query timeout; values come from `query::traceql::tag_values` (only spans the `q` filter
-//! matches; a half-typed `q` filters nothing, as in Tempo); `limit` caps the answer (default 5000
+//! Tempo's own tag search only looks at recent data, and only the spans the `q` filter matches (a
+//! half-typed `q` filters nothing, as in Tempo): names from `query::traceql::tag_names`, which stops
+//! after `MAX_SPANS_INSPECTED` spans or the query timeout, values from
+//! `query::traceql::tag_values`; `limit` caps the answer (default 5000
 //! names, 1000 values). v1 names are unscoped attributes (`service.name` → `.service.name`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +13,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use serde_json::{Value, json};
-use storage::{Reader, StoredSpan, TraceScan};
+use storage::Reader;
 
 use super::{QUERY_TIMEOUT, TempoError, blocking, param, params, store, time_param};
 use crate::http::AppState;
@@ -38,8 +39,6 @@ const INTRINSICS: &[&str] = &[
     "traceDuration",
 ];
 
-const SCOPES: &[&str] = &["resource", "span", "event", "link", "instrumentation"];
-
 fn window(p: &[(String, String)]) -> Result<(i64, i64), TempoError> {
     let now = crate::pipeline::now_ns();
     let end = time_param(p, "end")?.filter(|&e| e > 0).unwrap_or(now);
@@ -60,46 +59,27 @@ fn limit(p: &[(String, String)], default: usize) -> Result<usize, TempoError> {
     }
 }
 
-/// Visits every span of the window (bounded).
-fn each_span(store: &dyn Reader, start: i64, end: i64, mut f: impl FnMut(&[StoredSpan], &StoredSpan)) {
+/// Attribute names per scope on the spans `q` matches (all spans for an empty `q`).
+fn collect_names(
+    store: &dyn Reader,
+    q: &str,
+    start: i64,
+    end: i64,
+) -> Result<BTreeMap<&'static str, BTreeSet<String>>, TempoError> {
     let deadline = Instant::now() + QUERY_TIMEOUT;
-    let mut seen = 0usize;
-    let scan = TraceScan { start_ns: start, end_ns: end, ..TraceScan::default() };
-    store.trace_store().scan_traces(&scan, &mut |spans| {
-        for s in spans {
-            f(spans, s);
-        }
-        seen += spans.len();
-        seen < MAX_SPANS_INSPECTED && Instant::now() < deadline
-    });
+    let sets = query::traceql::tag_names(store.trace_store(), q, start, end, MAX_SPANS_INSPECTED, deadline)
+        .map_err(query_error)?;
+    Ok(query::traceql::NAME_SCOPES.into_iter().zip(sets).collect())
 }
 
-/// Attribute names per scope.
-fn collect_names(store: &dyn Reader, start: i64, end: i64) -> BTreeMap<&'static str, BTreeSet<String>> {
-    let mut out: BTreeMap<&'static str, BTreeSet<String>> = SCOPES.iter().map(|s| (*s, BTreeSet::new())).collect();
-    let mut last_resource: Option<*const storage::model::Resource> = None;
-    each_span(store, start, end, |_, s| {
-        let rp = std::sync::Arc::as_ptr(&s.resource);
-        if last_resource != Some(rp) {
-            last_resource = Some(rp);
-            if let Some(set) = out.get_mut("resource") {
-                set.extend(s.resource.attributes.iter().map(|kv| kv.key.clone()));
-            }
-            if let Some(set) = out.get_mut("instrumentation") {
-                set.extend(s.scope.attributes.iter().map(|kv| kv.key.clone()));
-            }
-        }
-        if let Some(set) = out.get_mut("span") {
-            set.extend(s.span.attributes.iter().map(|kv| kv.key.clone()));
-        }
-        if let Some(set) = out.get_mut("event") {
-            set.extend(s.span.events.iter().flat_map(|e| e.attributes.iter().map(|kv| kv.key.clone())));
-        }
-        if let Some(set) = out.get_mut("link") {
-            set.extend(s.span.links.iter().flat_map(|l| l.attributes.iter().map(|kv| kv.key.clone())));
-        }
-    });
-    out
+/// A query failure as Tempo reports it.
+fn query_error(e: query::traceql::Error) -> TempoError {
+    match e {
+        query::traceql::Error::Parse(p) => TempoError::bad(p.to_string()),
+        query::traceql::Error::Timeout => TempoError(axum::http::StatusCode::GATEWAY_TIMEOUT, "query timed out".into()),
+        query::traceql::Error::Limit(m) => TempoError::bad(format!("query limit exceeded: {m}")),
+        query::traceql::Error::Execution(m) => TempoError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
 }
 
 /// `GET /api/search/tags`: `{"tagNames":[...]}` — resource and span attribute names.
@@ -108,9 +88,10 @@ pub(super) async fn tags_v1(State(state): State<AppState>, RawQuery(raw): RawQue
     let (start, end) = window(&p)?;
     let lim = limit(&p, 5000)?;
     let scope = param(&p, "scope").map(str::to_owned);
+    let q = param(&p, "q").unwrap_or("").to_owned();
     let store = store(&state)?;
     blocking(move || {
-        let names = collect_names(&*store, start, end);
+        let names = collect_names(&*store, &q, start, end)?;
         let mut all: BTreeSet<String> = BTreeSet::new();
         for (sc, set) in &names {
             let wanted = match scope.as_deref() {
@@ -134,10 +115,11 @@ pub(super) async fn tags_v2(State(state): State<AppState>, RawQuery(raw): RawQue
     let scope = param(&p, "scope").map(str::to_owned);
     if let Some(s) = scope.as_deref()
         && !matches!(s, "all" | "none" | "intrinsic")
-        && !SCOPES.contains(&s)
+        && !query::traceql::NAME_SCOPES.contains(&s)
     {
         return Err(TempoError::bad(format!("invalid scope: {s:?}")));
     }
+    let q = param(&p, "q").unwrap_or("").to_owned();
     let store = store(&state)?;
     blocking(move || {
         let wanted = |name: &str| match scope.as_deref() {
@@ -145,8 +127,8 @@ pub(super) async fn tags_v2(State(state): State<AppState>, RawQuery(raw): RawQue
             Some(w) => w == name,
         };
         let mut scopes = Vec::new();
-        if SCOPES.iter().any(|s| wanted(s)) {
-            for (name, set) in collect_names(&*store, start, end) {
+        if query::traceql::NAME_SCOPES.iter().any(|s| wanted(s)) {
+            for (name, set) in collect_names(&*store, &q, start, end)? {
                 if wanted(name) && !set.is_empty() {
                     scopes.push(json!({ "name": name, "tags": set.into_iter().take(lim).collect::<Vec<_>>() }));
                 }
@@ -172,9 +154,7 @@ fn values(
     let deadline = Instant::now() + QUERY_TIMEOUT;
     query::traceql::tag_values(store.trace_store(), tag, q, start, end, limit, deadline).map_err(|e| match e {
         query::traceql::Error::Parse(p) => TempoError::bad(format!("invalid tag {tag:?}: {p}")),
-        query::traceql::Error::Timeout => TempoError(axum::http::StatusCode::GATEWAY_TIMEOUT, "query timed out".into()),
-        query::traceql::Error::Limit(m) => TempoError::bad(format!("query limit exceeded: {m}")),
-        query::traceql::Error::Execution(m) => TempoError(axum::http::StatusCode::INTERNAL_SERVER_ERROR, m),
+        e => query_error(e),
     })
 }
 
