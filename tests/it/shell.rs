@@ -73,7 +73,12 @@ fn health_ready_and_self_metrics() {
 /// told to retry later: 429 + Retry-After over HTTP, UNAVAILABLE over gRPC.
 #[test]
 fn saturated_write_path_answers_retry_later() {
-    let srv = TestServer::start(|c| c.limits.max_inflight_requests = 1);
+    // No self-scrape: it takes the one slot for a moment every interval, which could answer a 429
+    // before the slow client holds the slot and leave the gRPC check below a free slot.
+    let srv = TestServer::start(|c| {
+        c.limits.max_inflight_requests = 1;
+        c.scrape.self_scrape = false;
+    });
     let mut slow = TcpStream::connect(srv.addrs.otlp_http.unwrap()).unwrap();
     write!(
         slow,
