@@ -323,15 +323,7 @@ async fn series(State(s): State<AppState>, req: Request) -> ApiResult {
         for set in &sets {
             all.extend(reader.series_matching(set, start, end));
         }
-        all.sort_unstable();
-        all.dedup();
-        let mut warnings = Vec::new();
-        if let Some(l) = limit
-            && all.len() > l
-        {
-            all.truncate(l);
-            warnings.push("results truncated due to limit".to_string());
-        }
+        let warnings = sorted_unique_limited(&mut all, limit);
         let mut data = String::from("[");
         for (i, l) in all.iter().enumerate() {
             if i > 0 {
@@ -346,17 +338,23 @@ async fn series(State(s): State<AppState>, req: Request) -> ApiResult {
     Ok(ok(&data, &warnings))
 }
 
-/// Sorted, deduplicated, limited strings as a data array with the truncation warning.
-fn string_list(mut v: Vec<String>, limit: Option<usize>) -> (String, Vec<String>) {
+/// Sorts and deduplicates `v` and cuts it to `limit`, returning Prometheus' truncation warning
+/// when it had to cut.
+fn sorted_unique_limited<T: Ord>(v: &mut Vec<T>, limit: Option<usize>) -> Vec<String> {
     v.sort_unstable();
     v.dedup();
-    let mut warnings = Vec::new();
-    if let Some(l) = limit
-        && v.len() > l
-    {
-        v.truncate(l);
-        warnings.push("results truncated due to limit".to_string());
+    match limit {
+        Some(l) if v.len() > l => {
+            v.truncate(l);
+            vec!["results truncated due to limit".to_string()]
+        }
+        _ => Vec::new(),
     }
+}
+
+/// Sorted, deduplicated, limited strings as a data array with the truncation warning.
+fn string_list(mut v: Vec<String>, limit: Option<usize>) -> (String, Vec<String>) {
+    let warnings = sorted_unique_limited(&mut v, limit);
     (json::string_array(v.iter().map(String::as_str)), warnings)
 }
 
