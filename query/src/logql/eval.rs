@@ -84,6 +84,11 @@ fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
     out
 }
 
+/// The value a label builder made from `meta` holds for `name` (the last pair of that name).
+fn meta_lookup(meta: &[(String, String)], name: &str) -> Option<String> {
+    meta.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
 /// True when [`meta_of`] gives nothing for `r`.
 fn meta_free(r: &storage::model::LogRecord) -> bool {
     r.attributes.is_empty()
@@ -200,8 +205,12 @@ impl Ctx<'_> {
                 };
                 ((*log.stream).clone(), entry)
             } else {
-                let meta = meta_of(log);
-                let mut b = Builder::new(&log.stream, &meta);
+                let meta = std::cell::OnceCell::new();
+                let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(log)), n);
+                if !pipeline::may_pass(&l.stages, &log.record.body, &log.stream, &meta_get) {
+                    return true;
+                }
+                let mut b = Builder::new(&log.stream, meta.get_or_init(|| meta_of(log)));
                 let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
                     return true;
                 };
@@ -365,8 +374,12 @@ impl Ctx<'_> {
                         series[slot].1.push((ts, value));
                         return true;
                     }
-                    let meta = meta_of(rec);
-                    let mut b = Builder::new(&rec.stream, &meta);
+                    let meta = std::cell::OnceCell::new();
+                    let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(rec)), n);
+                    if !pipeline::may_pass(&log.stages, &rec.record.body, &rec.stream, &meta_get) {
+                        return true;
+                    }
+                    let mut b = Builder::new(&rec.stream, meta.get_or_init(|| meta_of(rec)));
                     let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
                         return true;
                     };

@@ -5,6 +5,7 @@
 //!   can still drop the entry (numeric ones let it through);
 //! - labels may hold empty values (a parameter that found nothing), which are returned as such.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::LazyLock;
@@ -244,6 +245,145 @@ pub(crate) fn run(stages: &[Stage], ts_ns: i64, line: &str, b: &mut Builder<'_>)
     Some(line.into_owned())
 }
 
+/// What a look at an entry without its label set tells about [`run`]'s verdict.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Drop,
+    Unknown,
+}
+
+/// False only when [`run`] would certainly filter the entry out, decided without building its
+/// label set: the leading line filters, label filters on stream and metadata labels, and the label
+/// filters after a `json` stage (on just the labels they name, read in one pass over the line
+/// without allocating the others). Anything it cannot settle (a parse or conversion error, a stage
+/// that rewrites the line or the labels) counts as passing; `run` then decides. `meta` gives a
+/// structured-metadata label by name as the entry's label builder would hold it.
+pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn Fn(&str) -> Option<String>) -> bool {
+    // Labels extracted by `json`, for the names the label filters ask for.
+    let mut names: Vec<&str> = Vec::new();
+    let mut vals: Vec<Option<String>> = Vec::new();
+    let mut parsed = false;
+    for (i, st) in stages.iter().enumerate() {
+        match st {
+            Stage::LineFilter(f) => {
+                if !line_filter(f, line) {
+                    return false;
+                }
+            }
+            Stage::LabelFilter(f) => {
+                let view = Light { names: &names, vals: &vals, stream, meta };
+                match light_filter(f, &view) {
+                    Verdict::Pass => {}
+                    Verdict::Drop => return false,
+                    Verdict::Unknown => return true,
+                }
+            }
+            Stage::Json(params) if params.is_empty() && !parsed => {
+                parsed = true;
+                for st in &stages[i + 1..] {
+                    match st {
+                        Stage::LabelFilter(f) => filter_names(f, &mut names),
+                        Stage::LineFilter(_) => {}
+                        _ => break,
+                    }
+                }
+                if names.is_empty() {
+                    return true;
+                }
+                vals = vec![None; names.len()];
+                let r = walk(line, &mut |k, v| {
+                    // A name that is a stream label is set as `<name>_extracted`.
+                    let renamed = stream.get(k).is_some();
+                    for (j, n) in names.iter().enumerate() {
+                        let hit = if renamed {
+                            n.len() == k.len() + "_extracted".len() && n.starts_with(k) && n.ends_with("_extracted")
+                        } else {
+                            *n == k
+                        };
+                        if hit {
+                            vals[j] = Some(v.to_string());
+                        }
+                    }
+                });
+                if r.is_err() {
+                    return true;
+                }
+            }
+            _ => return true,
+        }
+    }
+    true
+}
+
+/// An entry's labels as [`may_pass`] sees them: the `json` values of the names filters read, then
+/// metadata, then stream labels (the order in which a label builder would override them).
+struct Light<'a> {
+    names: &'a [&'a str],
+    vals: &'a [Option<String>],
+    stream: &'a Labels,
+    meta: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Light<'_> {
+    fn get(&self, n: &str) -> Option<Cow<'_, str>> {
+        if n == ERROR || n == ERROR_DETAILS {
+            return None;
+        }
+        if let Some(Some(v)) = self.names.iter().position(|x| *x == n).map(|j| &self.vals[j]) {
+            return Some(Cow::Borrowed(v.as_str()));
+        }
+        if let Some(v) = (self.meta)(n) {
+            return Some(Cow::Owned(v));
+        }
+        self.stream.get(n).map(Cow::Borrowed)
+    }
+}
+
+/// The label names `f` reads.
+fn filter_names<'a>(f: &'a LabelFilter, out: &mut Vec<&'a str>) {
+    match f {
+        LabelFilter::Matcher(m) => out.push(&m.name),
+        LabelFilter::Number(n, ..)
+        | LabelFilter::Duration(n, ..)
+        | LabelFilter::Bytes(n, ..)
+        | LabelFilter::Ip(n, ..) => out.push(n),
+        LabelFilter::And(l, r) | LabelFilter::Or(l, r) => {
+            filter_names(l, out);
+            filter_names(r, out);
+        }
+    }
+}
+
+/// [`label_filter`] on an entry without errors whose labels `view` holds; `Unknown` where the
+/// filter would set an error (its verdict then depends on what follows).
+fn light_filter(f: &LabelFilter, view: &Light<'_>) -> Verdict {
+    let get = |n: &str| view.get(n);
+    let verdict = |ok: bool| if ok { Verdict::Pass } else { Verdict::Drop };
+    let numeric = |name: &str, op: CmpOp, want: f64, conv: &dyn Fn(&str) -> Result<f64, String>| match get(name) {
+        None => Verdict::Drop,
+        Some(v) => match conv(&v) {
+            Ok(x) => verdict(op.apply(x, want)),
+            Err(_) => Verdict::Unknown,
+        },
+    };
+    match f {
+        LabelFilter::Matcher(m) => verdict(m.matches(get(&m.name).as_deref().unwrap_or(""))),
+        LabelFilter::Number(name, op, want) => numeric(name, *op, *want, &parse_float),
+        LabelFilter::Duration(name, op, want) => numeric(name, *op, *want, &|s| parse_duration(s, false)),
+        LabelFilter::Bytes(name, op, want) => numeric(name, *op, *want, &parse_bytes),
+        LabelFilter::And(l, r) => match (light_filter(l, view), light_filter(r, view)) {
+            (Verdict::Unknown, _) | (_, Verdict::Unknown) => Verdict::Unknown,
+            (a, b) => verdict(a == Verdict::Pass && b == Verdict::Pass),
+        },
+        LabelFilter::Or(l, r) => match light_filter(l, view) {
+            Verdict::Drop => light_filter(r, view),
+            v => v,
+        },
+        LabelFilter::Ip(name, eq, m) => verdict(get(name).is_some_and(|v| m.value_is(&v)) == *eq),
+    }
+}
+
 static ANSI: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(
         "[\u{001B}\u{009B}][\\[\\]()#;?]*(?:(?:(?:[a-zA-Z\\d]*(?:;[a-zA-Z\\d]*)*)?\u{0007})|(?:(?:\\d{1,4}(?:;\\d{0,4})*)?[\\dA-PRZcf-ntqry=><~]))",
@@ -300,12 +440,8 @@ fn numeric(b: &mut Builder<'_>, name: &str, op: CmpOp, want: f64, conv: impl Fn(
 
 /// Loki's label-name sanitizer for parsed keys.
 pub(crate) fn sanitize_key(key: &str) -> String {
-    let key = key.trim();
     let mut out = String::with_capacity(key.len() + 1);
-    if key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-        out.push('_');
-    }
-    out.extend(key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }));
+    push_sanitized(&mut out, key, true);
     out
 }
 
@@ -424,7 +560,7 @@ impl<'a> Json<'a> {
                 _ => return Err(E_OBJECT),
             }
             let end = self.string_end(self.i).ok_or(E_OBJECT)?;
-            let key = unescape(&self.s[self.i + 1..end]);
+            let key = unescape_cow(&self.s[self.i + 1..end]);
             self.i = end + 1;
             self.ws();
             if b.get(self.i) != Some(&b':') {
@@ -448,17 +584,22 @@ impl<'a> Json<'a> {
 
 /// A JSON string's value; like Loki, an undecodable string or one holding U+FFFD is empty.
 fn unescape(s: &str) -> String {
+    unescape_cow(s).into_owned()
+}
+
+/// [`unescape`], borrowing `s` when it holds no escape.
+fn unescape_cow(s: &str) -> Cow<'_, str> {
     let v = if s.contains('\\') {
-        serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_default()
+        Cow::Owned(serde_json::from_str::<String>(&format!("\"{s}\"")).unwrap_or_default())
     } else {
-        s.to_string()
+        Cow::Borrowed(s)
     };
-    if v.contains('\u{FFFD}') { String::new() } else { v }
+    if v.contains('\u{FFFD}') { Cow::Borrowed("") } else { v }
 }
 
 fn json_all(line: &str, b: &mut Builder<'_>) {
     let mut found: Vec<(String, String)> = Vec::new();
-    let r = walk(line, "", &mut found);
+    let r = walk(line, &mut |k, v| found.push((k.to_string(), v.into_owned())));
     for (k, v) in found {
         b.set_parsed(k, v);
     }
@@ -471,38 +612,63 @@ fn json_all(line: &str, b: &mut Builder<'_>) {
 /// line cannot exhaust the stack.
 const MAX_JSON_DEPTH: usize = 64;
 
-fn walk(obj: &str, prefix: &str, out: &mut Vec<(String, String)>) -> Result<(), &'static str> {
-    walk_depth(obj, prefix, out, 0)
+/// Hands every label `json` (without parameters) extracts from `obj` to `sink`, as (sanitized
+/// flattened name, value), in the order the labels are set: each object's scalar members, then
+/// its nested objects one after the other. Nulls and arrays give nothing, as in Loki. The
+/// members found before a syntax error are still handed over.
+fn walk(obj: &str, sink: &mut dyn FnMut(&str, Cow<'_, str>)) -> Result<(), &'static str> {
+    let mut key = String::new();
+    walk_depth(obj, &mut key, sink, 0)
 }
 
-fn walk_depth(obj: &str, prefix: &str, out: &mut Vec<(String, String)>, depth: usize) -> Result<(), &'static str> {
+fn walk_depth(
+    obj: &str,
+    key: &mut String,
+    sink: &mut dyn FnMut(&str, Cow<'_, str>),
+    depth: usize,
+) -> Result<(), &'static str> {
+    let prefix_len = key.len();
     let mut p = Json { s: obj, i: 0 };
     let mut nested: Vec<(String, &str)> = Vec::new();
     let mut err = None;
     p.each(&mut |k, v| {
-        let key = if prefix.is_empty() { sanitize_key(k) } else { format!("{prefix}_{}", sanitize_key_inner(k)) };
+        key.truncate(prefix_len);
+        if prefix_len == 0 {
+            push_sanitized(key, k, true);
+        } else {
+            key.push('_');
+            push_sanitized(key, k, false);
+        }
         match v {
-            Raw::Str(s) => out.push((key, unescape(s))),
+            Raw::Str(s) => sink(key, unescape_cow(s)),
             // Loki's json parser skips nulls and arrays.
             Raw::Other("null") => {}
-            Raw::Other(s) => out.push((key, s.to_string())),
-            Raw::Object(o) => nested.push((key, o)),
+            Raw::Other(s) => sink(key, Cow::Borrowed(s)),
+            Raw::Object(o) => nested.push((key.clone(), o)),
             Raw::Array(_) => {}
         }
     })?;
+    key.truncate(prefix_len);
     if depth >= MAX_JSON_DEPTH {
         return Ok(());
     }
     for (k, o) in nested {
-        if let Err(e) = walk_depth(o, &k, out, depth + 1) {
+        let mut sub = k;
+        if let Err(e) = walk_depth(o, &mut sub, sink, depth + 1) {
             err = Some(e);
         }
     }
     err.map_or(Ok(()), Err)
 }
 
-fn sanitize_key_inner(key: &str) -> String {
-    key.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+/// Appends Loki's sanitized form of a parsed key: trimmed, every character but ASCII
+/// alphanumerics and `_` replaced by `_`, and (for a top-level name) `_` before a leading digit.
+fn push_sanitized(out: &mut String, key: &str, top: bool) {
+    let key = key.trim();
+    if top && key.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        out.push('_');
+    }
+    out.extend(key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }));
 }
 
 /// Splits a json parameter expression (`a.b`, `a["b"]`, `a[0]`) into path parts.
@@ -975,5 +1141,139 @@ impl IpMatcher {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logql::ast::Expr;
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len() as u64) as usize]
+        }
+    }
+
+    const KEYS: &[&str] = &["status", "app", "dur", "level", "1st", "a.b", " sp ", "status_extracted", "x", "trace_id"];
+    const VALUES: &[&str] = &[
+        "200",
+        "503",
+        "\"500\"",
+        "\"5xx\"",
+        "4.5",
+        "\"12ms\"",
+        "\"1KB\"",
+        "null",
+        "true",
+        "[1,2]",
+        "\"a\\\"b\"",
+        "\"\\u00e9\"",
+        "\"10.0.0.1\"",
+        "-3",
+        "\"\"",
+    ];
+
+    fn json_value(r: &mut Rng, depth: u32) -> String {
+        if depth < 2 && r.below(5) == 0 { json_object(r, depth + 1) } else { r.pick(VALUES).to_string() }
+    }
+
+    fn json_object(r: &mut Rng, depth: u32) -> String {
+        let n = r.below(5);
+        let members: Vec<String> = (0..n).map(|_| format!("\"{}\":{}", r.pick(KEYS), json_value(r, depth))).collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    fn line(r: &mut Rng) -> String {
+        match r.below(10) {
+            0 => "not json at all status=503".into(),
+            1 => {
+                let mut s = json_object(r, 0);
+                s.truncate(s.len() / 2);
+                s
+            }
+            _ => json_object(r, 0),
+        }
+    }
+
+    fn filter(r: &mut Rng) -> String {
+        let name = r.pick(&[
+            "status",
+            "app",
+            "dur",
+            "level",
+            "_1st",
+            "a_b",
+            "sp",
+            "status_extracted",
+            "x",
+            "trace_id",
+            "__error__",
+            "a_b_status",
+            "missing",
+        ]);
+        let f = match r.below(7) {
+            0 => format!("{name} >= 500"),
+            1 => format!("{name} = \"503\""),
+            2 => format!("{name} != \"\""),
+            3 => format!("{name} =~ \"5.*\""),
+            4 => format!("{name} > 10ms"),
+            5 => format!("{name} < 2KB"),
+            _ => format!("{name} = ip(\"10.0.0.0/8\")"),
+        };
+        match r.below(4) {
+            0 => format!("{f} or {}", filter(r)),
+            1 => format!("{f} and {}", filter(r)),
+            _ => f,
+        }
+    }
+
+    fn query(r: &mut Rng) -> String {
+        let mut q = String::from("{app=\"a\"}");
+        for _ in 0..1 + r.below(4) {
+            match r.below(6) {
+                0 => q.push_str(" |= \"5\""),
+                1 => q.push_str(" != \"null\""),
+                2 | 3 => q.push_str(" | json"),
+                4 => q.push_str(" | logfmt"),
+                _ => {}
+            }
+            q.push_str(&format!(" | {}", filter(r)));
+        }
+        q
+    }
+
+    /// `may_pass` never turns away an entry that `run` keeps, over random JSON lines (nested,
+    /// broken, escaped, keys colliding with stream labels) and random filter chains.
+    #[test]
+    fn may_pass_never_drops_what_run_keeps() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let stream = Labels::from_pairs([("app", "a"), ("status", "s")]);
+        let meta_pairs: Vec<(String, String)> = vec![("trace_id".into(), "abc".into()), ("x".into(), "503".into())];
+        let meta = |n: &str| meta_pairs.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let (mut dropped, mut kept) = (0, 0);
+        for _ in 0..20_000 {
+            let q = query(&mut r);
+            let Ok(Expr::Log(l)) = crate::logql::parser::parse(&q) else { panic!("{q}") };
+            let line = line(&mut r);
+            let mut b = Builder::new(&stream, &meta_pairs);
+            let full = run(&l.stages, 0, &line, &mut b);
+            if !may_pass(&l.stages, &line, &stream, &meta) {
+                assert!(full.is_none(), "may_pass dropped an entry run keeps: {q} on {line}");
+                dropped += 1;
+            } else if full.is_some() {
+                kept += 1;
+            }
+        }
+        // The generator exercises both outcomes.
+        assert!(dropped > 1000 && kept > 1000, "dropped {dropped}, kept {kept}");
     }
 }
