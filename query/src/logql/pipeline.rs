@@ -255,8 +255,8 @@ enum Verdict {
 
 /// False only when [`run`] would certainly filter the entry out, decided without building its
 /// label set: the leading line filters, label filters on stream and metadata labels, and the label
-/// filters after a `json` stage (on just the labels they name, read in one pass over the line
-/// without allocating the others). Anything it cannot settle (a parse or conversion error, a stage
+/// filters after a `json` or `logfmt` stage (on just the labels they name, read in one pass over
+/// the line without allocating the others). Anything it cannot settle (a parse or conversion error, a stage
 /// that rewrites the line or the labels) counts as passing; `run` then decides. `meta` gives a
 /// structured-metadata label by name as the entry's label builder would hold it.
 pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn Fn(&str) -> Option<String>) -> bool {
@@ -281,32 +281,31 @@ pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn
             }
             Stage::Json(params) if params.is_empty() && !parsed => {
                 parsed = true;
-                for st in &stages[i + 1..] {
-                    match st {
-                        Stage::LabelFilter(f) => filter_names(f, &mut names),
-                        Stage::LineFilter(_) => {}
-                        _ => break,
-                    }
-                }
+                names = later_filter_names(&stages[i + 1..]);
                 if names.is_empty() {
                     return true;
                 }
                 vals = vec![None; names.len()];
-                let r = walk(line, &mut |k, v| {
-                    // A name that is a stream label is set as `<name>_extracted`.
-                    let renamed = stream.get(k).is_some();
-                    for (j, n) in names.iter().enumerate() {
-                        let hit = if renamed {
-                            n.len() == k.len() + "_extracted".len() && n.starts_with(k) && n.ends_with("_extracted")
-                        } else {
-                            *n == k
-                        };
-                        if hit {
-                            vals[j] = Some(v.to_string());
-                        }
+                if walk(line, &mut |k, v| record(&names, &mut vals, stream, k, v)).is_err() {
+                    return true;
+                }
+            }
+            Stage::Logfmt { strict, keep_empty, params } if params.is_empty() && !parsed => {
+                parsed = true;
+                names = later_filter_names(&stages[i + 1..]);
+                if names.is_empty() {
+                    return true;
+                }
+                vals = vec![None; names.len()];
+                let mut key = String::new();
+                let err = logfmt_each(line, &mut |k, v| {
+                    key.clear();
+                    push_sanitized(&mut key, k, true);
+                    if !key.is_empty() && (*keep_empty || !v.is_empty()) {
+                        record(&names, &mut vals, stream, &key, v);
                     }
                 });
-                if r.is_err() {
+                if *strict && err.is_some() {
                     return true;
                 }
             }
@@ -314,6 +313,36 @@ pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn
         }
     }
     true
+}
+
+/// Names read by the label filters that follow a parser stage (up to the first stage that is
+/// neither a label nor a line filter).
+fn later_filter_names(stages: &[Stage]) -> Vec<&str> {
+    let mut names = Vec::new();
+    for st in stages {
+        match st {
+            Stage::LabelFilter(f) => filter_names(f, &mut names),
+            Stage::LineFilter(_) => {}
+            _ => break,
+        }
+    }
+    names
+}
+
+/// Notes a parsed label `k` = `v` for the wanted `names`; a name that is a stream label is set as
+/// `<name>_extracted`, and a later value replaces an earlier one, as in the label builder.
+fn record(names: &[&str], vals: &mut [Option<String>], stream: &Labels, k: &str, v: Cow<'_, str>) {
+    let renamed = stream.get(k).is_some();
+    for (j, n) in names.iter().enumerate() {
+        let hit = if renamed {
+            n.len() == k.len() + "_extracted".len() && n.starts_with(k) && n.ends_with("_extracted")
+        } else {
+            *n == k
+        };
+        if hit {
+            vals[j] = Some(v.to_string());
+        }
+    }
 }
 
 /// An entry's labels as [`may_pass`] sees them: the `json` values of the names filters read, then
@@ -833,8 +862,15 @@ fn unpack(line: &str, b: &mut Builder<'_>) -> Option<String> {
 /// (e.g. a quoted string where a key should be) is skipped. `Err` carries what strict mode
 /// reports.
 fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
-    let b = line.as_bytes();
     let mut out = Vec::new();
+    let err = logfmt_each(line, &mut |k, v| out.push((k.to_string(), v.into_owned())));
+    (out, err)
+}
+
+/// [`logfmt_pairs`] as a visitor: each pair in order, values borrowed where they hold no escape;
+/// returns what strict mode reports.
+fn logfmt_each(line: &str, out: &mut dyn FnMut(&str, Cow<'_, str>)) -> Option<String> {
+    let b = line.as_bytes();
     let mut err = None;
     let mut i = 0;
     while i < b.len() {
@@ -880,7 +916,7 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
             continue;
         }
         if i >= b.len() || b[i] != b'=' {
-            out.push((key.to_string(), String::new()));
+            out(key, Cow::Borrowed(""));
             continue;
         }
         i += 1;
@@ -906,8 +942,13 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
                 break;
             }
             let raw = &line[vs..=j];
-            let v = super::lexer::lex_quoted(raw).map(|(s, _)| s).unwrap_or_else(|| line[vs + 1..j].to_string());
-            out.push((key.to_string(), v));
+            let inner = &line[vs + 1..j];
+            let v = if inner.contains('\\') {
+                Cow::Owned(super::lexer::lex_quoted(raw).map(|(s, _)| s).unwrap_or_else(|| inner.to_string()))
+            } else {
+                Cow::Borrowed(inner)
+            };
+            out(key, v);
             i = j + 1;
         } else {
             let vs = i;
@@ -917,10 +958,10 @@ fn logfmt_pairs(line: &str) -> (Vec<(String, String)>, Option<String>) {
                 }
                 i += 1;
             }
-            out.push((key.to_string(), line[vs..i].to_string()));
+            out(key, Cow::Borrowed(&line[vs..i]));
         }
     }
-    (out, err)
+    err
 }
 
 fn logfmt(line: &str, strict: bool, keep_empty: bool, params: &[(String, String)], b: &mut Builder<'_>) {
@@ -1192,9 +1233,35 @@ mod tests {
         format!("{{{}}}", members.join(","))
     }
 
+    fn logfmt_line(r: &mut Rng) -> String {
+        let n = r.below(6);
+        let pairs: Vec<String> = (0..n)
+            .map(|_| {
+                let k = r.pick(&[
+                    "status",
+                    "app",
+                    "dur",
+                    "level",
+                    "1st",
+                    "a.b",
+                    "status_extracted",
+                    "x",
+                    "trace_id",
+                    "=",
+                    "\"q\"",
+                ]);
+                let v =
+                    r.pick(&["503", "200", "\"5xx\"", "12ms", "1KB", "", "\"a\\\"b\"", "10.0.0.1", "\"open", "x=y"]);
+                if r.below(6) == 0 { k.to_string() } else { format!("{k}={v}") }
+            })
+            .collect();
+        pairs.join(" ")
+    }
+
     fn line(r: &mut Rng) -> String {
         match r.below(10) {
             0 => "not json at all status=503".into(),
+            2..=4 => logfmt_line(r),
             1 => {
                 let mut s = json_object(r, 0);
                 s.truncate(s.len() / 2);
@@ -1243,7 +1310,7 @@ mod tests {
                 0 => q.push_str(" |= \"5\""),
                 1 => q.push_str(" != \"null\""),
                 2 | 3 => q.push_str(" | json"),
-                4 => q.push_str(" | logfmt"),
+                4 => q.push_str(r.pick(&[" | logfmt", " | logfmt --strict", " | logfmt --keep-empty"])),
                 _ => {}
             }
             q.push_str(&format!(" | {}", filter(r)));
