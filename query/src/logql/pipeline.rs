@@ -253,14 +253,37 @@ enum Verdict {
     Unknown,
 }
 
-/// False only when [`run`] would certainly filter the entry out, decided without building its
-/// label set: the leading line filters, label filters on stream and metadata labels, and the label
-/// filters after a `json` or `logfmt` stage (on just the labels they name, read in one pass over
-/// the line without allocating the others). Anything it cannot settle (a parse or conversion error, a stage
-/// that rewrites the line or the labels) counts as passing; `run` then decides. `meta` gives a
-/// structured-metadata label by name as the entry's label builder would hold it.
+/// The outcome of [`light_run`].
+#[derive(Debug, PartialEq)]
+pub(crate) enum Light {
+    /// [`run`] filters the entry out.
+    Drop,
+    /// [`run`] keeps the entry unchanged (the line as it was, no error) and its labels hold these
+    /// values for the wanted names (`None`: no such label).
+    Keep(Vec<Option<String>>),
+    /// Only [`run`] can tell.
+    Unknown,
+}
+
+/// False only when [`run`] would certainly filter the entry out; see [`light_run`].
 pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn Fn(&str) -> Option<String>) -> bool {
-    // Labels extracted by `json`, for the names the label filters ask for.
+    light_run(stages, line, stream, meta, &[]) != Light::Drop
+}
+
+/// [`run`]'s verdict where it can be reached without building the entry's label set: pipelines of
+/// line filters, label filters and at most one `json` or `logfmt` stage without parameters, the
+/// parser reading (in one pass over the line, allocating nothing else) only the labels that later
+/// filters and `wanted` name. Anything it cannot settle (a parse or conversion error, a stage that
+/// rewrites the line or the labels) is `Unknown`, for `run` to decide. `meta` gives a
+/// structured-metadata label by name as the entry's label builder would hold it.
+pub(crate) fn light_run(
+    stages: &[Stage],
+    line: &str,
+    stream: &Labels,
+    meta: &dyn Fn(&str) -> Option<String>,
+    wanted: &[&str],
+) -> Light {
+    // Parsed values of the names the label filters and the caller ask for.
     let mut names: Vec<&str> = Vec::new();
     let mut vals: Vec<Option<String>> = Vec::new();
     let mut parsed = false;
@@ -268,33 +291,35 @@ pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn
         match st {
             Stage::LineFilter(f) => {
                 if !line_filter(f, line) {
-                    return false;
+                    return Light::Drop;
                 }
             }
             Stage::LabelFilter(f) => {
-                let view = Light { names: &names, vals: &vals, stream, meta };
+                let view = View { names: &names, vals: &vals, stream, meta };
                 match light_filter(f, &view) {
                     Verdict::Pass => {}
-                    Verdict::Drop => return false,
-                    Verdict::Unknown => return true,
+                    Verdict::Drop => return Light::Drop,
+                    Verdict::Unknown => return Light::Unknown,
                 }
             }
             Stage::Json(params) if params.is_empty() && !parsed => {
                 parsed = true;
                 names = later_filter_names(&stages[i + 1..]);
+                names.extend_from_slice(wanted);
                 if names.is_empty() {
-                    return true;
+                    return Light::Unknown;
                 }
                 vals = vec![None; names.len()];
                 if walk(line, &mut |k, v| record(&names, &mut vals, stream, k, v)).is_err() {
-                    return true;
+                    return Light::Unknown;
                 }
             }
             Stage::Logfmt { strict, keep_empty, params } if params.is_empty() && !parsed => {
                 parsed = true;
                 names = later_filter_names(&stages[i + 1..]);
+                names.extend_from_slice(wanted);
                 if names.is_empty() {
-                    return true;
+                    return Light::Unknown;
                 }
                 vals = vec![None; names.len()];
                 let mut key = String::new();
@@ -306,13 +331,14 @@ pub(crate) fn may_pass(stages: &[Stage], line: &str, stream: &Labels, meta: &dyn
                     }
                 });
                 if *strict && err.is_some() {
-                    return true;
+                    return Light::Unknown;
                 }
             }
-            _ => return true,
+            _ => return Light::Unknown,
         }
     }
-    true
+    let view = View { names: &names, vals: &vals, stream, meta };
+    Light::Keep(wanted.iter().map(|n| view.get(n).map(Cow::into_owned)).collect())
 }
 
 /// Names read by the label filters that follow a parser stage (up to the first stage that is
@@ -345,16 +371,16 @@ fn record(names: &[&str], vals: &mut [Option<String>], stream: &Labels, k: &str,
     }
 }
 
-/// An entry's labels as [`may_pass`] sees them: the `json` values of the names filters read, then
+/// An entry's labels as [`light_run`] sees them: the `json` values of the names filters read, then
 /// metadata, then stream labels (the order in which a label builder would override them).
-struct Light<'a> {
+struct View<'a> {
     names: &'a [&'a str],
     vals: &'a [Option<String>],
     stream: &'a Labels,
     meta: &'a dyn Fn(&str) -> Option<String>,
 }
 
-impl Light<'_> {
+impl View<'_> {
     fn get(&self, n: &str) -> Option<Cow<'_, str>> {
         if n == ERROR || n == ERROR_DETAILS {
             return None;
@@ -386,7 +412,7 @@ fn filter_names<'a>(f: &'a LabelFilter, out: &mut Vec<&'a str>) {
 
 /// [`label_filter`] on an entry without errors whose labels `view` holds; `Unknown` where the
 /// filter would set an error (its verdict then depends on what follows).
-fn light_filter(f: &LabelFilter, view: &Light<'_>) -> Verdict {
+fn light_filter(f: &LabelFilter, view: &View<'_>) -> Verdict {
     let get = |n: &str| view.get(n);
     let verdict = |ok: bool| if ok { Verdict::Pass } else { Verdict::Drop };
     let numeric = |name: &str, op: CmpOp, want: f64, conv: &dyn Fn(&str) -> Result<f64, String>| match get(name) {
@@ -1318,10 +1344,11 @@ mod tests {
         q
     }
 
-    /// `may_pass` never turns away an entry that `run` keeps, over random JSON lines (nested,
-    /// broken, escaped, keys colliding with stream labels) and random filter chains.
+    /// `light_run` never turns away an entry that `run` keeps, and what it keeps `run` keeps with
+    /// the same labels, over random JSON and logfmt lines (nested, broken, escaped, keys colliding
+    /// with stream labels) and random filter chains.
     #[test]
-    fn may_pass_never_drops_what_run_keeps() {
+    fn light_run_agrees_with_run() {
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         let stream = Labels::from_pairs([("app", "a"), ("status", "s")]);
         let meta_pairs: Vec<(String, String)> = vec![("trace_id".into(), "abc".into()), ("x".into(), "503".into())];
@@ -1333,14 +1360,32 @@ mod tests {
             let line = line(&mut r);
             let mut b = Builder::new(&stream, &meta_pairs);
             let full = run(&l.stages, 0, &line, &mut b);
-            if !may_pass(&l.stages, &line, &stream, &meta) {
-                assert!(full.is_none(), "may_pass dropped an entry run keeps: {q} on {line}");
-                dropped += 1;
-            } else if full.is_some() {
-                kept += 1;
+            let wanted = ["status", "app", "x", "level", "__error__", "missing", "status_extracted"];
+            match light_run(&l.stages, &line, &stream, &meta, &wanted) {
+                Light::Drop => {
+                    assert!(full.is_none(), "light_run dropped an entry run keeps: {q} on {line}");
+                    dropped += 1;
+                }
+                Light::Keep(vals) => {
+                    assert_eq!(
+                        full.as_deref(),
+                        Some(line.as_str()),
+                        "light_run kept what run drops or rewrites: {q} on {line}"
+                    );
+                    let labels = b.result();
+                    let got: Vec<Option<&str>> = vals.iter().map(|v| v.as_deref()).collect();
+                    let want: Vec<Option<&str>> = wanted.iter().map(|n| labels.get(n)).collect();
+                    assert_eq!(got, want, "labels differ: {q} on {line}");
+                    kept += 1;
+                }
+                Light::Unknown => {}
             }
+            assert_eq!(
+                may_pass(&l.stages, &line, &stream, &meta),
+                light_run(&l.stages, &line, &stream, &meta, &[]) != Light::Drop
+            );
         }
         // The generator exercises both outcomes.
-        assert!(dropped > 1000 && kept > 1000, "dropped {dropped}, kept {kept}");
+        assert!(dropped > 1000 && kept > 100, "dropped {dropped}, kept {kept}");
     }
 }
