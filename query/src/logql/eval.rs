@@ -333,6 +333,12 @@ impl Ctx<'_> {
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
                 let filter_only = log.is_filter_only() && unwrap.is_none();
+                // Light path: with a `by` grouping and no unwrap, an entry the pipeline keeps as it
+                // is needs only the grouping labels (see `pipeline::light_run`).
+                let light_names: Option<Vec<&str>> = match grouping {
+                    Some(g) if !g.without && unwrap.is_none() => Some(g.labels.iter().map(String::as_str).collect()),
+                    _ => None,
+                };
                 self.scan(log, from, to, Direction::Forward, &mut |rec| {
                     let ts = rec.record.timestamp_ns;
                     // Fast path: the series is the stream (or its grouping), when no metadata
@@ -376,58 +382,74 @@ impl Ctx<'_> {
                     }
                     let meta = std::cell::OnceCell::new();
                     let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(rec)), n);
-                    if !pipeline::may_pass(&log.stages, &rec.record.body, &rec.stream, &meta_get) {
-                        return true;
-                    }
-                    let mut b = Builder::new(&rec.stream, meta.get_or_init(|| meta_of(rec)));
-                    let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
-                        return true;
-                    };
-                    let value = match unwrap {
-                        None => match op {
-                            RangeOp::Bytes | RangeOp::BytesRate => line.len() as f64,
-                            _ => 1.0,
-                        },
-                        Some(u) => {
-                            let Some(raw) = b.get(&u.label).map(str::to_string) else {
+                    let wanted = light_names.as_deref().unwrap_or(&[]);
+                    let light = pipeline::light_run(&log.stages, &rec.record.body, &rec.stream, &meta_get, wanted);
+                    let (labels, value) = match light {
+                        pipeline::Light::Drop => return true,
+                        // A `by` grouping of an entry kept as it is: the series is the grouping.
+                        pipeline::Light::Keep(vals) if light_names.is_some() => {
+                            let labels = Labels::from_pairs_keep_empty(
+                                wanted.iter().zip(vals).filter_map(|(n, v)| v.map(|v| (*n, v))),
+                            );
+                            let value = match op {
+                                RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                                _ => 1.0,
+                            };
+                            (labels, value)
+                        }
+                        _ => {
+                            let mut b = Builder::new(&rec.stream, meta.get_or_init(|| meta_of(rec)));
+                            let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
                                 return true;
                             };
-                            let conv = match u.conv {
-                                UnwrapConv::None => parse_float(&raw),
-                                UnwrapConv::Duration => parse_duration(&raw, false).map(|ns| ns / 1e9),
-                                UnwrapConv::Bytes => parse_bytes(&raw),
-                            };
-                            let v = match conv {
-                                Ok(v) => v,
-                                Err(e) => {
-                                    if b.err.is_none() {
-                                        b.err = Some("SampleExtractionErr".into());
-                                        b.err_details = Some(e);
+                            let value = match unwrap {
+                                None => match op {
+                                    RangeOp::Bytes | RangeOp::BytesRate => line.len() as f64,
+                                    _ => 1.0,
+                                },
+                                Some(u) => {
+                                    let Some(raw) = b.get(&u.label).map(str::to_string) else {
+                                        return true;
+                                    };
+                                    let conv = match u.conv {
+                                        UnwrapConv::None => parse_float(&raw),
+                                        UnwrapConv::Duration => parse_duration(&raw, false).map(|ns| ns / 1e9),
+                                        UnwrapConv::Bytes => parse_bytes(&raw),
+                                    };
+                                    let v = match conv {
+                                        Ok(v) => v,
+                                        Err(e) => {
+                                            if b.err.is_none() {
+                                                b.err = Some("SampleExtractionErr".into());
+                                                b.err_details = Some(e);
+                                            }
+                                            0.0
+                                        }
+                                    };
+                                    for f in &u.post_filters {
+                                        if !pipeline::label_filter(f, &mut b) {
+                                            return true;
+                                        }
                                     }
-                                    0.0
+                                    b.labels.remove(&u.label);
+                                    v
                                 }
                             };
-                            for f in &u.post_filters {
-                                if !pipeline::label_filter(f, &mut b) {
-                                    return true;
-                                }
+                            let mut labels = b.result();
+                            // As Loki's GroupedLabels: with an error the grouping is not applied, so the
+                            // error cannot get lost (and becomes a pipeline error below).
+                            if let Some(g) = grouping
+                                && b.err.is_none()
+                            {
+                                labels = group_labels(&labels, g);
                             }
-                            b.labels.remove(&u.label);
-                            v
+                            if labels.get(ERROR).is_some() {
+                                fail = Some(pipeline_error(&labels));
+                                return false;
+                            }
+                            (labels, value)
                         }
                     };
-                    let mut labels = b.result();
-                    // As Loki's GroupedLabels: with an error the grouping is not applied, so the
-                    // error cannot get lost (and becomes a pipeline error below).
-                    if let Some(g) = grouping
-                        && b.err.is_none()
-                    {
-                        labels = group_labels(&labels, g);
-                    }
-                    if labels.get(ERROR).is_some() {
-                        fail = Some(pipeline_error(&labels));
-                        return false;
-                    }
                     total += 1;
                     if total > max_samples {
                         fail = Some(Error::Limit(format!(
