@@ -21,8 +21,9 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue as PqKeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{KeyValue as PqKeyValue, PageIndexPolicy};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::json;
@@ -137,11 +138,37 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// Writes `spans` (any order; sorted here, stably, by trace id) as file `seq` under `dir`, both
-/// files fsynced. Returns the opened file.
-pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows: usize) -> io::Result<SpanFile> {
-    let mut order: Vec<usize> = (0..spans.len()).collect();
-    order.sort_by_key(|&i| spans[i].span.trace_id);
+/// How a span file is cut into row groups and pages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// Rows per data page (at most; the writer's byte limit may cut pages smaller).
+    pub page_rows: usize,
+}
+
+/// Columns that keep Parquet dictionary encoding: few distinct values per row group. The others
+/// (ids, times, the JSON of attributes, events and links) are nearly all distinct, where a
+/// dictionary costs hashing at write time and, at read time, a dictionary page to decode before
+/// the one data page a lookup needs.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "trace_state",
+    "flags",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "resource_index",
+    "scope_index",
+    "service_name",
+];
+
+/// Writes `spans`, which must be sorted by trace id (a trace's spans in arrival order), as file
+/// `seq` under `dir`, both files fsynced. Returns the opened file.
+pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout) -> io::Result<SpanFile> {
+    debug_assert!(spans.windows(2).all(|w| w[0].span.trace_id <= w[1].span.trace_id));
+    let row_group_rows = layout.row_group_rows.max(1);
+    let page_rows = layout.page_rows.clamp(1, row_group_rows);
 
     // Per-file dictionaries of resources and scopes, by pointer first (the head shares them).
     let mut res_ix: FastMap<*const Resource, u32> = FastMap::default();
@@ -160,9 +187,18 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let (mut min_start, mut max_end) = (i64::MAX, i64::MIN);
 
     let n = spans.len();
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        // The page row limit is checked once per write batch.
+        .set_data_page_row_count_limit(page_rows)
+        .set_write_batch_size(page_rows)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for c in DICTIONARY_COLUMNS {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*c), true);
+    }
+    let props = props
         .set_key_value_metadata(Some(vec![PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string())]))
         .build();
     let ppath = parquet_path(dir, seq);
@@ -174,8 +210,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let mut c = Columns::new(batch_rows.min(n));
 
     let mut text = String::new();
-    for (row, &i) in order.iter().enumerate() {
-        let st = spans[i];
+    for (row, &st) in spans.iter().enumerate() {
         let s = &st.span;
         let rp = Arc::as_ptr(&st.resource);
         let ri = match res_ix.get(&rp) {
@@ -449,7 +484,13 @@ impl SpanFile {
         let tid_path = tid_path(dir, summary.seq);
         let traces = read_tid(&tid_path)?;
         let file = File::open(&parquet_path)?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+        // With the page index (offset index), a lookup reads and decodes only the pages holding
+        // its rows; files written without one read whole row groups.
+        let meta = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(pq)?;
         let pmeta = meta.metadata();
         let mut row_group_starts = Vec::with_capacity(pmeta.num_row_groups() + 1);
         let mut total = 0u64;

@@ -72,7 +72,46 @@ fn pos(n: u64) -> WalPos {
 }
 
 fn opts() -> TracesOptions {
-    TracesOptions { row_group_rows: 3, ..TracesOptions::default() }
+    TracesOptions { row_group_rows: 3, page_rows: 2, ..TracesOptions::default() }
+}
+
+#[test]
+fn a_head_over_its_size_flushes_to_a_file_between_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = TracesOptions { head_flush_bytes: 20_000, ..opts() };
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    // Small enough to stay in the head.
+    head.apply(pos(1), batch("shop", vec![full_span(1, 1, 1_000)]));
+    assert!(!head.flush_if_large().unwrap());
+    assert_eq!(head.state.read().files.len(), 0);
+    // Over the limit: the next check writes a file, and the head starts over.
+    let mut n = 1;
+    for t in 2..=40u8 {
+        n += 1;
+        head.apply(pos(n), batch("shop", vec![full_span(t, 1, 1_000 + i64::from(t)), full_span(1, t, 2_000)]));
+    }
+    assert!(head.state.read().head.bytes > 20_000);
+    assert!(head.flush_if_large().unwrap());
+    assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.state.read().head.bytes, 0);
+    assert_eq!(head.span_count(), 79);
+    // Trace 1's spans: in arrival order, from the file.
+    let t1: Vec<u8> = head.trace(tid(1)).iter().map(|s| s.span.span_id.0[0]).collect();
+    assert_eq!(t1, (1..=40).collect::<Vec<u8>>());
+    head.apply(pos(n + 1), batch("shop", vec![full_span(1, 41, 3_000)]));
+    // Reopen and replay every position: what the file holds is skipped, the rest applied.
+    drop(head);
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    head.apply(pos(1), batch("shop", vec![full_span(1, 1, 1_000)]));
+    head.apply(pos(n + 1), batch("shop", vec![full_span(1, 41, 3_000)]));
+    assert_eq!(head.span_count(), 80);
+    assert_eq!(head.trace(tid(1)).len(), 41);
+    // Off when the limit is 0.
+    let o = TracesOptions { head_flush_bytes: 0, ..opts() };
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    head.apply(pos(1), batch("shop", (1..=40).map(|s| full_span(1, s, 1_000)).collect()));
+    assert!(!head.flush_if_large().unwrap());
 }
 
 #[test]
