@@ -40,7 +40,7 @@ pub fn tag_values(
         _ => None,
     };
     let (start_ns, end_ns) = time_range(start_ns, end_ns);
-    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None };
+    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None, min_span_duration_ns: None };
     if let Some(p) = &pipeline {
         pipeline_hints(p, &mut scan);
     }

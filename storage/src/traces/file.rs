@@ -16,10 +16,10 @@ use arrow_array::{
     Array, ArrayRef, FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{KeyValue as PqKeyValue, PageIndexPolicy};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -328,6 +328,9 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
     SpanFile::open(dir, summary)
 }
 
+/// Index of `duration_nano` in [`schema`].
+const DURATION_COLUMN: usize = 9;
+
 /// Rows handed to the Parquet writer at a time.
 const WRITE_BATCH_ROWS: usize = 8192;
 
@@ -550,6 +553,36 @@ impl SpanFile {
         for batch in reader {
             let batch = batch.map_err(arrow_err)?;
             self.decode(&batch, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The `duration_nano` column alone for the rows `ranges` (sorted, disjoint), in row order:
+    /// what a duration filter needs to pick traces before any span is decoded.
+    pub fn read_durations(&self, ranges: &[(u64, u64)]) -> io::Result<Vec<i64>> {
+        let crate::parquet_rows::RowPlan { groups, selectors, .. } =
+            crate::parquet_rows::plan(&self.row_group_starts, ranges);
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), [DURATION_COLUMN]);
+        let file = File::open(&self.parquet_path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(pq)?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(arrow_err)?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| invalid(format!("{}: unexpected duration column", self.parquet_path.display())))?;
+            out.extend_from_slice(col.values());
         }
         Ok(out)
     }

@@ -532,8 +532,12 @@ impl TracesHead {
         let (start, end) = (scan.start_ns, if scan.end_ns == 0 { i64::MAX } else { scan.end_ns });
         let service = scan.service_name.as_deref();
         let name = scan.span_name.as_deref();
+        let min_duration = scan.min_span_duration_ns;
+        let long_enough =
+            |s: &StoredSpan| min_duration.is_none_or(|m| s.span.end_time_ns.saturating_sub(s.span.start_time_ns) >= m);
         let wanted = |spans: &[StoredSpan]| {
             !spans.is_empty()
+                && spans.iter().any(long_enough)
                 && spans.iter().any(|s| s.span.start_time_ns <= end && s.span.end_time_ns >= start)
                 && service.is_none_or(|svc| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(svc)))
                 && name.is_none_or(|n| spans.iter().any(|s| s.span.name == n))
@@ -593,6 +597,35 @@ impl TracesHead {
                 .filter(|t| t.min_start_ns <= end && t.max_end_ns >= start && !in_heads.contains_key(&t.trace_id))
                 .collect();
             for chunk in chunks_by_rows(&candidates, SCAN_CHUNK_ROWS) {
+                // A duration filter is checked on the duration column first: only traces with a
+                // long enough span here are decoded. (A split trace whose long span lies in
+                // another file is met, and read whole, from that file.)
+                let filtered: Vec<&file::TraceEntry>;
+                let chunk = match min_duration {
+                    None => chunk,
+                    Some(m) => {
+                        let ranges: Vec<(u64, u64)> = chunk
+                            .iter()
+                            .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
+                            .collect();
+                        let Ok(durations) = f.read_durations(&ranges) else { break };
+                        let mut at = 0usize;
+                        filtered = chunk
+                            .iter()
+                            .filter(|e| {
+                                let n = (e.rows as usize).min(durations.len().saturating_sub(at));
+                                let own = &durations[at..at + n];
+                                at += n;
+                                own.iter().any(|&d| d >= m)
+                            })
+                            .copied()
+                            .collect();
+                        if filtered.is_empty() {
+                            continue;
+                        }
+                        &filtered[..]
+                    }
+                };
                 let ranges: Vec<(u64, u64)> = chunk
                     .iter()
                     .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))

@@ -341,3 +341,40 @@ fn the_traces_v1_image_still_opens() {
     assert_eq!(*t1[1].resource, second.groups[0].resource);
     assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
 }
+
+#[test]
+fn a_duration_hint_skips_traces_without_a_long_enough_span_in_files_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    let long = |t: u8, s: u8| {
+        let mut sp = full_span(t, s, 1_000);
+        sp.end_time_ns = sp.start_time_ns + 50_000;
+        sp
+    };
+    // Trace 2's long span is in the file; trace 4's part in the file is short but its long span
+    // comes later in the head; trace 6 is long and only in the head.
+    head.apply(pos(1), batch("a", vec![full_span(1, 1, 1_000), full_span(2, 1, 1_000), long(2, 2)]));
+    head.apply(pos(2), batch("a", vec![full_span(3, 1, 1_000), full_span(4, 1, 1_000), full_span(5, 1, 1_000)]));
+    assert!(head.persist().unwrap());
+    head.apply(pos(3), batch("a", vec![long(4, 2), long(6, 1), full_span(7, 1, 1_000)]));
+    let scan = |min: Option<i64>| {
+        let s = TraceScan { start_ns: 0, end_ns: i64::MAX, min_span_duration_ns: min, ..TraceScan::default() };
+        let mut ids: Vec<u8> =
+            (&head as &dyn TracesReader).scan_all(&s).iter().map(|t| t[0].span.trace_id.0[0]).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(scan(None), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(scan(Some(50_000)), vec![2, 4, 6]);
+    assert_eq!(scan(Some(50_001)), Vec::<u8>::new());
+    assert_eq!(scan(Some(1_000)), vec![1, 2, 3, 4, 5, 6, 7]);
+    // Trace 4 comes back whole: its file part and its head part.
+    let s = TraceScan { start_ns: 0, end_ns: i64::MAX, min_span_duration_ns: Some(2_000), ..TraceScan::default() };
+    let t4: Vec<usize> = (&head as &dyn TracesReader)
+        .scan_all(&s)
+        .iter()
+        .filter(|t| t[0].span.trace_id == tid(4))
+        .map(|t| t.len())
+        .collect();
+    assert_eq!(t4, vec![2]);
+}
