@@ -72,8 +72,9 @@ pub(crate) fn write_any(v: &AnyValue, out: &mut String) {
         }
         AnyValue::Bool(b) => out.push_str(if *b { "{\"boolValue\":true}" } else { "{\"boolValue\":false}" }),
         AnyValue::Int(i) => {
+            use std::fmt::Write;
             out.push_str("{\"intValue\":\"");
-            out.push_str(&i.to_string());
+            let _ = write!(out, "{i}");
             out.push_str("\"}");
         }
         AnyValue::Double(_) | AnyValue::Bytes(_) => out.push_str(&any_to_json(v).to_string()),

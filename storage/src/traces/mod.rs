@@ -444,16 +444,9 @@ impl TracesHead {
                     j += 1;
                 }
                 if j - i >= 2 {
-                    let mut spans = Vec::new();
-                    for f in &keep[i..j] {
-                        spans.extend(f.read_all()?);
-                    }
-                    let mut refs: Vec<&StoredSpan> = spans.iter().collect();
-                    // Stable: a trace's spans keep the files' (arrival) order.
-                    refs.sort_by_key(|s| s.span.trace_id);
                     let seq = *next_seq;
                     *next_seq += 1;
-                    let f = Arc::new(file::write(dir, seq, &refs, &self.file_layout())?);
+                    let f = Arc::new(file::merge(dir, seq, &keep[i..j], &self.file_layout())?);
                     new_file = Some((i, j, f));
                     break;
                 }

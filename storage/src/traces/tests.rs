@@ -340,6 +340,19 @@ fn the_traces_v1_image_still_opens() {
     assert_eq!(t1[1].span, second.groups[0].spans[0]);
     assert_eq!(*t1[1].resource, second.groups[0].resource);
     assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
+    // A file in today's layout next to them, then compaction of the old and the new together.
+    let third = batch("pay", vec![full_span(1, 3, 1_700_000_000_000_003_000)]);
+    head.apply(pos(3), third.clone());
+    head.persist().unwrap();
+    head.maintain(0).unwrap();
+    assert_eq!(head.state.read().files.len(), 1);
+    let t1 = head.trace(tid(1));
+    assert_eq!(t1.len(), 3);
+    assert_eq!(t1[0].span, first.groups[0].spans[0]);
+    assert_eq!(t1[1].span, second.groups[0].spans[0]);
+    assert_eq!(t1[2].span, third.groups[0].spans[0]);
+    assert_eq!(*t1[2].resource, third.groups[0].resource);
+    assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
 }
 
 #[test]
@@ -377,4 +390,60 @@ fn a_duration_hint_skips_traces_without_a_long_enough_span_in_files_and_head() {
         .map(|t| t.len())
         .collect();
     assert_eq!(t4, vec![2]);
+}
+
+#[test]
+fn compaction_merges_files_as_arrow_rows_with_every_field_resource_and_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    let mut p = 0;
+    let mut expected: std::collections::BTreeMap<u8, Vec<StoredSpan>> = Default::default();
+    // Three files; services differ per file (and "b" repeats), traces interleave across files,
+    // some traces live in one file only, and traces have 1 to 4 spans.
+    for (round, service) in ["a", "b", "b"].into_iter().enumerate() {
+        let mut spans = Vec::new();
+        for t in 1..=9u8 {
+            if (t as usize + round).is_multiple_of(3) {
+                continue;
+            }
+            for k in 0..=(t % 4) {
+                let mut s = full_span(t, 10 * (round as u8 + 1) + k, 1_000 * i64::from(t) + round as i64);
+                s.attributes.push(KeyValue::new("round", AnyValue::Int(round as i64)));
+                spans.push(s);
+            }
+        }
+        p += 1;
+        let mut b = batch(service, spans);
+        b.groups[0].scope.version = format!("v{round}");
+        head.apply(pos(p), b);
+        assert!(head.persist().unwrap());
+    }
+    for t in 1..=9u8 {
+        expected.insert(t, head.trace(tid(t)));
+    }
+    let before = head.span_count();
+    head.maintain(0).unwrap();
+    assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.span_count(), before);
+    let check = |head: &TracesHead| {
+        for (t, want) in &expected {
+            assert_eq!(&head.trace(tid(*t)), want, "trace {t}");
+        }
+        let f = &head.state.read().files[0];
+        assert_eq!(f.summary.services.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(f.summary.traces, 9);
+        assert_eq!(f.resources.len(), 2, "resources deduplicated across files");
+        assert_eq!(f.scopes.len(), 3);
+        // The trace table is consecutive and covers every row.
+        let mut row = 0;
+        for e in &f.traces {
+            assert_eq!(e.first_row, row);
+            row += e.rows;
+        }
+        assert_eq!(u64::from(row), before);
+    };
+    check(&head);
+    drop(head);
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    check(&head);
 }
