@@ -322,4 +322,31 @@ mod tests {
         let req = SearchRequest { query: "{} | rate()".into(), ..Default::default() };
         assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Parse(_))));
     }
+
+    fn hint(q: &str) -> Option<i64> {
+        let mut scan = TraceScan::default();
+        pipeline_hints(&parse(q).unwrap().pipeline, &mut scan);
+        scan.min_span_duration_ns
+    }
+
+    #[test]
+    fn span_duration_filters_that_every_match_needs_become_a_scan_hint() {
+        assert_eq!(hint("{ duration > 500ms }"), Some(500_000_001));
+        assert_eq!(hint("{ duration >= 500ms }"), Some(500_000_000));
+        assert_eq!(hint("{ 1s < duration }"), Some(1_000_000_001));
+        assert_eq!(hint("{ 1s <= span:duration && name = \"x\" }"), Some(1_000_000_000));
+        assert_eq!(hint("{ duration > 1s && duration > 2s }"), Some(2_000_000_001));
+        assert_eq!(hint("{ span.a = 1 } >> { duration > 1s }"), Some(1_000_000_001));
+        // Not required of every match, or not the span's own duration: no hint.
+        for q in [
+            "{ duration > 1s || name = \"x\" }",
+            "{ duration > 1s } || { name = \"x\" }",
+            "{ duration < 1s }",
+            "{ traceDuration > 1s }",
+            "{ duration > 1 }",
+            "{ !(duration > 1s) }",
+        ] {
+            assert_eq!(hint(q), None, "{q}");
+        }
+    }
 }
