@@ -256,7 +256,8 @@ fn lookup_latency() {
         std::env::var("OUTPOST_TRACE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let rg: usize = std::env::var("OUTPOST_TRACE_BENCH_RG").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let o = TracesOptions { row_group_rows: rg, ..TracesOptions::default() };
+    let page: usize = std::env::var("OUTPOST_TRACE_BENCH_PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    let o = TracesOptions { row_group_rows: rg, page_rows: page, ..TracesOptions::default() };
     let head = TracesHead::open(Some(dir.path()), &o).unwrap();
     let id = |n: usize| {
         let mut t = [0u8; 16];
