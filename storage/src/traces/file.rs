@@ -346,7 +346,8 @@ fn sorted(set: FastSet<&str>) -> Vec<String> {
 
 /// Columns without statistics: nearly every value distinct and long (JSON), where min/max would
 /// cost a string comparison per row and prune nothing.
-const NO_STATISTICS_COLUMNS: &[&str] = &["attributes", "events", "links", "span_id", "parent_span_id"];
+const NO_STATISTICS_COLUMNS: &[&str] =
+    &["attributes", "events", "links", "span_id", "parent_span_id", "trace_state", "status_message"];
 
 /// Index of `duration_nano` in [`schema`].
 const DURATION_COLUMN: usize = 9;
@@ -675,11 +676,12 @@ impl SpanFile {
         let tid_path = tid_path(dir, summary.seq);
         let traces = read_tid(&tid_path)?;
         let file = File::open(&parquet_path)?;
-        // With the page index (offset index), a lookup reads and decodes only the pages holding
-        // its rows; files written without one read whole row groups.
+        // With the offset index (page locations; the column index is not needed and not loaded),
+        // a lookup reads and decodes only the pages holding its rows without touching the others;
+        // files written without one are skipped through page by page, reading each header.
         let meta = ArrowReaderMetadata::load(
             &file,
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
         )
         .map_err(pq)?;
         let pmeta = meta.metadata();

@@ -37,6 +37,12 @@ pub(crate) fn any_to_json(v: &AnyValue) -> Value {
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
+    // Most strings need no escaping: one branch-free pass over the bytes, then a single copy.
+    if !s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut run = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
