@@ -31,6 +31,9 @@
 //! and new pending halves are dropped (and counted in [`SpanMetricsState::dropped`]).
 
 use std::collections::HashMap;
+
+/// A hash map with a fast non-cryptographic hasher (keys come from spans, looked up per span).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex};
 
 use storage::model::{
@@ -95,13 +98,13 @@ const EDGE_SLOTS: usize = 4;
 struct Inner {
     /// Span metrics: service → span name → one slot per (kind, status); looked up with the span's
     /// own strings, so a known series costs no allocation.
-    spans: HashMap<String, HashMap<String, Vec<Option<SpanSeries>>>>,
+    spans: FastMap<String, FastMap<String, Vec<Option<SpanSeries>>>>,
     /// Service graph: client → server → one slot per connection type.
-    edges: HashMap<String, HashMap<String, [Option<EdgeSeries>; EDGE_SLOTS]>>,
+    edges: FastMap<String, FastMap<String, [Option<EdgeSeries>; EDGE_SLOTS]>>,
     /// Series with running totals (each [`Totals`] is one); at most `max_series`.
     series: usize,
     /// Unpaired halves, by the span id the other half refers to.
-    pending: HashMap<(TraceId, SpanId), Pending>,
+    pending: FastMap<(TraceId, SpanId), Pending>,
     dropped: u64,
     /// When dirty series were last emitted (ns); `None` before the first time.
     last_collect_ns: Option<i64>,
@@ -447,7 +450,7 @@ impl SpanMetricsState {
                 *dropped += 1;
                 return;
             }
-            spans.insert(service.to_owned(), HashMap::new());
+            spans.insert(service.to_owned(), FastMap::default());
         }
         let Some(names) = spans.get_mut(service) else { return };
         if !names.contains_key(span.name.as_str()) {
@@ -569,7 +572,7 @@ impl SpanMetricsState {
                 *dropped += 1;
                 return;
             }
-            edges.insert(client.to_owned(), HashMap::new());
+            edges.insert(client.to_owned(), FastMap::default());
         }
         let Some(servers) = edges.get_mut(client) else { return };
         if !servers.contains_key(server) {

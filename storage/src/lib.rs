@@ -144,7 +144,12 @@ impl Storage {
             return if self.wal.is_closed() { Err(WriteError::Closed) } else { Ok(()) };
         }
         let logs = matches!(batch, WriteBatch::Logs(_));
+        let spans = matches!(batch, WriteBatch::Spans(_));
         self.wal.append(batch, &self.mem)?;
+        if spans {
+            // The same for the traces head (bounded memory between checkpoints).
+            let _ = self.mem.flush_large_traces_head();
+        }
         if logs {
             // Keeps the logs head bounded between checkpoints: the writer that takes it over
             // `head_flush_bytes` commits it to the partition indexes (one flush at a time; the

@@ -94,6 +94,12 @@ impl MemStore {
         self.logs.flush_if_large()
     }
 
+    /// Writes the traces head to a span file when it has grown past the engine's
+    /// `head_flush_bytes` and no other flush runs; true when it flushed.
+    pub(crate) fn flush_large_traces_head(&self) -> std::io::Result<bool> {
+        self.traces.flush_if_large()
+    }
+
     /// [`MemStore::admit_metrics`] for packed samples.
     pub fn admit_packed(&self, batch: &mut crate::model::PackedSamples) -> u64 {
         self.metrics.admit_packed(batch)

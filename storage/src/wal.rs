@@ -278,14 +278,21 @@ impl Wal {
         if self.queue.lock().closed {
             return Err(WriteError::Closed);
         }
-        let record = segment::encode_record(&batch, self.opts.max_record_bytes)?;
+        thread_local! {
+            /// This thread's encoding buffer (capacity kept between records).
+            static RECORD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let record = segment::encode_record_into(&batch, self.opts.max_record_bytes, RECORD_BUF.take())?;
         let mut queue = self.queue.lock();
         if queue.closed {
             return Err(WriteError::Closed);
         }
         queue.bytes.extend_from_slice(&record);
         queue.lens.push(record.len() as u64);
-        drop(record);
+        // Keep the buffer unless one huge record would pin its capacity.
+        if record.capacity() <= 4 << 20 {
+            RECORD_BUF.set(record);
+        }
         queue.batches.push(batch);
         let group = Arc::clone(&queue.group);
         loop {

@@ -92,7 +92,13 @@ fn run(
     // Series key → (labels, per-interval accumulators).
     let mut series: HashMap<String, (Labels, Vec<Acc>)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
-    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    let mut scan = TraceScan {
+        start_ns: mapper.start,
+        end_ns: mapper.end,
+        service_name: None,
+        span_name: None,
+        min_span_duration_ns: None,
+    };
     super::search::pipeline_hints(&q.pipeline, &mut scan);
     for_each_matched_span(reader, &scan, q, mapper, deadline, &eval, &mut |ctx, s, i| {
         let mut labels: Labels = Vec::new();
@@ -312,7 +318,13 @@ fn run_compare(
     let mut counts: [Vec<(String, Values)>; 2] = [Vec::new(), Vec::new()];
     let mut totals: [Vec<(String, Vec<f64>)>; 2] = [Vec::new(), Vec::new()];
     let eval = Evaluator::default();
-    let mut scan = TraceScan { start_ns: mapper.start, end_ns: mapper.end, service_name: None, span_name: None };
+    let mut scan = TraceScan {
+        start_ns: mapper.start,
+        end_ns: mapper.end,
+        service_name: None,
+        span_name: None,
+        min_span_duration_ns: None,
+    };
     super::search::pipeline_hints(&q.pipeline, &mut scan);
     let mut distinct = 0usize;
     for_each_matched_span(reader, &scan, q, mapper, deadline, &eval, &mut |ctx, s, i| {

@@ -32,7 +32,7 @@ pub fn search(reader: &dyn TracesReader, req: &SearchRequest, deadline: Instant)
     let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit };
     let spss = if req.spans_per_spanset == 0 { DEFAULT_SPANS_PER_SPANSET } else { req.spans_per_spanset };
     let (start_ns, end_ns) = time_range(req.start_ns, req.end_ns);
-    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None };
+    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None, min_span_duration_ns: None };
     pipeline_hints(&query.pipeline, &mut scan);
     let returned = returned_attributes(&query);
 
@@ -123,6 +123,11 @@ fn trace_match(ctx: &TraceCtx<'_>, sets: Vec<super::eval::Spanset>, spss: usize,
     }
 }
 
+/// The span's own `duration` intrinsic (not the parent's, not the trace's).
+fn is_span_duration(a: &Attribute) -> bool {
+    a.intrinsic == Some(Intrinsic::Duration) && !a.parent
+}
+
 /// Sets the scan hints every trace the pipeline can match satisfies.
 pub(crate) fn pipeline_hints(p: &Pipeline, scan: &mut TraceScan) {
     if let Some(Stage::Spanset(first)) = p.stages.first() {
@@ -159,6 +164,25 @@ fn conjunct_hints(f: &FieldExpr, scan: &mut TraceScan) {
         FieldExpr::Binary(BinOp::And, l, r) => {
             conjunct_hints(l, scan);
             conjunct_hints(r, scan);
+        }
+        FieldExpr::Binary(op @ (BinOp::Gt | BinOp::Gte | BinOp::Lt | BinOp::Lte), l, r) => {
+            // `duration > d` (or `>=`, or the mirrored `d < duration`): some span lasts at least d.
+            let min = match (l.as_ref(), r.as_ref(), op) {
+                (FieldExpr::Attr(a), FieldExpr::Static(Static::Duration(d)), BinOp::Gt)
+                | (FieldExpr::Static(Static::Duration(d)), FieldExpr::Attr(a), BinOp::Lt)
+                    if is_span_duration(a) =>
+                {
+                    d.saturating_add(1)
+                }
+                (FieldExpr::Attr(a), FieldExpr::Static(Static::Duration(d)), BinOp::Gte)
+                | (FieldExpr::Static(Static::Duration(d)), FieldExpr::Attr(a), BinOp::Lte)
+                    if is_span_duration(a) =>
+                {
+                    *d
+                }
+                _ => return,
+            };
+            scan.min_span_duration_ns = Some(scan.min_span_duration_ns.map_or(min, |m| m.max(min)));
         }
         FieldExpr::Binary(BinOp::Eq, l, r) => {
             let (attr, value) = match (l.as_ref(), r.as_ref()) {
@@ -297,5 +321,32 @@ mod tests {
         assert_eq!((found.inspected_traces, found.inspected_spans), (1, 1));
         let req = SearchRequest { query: "{} | rate()".into(), ..Default::default() };
         assert!(matches!(search(store.trace_store(), &req, later), Err(Error::Parse(_))));
+    }
+
+    fn hint(q: &str) -> Option<i64> {
+        let mut scan = TraceScan::default();
+        pipeline_hints(&parse(q).unwrap().pipeline, &mut scan);
+        scan.min_span_duration_ns
+    }
+
+    #[test]
+    fn span_duration_filters_that_every_match_needs_become_a_scan_hint() {
+        assert_eq!(hint("{ duration > 500ms }"), Some(500_000_001));
+        assert_eq!(hint("{ duration >= 500ms }"), Some(500_000_000));
+        assert_eq!(hint("{ 1s < duration }"), Some(1_000_000_001));
+        assert_eq!(hint("{ 1s <= span:duration && name = \"x\" }"), Some(1_000_000_000));
+        assert_eq!(hint("{ duration > 1s && duration > 2s }"), Some(2_000_000_001));
+        assert_eq!(hint("{ span.a = 1 } >> { duration > 1s }"), Some(1_000_000_001));
+        // Not required of every match, or not the span's own duration: no hint.
+        for q in [
+            "{ duration > 1s || name = \"x\" }",
+            "{ duration > 1s } || { name = \"x\" }",
+            "{ duration < 1s }",
+            "{ traceDuration > 1s }",
+            "{ duration > 1 }",
+            "{ !(duration > 1s) }",
+        ] {
+            assert_eq!(hint(q), None, "{q}");
+        }
     }
 }

@@ -122,7 +122,7 @@ fn each_match(
         _ => None,
     };
     let (start_ns, end_ns) = time_range(start_ns, end_ns);
-    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None };
+    let mut scan = TraceScan { start_ns, end_ns, service_name: None, span_name: None, min_span_duration_ns: None };
     if let Some(p) = &pipeline {
         pipeline_hints(p, &mut scan);
     }

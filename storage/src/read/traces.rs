@@ -66,6 +66,9 @@ pub struct TraceScan {
     pub service_name: Option<String>,
     /// Hint: only traces with a span of this name.
     pub span_name: Option<String>,
+    /// Hint: only traces with a span lasting at least this long (ns, end − start). A store may
+    /// check it on a duration column before decoding any span.
+    pub min_span_duration_ns: Option<i64>,
 }
 
 impl dyn TracesReader + '_ {

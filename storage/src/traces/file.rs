@@ -5,7 +5,6 @@
 //! table lists every trace of the file once, sorted, with the rows it occupies; both files are
 //! immutable once the manifest names them.
 
-use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,13 +15,14 @@ use arrow_array::{
     Array, ArrayRef, FixedSizeBinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue as PqKeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{KeyValue as PqKeyValue, PageIndexPolicy};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::json;
@@ -98,8 +98,8 @@ pub(crate) struct SpanFile {
     /// Cumulative first row of each row group, plus the total at the end.
     row_group_starts: Vec<u64>,
     meta: ArrowReaderMetadata,
-    resources: Vec<Arc<Resource>>,
-    scopes: Vec<Arc<Scope>>,
+    pub(super) resources: Vec<Arc<Resource>>,
+    pub(super) scopes: Vec<Arc<Scope>>,
 }
 
 pub(crate) fn parquet_path(dir: &Path, seq: u64) -> PathBuf {
@@ -137,11 +137,59 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// Writes `spans` (any order; sorted here, stably, by trace id) as file `seq` under `dir`, both
-/// files fsynced. Returns the opened file.
-pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows: usize) -> io::Result<SpanFile> {
-    let mut order: Vec<usize> = (0..spans.len()).collect();
-    order.sort_by_key(|&i| spans[i].span.trace_id);
+/// How a span file is cut into row groups and pages.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// Rows per data page (at most; the writer's byte limit may cut pages smaller).
+    pub page_rows: usize,
+}
+
+/// Columns that keep Parquet dictionary encoding: few distinct values per row group. The others
+/// (ids, times, the JSON of attributes, events and links) are nearly all distinct, where a
+/// dictionary costs hashing at write time and, at read time, a dictionary page to decode before
+/// the one data page a lookup needs.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "trace_state",
+    "flags",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "resource_index",
+    "scope_index",
+    "service_name",
+];
+
+/// The Parquet writer settings of a span file.
+fn writer_props(layout: &Layout) -> io::Result<WriterProperties> {
+    let row_group_rows = layout.row_group_rows.max(1);
+    let page_rows = layout.page_rows.clamp(1, row_group_rows);
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
+        .set_max_row_group_row_count(Some(row_group_rows))
+        // The page row limit is checked once per write batch.
+        .set_data_page_row_count_limit(page_rows)
+        .set_write_batch_size(page_rows)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for c in DICTIONARY_COLUMNS {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*c), true);
+    }
+    for c in NO_STATISTICS_COLUMNS {
+        props = props.set_column_statistics_enabled(ColumnPath::from(*c), EnabledStatistics::None);
+    }
+    Ok(props
+        .set_key_value_metadata(Some(vec![PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string())]))
+        .build())
+}
+
+/// Writes `spans`, which must be sorted by trace id (a trace's spans in arrival order), as file
+/// `seq` under `dir`, both files fsynced. Returns the opened file.
+pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout) -> io::Result<SpanFile> {
+    debug_assert!(spans.windows(2).all(|w| w[0].span.trace_id <= w[1].span.trace_id));
+    let row_group_rows = layout.row_group_rows.max(1);
 
     // Per-file dictionaries of resources and scopes, by pointer first (the head shares them).
     let mut res_ix: FastMap<*const Resource, u32> = FastMap::default();
@@ -153,18 +201,16 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let mut scope_dedup: Interner<Scope> = Interner::default();
     let mut scope_by_shared: FastMap<*const Scope, u32> = FastMap::default();
 
-    let mut services: BTreeSet<String> = BTreeSet::new();
-    let mut names: BTreeSet<String> = BTreeSet::new();
+    // Hash sets of borrowed names while writing (sorted at the end): cheaper per span than
+    // ordered sets' string comparisons.
+    let mut services: FastSet<&str> = FastSet::default();
+    let mut names: FastSet<&str> = FastSet::default();
     let (mut services_over, mut names_over) = (false, false);
     let mut traces: Vec<TraceEntry> = Vec::new();
     let (mut min_start, mut max_end) = (i64::MAX, i64::MIN);
 
     let n = spans.len();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(pq)?))
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .set_key_value_metadata(Some(vec![PqKeyValue::new("outpost.version".into(), FORMAT_VERSION.to_string())]))
-        .build();
+    let props = writer_props(layout)?;
     let ppath = parquet_path(dir, seq);
     let tpath = tid_path(dir, seq);
     let mut writer = ArrowWriter::try_new(File::create(&ppath)?, schema(), Some(props)).map_err(pq)?;
@@ -174,8 +220,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
     let mut c = Columns::new(batch_rows.min(n));
 
     let mut text = String::new();
-    for (row, &i) in order.iter().enumerate() {
-        let st = spans[i];
+    for (row, &st) in spans.iter().enumerate() {
         let s = &st.span;
         let rp = Arc::as_ptr(&st.resource);
         let ri = match res_ix.get(&rp) {
@@ -204,12 +249,10 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
             }
         };
         let service = st.resource.attr_str("service.name").unwrap_or("");
-        if !services_over && !services.contains(service) {
-            services.insert(service.to_owned());
+        if !services_over && services.insert(service) {
             services_over = services.len() > SUMMARY_CAP;
         }
-        if !names_over && !names.contains(&s.name) {
-            names.insert(s.name.clone());
+        if !names_over && names.insert(s.name.as_str()) {
             names_over = names.len() > SUMMARY_CAP;
         }
         min_start = min_start.min(s.start_time_ns);
@@ -287,11 +330,195 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], row_group_rows:
         traces: traces.len() as u64,
         min_start_ns: if n == 0 { 0 } else { min_start },
         max_end_ns: if n == 0 { 0 } else { max_end },
-        services: (!services_over).then(|| services.into_iter().collect()),
-        span_names: (!names_over).then(|| names.into_iter().collect()),
+        services: (!services_over).then(|| sorted(services)),
+        span_names: (!names_over).then(|| sorted(names)),
     };
     SpanFile::open(dir, summary)
 }
+
+type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
+fn sorted(set: FastSet<&str>) -> Vec<String> {
+    let mut v: Vec<String> = set.into_iter().map(str::to_owned).collect();
+    v.sort_unstable();
+    v
+}
+
+/// Columns without statistics: nearly every value distinct and long (JSON), where min/max would
+/// cost a string comparison per row and prune nothing.
+const NO_STATISTICS_COLUMNS: &[&str] =
+    &["attributes", "events", "links", "span_id", "parent_span_id", "trace_state", "status_message"];
+
+/// Index of `duration_nano` in [`schema`].
+const DURATION_COLUMN: usize = 9;
+
+/// Merges `inputs` (span files in data order) into file `seq` under `dir`, both files fsynced, and
+/// returns it opened. Streaming and without decoding spans: the inputs' trace tables give the
+/// merged row order (by trace id, then by input, so a trace keeps its arrival order), and rows
+/// are copied as Arrow data about a row group at a time (a trace is never
+/// split between windows); resources and scopes are deduplicated across the inputs and their
+/// row indexes renumbered. Memory: the merged trace table and one window.
+pub(crate) fn merge(dir: &Path, seq: u64, inputs: &[Arc<SpanFile>], layout: &Layout) -> io::Result<SpanFile> {
+    // Resources and scopes: one list for the output, and per input the new number of each.
+    let mut res_dedup: Interner<Resource> = Interner::default();
+    let mut res_ix: FastMap<*const Resource, u32> = FastMap::default();
+    let mut resources: Vec<serde_json::Value> = Vec::new();
+    let mut scope_dedup: Interner<Scope> = Interner::default();
+    let mut scope_ix: FastMap<*const Scope, u32> = FastMap::default();
+    let mut scopes: Vec<serde_json::Value> = Vec::new();
+    let mut res_maps: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
+    let mut scope_maps: Vec<Vec<u32>> = Vec::with_capacity(inputs.len());
+    for f in inputs {
+        let mut m = Vec::with_capacity(f.resources.len());
+        for r in &f.resources {
+            let shared = res_dedup.intern((**r).clone());
+            m.push(*res_ix.entry(Arc::as_ptr(&shared)).or_insert_with(|| {
+                resources.push(json::resource_to_json(&shared));
+                (resources.len() - 1) as u32
+            }));
+        }
+        res_maps.push(m);
+        let mut m = Vec::with_capacity(f.scopes.len());
+        for sc in &f.scopes {
+            let shared = scope_dedup.intern((**sc).clone());
+            m.push(*scope_ix.entry(Arc::as_ptr(&shared)).or_insert_with(|| {
+                scopes.push(json::scope_to_json(&shared));
+                (scopes.len() - 1) as u32
+            }));
+        }
+        scope_maps.push(m);
+    }
+
+    // The merged order, trace by trace.
+    let mut order: Vec<(TraceId, u32, TraceEntry)> = Vec::new();
+    for (fi, f) in inputs.iter().enumerate() {
+        order.extend(f.traces.iter().map(|e| (e.trace_id, fi as u32, *e)));
+    }
+    order.sort_unstable_by_key(|a| (a.0, a.1));
+
+    let ppath = parquet_path(dir, seq);
+    let tpath = tid_path(dir, seq);
+    let mut writer = ArrowWriter::try_new(File::create(&ppath)?, schema(), Some(writer_props(layout)?)).map_err(pq)?;
+    let window_rows = layout.row_group_rows.max(1) as u64;
+    let mut traces: Vec<TraceEntry> = Vec::new();
+    let mut out_row: u64 = 0;
+    let mut i = 0;
+    while i < order.len() {
+        let start = i;
+        let mut rows = 0u64;
+        while i < order.len() && (rows < window_rows || order[i].0 == order[i - 1].0) {
+            rows += u64::from(order[i].2.rows);
+            i += 1;
+        }
+        let window = &order[start..i];
+        // Each input's rows in the window are contiguous (its rows are sorted by trace id).
+        let mut ranges: Vec<Option<(u64, u64)>> = vec![None; inputs.len()];
+        for (_, fi, e) in window {
+            let (a, b) = (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows));
+            let r = &mut ranges[*fi as usize];
+            *r = Some(r.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+        }
+        let mut sources: Vec<RecordBatch> = Vec::new();
+        let mut source_of: Vec<usize> = vec![usize::MAX; inputs.len()];
+        for (fi, r) in ranges.iter().enumerate() {
+            let Some((a, b)) = *r else { continue };
+            let batch = inputs[fi].read_raw(a, b)?;
+            if batch.num_rows() as u64 != b - a {
+                return Err(invalid(format!("{}: rows missing", inputs[fi].parquet_path.display())));
+            }
+            source_of[fi] = sources.len();
+            sources.push(renumber(&batch, &res_maps[fi], &scope_maps[fi], &inputs[fi].parquet_path)?);
+        }
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(rows as usize);
+        for (id, fi, e) in window {
+            let (a, _) = ranges[*fi as usize].unwrap_or((0, 0));
+            let src = source_of[*fi as usize];
+            for r in u64::from(e.first_row)..u64::from(e.first_row) + u64::from(e.rows) {
+                picks.push((src, (r - a) as usize));
+            }
+            let rows = e.rows;
+            let first_row = u32::try_from(out_row).map_err(|_| invalid("merged span file over 4G rows"))?;
+            match traces.last_mut() {
+                Some(t) if t.trace_id == *id => {
+                    t.rows += rows;
+                    t.min_start_ns = t.min_start_ns.min(e.min_start_ns);
+                    t.max_end_ns = t.max_end_ns.max(e.max_end_ns);
+                }
+                _ => traces.push(TraceEntry { trace_id: *id, first_row, rows, ..*e }),
+            }
+            out_row += u64::from(rows);
+        }
+        let columns = (0..schema().fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = sources.iter().map(|b| b.column(c).as_ref()).collect();
+                arrow_select::interleave::interleave(&arrays, &picks)
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()
+            .map_err(arrow_err)?;
+        writer.write(&RecordBatch::try_new(schema(), columns).map_err(arrow_err)?).map_err(pq)?;
+    }
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.resources".into(),
+        serde_json::Value::Array(resources).to_string(),
+    ));
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.scopes".into(),
+        serde_json::Value::Array(scopes).to_string(),
+    ));
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all()?;
+    write_tid(&tpath, &traces)?;
+
+    // The summary from the inputs' summaries.
+    let union = |get: fn(&FileSummary) -> &Option<Vec<String>>| -> Option<Vec<String>> {
+        let mut all: Vec<String> = Vec::new();
+        for f in inputs {
+            all.extend(get(&f.summary).as_ref()?.iter().cloned());
+        }
+        all.sort_unstable();
+        all.dedup();
+        (all.len() <= SUMMARY_CAP).then_some(all)
+    };
+    let spans: u64 = inputs.iter().map(|f| f.summary.spans).sum();
+    let nonempty = || inputs.iter().filter(|f| f.summary.spans > 0);
+    let summary = FileSummary {
+        seq,
+        bytes: fs::metadata(&ppath)?.len() + fs::metadata(&tpath)?.len(),
+        spans,
+        traces: traces.len() as u64,
+        min_start_ns: nonempty().map(|f| f.summary.min_start_ns).min().unwrap_or(0),
+        max_end_ns: nonempty().map(|f| f.summary.max_end_ns).max().unwrap_or(0),
+        services: union(|s| &s.services),
+        span_names: union(|s| &s.span_names),
+    };
+    SpanFile::open(dir, summary)
+}
+
+/// `batch` (rows of one input) in the output schema, its resource and scope numbers mapped
+/// through `res` and `scopes`.
+fn renumber(batch: &RecordBatch, res: &[u32], scopes: &[u32], path: &Path) -> io::Result<RecordBatch> {
+    let bad = || invalid(format!("{}: unexpected column layout", path.display()));
+    let map = |col: usize, to: &[u32]| -> io::Result<ArrayRef> {
+        let a = batch.column(col).as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?;
+        let v = a
+            .values()
+            .iter()
+            .map(|&i| to.get(i as usize).copied().ok_or_else(bad))
+            .collect::<io::Result<Vec<u32>>>()?;
+        Ok(Arc::new(UInt32Array::from(v)))
+    };
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    if columns.len() != schema().fields().len() {
+        return Err(bad());
+    }
+    columns[RESOURCE_INDEX_COLUMN] = map(RESOURCE_INDEX_COLUMN, res)?;
+    columns[SCOPE_INDEX_COLUMN] = map(SCOPE_INDEX_COLUMN, scopes)?;
+    RecordBatch::try_new(schema(), columns).map_err(arrow_err)
+}
+
+/// Indexes of `resource_index` and `scope_index` in [`schema`].
+const RESOURCE_INDEX_COLUMN: usize = 18;
+const SCOPE_INDEX_COLUMN: usize = 19;
 
 /// Rows handed to the Parquet writer at a time.
 const WRITE_BATCH_ROWS: usize = 8192;
@@ -449,7 +676,14 @@ impl SpanFile {
         let tid_path = tid_path(dir, summary.seq);
         let traces = read_tid(&tid_path)?;
         let file = File::open(&parquet_path)?;
-        let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+        // With the offset index (page locations; the column index is not needed and not loaded),
+        // a lookup reads and decodes only the pages holding its rows without touching the others;
+        // files written without one are skipped through page by page, reading each header.
+        let meta = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(pq)?;
         let pmeta = meta.metadata();
         let mut row_group_starts = Vec::with_capacity(pmeta.num_row_groups() + 1);
         let mut total = 0u64;
@@ -513,10 +747,54 @@ impl SpanFile {
         Ok(out)
     }
 
-    /// Every span of the file, in row order.
-    pub fn read_all(&self) -> io::Result<Vec<StoredSpan>> {
-        let total = self.row_group_starts.last().copied().unwrap_or(0);
-        self.read_rows(&[(0, total)])
+    /// The `duration_nano` column alone for the rows `ranges` (sorted, disjoint), in row order:
+    /// what a duration filter needs to pick traces before any span is decoded.
+    pub fn read_durations(&self, ranges: &[(u64, u64)]) -> io::Result<Vec<i64>> {
+        let crate::parquet_rows::RowPlan { groups, selectors, .. } =
+            crate::parquet_rows::plan(&self.row_group_starts, ranges);
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mask = ProjectionMask::roots(self.meta.metadata().file_metadata().schema_descr(), [DURATION_COLUMN]);
+        let file = File::open(&self.parquet_path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(pq)?;
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.map_err(arrow_err)?;
+            let col = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| invalid(format!("{}: unexpected duration column", self.parquet_path.display())))?;
+            out.extend_from_slice(col.values());
+        }
+        Ok(out)
+    }
+
+    /// The rows `start..end` as Arrow data, every column, nothing decoded into spans (one batch;
+    /// an empty one when the range is).
+    fn read_raw(&self, start: u64, end: u64) -> io::Result<RecordBatch> {
+        let crate::parquet_rows::RowPlan { groups, selectors, .. } =
+            crate::parquet_rows::plan(&self.row_group_starts, &[(start, end)]);
+        let schema = self.meta.schema().clone();
+        if groups.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let file = File::open(&self.parquet_path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_batch_size(8192)
+            .build()
+            .map_err(pq)?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
+        arrow_select::concat::concat_batches(&schema, &batches).map_err(arrow_err)
     }
 
     fn decode(&self, batch: &RecordBatch, out: &mut Vec<StoredSpan>) -> io::Result<()> {

@@ -37,6 +37,12 @@ pub(crate) fn any_to_json(v: &AnyValue) -> Value {
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
+    // Most strings need no escaping: one branch-free pass over the bytes, then a single copy.
+    if !s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut run = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -72,8 +78,9 @@ pub(crate) fn write_any(v: &AnyValue, out: &mut String) {
         }
         AnyValue::Bool(b) => out.push_str(if *b { "{\"boolValue\":true}" } else { "{\"boolValue\":false}" }),
         AnyValue::Int(i) => {
+            use std::fmt::Write;
             out.push_str("{\"intValue\":\"");
-            out.push_str(&i.to_string());
+            let _ = write!(out, "{i}");
             out.push_str("\"}");
         }
         AnyValue::Double(_) | AnyValue::Bytes(_) => out.push_str(&any_to_json(v).to_string()),

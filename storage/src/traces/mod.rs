@@ -45,8 +45,15 @@ pub struct TracesOptions {
     pub max_bytes: u64,
     /// Rows per Parquet row group: smaller groups make a trace lookup decode less.
     pub row_group_rows: usize,
+    /// Rows per Parquet data page: a trace lookup decodes only the pages that hold its rows
+    /// (through the page index), so smaller pages make it decode less.
+    pub page_rows: usize,
     /// Files smaller than this are merged together by `maintain` (bytes; 0 = never).
     pub compact_below_bytes: u64,
+    /// Head size (bytes, approximate) above which a writer flushes it to a span file before the
+    /// next checkpoint, so that memory stays bounded whatever the ingest rate (0 = only at
+    /// checkpoints).
+    pub head_flush_bytes: usize,
 }
 
 impl Default for TracesOptions {
@@ -54,8 +61,10 @@ impl Default for TracesOptions {
         TracesOptions {
             retention_ms: 14 * 24 * 3600 * 1000,
             max_bytes: 0,
-            row_group_rows: 1024,
+            row_group_rows: 16384,
+            page_rows: 512,
             compact_below_bytes: 64 << 20,
+            head_flush_bytes: 128 << 20,
         }
     }
 }
@@ -64,11 +73,92 @@ impl Default for TracesOptions {
 /// (no per-trace allocation).
 #[derive(Default)]
 struct Head {
-    spans: Vec<StoredSpan>,
+    spans: Chunked<StoredSpan>,
     /// Per span: the index of the trace's next span, `u32::MAX` for the last.
     next: Vec<u32>,
     by_trace: FastMap<TraceId, HeadTrace>,
     last_pos: WalPos,
+    /// Approximate memory held by the spans (see [`span_bytes`]).
+    bytes: usize,
+}
+
+/// Spans per chunk of [`Chunked`].
+const CHUNK: usize = 4096;
+
+/// An append-only vector in fixed-size chunks: growing it never moves (copies and faults in
+/// again) what it already holds, which a single `Vec` of a few million spans does at every
+/// doubling.
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { chunks: Vec::new(), len: 0 }
+    }
+}
+
+impl<T> Chunked<T> {
+    fn push(&mut self, v: T) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(v),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(v);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / CHUNK).and_then(|c| c.get(i % CHUNK))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// Approximate heap and inline bytes of one span in the head (strings, attributes, events,
+/// links); the resource and scope are shared and not counted.
+fn span_bytes(s: &crate::model::Span) -> usize {
+    fn kvs(kvs: &[crate::model::KeyValue]) -> usize {
+        kvs.iter().map(|kv| std::mem::size_of::<crate::model::KeyValue>() + kv.key.len() + any(&kv.value)).sum()
+    }
+    fn any(v: &crate::model::AnyValue) -> usize {
+        use crate::model::AnyValue;
+        match v {
+            AnyValue::String(s) => s.len(),
+            AnyValue::Bytes(b) => b.len(),
+            AnyValue::Array(items) => items.iter().map(|i| std::mem::size_of::<AnyValue>() + any(i)).sum(),
+            AnyValue::KvList(l) => kvs(l),
+            _ => 0,
+        }
+    }
+    std::mem::size_of::<StoredSpan>()
+        + 8
+        + s.name.len()
+        + s.trace_state.len()
+        + s.status_message.len()
+        + kvs(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| std::mem::size_of::<crate::model::SpanEvent>() + e.name.len() + kvs(&e.attributes))
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| std::mem::size_of::<crate::model::SpanLink>() + l.trace_state.len() + kvs(&l.attributes))
+            .sum::<usize>()
 }
 
 /// One trace in the head.
@@ -83,11 +173,15 @@ struct HeadTrace {
 
 const NO_SPAN: u32 = u32::MAX;
 
+/// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
+const HEAD_BACKPRESSURE: usize = 3;
+
 impl Head {
     fn push(&mut self, span: StoredSpan) {
         let id = span.span.trace_id;
         let (s, e) = (span.span.start_time_ns, span.span.end_time_ns);
         let ix = self.spans.len() as u32;
+        self.bytes += span_bytes(&span.span);
         self.spans.push(span);
         self.next.push(NO_SPAN);
         match self.by_trace.entry(id) {
@@ -114,6 +208,22 @@ impl Head {
                 i = self.next[i as usize];
             }
         }
+    }
+
+    /// Every span, sorted by trace id and in arrival order within a trace (the span files' row
+    /// order): the trace ids are sorted, not the spans.
+    fn sorted_spans(&self) -> Vec<&StoredSpan> {
+        let mut traces: Vec<(&TraceId, u32)> = self.by_trace.iter().map(|(id, t)| (id, t.first)).collect();
+        traces.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(self.spans.len());
+        for (_, first) in traces {
+            let mut i = first;
+            while let Some(span) = self.spans.get(i as usize) {
+                out.push(span);
+                i = self.next[i as usize];
+            }
+        }
+        out
     }
 }
 
@@ -200,8 +310,43 @@ impl TracesHead {
     /// Writes the head to a new span file and records it in the manifest; `Ok(false)` when
     /// memory-only.
     pub fn persist(&self) -> io::Result<bool> {
+        if self.dir.is_none() {
+            return Ok(false);
+        }
+        self.persist_locked(self.flush.lock())
+    }
+
+    /// Persists the head when it holds more than `head_flush_bytes` and no flush, checkpoint or
+    /// maintenance pass runs already (that one takes it); true when it flushed.
+    ///
+    /// Back-pressure: when writes outpace flushing and the head passes [`HEAD_BACKPRESSURE`] ×
+    /// `head_flush_bytes` anyway, the writer waits for the running flush and then flushes
+    /// itself, so memory stays bounded and ingest runs at flushing speed.
+    pub fn flush_if_large(&self) -> io::Result<bool> {
+        let limit = self.opts.head_flush_bytes;
+        if self.dir.is_none() || limit == 0 {
+            return Ok(false);
+        }
+        let bytes = self.state.read().head.bytes;
+        if bytes <= limit {
+            return Ok(false);
+        }
+        if bytes > limit.saturating_mul(HEAD_BACKPRESSURE) {
+            let guard = self.flush.lock();
+            if self.state.read().head.bytes <= limit {
+                return Ok(false);
+            }
+            return self.persist_locked(guard);
+        }
+        match self.flush.try_lock() {
+            Some(guard) => self.persist_locked(guard),
+            None => Ok(false),
+        }
+    }
+
+    /// [`TracesHead::persist`] with the flush lock (the next file number) held.
+    fn persist_locked(&self, mut next_seq: parking_lot::MutexGuard<'_, u64>) -> io::Result<bool> {
         let Some(dir) = &self.dir else { return Ok(false) };
-        let mut next_seq = self.flush.lock();
         let frozen = {
             let mut state = self.state.write();
             if state.head.spans.is_empty() {
@@ -217,8 +362,8 @@ impl TracesHead {
         };
         let seq = *next_seq;
         let result = (|| {
-            let spans: Vec<&StoredSpan> = frozen.spans.iter().collect();
-            let f = Arc::new(file::write(dir, seq, &spans, self.opts.row_group_rows)?);
+            let spans = frozen.sorted_spans();
+            let f = Arc::new(file::write(dir, seq, &spans, &self.file_layout())?);
             let files = {
                 let state = self.state.read();
                 let mut v: Vec<FileSummary> = state.files.iter().map(|f| f.summary.clone()).collect();
@@ -299,14 +444,9 @@ impl TracesHead {
                     j += 1;
                 }
                 if j - i >= 2 {
-                    let mut spans = Vec::new();
-                    for f in &keep[i..j] {
-                        spans.extend(f.read_all()?);
-                    }
-                    let refs: Vec<&StoredSpan> = spans.iter().collect();
                     let seq = *next_seq;
                     *next_seq += 1;
-                    let f = Arc::new(file::write(dir, seq, &refs, self.opts.row_group_rows)?);
+                    let f = Arc::new(file::merge(dir, seq, &keep[i..j], &self.file_layout())?);
                     new_file = Some((i, j, f));
                     break;
                 }
@@ -334,6 +474,10 @@ impl TracesHead {
             }
         }
         Ok(())
+    }
+
+    fn file_layout(&self) -> file::Layout {
+        file::Layout { row_group_rows: self.opts.row_group_rows, page_rows: self.opts.page_rows }
     }
 
     pub fn span_count(&self) -> u64 {
@@ -381,8 +525,12 @@ impl TracesHead {
         let (start, end) = (scan.start_ns, if scan.end_ns == 0 { i64::MAX } else { scan.end_ns });
         let service = scan.service_name.as_deref();
         let name = scan.span_name.as_deref();
+        let min_duration = scan.min_span_duration_ns;
+        let long_enough =
+            |s: &StoredSpan| min_duration.is_none_or(|m| s.span.end_time_ns.saturating_sub(s.span.start_time_ns) >= m);
         let wanted = |spans: &[StoredSpan]| {
             !spans.is_empty()
+                && spans.iter().any(long_enough)
                 && spans.iter().any(|s| s.span.start_time_ns <= end && s.span.end_time_ns >= start)
                 && service.is_none_or(|svc| spans.iter().any(|s| s.resource.attr_str("service.name") == Some(svc)))
                 && name.is_none_or(|n| spans.iter().any(|s| s.span.name == n))
@@ -442,6 +590,35 @@ impl TracesHead {
                 .filter(|t| t.min_start_ns <= end && t.max_end_ns >= start && !in_heads.contains_key(&t.trace_id))
                 .collect();
             for chunk in chunks_by_rows(&candidates, SCAN_CHUNK_ROWS) {
+                // A duration filter is checked on the duration column first: only traces with a
+                // long enough span here are decoded. (A split trace whose long span lies in
+                // another file is met, and read whole, from that file.)
+                let filtered: Vec<&file::TraceEntry>;
+                let chunk = match min_duration {
+                    None => chunk,
+                    Some(m) => {
+                        let ranges: Vec<(u64, u64)> = chunk
+                            .iter()
+                            .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))
+                            .collect();
+                        let Ok(durations) = f.read_durations(&ranges) else { break };
+                        let mut at = 0usize;
+                        filtered = chunk
+                            .iter()
+                            .filter(|e| {
+                                let n = (e.rows as usize).min(durations.len().saturating_sub(at));
+                                let own = &durations[at..at + n];
+                                at += n;
+                                own.iter().any(|&d| d >= m)
+                            })
+                            .copied()
+                            .collect();
+                        if filtered.is_empty() {
+                            continue;
+                        }
+                        &filtered[..]
+                    }
+                };
                 let ranges: Vec<(u64, u64)> = chunk
                     .iter()
                     .map(|e| (u64::from(e.first_row), u64::from(e.first_row) + u64::from(e.rows)))

@@ -72,7 +72,46 @@ fn pos(n: u64) -> WalPos {
 }
 
 fn opts() -> TracesOptions {
-    TracesOptions { row_group_rows: 3, ..TracesOptions::default() }
+    TracesOptions { row_group_rows: 3, page_rows: 2, ..TracesOptions::default() }
+}
+
+#[test]
+fn a_head_over_its_size_flushes_to_a_file_between_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = TracesOptions { head_flush_bytes: 20_000, ..opts() };
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    // Small enough to stay in the head.
+    head.apply(pos(1), batch("shop", vec![full_span(1, 1, 1_000)]));
+    assert!(!head.flush_if_large().unwrap());
+    assert_eq!(head.state.read().files.len(), 0);
+    // Over the limit: the next check writes a file, and the head starts over.
+    let mut n = 1;
+    for t in 2..=40u8 {
+        n += 1;
+        head.apply(pos(n), batch("shop", vec![full_span(t, 1, 1_000 + i64::from(t)), full_span(1, t, 2_000)]));
+    }
+    assert!(head.state.read().head.bytes > 20_000);
+    assert!(head.flush_if_large().unwrap());
+    assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.state.read().head.bytes, 0);
+    assert_eq!(head.span_count(), 79);
+    // Trace 1's spans: in arrival order, from the file.
+    let t1: Vec<u8> = head.trace(tid(1)).iter().map(|s| s.span.span_id.0[0]).collect();
+    assert_eq!(t1, (1..=40).collect::<Vec<u8>>());
+    head.apply(pos(n + 1), batch("shop", vec![full_span(1, 41, 3_000)]));
+    // Reopen and replay every position: what the file holds is skipped, the rest applied.
+    drop(head);
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    head.apply(pos(1), batch("shop", vec![full_span(1, 1, 1_000)]));
+    head.apply(pos(n + 1), batch("shop", vec![full_span(1, 41, 3_000)]));
+    assert_eq!(head.span_count(), 80);
+    assert_eq!(head.trace(tid(1)).len(), 41);
+    // Off when the limit is 0.
+    let o = TracesOptions { head_flush_bytes: 0, ..opts() };
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &o).unwrap();
+    head.apply(pos(1), batch("shop", (1..=40).map(|s| full_span(1, s, 1_000)).collect()));
+    assert!(!head.flush_if_large().unwrap());
 }
 
 #[test]
@@ -217,7 +256,8 @@ fn lookup_latency() {
         std::env::var("OUTPOST_TRACE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let rg: usize = std::env::var("OUTPOST_TRACE_BENCH_RG").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let o = TracesOptions { row_group_rows: rg, ..TracesOptions::default() };
+    let page: usize = std::env::var("OUTPOST_TRACE_BENCH_PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    let o = TracesOptions { row_group_rows: rg, page_rows: page, ..TracesOptions::default() };
     let head = TracesHead::open(Some(dir.path()), &o).unwrap();
     let id = |n: usize| {
         let mut t = [0u8; 16];
@@ -301,4 +341,110 @@ fn the_traces_v1_image_still_opens() {
     assert_eq!(t1[1].span, second.groups[0].spans[0]);
     assert_eq!(*t1[1].resource, second.groups[0].resource);
     assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
+    // A file in today's layout next to them, then compaction of the old and the new together.
+    let third = batch("pay", vec![full_span(1, 3, 1_700_000_000_000_003_000)]);
+    head.apply(pos(3), third.clone());
+    head.persist().unwrap();
+    head.maintain(0).unwrap();
+    assert_eq!(head.state.read().files.len(), 1);
+    let t1 = head.trace(tid(1));
+    assert_eq!(t1.len(), 3);
+    assert_eq!(t1[0].span, first.groups[0].spans[0]);
+    assert_eq!(t1[1].span, second.groups[0].spans[0]);
+    assert_eq!(t1[2].span, third.groups[0].spans[0]);
+    assert_eq!(*t1[2].resource, third.groups[0].resource);
+    assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
+}
+
+#[test]
+fn a_duration_hint_skips_traces_without_a_long_enough_span_in_files_and_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    let long = |t: u8, s: u8| {
+        let mut sp = full_span(t, s, 1_000);
+        sp.end_time_ns = sp.start_time_ns + 50_000;
+        sp
+    };
+    // Trace 2's long span is in the file; trace 4's part in the file is short but its long span
+    // comes later in the head; trace 6 is long and only in the head.
+    head.apply(pos(1), batch("a", vec![full_span(1, 1, 1_000), full_span(2, 1, 1_000), long(2, 2)]));
+    head.apply(pos(2), batch("a", vec![full_span(3, 1, 1_000), full_span(4, 1, 1_000), full_span(5, 1, 1_000)]));
+    assert!(head.persist().unwrap());
+    head.apply(pos(3), batch("a", vec![long(4, 2), long(6, 1), full_span(7, 1, 1_000)]));
+    let scan = |min: Option<i64>| {
+        let s = TraceScan { start_ns: 0, end_ns: i64::MAX, min_span_duration_ns: min, ..TraceScan::default() };
+        let mut ids: Vec<u8> =
+            (&head as &dyn TracesReader).scan_all(&s).iter().map(|t| t[0].span.trace_id.0[0]).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(scan(None), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(scan(Some(50_000)), vec![2, 4, 6]);
+    assert_eq!(scan(Some(50_001)), Vec::<u8>::new());
+    assert_eq!(scan(Some(1_000)), vec![1, 2, 3, 4, 5, 6, 7]);
+    // Trace 4 comes back whole: its file part and its head part.
+    let s = TraceScan { start_ns: 0, end_ns: i64::MAX, min_span_duration_ns: Some(2_000), ..TraceScan::default() };
+    let t4: Vec<usize> = (&head as &dyn TracesReader)
+        .scan_all(&s)
+        .iter()
+        .filter(|t| t[0].span.trace_id == tid(4))
+        .map(|t| t.len())
+        .collect();
+    assert_eq!(t4, vec![2]);
+}
+
+#[test]
+fn compaction_merges_files_as_arrow_rows_with_every_field_resource_and_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    let mut p = 0;
+    let mut expected: std::collections::BTreeMap<u8, Vec<StoredSpan>> = Default::default();
+    // Three files; services differ per file (and "b" repeats), traces interleave across files,
+    // some traces live in one file only, and traces have 1 to 4 spans.
+    for (round, service) in ["a", "b", "b"].into_iter().enumerate() {
+        let mut spans = Vec::new();
+        for t in 1..=9u8 {
+            if (t as usize + round).is_multiple_of(3) {
+                continue;
+            }
+            for k in 0..=(t % 4) {
+                let mut s = full_span(t, 10 * (round as u8 + 1) + k, 1_000 * i64::from(t) + round as i64);
+                s.attributes.push(KeyValue::new("round", AnyValue::Int(round as i64)));
+                spans.push(s);
+            }
+        }
+        p += 1;
+        let mut b = batch(service, spans);
+        b.groups[0].scope.version = format!("v{round}");
+        head.apply(pos(p), b);
+        assert!(head.persist().unwrap());
+    }
+    for t in 1..=9u8 {
+        expected.insert(t, head.trace(tid(t)));
+    }
+    let before = head.span_count();
+    head.maintain(0).unwrap();
+    assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.span_count(), before);
+    let check = |head: &TracesHead| {
+        for (t, want) in &expected {
+            assert_eq!(&head.trace(tid(*t)), want, "trace {t}");
+        }
+        let f = &head.state.read().files[0];
+        assert_eq!(f.summary.services.as_deref(), Some(&["a".to_string(), "b".to_string()][..]));
+        assert_eq!(f.summary.traces, 9);
+        assert_eq!(f.resources.len(), 2, "resources deduplicated across files");
+        assert_eq!(f.scopes.len(), 3);
+        // The trace table is consecutive and covers every row.
+        let mut row = 0;
+        for e in &f.traces {
+            assert_eq!(e.first_row, row);
+            row += e.rows;
+        }
+        assert_eq!(u64::from(row), before);
+    };
+    check(&head);
+    drop(head);
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    check(&head);
 }

@@ -37,11 +37,22 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// Frames `batch` as one record: header, version byte, postcard bytes. `max_payload` bounds the
 /// payload (version byte included); the `u32` length field bounds it too.
+#[cfg(test)]
 pub(crate) fn encode_record(batch: &WriteBatch, max_payload: usize) -> Result<Vec<u8>, WriteError> {
-    let mut buf = Vec::with_capacity(match batch {
-        WriteBatch::Samples(p) => RECORD_HEADER_LEN + 16 + p.as_bytes().len(),
-        _ => 256,
-    });
+    encode_record_into(batch, max_payload, Vec::new())
+}
+
+/// Frames `batch` as one record into `buf` (cleared first): a caller that hands the same buffer back every
+/// time keeps its capacity, so large records do not grow a new vector by doubling each time.
+pub(crate) fn encode_record_into(
+    batch: &WriteBatch,
+    max_payload: usize,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, WriteError> {
+    buf.clear();
+    if let WriteBatch::Samples(p) = batch {
+        buf.reserve(RECORD_HEADER_LEN + 16 + p.as_bytes().len());
+    }
     buf.resize(RECORD_HEADER_LEN, 0);
     buf.push(RECORD_VERSION);
     let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
