@@ -123,12 +123,74 @@ impl RangeInput {
         let hh = s.hists.partition_point(|p| p.0 <= end);
         Window { floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
     }
+
+    /// The same window as [`RangeInput::window`], found by moving `cur`'s indices forward from
+    /// the previous step's window when the window did not move back (steps in order), by binary
+    /// search otherwise. `cur` must be used with one series only.
+    pub fn window_at<'s>(&self, s: &'s Loaded, ts: i64, cur: &mut WindowCursor) -> Window<'s> {
+        let end = self.window_end(ts);
+        let start = end.saturating_sub(self.range);
+        if cur.valid && start >= cur.start && end >= cur.end {
+            let fl = &s.floats;
+            let hs = &s.hists;
+            while cur.fl < fl.len() && fl[cur.fl].0 < start {
+                cur.fl += 1;
+            }
+            cur.fh = cur.fh.max(cur.fl);
+            while cur.fh < fl.len() && fl[cur.fh].0 <= end {
+                cur.fh += 1;
+            }
+            while cur.hl < hs.len() && hs[cur.hl].0 < start {
+                cur.hl += 1;
+            }
+            cur.hh = cur.hh.max(cur.hl);
+            while cur.hh < hs.len() && hs[cur.hh].0 <= end {
+                cur.hh += 1;
+            }
+        } else {
+            cur.fl = s.floats.partition_point(|p| p.0 < start);
+            cur.fh = s.floats.partition_point(|p| p.0 <= end);
+            cur.hl = s.hists.partition_point(|p| p.0 < start);
+            cur.hh = s.hists.partition_point(|p| p.0 <= end);
+            cur.valid = true;
+        }
+        cur.start = start;
+        cur.end = end;
+        Window { floats: &s.floats[cur.fl..cur.fh], hists: &s.hists[cur.hl..cur.hh], start, end }
+    }
+}
+
+/// Where one series' previous window was, for [`RangeInput::window_at`]: the window's bounds
+/// and the index ranges of its floats (`fl..fh`) and histograms (`hl..hh`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WindowCursor {
+    valid: bool,
+    start: i64,
+    end: i64,
+    /// Index of the window's first float in the series.
+    pub fl: usize,
+    fh: usize,
+    hl: usize,
+    hh: usize,
+}
+
+impl Source<'_> {
+    /// The same source for an operator that drops `__name__` from every series: series read
+    /// from storage come without it.
+    pub fn without_names(self) -> Self {
+        match self {
+            Source::Lazy { set, drop_stale, .. } => Source::Lazy { set, drop_stale, drop_name: true },
+            s => s,
+        }
+    }
 }
 
 /// Where a per-series operator ([`Evaluator::per_series`]) takes its series from.
 pub(crate) enum Source<'s> {
     /// Read from storage one series at a time; stale markers dropped or not.
-    Lazy { set: Box<dyn SeriesSet + 's>, drop_stale: bool },
+    /// With `drop_name`, series come without `__name__` (for operators that drop it anyway:
+    /// one copy of the label set per series instead of two).
+    Lazy { set: Box<dyn SeriesSet + 's>, drop_stale: bool, drop_name: bool },
     /// Already in memory (`{a="1" or b="2"}` selectors, subqueries), sorted by labels.
     Loaded(Vec<Loaded>),
 }
@@ -191,8 +253,8 @@ fn query_threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
 }
 
-/// A series read from storage as the evaluator holds it.
-fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> Loaded {
+/// A series read from storage as the evaluator holds it, without `__name__` if `no_name`.
+fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool, no_name: bool) -> Loaded {
     let floats: Vec<(i64, f64)> =
         d.floats.iter().filter(|s| !(drop_stale && is_stale_nan(s.value))).map(|s| (s.timestamp_ms, s.value)).collect();
     let hists: Vec<(i64, FloatHistogram)> = d
@@ -201,7 +263,11 @@ fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> 
         .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
         .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
         .collect();
-    Loaded { labels: Arc::new(labels.clone()), floats, hists }
+    let mut labels = labels.clone();
+    if no_name {
+        labels.set("__name__", "");
+    }
+    Loaded { labels: Arc::new(labels), floats, hists }
 }
 
 /// Query-wide state shared by nested evaluators.
@@ -489,7 +555,7 @@ impl<'a> Evaluator<'a> {
             self.ctx.check_now()?;
             let ms = selector_matchers(vs)?;
             let set = self.ctx.reader.select_series(&ms, mint, maxt);
-            return Ok(Source::Lazy { set, drop_stale });
+            return Ok(Source::Lazy { set, drop_stale, drop_name: false });
         }
         Ok(Source::Loaded(self.load(vs, mint, maxt, drop_stale)?))
     }
@@ -506,7 +572,7 @@ impl<'a> Evaluator<'a> {
     where
         F: Fn(&Loaded) -> Result<SeriesOut, QueryError> + Sync,
     {
-        let (set, drop_stale) = match src {
+        let (set, (drop_stale, no_name)) = match src {
             Source::Loaded(v) => {
                 for s in &v {
                     self.ctx.check()?;
@@ -514,7 +580,7 @@ impl<'a> Evaluator<'a> {
                 }
                 return Ok(());
             }
-            Source::Lazy { set, drop_stale } => (set, drop_stale),
+            Source::Lazy { set, drop_stale, drop_name } => (set, (drop_stale, drop_name)),
         };
         let (deadline, max) = (self.ctx.deadline, self.ctx.max_samples);
         let set: &dyn SeriesSet = &*set;
@@ -522,7 +588,7 @@ impl<'a> Evaluator<'a> {
             if Instant::now() > deadline {
                 return Err(QueryError::Timeout);
             }
-            let loaded = loaded_from(set.labels(i), set.read(i), drop_stale);
+            let loaded = loaded_from(set.labels(i), set.read(i), drop_stale, no_name);
             if loaded.floats.len() + loaded.hists.len() > max {
                 return Err(QueryError::TooManySamples);
             }
