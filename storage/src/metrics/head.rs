@@ -651,6 +651,14 @@ pub(crate) fn merge_newer_wins<T>(older: Vec<T>, newer: Vec<T>, key: impl Fn(&T)
     if newer.is_empty() {
         return older;
     }
+    // Disjoint in time (consecutive blocks, or a block then the head): one append.
+    if let (Some(a), Some(b)) = (older.last(), newer.first())
+        && key(a) < key(b)
+    {
+        let mut older = older;
+        older.extend(newer);
+        return older;
+    }
     let mut out = Vec::with_capacity(older.len() + newer.len());
     let mut a = older.into_iter().peekable();
     let mut b = newer.into_iter().peekable();
