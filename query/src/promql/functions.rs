@@ -407,17 +407,31 @@ pub(crate) fn range_function_each(
         so.peak = peak;
         Ok(so)
     };
+    // Series read from storage are distinct label sets; when the selector fixes the metric name,
+    // dropping it keeps them distinct, so only other inputs need the duplicate check.
+    let distinct = match unwrap_parens(args[mi]) {
+        Expr::MatrixSelector(ms) => single_name(&ms.vs),
+        _ => false,
+    };
     let mut seen: FastSet<Arc<Labels>> = FastSet::default();
     let mut total = 0usize;
     ev.per_series(src, op, &mut |so| {
         ev.ctx.touch(so.touched);
         ev.ctx.limit(total + so.peak)?;
         total += so.len();
-        if !so.is_empty() && !seen.insert(so.labels.clone()) {
+        if !distinct && !so.is_empty() && !seen.insert(so.labels.clone()) {
             return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
         sink(so)
     })
+}
+
+/// True when every series a selector reads has the same metric name: a single matcher set with
+/// a metric name or a `__name__=` matcher.
+fn single_name(vs: &promql_parser::parser::VectorSelector) -> bool {
+    vs.matchers.or_matchers.is_empty()
+        && (vs.name.is_some()
+            || vs.matchers.matchers.iter().any(|m| m.name == "__name__" && matches!(m.op, PMatchOp::Equal)))
 }
 
 /// Neumaier-compensated increment: returns the new sum and compensation.
