@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -244,8 +245,8 @@ impl SeriesOut {
     }
 }
 
-/// Series read per thread and batch by [`Evaluator::per_series`].
-const SERIES_PER_TASK: usize = 256;
+/// Series a worker of [`Evaluator::per_series`] reads and evaluates at a time.
+const SERIES_PER_CHUNK: usize = 64;
 
 /// Threads a query uses for per-series work (the machine's cores, at most 8).
 fn query_threads() -> usize {
@@ -595,7 +596,7 @@ impl<'a> Evaluator<'a> {
             op(&loaded)
         };
         let n = set.len();
-        let threads = query_threads().min(n.div_ceil(SERIES_PER_TASK)).max(1);
+        let threads = query_threads().min(n.div_ceil(SERIES_PER_CHUNK)).max(1);
         if threads == 1 {
             for i in 0..n {
                 self.ctx.check()?;
@@ -603,34 +604,65 @@ impl<'a> Evaluator<'a> {
             }
             return Ok(());
         }
+        // Workers take chunks of series in turn (no barrier between batches: a descheduled
+        // thread delays only its own chunk); the calling thread hands the results to `sink` in
+        // chunk order, so `sink` sees the same order as a sequential run.
         let one = &one;
-        let mut start = 0;
-        while start < n {
-            self.ctx.check_now()?;
-            let end = (start + SERIES_PER_TASK * threads).min(n);
-            let per = (end - start).div_ceil(threads);
-            let parts: Vec<Vec<Result<SeriesOut, QueryError>>> = std::thread::scope(|sc| {
-                let handles: Vec<_> = (1..threads)
-                    .map(|t| {
-                        let lo = (start + t * per).min(end);
-                        let hi = (lo + per).min(end);
-                        sc.spawn(move || (lo..hi).map(one).collect::<Vec<_>>())
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (next, stop) = (&next, &stop);
+        std::thread::scope(|sc| {
+            // Bounded: workers wait when the calling thread falls behind.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Result<SeriesOut, QueryError>>)>(4 * threads);
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let tx = tx.clone();
+                    sc.spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            let lo = c.saturating_mul(SERIES_PER_CHUNK);
+                            if lo >= n {
+                                break;
+                            }
+                            let part: Vec<_> = (lo..(lo + SERIES_PER_CHUNK).min(n)).map(one).collect();
+                            if tx.send((c, part)).is_err() {
+                                break;
+                            }
+                        }
                     })
-                    .collect();
-                let mut parts = vec![(start..(start + per).min(end)).map(one).collect::<Vec<_>>()];
-                for h in handles {
-                    parts.push(
-                        h.join().unwrap_or_else(|_| vec![Err(QueryError::Execution("query worker failed".into()))]),
-                    );
+                })
+                .collect();
+            drop(tx);
+            let mut pending: HashMap<usize, Vec<Result<SeriesOut, QueryError>>> = HashMap::new();
+            let mut want = 0usize;
+            let mut result: Result<(), QueryError> = Ok(());
+            // Ends once every worker has finished (or failed) and dropped its sender.
+            for (c, part) in rx {
+                pending.insert(c, part);
+                while let Some(part) = pending.remove(&want) {
+                    want += 1;
+                    if result.is_err() {
+                        continue;
+                    }
+                    for r in part {
+                        if let Err(e) = r.and_then(|so| sink(so)) {
+                            result = Err(e);
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
                 }
-                parts
-            });
-            for r in parts.into_iter().flatten() {
-                sink(r?)?;
             }
-            start = end;
-        }
-        Ok(())
+            let mut failed = false;
+            for h in handles {
+                failed |= h.join().is_err();
+            }
+            result?;
+            if failed || want.saturating_mul(SERIES_PER_CHUNK) < n {
+                return Err(QueryError::Execution("query worker failed".into()));
+            }
+            Ok(())
+        })
     }
 
     pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {
