@@ -645,7 +645,7 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     for r in part {
-                        if let Err(e) = r.and_then(|so| sink(so)) {
+                        if let Err(e) = r.and_then(&mut *sink) {
                             result = Err(e);
                             stop.store(true, Ordering::Relaxed);
                             break;
