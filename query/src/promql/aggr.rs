@@ -12,9 +12,9 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 use storage::model::Labels;
 
-use super::QueryError;
 use super::eval::{Evaluator, S, SeriesOut, Val, Vector, unwrap_parens};
 use super::value::{FloatHistogram, Point};
+use super::{FastMap, QueryError};
 
 enum Param {
     None,
@@ -95,7 +95,8 @@ fn streamed(
         return Ok(None);
     }
     let n = ev.steps.len();
-    let mut agg = Streamed { op, n, m, series: 0, index: HashMap::new(), groups: Vec::new() };
+    let mut agg =
+        Streamed { op, n, m, series: 0, index: FastMap::default(), hasher: Default::default(), groups: Vec::new() };
     match unwrap_parens(e) {
         Expr::VectorSelector(vs) => ev.selector_each(vs, false, &mut |so| agg.add(so))?,
         Expr::Call(c) if super::functions::is_range_function(c.func.name) => {
@@ -133,7 +134,10 @@ struct Streamed<'m> {
     m: &'m Option<LabelModifier>,
     /// Series seen so far.
     series: u32,
-    index: HashMap<Arc<Labels>, usize>,
+    /// Groups by the hash of their labels (see [`Streamed::group_of`]); colliding groups share
+    /// an entry.
+    index: FastMap<u64, Vec<usize>>,
+    hasher: foldhash::fast::RandomState,
     groups: Vec<StreamGroup>,
 }
 
@@ -144,16 +148,7 @@ impl Streamed<'_> {
         if so.is_empty() {
             return Ok(());
         }
-        let gl = group_labels(&so.labels, self.m);
-        let gi = match self.index.get(&gl) {
-            Some(i) => *i,
-            None => {
-                let gl = Arc::new(gl);
-                self.index.insert(gl.clone(), self.groups.len());
-                self.groups.push(StreamGroup { labels: gl, steps: vec![Acc::default(); self.n] });
-                self.groups.len() - 1
-            }
-        };
+        let gi = self.group_of(&so.labels);
         let op = self.op;
         let steps = &mut self.groups[gi].steps;
         // A series has at most one point per step, so floats and histograms can go in turn.
@@ -181,6 +176,28 @@ impl Streamed<'_> {
             a.nh += 1;
         }
         Ok(())
+    }
+
+    /// The group of a series with labels `l`, created if new. The group's labels are hashed and
+    /// compared straight from `l` (no copy for a group seen before).
+    fn group_of(&mut self, l: &Labels) -> usize {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let m = self.m;
+        let mut h = self.hasher.build_hasher();
+        for x in l.iter().filter(|x| in_group(x, m)) {
+            x.hash(&mut h);
+        }
+        let key = h.finish();
+        let entry = self.index.entry(key).or_default();
+        for &gi in entry.iter() {
+            if self.groups[gi].labels.iter().eq(l.iter().filter(|x| in_group(x, m))) {
+                return gi;
+            }
+        }
+        let gi = self.groups.len();
+        entry.push(gi);
+        self.groups.push(StreamGroup { labels: Arc::new(group_labels(l, m)), steps: vec![Acc::default(); self.n] });
+        gi
     }
 
     fn finish(self) -> Vec<Vector> {
@@ -277,6 +294,17 @@ pub(crate) fn valid_label_name(s: &str) -> bool {
         _ => return false,
     }
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether label `x` is one of the grouping labels of `m` (as [`group_labels`] keeps them).
+fn in_group(x: &storage::model::Label, m: &Option<LabelModifier>) -> bool {
+    match m {
+        None => false,
+        Some(LabelModifier::Include(names)) => names.labels.contains(&x.name) && !x.value.is_empty(),
+        Some(LabelModifier::Exclude(names)) => {
+            x.name != "__name__" && !names.labels.contains(&x.name) && !x.value.is_empty()
+        }
+    }
 }
 
 fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {

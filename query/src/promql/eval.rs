@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use promql_parser::label::MatchOp as PMatchOp;
@@ -123,12 +124,74 @@ impl RangeInput {
         let hh = s.hists.partition_point(|p| p.0 <= end);
         Window { floats: &s.floats[fl..fh], hists: &s.hists[hl..hh], start, end }
     }
+
+    /// The same window as [`RangeInput::window`], found by moving `cur`'s indices forward from
+    /// the previous step's window when the window did not move back (steps in order), by binary
+    /// search otherwise. `cur` must be used with one series only.
+    pub fn window_at<'s>(&self, s: &'s Loaded, ts: i64, cur: &mut WindowCursor) -> Window<'s> {
+        let end = self.window_end(ts);
+        let start = end.saturating_sub(self.range);
+        if cur.valid && start >= cur.start && end >= cur.end {
+            let fl = &s.floats;
+            let hs = &s.hists;
+            while cur.fl < fl.len() && fl[cur.fl].0 < start {
+                cur.fl += 1;
+            }
+            cur.fh = cur.fh.max(cur.fl);
+            while cur.fh < fl.len() && fl[cur.fh].0 <= end {
+                cur.fh += 1;
+            }
+            while cur.hl < hs.len() && hs[cur.hl].0 < start {
+                cur.hl += 1;
+            }
+            cur.hh = cur.hh.max(cur.hl);
+            while cur.hh < hs.len() && hs[cur.hh].0 <= end {
+                cur.hh += 1;
+            }
+        } else {
+            cur.fl = s.floats.partition_point(|p| p.0 < start);
+            cur.fh = s.floats.partition_point(|p| p.0 <= end);
+            cur.hl = s.hists.partition_point(|p| p.0 < start);
+            cur.hh = s.hists.partition_point(|p| p.0 <= end);
+            cur.valid = true;
+        }
+        cur.start = start;
+        cur.end = end;
+        Window { floats: &s.floats[cur.fl..cur.fh], hists: &s.hists[cur.hl..cur.hh], start, end }
+    }
+}
+
+/// Where one series' previous window was, for [`RangeInput::window_at`]: the window's bounds
+/// and the index ranges of its floats (`fl..fh`) and histograms (`hl..hh`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WindowCursor {
+    valid: bool,
+    start: i64,
+    end: i64,
+    /// Index of the window's first float in the series.
+    pub fl: usize,
+    fh: usize,
+    hl: usize,
+    hh: usize,
+}
+
+impl Source<'_> {
+    /// The same source for an operator that drops `__name__` from every series: series read
+    /// from storage come without it.
+    pub fn without_names(self) -> Self {
+        match self {
+            Source::Lazy { set, drop_stale, .. } => Source::Lazy { set, drop_stale, drop_name: true },
+            s => s,
+        }
+    }
 }
 
 /// Where a per-series operator ([`Evaluator::per_series`]) takes its series from.
 pub(crate) enum Source<'s> {
     /// Read from storage one series at a time; stale markers dropped or not.
-    Lazy { set: Box<dyn SeriesSet + 's>, drop_stale: bool },
+    /// With `drop_name`, series come without `__name__` (for operators that drop it anyway:
+    /// one copy of the label set per series instead of two).
+    Lazy { set: Box<dyn SeriesSet + 's>, drop_stale: bool, drop_name: bool },
     /// Already in memory (`{a="1" or b="2"}` selectors, subqueries), sorted by labels.
     Loaded(Vec<Loaded>),
 }
@@ -182,8 +245,8 @@ impl SeriesOut {
     }
 }
 
-/// Series read per thread and batch by [`Evaluator::per_series`].
-const SERIES_PER_TASK: usize = 256;
+/// Series a worker of [`Evaluator::per_series`] reads and evaluates at a time.
+const SERIES_PER_CHUNK: usize = 64;
 
 /// Threads a query uses for per-series work (the machine's cores, at most 8).
 fn query_threads() -> usize {
@@ -191,8 +254,8 @@ fn query_threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
 }
 
-/// A series read from storage as the evaluator holds it.
-fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> Loaded {
+/// A series read from storage as the evaluator holds it, without `__name__` if `no_name`.
+fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool, no_name: bool) -> Loaded {
     let floats: Vec<(i64, f64)> =
         d.floats.iter().filter(|s| !(drop_stale && is_stale_nan(s.value))).map(|s| (s.timestamp_ms, s.value)).collect();
     let hists: Vec<(i64, FloatHistogram)> = d
@@ -201,7 +264,11 @@ fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool) -> 
         .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
         .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
         .collect();
-    Loaded { labels: Arc::new(labels.clone()), floats, hists }
+    let mut labels = labels.clone();
+    if no_name {
+        labels.set("__name__", "");
+    }
+    Loaded { labels: Arc::new(labels), floats, hists }
 }
 
 /// Query-wide state shared by nested evaluators.
@@ -489,7 +556,7 @@ impl<'a> Evaluator<'a> {
             self.ctx.check_now()?;
             let ms = selector_matchers(vs)?;
             let set = self.ctx.reader.select_series(&ms, mint, maxt);
-            return Ok(Source::Lazy { set, drop_stale });
+            return Ok(Source::Lazy { set, drop_stale, drop_name: false });
         }
         Ok(Source::Loaded(self.load(vs, mint, maxt, drop_stale)?))
     }
@@ -506,7 +573,7 @@ impl<'a> Evaluator<'a> {
     where
         F: Fn(&Loaded) -> Result<SeriesOut, QueryError> + Sync,
     {
-        let (set, drop_stale) = match src {
+        let (set, (drop_stale, no_name)) = match src {
             Source::Loaded(v) => {
                 for s in &v {
                     self.ctx.check()?;
@@ -514,7 +581,7 @@ impl<'a> Evaluator<'a> {
                 }
                 return Ok(());
             }
-            Source::Lazy { set, drop_stale } => (set, drop_stale),
+            Source::Lazy { set, drop_stale, drop_name } => (set, (drop_stale, drop_name)),
         };
         let (deadline, max) = (self.ctx.deadline, self.ctx.max_samples);
         let set: &dyn SeriesSet = &*set;
@@ -522,14 +589,14 @@ impl<'a> Evaluator<'a> {
             if Instant::now() > deadline {
                 return Err(QueryError::Timeout);
             }
-            let loaded = loaded_from(set.labels(i), set.read(i), drop_stale);
+            let loaded = loaded_from(set.labels(i), set.read(i), drop_stale, no_name);
             if loaded.floats.len() + loaded.hists.len() > max {
                 return Err(QueryError::TooManySamples);
             }
             op(&loaded)
         };
         let n = set.len();
-        let threads = query_threads().min(n.div_ceil(SERIES_PER_TASK)).max(1);
+        let threads = query_threads().min(n.div_ceil(SERIES_PER_CHUNK)).max(1);
         if threads == 1 {
             for i in 0..n {
                 self.ctx.check()?;
@@ -537,34 +604,65 @@ impl<'a> Evaluator<'a> {
             }
             return Ok(());
         }
+        // Workers take chunks of series in turn (no barrier between batches: a descheduled
+        // thread delays only its own chunk); the calling thread hands the results to `sink` in
+        // chunk order, so `sink` sees the same order as a sequential run.
         let one = &one;
-        let mut start = 0;
-        while start < n {
-            self.ctx.check_now()?;
-            let end = (start + SERIES_PER_TASK * threads).min(n);
-            let per = (end - start).div_ceil(threads);
-            let parts: Vec<Vec<Result<SeriesOut, QueryError>>> = std::thread::scope(|sc| {
-                let handles: Vec<_> = (1..threads)
-                    .map(|t| {
-                        let lo = (start + t * per).min(end);
-                        let hi = (lo + per).min(end);
-                        sc.spawn(move || (lo..hi).map(one).collect::<Vec<_>>())
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (next, stop) = (&next, &stop);
+        std::thread::scope(|sc| {
+            // Bounded: workers wait when the calling thread falls behind.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Result<SeriesOut, QueryError>>)>(4 * threads);
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let tx = tx.clone();
+                    sc.spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            let c = next.fetch_add(1, Ordering::Relaxed);
+                            let lo = c.saturating_mul(SERIES_PER_CHUNK);
+                            if lo >= n {
+                                break;
+                            }
+                            let part: Vec<_> = (lo..(lo + SERIES_PER_CHUNK).min(n)).map(one).collect();
+                            if tx.send((c, part)).is_err() {
+                                break;
+                            }
+                        }
                     })
-                    .collect();
-                let mut parts = vec![(start..(start + per).min(end)).map(one).collect::<Vec<_>>()];
-                for h in handles {
-                    parts.push(
-                        h.join().unwrap_or_else(|_| vec![Err(QueryError::Execution("query worker failed".into()))]),
-                    );
+                })
+                .collect();
+            drop(tx);
+            let mut pending: HashMap<usize, Vec<Result<SeriesOut, QueryError>>> = HashMap::new();
+            let mut want = 0usize;
+            let mut result: Result<(), QueryError> = Ok(());
+            // Ends once every worker has finished (or failed) and dropped its sender.
+            for (c, part) in rx {
+                pending.insert(c, part);
+                while let Some(part) = pending.remove(&want) {
+                    want += 1;
+                    if result.is_err() {
+                        continue;
+                    }
+                    for r in part {
+                        if let Err(e) = r.and_then(&mut *sink) {
+                            result = Err(e);
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
                 }
-                parts
-            });
-            for r in parts.into_iter().flatten() {
-                sink(r?)?;
             }
-            start = end;
-        }
-        Ok(())
+            let mut failed = false;
+            for h in handles {
+                failed |= h.join().is_err();
+            }
+            result?;
+            if failed || want.saturating_mul(SERIES_PER_CHUNK) < n {
+                return Err(QueryError::Execution("query worker failed".into()));
+            }
+            Ok(())
+        })
     }
 
     pub fn eval(&self, e: &Expr) -> Result<Val, QueryError> {

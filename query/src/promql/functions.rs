@@ -11,13 +11,14 @@ use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr};
 use storage::model::Labels;
 
-use super::QueryError;
 use super::aggr::{quantile, valid_label_name};
 use super::eval::{
-    Evaluator, Loaded, NameCache, RangeInput, S, SeriesOut, Val, Vector, Window, check_unique, drop_name, unwrap_parens,
+    Evaluator, Loaded, NameCache, RangeInput, S, SeriesOut, Val, Vector, Window, WindowCursor, check_unique, drop_name,
+    unwrap_parens,
 };
 use super::histogram::{bucket_quantile, native_fraction, native_quantile};
 use super::value::{FloatHistogram, Point};
+use super::{FastSet, QueryError};
 
 pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError> {
     let name = c.func.name;
@@ -362,6 +363,8 @@ pub(crate) fn range_function_each(
     let (src, input) =
         ev.range_source(args[mi])?.ok_or_else(|| QueryError::Execution("expected a range vector argument".into()))?;
     let keep_name = name == "last_over_time";
+    let src = if keep_name { src } else { src.without_names() };
+    let is_rate = name == "rate";
     let steps = ev.steps;
     let input = &input;
     let scalars = &scalars;
@@ -370,18 +373,29 @@ pub(crate) fn range_function_each(
         if s.floats.is_empty() && s.hists.is_empty() {
             return Ok(SeriesOut::new(labels, 0));
         }
+        let counter_rate = matches!(name, "rate" | "increase") && s.hists.is_empty();
         let mut so = SeriesOut::new(labels, n);
         let (mut touched, mut peak) = (0usize, 0usize);
         let mut sc = vec![0.0; scalars.len()];
+        let mut cur = WindowCursor::default();
+        // `rate`/`increase` over floats: the counter resets of the whole series are found once,
+        // each window adds only the ones inside it (in the same order as a scan would).
+        let resets: Option<Vec<u32>> = counter_rate.then(|| counter_resets(&s.floats));
         for i in 0..n {
             let ts = steps.ts(i);
-            let w = input.window(s, ts);
+            let w = input.window_at(s, ts, &mut cur);
             if w.floats.is_empty() && w.hists.is_empty() {
                 continue;
             }
             let held = w.floats.len() + w.hists.len();
             touched += held;
             peak = peak.max(so.len() + held);
+            if let Some(resets) = &resets {
+                if let Some(p) = indexed_rate(s, resets, &w, cur.fl, is_rate, input.range) {
+                    so.push(i, p);
+                }
+                continue;
+            }
             for (x, v) in sc.iter_mut().zip(scalars) {
                 *x = v[i];
             }
@@ -393,17 +407,31 @@ pub(crate) fn range_function_each(
         so.peak = peak;
         Ok(so)
     };
-    let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+    // Series read from storage are distinct label sets; when the selector fixes the metric name,
+    // dropping it keeps them distinct, so only other inputs need the duplicate check.
+    let distinct = match unwrap_parens(args[mi]) {
+        Expr::MatrixSelector(ms) => single_name(&ms.vs),
+        _ => false,
+    };
+    let mut seen: FastSet<Arc<Labels>> = FastSet::default();
     let mut total = 0usize;
     ev.per_series(src, op, &mut |so| {
         ev.ctx.touch(so.touched);
         ev.ctx.limit(total + so.peak)?;
         total += so.len();
-        if !so.is_empty() && !seen.insert(so.labels.clone()) {
+        if !distinct && !so.is_empty() && !seen.insert(so.labels.clone()) {
             return Err(QueryError::Execution("vector cannot contain metrics with the same labelset".into()));
         }
         sink(so)
     })
+}
+
+/// True when every series a selector reads has the same metric name: a single matcher set with
+/// a metric name or a `__name__=` matcher.
+fn single_name(vs: &promql_parser::parser::VectorSelector) -> bool {
+    vs.matchers.or_matchers.is_empty()
+        && (vs.name.is_some()
+            || vs.matchers.matchers.iter().any(|m| m.name == "__name__" && matches!(m.op, PMatchOp::Equal)))
 }
 
 /// Neumaier-compensated increment: returns the new sum and compensation.
@@ -600,8 +628,56 @@ fn range_fn(name: &str, w: &Window<'_>, sc: &[f64], ts: i64, range: i64) -> Resu
     }
 }
 
+/// Indices `k` of a series' floats where a counter resets (`v[k] < v[k-1]`), in order.
+fn counter_resets(fl: &[(i64, f64)]) -> Vec<u32> {
+    let mut out = Vec::new();
+    for k in 1..fl.len() {
+        if fl[k].1 < fl[k - 1].1 {
+            out.push(k as u32);
+        }
+    }
+    out
+}
+
+/// `rate` (or `increase`) of window `w` of the float-only series `s`, whose first float is
+/// `s.floats[lo]`, with the resets of the whole series given by [`counter_resets`]: the same
+/// result, bit for bit, as [`extrapolated_rate`] over `w`.
+fn indexed_rate(s: &Loaded, resets: &[u32], w: &Window<'_>, lo: usize, is_rate: bool, range: i64) -> Option<Point> {
+    let hi = lo + w.floats.len();
+    let first = resets.partition_point(|&k| (k as usize) <= lo);
+    extrapolated_rate_with(w, true, is_rate, range, |_, r| {
+        for &k in resets[first..].iter().take_while(|&&k| (k as usize) < hi) {
+            *r += s.floats[k as usize - 1].1;
+        }
+    })
+}
+
+/// Adds the value before every counter reset inside `fl` to `r`, in order.
+fn scan_resets(fl: &[(i64, f64)], r: &mut f64) {
+    let mut prev = fl[0].1;
+    for &(_, cur) in &fl[1..] {
+        if cur < prev {
+            *r += prev;
+        }
+        prev = cur;
+    }
+}
+
 /// `rate`, `increase` and `delta` with Prometheus' extrapolation to the window edges.
 fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64) -> Option<Point> {
+    extrapolated_rate_with(w, is_counter, is_rate, range, scan_resets)
+}
+
+/// [`extrapolated_rate`] with the counter-reset correction of a float window given by
+/// `resets(window floats, &mut result)`, which must add the same values in the same order as
+/// [`scan_resets`].
+fn extrapolated_rate_with(
+    w: &Window<'_>,
+    is_counter: bool,
+    is_rate: bool,
+    range: i64,
+    resets: impl FnOnce(&[(i64, f64)], &mut f64),
+) -> Option<Point> {
     let (first_t, last_t, count, first_v, mut result, mut hist): (i64, i64, usize, f64, f64, Option<FloatHistogram>);
     if !w.hists.is_empty() {
         if !w.floats.is_empty() || w.hists.len() < 2 {
@@ -627,13 +703,7 @@ fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64
         }
         let mut r = fl[fl.len() - 1].1 - fl[0].1;
         if is_counter {
-            let mut prev = fl[0].1;
-            for &(_, cur) in &fl[1..] {
-                if cur < prev {
-                    r += prev;
-                }
-                prev = cur;
-            }
+            resets(fl, &mut r);
         }
         (first_t, last_t, count, first_v, result, hist) = (fl[0].0, fl[fl.len() - 1].0, fl.len(), fl[0].1, r, None);
     }
@@ -831,4 +901,60 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter with resets, gaps and repeated values.
+    fn series(seed: u64, len: usize) -> Loaded {
+        let mut x = seed | 1;
+        let mut v = 0.0f64;
+        let mut t = 0i64;
+        let mut floats = Vec::new();
+        for _ in 0..len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t += 5_000 + (x % 4) as i64 * 5_000;
+            match x % 11 {
+                0 => v = (x % 50) as f64 / 3.0,
+                1 => {}
+                _ => v += (x % 1000) as f64 / 7.0,
+            }
+            floats.push((t, v));
+        }
+        Loaded { labels: Arc::new(Labels::new()), floats, hists: Vec::new() }
+    }
+
+    /// The reset index and the moving window cursor give the same windows and bit-identical
+    /// rates as a binary search plus a scan of every window.
+    #[test]
+    fn incremental_rate_matches_the_window_scan() {
+        for seed in 1..40u64 {
+            let s = series(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 300);
+            let resets = counter_resets(&s.floats);
+            for (range, step) in [(60_000, 15_000), (300_000, 30_000), (20_000, 60_000), (0, 10_000)] {
+                let input = RangeInput { series: Vec::new(), range, offset: 7_000, at: None };
+                let mut cur = WindowCursor::default();
+                for i in 0..250i64 {
+                    let ts = i * step;
+                    let w = input.window(&s, ts);
+                    let wc = input.window_at(&s, ts, &mut cur);
+                    assert_eq!(w.floats, wc.floats, "seed {seed} range {range} step {i}");
+                    for is_rate in [false, true] {
+                        let want = extrapolated_rate(&w, true, is_rate, range);
+                        let got = indexed_rate(&s, &resets, &wc, cur.fl, is_rate, range);
+                        let bits = |p: Option<Point>| match p {
+                            Some(Point::Float(v)) => Some(v.to_bits()),
+                            Some(Point::Histogram(_)) => panic!("float expected"),
+                            None => None,
+                        };
+                        assert_eq!(bits(want), bits(got), "seed {seed} range {range} step {i}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -28,6 +28,12 @@ mod value;
 use std::fmt;
 use std::time::Duration;
 
+/// Hash map for the evaluator's hot paths (group keys, label sets): foldhash instead of SipHash.
+/// Lookups only; nothing iterates one of these in hash order into an answer.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash set counterpart of [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub use value::{FloatHistogram, Point, Sample, Series, Value};
 
 /// Engine limits and defaults.

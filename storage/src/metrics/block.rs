@@ -26,8 +26,11 @@ use crate::model::{Exemplar, FloatSample, HistogramSample, Label, Labels};
 use crate::read::{MatchOp, Matcher};
 use crate::wal::WalPos;
 
-/// Format version of `meta.json`, `index` and `chunks`.
+/// Format version of `meta.json`.
 pub const BLOCK_VERSION: u32 = 1;
+/// Version of the index file this writer produces; readers take 1 (fixed-width series entries)
+/// and 2 (varint series entries, `metrics-index.md`).
+const INDEX_VERSION: u8 = 2;
 const INDEX_MAGIC: &[u8; 6] = b"OPMIDX";
 const CHUNKS_MAGIC: &[u8; 6] = b"OPMCHK";
 const HEADER_LEN: usize = 8;
@@ -116,6 +119,7 @@ pub struct BlockWriter {
     stats: BlockStats,
     min_t: i64,
     max_t: i64,
+    index_version: u8,
 }
 
 fn io_other(msg: String) -> io::Error {
@@ -143,7 +147,14 @@ impl BlockWriter {
             stats: BlockStats::default(),
             min_t: i64::MAX,
             max_t: i64::MIN,
+            index_version: INDEX_VERSION,
         })
+    }
+
+    /// Writes the index in an older format version (tests of old blocks' readability).
+    #[cfg(test)]
+    pub(crate) fn set_index_version(&mut self, v: u8) {
+        self.index_version = v;
     }
 
     /// Where the block will be once finished.
@@ -249,7 +260,7 @@ impl BlockWriter {
         chunks_file.sync_all()?;
         drop(chunks_file);
 
-        let index = encode_index(&self.series, &mut self.traces)?;
+        let index = encode_index(&self.series, &mut self.traces, self.index_version)?;
         let mut f = File::create(self.tmp.join("index"))?;
         f.write_all(&index)?;
         f.sync_all()?;
@@ -293,7 +304,27 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn encode_index(series: &[(Labels, Vec<ChunkMeta>)], traces: &mut Vec<(u128, u32)>) -> io::Result<Vec<u8>> {
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn encode_index(
+    series: &[(Labels, Vec<ChunkMeta>)],
+    traces: &mut Vec<(u128, u32)>,
+    version: u8,
+) -> io::Result<Vec<u8>> {
     let mut symset: BTreeSet<&str> = BTreeSet::new();
     for (labels, _) in series {
         for l in labels.iter() {
@@ -306,7 +337,7 @@ fn encode_index(series: &[(Labels, Vec<ChunkMeta>)], traces: &mut Vec<(u128, u32
 
     let mut out = Vec::new();
     out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&[0, BLOCK_VERSION as u8]);
+    out.extend_from_slice(&[0, version]);
     let mut toc: Vec<(u64, u64)> = Vec::new();
 
     // 1. symbols
@@ -327,8 +358,33 @@ fn encode_index(series: &[(Labels, Vec<ChunkMeta>)], traces: &mut Vec<(u128, u32
     let start = out.len();
     let mut offsets = Vec::with_capacity(series.len());
     let mut postings: BTreeMap<(u32, u32), RoaringBitmap> = BTreeMap::new();
+    // Version 2: the base time the series' first chunk times are relative to.
+    let base = series.iter().flat_map(|s| s.1.first()).map(|c| c.min_t).min().unwrap_or(0);
+    if version >= 2 {
+        out.extend_from_slice(&base.to_le_bytes());
+    }
     for (sref, (labels, chunks)) in series.iter().enumerate() {
         offsets.push(out.len() as u64);
+        if version >= 2 {
+            put_varint(&mut out, labels.len() as u64);
+            for l in labels.iter() {
+                let (n, v) = (sym(&l.name), sym(&l.value));
+                put_varint(&mut out, n.into());
+                put_varint(&mut out, v.into());
+                postings.entry((n, v)).or_default().insert(sref as u32);
+            }
+            put_varint(&mut out, chunks.len() as u64);
+            let (mut prev_t, mut prev_off) = (base, 0u64);
+            for c in chunks {
+                out.push(c.kind);
+                put_varint(&mut out, zigzag(c.min_t.wrapping_sub(prev_t)));
+                put_varint(&mut out, c.max_t.wrapping_sub(c.min_t) as u64);
+                put_varint(&mut out, c.offset.wrapping_sub(prev_off));
+                put_varint(&mut out, c.count.into());
+                (prev_t, prev_off) = (c.max_t, c.offset);
+            }
+            continue;
+        }
         out.extend_from_slice(&(labels.len() as u32).to_le_bytes());
         for l in labels.iter() {
             let (n, v) = (sym(&l.name), sym(&l.value));
@@ -451,6 +507,23 @@ impl<'a> Cur<'a> {
     fn i64(&mut self) -> Result<i64, String> {
         Ok(self.u64()? as i64)
     }
+
+    /// An unsigned LEB128 varint of at most 10 bytes.
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..70).step_by(7) {
+            let byte = self.u8()?;
+            v |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(format!("varint too long at byte {}", self.pos))
+    }
+
+    fn varint_u32(&mut self) -> Result<u32, String> {
+        u32::try_from(self.varint()?).map_err(|_| format!("value out of range at byte {}", self.pos))
+    }
 }
 
 struct Section {
@@ -485,6 +558,8 @@ pub struct Block {
     pub dir: PathBuf,
     pub meta: BlockMeta,
     index: Mmap,
+    /// The index file's format version (1 or 2).
+    index_version: u8,
     chunks: Mmap,
     sections: Vec<Section>,
     parsed: OnceLock<Result<Parsed, String>>,
@@ -525,7 +600,7 @@ impl Block {
             let version_ok = if file == "chunks" {
                 (1..=CHUNKS_VERSION).contains(&m.get(7).copied().unwrap_or(0))
             } else {
-                m.get(7).is_some_and(|&v| u32::from(v) == BLOCK_VERSION)
+                (1..=INDEX_VERSION).contains(&m.get(7).copied().unwrap_or(0))
             };
             if m.len() < HEADER_LEN || &m[..6] != magic || m[6] != 0 || !version_ok {
                 return Err(format!("{file}: bad header"));
@@ -533,6 +608,7 @@ impl Block {
             Ok(m)
         };
         let index = map("index", INDEX_MAGIC, meta.index_bytes)?;
+        let index_version = index[7];
         let chunks = map("chunks", CHUNKS_MAGIC, meta.chunks_bytes)?;
         if index.len() < HEADER_LEN + TOC_LEN {
             return Err("index: too short for its table of contents".into());
@@ -551,7 +627,16 @@ impl Block {
             }
             sections.push(Section { off: off as usize, len: len as usize });
         }
-        Ok(Block { name, dir: dir.to_path_buf(), meta, index, chunks, sections, parsed: OnceLock::new() })
+        Ok(Block {
+            name,
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            index_version,
+            chunks,
+            sections,
+            parsed: OnceLock::new(),
+        })
     }
 
     fn section_crc_ok(&self, i: usize) -> bool {
@@ -753,6 +838,9 @@ impl Block {
             return Err(format!("series {sref}: offset out of bounds"));
         }
         let mut c = Cur::at(&self.index[..s.off + s.len], off);
+        if self.index_version >= 2 {
+            return self.series_v2(p, sref, &mut c);
+        }
         let n = c.u32()?;
         let mut labels = Vec::with_capacity((n as usize).min(64));
         for _ in 0..n {
@@ -776,6 +864,34 @@ impl Block {
         Ok(BlockSeries { labels: Labels::from_sorted(labels), chunks })
     }
 
+    /// A version-2 series entry at `c` (see `metrics-index.md`).
+    fn series_v2(&self, p: &Parsed, sref: u32, c: &mut Cur<'_>) -> Result<BlockSeries, String> {
+        let s = &self.sections[1];
+        let base = Cur::at(&self.index[..s.off + s.len], s.off).i64()?;
+        let n = c.varint()?;
+        let mut labels = Vec::with_capacity((n as usize).min(64));
+        for _ in 0..n {
+            let (name, value) = (c.varint_u32()?, c.varint_u32()?);
+            labels.push(Label { name: self.sym(p, name)?.to_string(), value: self.sym(p, value)?.to_string() });
+        }
+        if labels.windows(2).any(|w| w[0].name >= w[1].name) || labels.iter().any(|l| l.value.is_empty()) {
+            return Err(format!("series {sref}: labels not canonical"));
+        }
+        let nc = c.varint()?;
+        let mut chunks = Vec::with_capacity((nc as usize).min(4096));
+        let (mut prev_t, mut prev_off) = (base, 0u64);
+        for _ in 0..nc {
+            let kind = c.u8()?;
+            let min_t = prev_t.wrapping_add(unzigzag(c.varint()?));
+            let max_t = min_t.wrapping_add(c.varint()? as i64);
+            let offset = prev_off.wrapping_add(c.varint()?);
+            let count = c.varint_u32()?;
+            chunks.push(ChunkMeta { kind, min_t, max_t, offset, count });
+            (prev_t, prev_off) = (max_t, offset);
+        }
+        Ok(BlockSeries { labels: Labels::from_sorted(labels), chunks })
+    }
+
     fn chunk_bytes(&self, m: &ChunkMeta) -> Result<&[u8], String> {
         let mut c = Cur::at(&self.chunks, m.offset as usize);
         let kind = c.u8()?;
@@ -794,6 +910,13 @@ impl Block {
     /// Everything series `s` holds in `start..=end`.
     pub fn read(&self, s: &BlockSeries, start: i64, end: i64) -> Result<SeriesSamples, String> {
         let mut out = SeriesSamples::default();
+        let floats: usize = s
+            .chunks
+            .iter()
+            .filter(|m| matches!(m.kind, KIND_XOR | KIND_DECIMAL) && m.max_t >= start && m.min_t <= end)
+            .map(|m| m.count as usize)
+            .sum();
+        out.floats.reserve(floats.min(1 << 20));
         for m in s.chunks.iter().filter(|m| m.max_t >= start && m.min_t <= end) {
             let data = self.chunk_bytes(m).map_err(|e| format!("block {}: chunks: {e}", self.name))?;
             match m.kind {
@@ -808,14 +931,13 @@ impl Block {
                     }
                 }
                 KIND_DECIMAL => {
-                    let samples = super::decimal::decode(data)
-                        .map_err(|e| format!("block {}: chunk at {}: {e}", self.name, m.offset))?;
-                    out.floats.extend(
-                        samples
-                            .into_iter()
-                            .filter(|&(t, _)| t >= start && t <= end)
-                            .map(|(t, v)| FloatSample { timestamp_ms: t, value: v }),
-                    );
+                    let floats = &mut out.floats;
+                    super::decimal::decode_each(data, |t, v| {
+                        if t >= start && t <= end {
+                            floats.push(FloatSample { timestamp_ms: t, value: v });
+                        }
+                    })
+                    .map_err(|e| format!("block {}: chunk at {}: {e}", self.name, m.offset))?;
                 }
                 KIND_HISTOGRAMS => {
                     let hs: Vec<HistogramSample> =
@@ -876,4 +998,82 @@ fn partition_point(n: usize, pred: impl Fn(usize) -> bool) -> usize {
         if pred(mid) { lo = mid + 1 } else { hi = mid }
     }
     lo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, version: u8) -> Block {
+        let mut w = BlockWriter::create(dir, name).unwrap();
+        w.set_index_version(version);
+        for s in 0..300u32 {
+            let labels = Labels::from_pairs([
+                ("__name__", if s % 3 == 0 { "a_total" } else { "b" }.to_string()),
+                ("job", format!("j{}", s % 7)),
+                ("pod", format!("p{s:04}")),
+            ]);
+            // Several chunks (more than one decimal part for some series, Gorilla for others),
+            // negative and large timestamps, histograms and exemplars.
+            let n = 10 + (s as i64 % 5) * 700;
+            let t0 = if s % 11 == 0 { -50_000 } else { 1_763_700_000_000 };
+            let floats: Vec<FloatSample> = (0..n)
+                .map(|i| FloatSample {
+                    timestamp_ms: t0 + i * 15_000,
+                    value: if s % 2 == 0 { i as f64 } else { (i as f64).sqrt() },
+                })
+                .collect();
+            w.add(labels, &floats, &[], &[]).unwrap();
+        }
+        w.finish(0, WalPos::ZERO, WalPos::ZERO, Vec::new()).unwrap();
+        Block::open(&dir.join(name)).unwrap()
+    }
+
+    /// Blocks written with index version 1 stay readable, and version 2 reads the same.
+    #[test]
+    fn index_versions_read_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = write(dir.path(), "v1", 1);
+        let v2 = write(dir.path(), "v2", 2);
+        assert_eq!(v1.index[7], 1);
+        assert_eq!(v2.index[7], 2);
+        assert!(
+            v2.meta.index_bytes < v1.meta.index_bytes * 3 / 4,
+            "{} vs {}",
+            v2.meta.index_bytes,
+            v1.meta.index_bytes
+        );
+        assert_eq!(v1.series_count().unwrap(), 300);
+        assert_eq!(v2.series_count().unwrap(), 300);
+        let mut chunks = 0;
+        for r in 0..300 {
+            let (a, b) = (v1.series(r).unwrap(), v2.series(r).unwrap());
+            assert_eq!(a.labels, b.labels);
+            assert_eq!(a.chunks, b.chunks);
+            chunks += a.chunks.len();
+            let (da, db) = (v1.read(&a, i64::MIN, i64::MAX).unwrap(), v2.read(&b, i64::MIN, i64::MAX).unwrap());
+            assert_eq!(da.floats, db.floats);
+            assert!(!da.floats.is_empty());
+        }
+        assert!(chunks > 400, "{chunks}");
+        let m = [Matcher::eq("job", "j3")];
+        assert_eq!(v1.select_refs(&m).unwrap(), v2.select_refs(&m).unwrap());
+        assert_eq!(v1.label_values("pod").unwrap(), v2.label_values("pod").unwrap());
+        assert_eq!(v1.label_names().unwrap(), v2.label_names().unwrap());
+    }
+
+    /// A damaged version-2 entry is an error, not a panic.
+    #[test]
+    fn damaged_v2_entries_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = write(dir.path(), "v2", 2);
+        let s = &b.sections[1];
+        let bytes = b.index[s.off..s.off + s.len].to_vec();
+        // Every truncation of an entry's bytes fails cleanly or decodes something.
+        for cut in 0..bytes.len().min(200) {
+            let mut c = Cur::at(&bytes[..cut], 8);
+            let p = b.parsed().unwrap();
+            let _ = b.series_v2(p, 0, &mut c);
+        }
+    }
 }

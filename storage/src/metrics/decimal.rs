@@ -228,7 +228,16 @@ pub fn encode(ts: &[i64], vs: &[f64]) -> Option<Vec<u8>> {
 }
 
 /// Decodes a kind-4 chunk into `(timestamp, value)` pairs.
+#[cfg(test)]
 pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>, String> {
+    let mut out = Vec::new();
+    decode_each(data, |t, v| out.push((t, v)))?;
+    Ok(out)
+}
+
+/// Decodes a chunk like [`decode`], handing each sample to `f` in order instead of collecting
+/// them (nothing is handed over when the chunk is malformed).
+pub fn decode_each(data: &[u8], mut f: impl FnMut(i64, f64)) -> Result<(), String> {
     let mut c = Cur { b: data, pos: 0 };
     let n = usize::try_from(c.varint()?).map_err(|_| "sample count too large")?;
     // Regular timestamps and constant values cost no bytes per sample, so the count is bounded
@@ -248,7 +257,10 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>, String> {
         return Err(format!("{} trailing bytes", data.len() - c.pos));
     }
     let p = POW10[e as usize];
-    Ok(ts.into_iter().zip(ms).map(|(t, m)| (t, m as f64 / p)).collect())
+    for (t, m) in ts.into_iter().zip(ms) {
+        f(t, m as f64 / p);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

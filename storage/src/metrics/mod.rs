@@ -344,8 +344,11 @@ impl MetricsHead {
         let mut h = self.head.write();
         let mut added = 0u64;
         let mut newest = i64::MIN;
-        for ps in batch.iter() {
-            let Some(id) = h.get_or_create_packed(&ps) else { continue };
+        let series: Vec<_> = batch.iter().collect();
+        let ids = h.lookup_packed_many(&series);
+        for (ps, id) in series.iter().zip(ids) {
+            // A series new to the head (or new earlier in this batch) is registered here.
+            let Some(id) = id.or_else(|| h.get_or_create_packed(ps)) else { continue };
             let Some(s) = h.series[id as usize].as_mut() else { continue };
             for x in ps.samples() {
                 added += u64::from(s.live.append(x.timestamp_ms, x.value));

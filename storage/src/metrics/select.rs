@@ -33,6 +33,9 @@ struct Entry {
     head: Option<Samples>,
 }
 
+/// One block's matching series (labels, block index, chunks), or why the block failed.
+type BlockPart = Result<Vec<(Labels, u32, BlockSeries)>, String>;
+
 /// The [`SeriesSet`] of the metrics engine.
 pub(super) struct LazySeries<'a> {
     engine: &'a MetricsHead,
@@ -59,20 +62,51 @@ impl MetricsHead {
         drop(h);
         head_part.sort_by(|a, b| a.0.cmp(&b.0));
         let blocks: Vec<Arc<Block>> = blocks.iter().filter(|b| overlaps(b, start, end)).cloned().collect();
-        let mut parts: Vec<(Labels, u32, BlockSeries)> = Vec::new();
-        for (bi, b) in blocks.iter().enumerate() {
-            let r = (|| -> Result<Vec<(Labels, u32, BlockSeries)>, String> {
-                let mut part = Vec::new();
-                for r in b.select_refs(matchers)? {
-                    let mut s = b.series(r)?;
-                    s.chunks.retain(|c| c.kind != KIND_EXEMPLARS && c.max_t >= start && c.min_t <= end);
-                    if !s.chunks.is_empty() {
-                        let labels = std::mem::take(&mut s.labels);
-                        part.push((labels, bi as u32, s));
+        let one_block = |bi: usize, b: &Block| -> BlockPart {
+            let mut part = Vec::new();
+            for r in b.select_refs(matchers)? {
+                let mut s = b.series(r)?;
+                s.chunks.retain(|c| c.kind != KIND_EXEMPLARS && c.max_t >= start && c.min_t <= end);
+                if !s.chunks.is_empty() {
+                    let labels = std::mem::take(&mut s.labels);
+                    part.push((labels, bi as u32, s));
+                }
+            }
+            Ok(part)
+        };
+        // The blocks' series lists are independent: read them on a few threads when there are
+        // several blocks (results are taken in block order, so the outcome is the same).
+        let threads = select_threads().min(blocks.len()).max(1);
+        let results: Vec<BlockPart> = if threads <= 1 {
+            blocks.iter().enumerate().map(|(bi, b)| one_block(bi, b)).collect()
+        } else {
+            let one_block = &one_block;
+            let blocks = &blocks;
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        sc.spawn(move || {
+                            (t..blocks.len())
+                                .step_by(threads)
+                                .map(|bi| (bi, one_block(bi, &blocks[bi])))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                let mut all: Vec<Option<BlockPart>> = (0..blocks.len()).map(|_| None).collect();
+                for h in handles {
+                    // A panicked thread leaves its blocks `None`: reported as failed below.
+                    if let Ok(v) = h.join() {
+                        for (bi, r) in v {
+                            all[bi] = Some(r);
+                        }
                     }
                 }
-                Ok(part)
-            })();
+                all.into_iter().map(|r| r.unwrap_or_else(|| Err("block listing thread failed".to_string()))).collect()
+            })
+        };
+        let mut parts: Vec<(Labels, u32, BlockSeries)> = Vec::new();
+        for r in results {
             match r {
                 Ok(p) => parts.extend(p),
                 Err(e) => self.problem(e),
@@ -106,6 +140,12 @@ impl MetricsHead {
         let failed = blocks.iter().map(|_| AtomicBool::new(false)).collect();
         LazySeries { engine: self, blocks, failed, start, end, entries }
     }
+}
+
+/// Threads that list blocks' series for one selection (the machine's cores, at most 4).
+fn select_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(4))
 }
 
 impl SeriesSet for LazySeries<'_> {
