@@ -617,7 +617,8 @@ fn map_profile(
     let mut keys: Vec<_> = groups.keys().cloned().collect();
     keys.sort();
     let mut out = Vec::new();
-    for key in keys {
+    let last_key = keys.len().saturating_sub(1);
+    for (k, key) in keys.into_iter().enumerate() {
         let Some(per_type) = groups.remove(&key) else { continue };
         let mut series = labels.clone();
         for l in &key {
@@ -632,20 +633,27 @@ fn map_profile(
                 limits.max_label_names
             )));
         }
+        // The last profile takes the symbol tables, the others get copies.
+        let last_type = per_type.iter().rposition(|s| !s.is_empty());
         for (i, samples) in per_type.into_iter().enumerate() {
             if samples.is_empty() {
                 continue;
             }
+            let (functions, locations, mappings) = if k == last_key && Some(i) == last_type {
+                (std::mem::take(&mut functions), std::mem::take(&mut locations), std::mem::take(&mut mappings))
+            } else {
+                (functions.clone(), locations.clone(), mappings.clone())
+            };
             out.push(Profile {
                 labels: series.clone(),
                 profile_type: types[i].clone(),
                 time_ns,
                 duration_ns,
                 period: p.period,
-                functions: functions.clone(),
-                locations: locations.clone(),
+                functions,
+                locations,
                 samples,
-                mappings: mappings.clone(),
+                mappings,
             });
         }
     }

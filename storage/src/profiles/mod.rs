@@ -256,6 +256,76 @@ pub(crate) struct Part {
     pub sealed: bool,
     /// In a file listed by the manifest.
     pub persisted: bool,
+    /// Sums of the part's sample values per (series, stack): a merge over a series whose
+    /// profiles in this part all fall inside the query's range reads these instead of the rows.
+    /// `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
+    pub sums: Option<PartSums>,
+}
+
+/// Sums of sample values by (series, stack) over the rows of a part, with the time span of each
+/// series' profiles in the part. Built while profiles are appended (and when a persisted part is
+/// loaded), packed into sorted vectors once the part is sealed. Values add with wrapping
+/// arithmetic, like the merge, so a sum equals the rows' sum in any order.
+#[derive(Default)]
+pub(crate) struct PartSums {
+    series: FastMap<u32, SeriesSums>,
+    /// (series, stack) entries over all series.
+    entries: usize,
+}
+
+/// One series' sums in a part.
+pub(crate) struct SeriesSums {
+    /// Time span of the series' profiles in the part.
+    pub min_ns: i64,
+    pub max_ns: i64,
+    /// While appending: stack → sum.
+    open: FastMap<u32, i64>,
+    /// Once packed: `(stack, sum)` by stack id.
+    packed: Vec<(u32, i64)>,
+}
+
+impl PartSums {
+    /// Parts whose sums have more than this fraction of the rows' count drop them: reading the
+    /// rows costs about the same, and the sums would use memory for nothing.
+    const MAX_FRACTION: (usize, usize) = (1, 4);
+
+    fn add(&mut self, series: u32, time_ns: i64, stack: u32, value: i64) {
+        let s = self.series.entry(series).or_insert_with(|| SeriesSums {
+            min_ns: time_ns,
+            max_ns: time_ns,
+            open: FastMap::default(),
+            packed: Vec::new(),
+        });
+        s.min_ns = s.min_ns.min(time_ns);
+        s.max_ns = s.max_ns.max(time_ns);
+        let e = s.open.entry(stack).or_insert_with(|| {
+            self.entries += 1;
+            0
+        });
+        *e = e.wrapping_add(value);
+    }
+
+    /// Whether sums over `rows` sample rows are small enough to keep.
+    pub(crate) fn worth_keeping(&self, rows: u32) -> bool {
+        let (num, den) = Self::MAX_FRACTION;
+        self.entries * den <= rows as usize * num
+    }
+
+    /// Moves the sums into sorted vectors (no more appends).
+    pub(crate) fn pack(&mut self) {
+        for s in self.series.values_mut() {
+            let mut v: Vec<(u32, i64)> = std::mem::take(&mut s.open).into_iter().collect();
+            v.sort_unstable();
+            s.packed.extend(v);
+            s.packed.shrink_to_fit();
+        }
+    }
+}
+
+impl SeriesSums {
+    fn iter(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
+        self.open.iter().map(|(k, v)| (*k, *v)).chain(self.packed.iter().copied())
+    }
 }
 
 /// Which optional columns a row visit needs (stack and value are always read).
@@ -270,11 +340,20 @@ pub(crate) type RowVisit = (u32, u32, i64, u64, u32);
 
 impl Part {
     fn new(seq: u64) -> Part {
-        Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, ..Part::default() }
+        Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, sums: Some(PartSums::default()), ..Part::default() }
+    }
+
+    /// Packs the part's sums, or drops them when they would not pay (see [`PartSums`]).
+    pub(crate) fn finish_sums(&mut self) {
+        match &mut self.sums {
+            Some(s) if s.worth_keeping(self.rows) => s.pack(),
+            _ => self.sums = None,
+        }
     }
 
     /// Appends a profile; `samples` are `(stack, value, span, label set)`. With `keep` false only
-    /// the profile row and the span index are built (a persisted part loaded from its file).
+    /// the profile row, the span index and the sums are built (a persisted part loaded from its
+    /// file).
     pub(crate) fn push_profile(
         &mut self,
         mut row: ProfileRow,
@@ -284,6 +363,9 @@ impl Part {
         row.first = self.rows;
         let mut total = 0i64;
         for (stack, value, span, labels) in samples {
+            if let Some(sums) = &mut self.sums {
+                sums.add(row.series, row.time_ns, stack, value);
+            }
             if span != 0 {
                 self.span_index.entry(span).or_default().push(self.rows);
             }
@@ -457,6 +539,8 @@ pub(crate) struct ProfilesHead {
     files: Mutex<()>,
     /// Parts that could not be read during a query (skipped; see [`ProfilesHead::read_errors`]).
     read_errors: AtomicU64,
+    /// Merges read a part's sums where they cover the query (tests turn it off to compare).
+    use_sums: std::sync::atomic::AtomicBool,
 }
 
 impl ProfilesHead {
@@ -481,6 +565,7 @@ impl ProfilesHead {
             inner: RwLock::new(inner),
             files: Mutex::new(()),
             read_errors: AtomicU64::new(0),
+            use_sums: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -510,8 +595,9 @@ impl ProfilesHead {
             return;
         }
         inner.applied = inner.applied.max(pos);
+        let mut last = LastTables::default();
         for profile in batch.profiles {
-            ingest_profile(inner, profile);
+            ingest_profile(inner, profile, &mut last);
         }
     }
 
@@ -537,27 +623,60 @@ impl ProfilesHead {
     }
 }
 
-fn ingest_profile(inner: &mut Inner, p: Profile) {
+/// The symbol tables of the previous profile of a batch and the ids they resolved to: the
+/// profiles one pprof becomes (one per sample type) carry the same tables and usually the same
+/// stacks, so the next profile reuses the ids after comparing the tables (cheaper than looking
+/// every entry up again).
+#[derive(Default)]
+struct LastTables {
+    functions: Vec<Function>,
+    locations: Vec<crate::model::Location>,
+    mappings: Vec<Mapping>,
+    /// Symbol-table location ids of `locations`.
+    loc_ids: Vec<u32>,
+    /// Per sample of the previous profile: its location indexes and its stack id.
+    stacks: Vec<(Vec<u32>, u32)>,
+}
+
+fn ingest_profile(inner: &mut Inner, mut p: Profile, last: &mut LastTables) {
     if p.samples.is_empty() {
         return; // nothing to query; not representable in sample rows
     }
     let sym = &mut inner.symbols;
-    let fn_ids: Vec<u32> = p.functions.iter().map(|f| sym.function(f)).collect();
-    let map_ids: Vec<u32> = p.mappings.iter().map(|m| sym.mapping(m) + 1).collect();
-    let mut loc_ids = Vec::with_capacity(p.locations.len());
-    for l in &p.locations {
-        let lines = l.lines.iter().map(|(f, line)| (fn_ids.get(*f as usize).copied().unwrap_or(u32::MAX), *line));
-        let lines: Vec<(u32, i64)> = lines.filter(|(f, _)| *f != u32::MAX).collect();
-        let mapping = l.mapping.checked_sub(1).and_then(|m| map_ids.get(m as usize).copied()).unwrap_or(0);
-        loc_ids.push(sym.location(Location { address: l.address, lines, mapping }));
+    let same_tables = p.functions == last.functions && p.mappings == last.mappings && p.locations == last.locations;
+    if !same_tables {
+        let fn_ids: Vec<u32> = p.functions.iter().map(|f| sym.function(f)).collect();
+        let map_ids: Vec<u32> = p.mappings.iter().map(|m| sym.mapping(m) + 1).collect();
+        let mut loc_ids = Vec::with_capacity(p.locations.len());
+        for l in &p.locations {
+            let lines = l.lines.iter().map(|(f, line)| (fn_ids.get(*f as usize).copied().unwrap_or(u32::MAX), *line));
+            let lines: Vec<(u32, i64)> = lines.filter(|(f, _)| *f != u32::MAX).collect();
+            let mapping = l.mapping.checked_sub(1).and_then(|m| map_ids.get(m as usize).copied()).unwrap_or(0);
+            loc_ids.push(sym.location(Location { address: l.address, lines, mapping }));
+        }
+        *last = LastTables {
+            functions: std::mem::take(&mut p.functions),
+            locations: std::mem::take(&mut p.locations),
+            mappings: std::mem::take(&mut p.mappings),
+            loc_ids,
+            stacks: Vec::new(),
+        };
     }
+    let loc_ids = &last.loc_ids;
     let series = sym.series_id(&p.labels, &p.profile_type);
     let mut rows = Vec::with_capacity(p.samples.len());
     let mut stack = Vec::new();
-    for s in &p.samples {
-        stack.clear();
-        stack.extend(s.locations.iter().filter_map(|l| loc_ids.get(*l as usize).copied()));
-        let stack_id = sym.stack(&stack);
+    let mut stacks = Vec::with_capacity(p.samples.len());
+    for (i, s) in p.samples.iter_mut().enumerate() {
+        let stack_id = match last.stacks.get(i) {
+            Some((locs, id)) if same_tables && *locs == s.locations => *id,
+            _ => {
+                stack.clear();
+                stack.extend(s.locations.iter().filter_map(|l| loc_ids.get(*l as usize).copied()));
+                sym.stack(&stack)
+            }
+        };
+        stacks.push((std::mem::take(&mut s.locations), stack_id));
         let span = s.span_id.map_or(0, |s| u64::from_be_bytes(s.0));
         let label_set = if s.labels.is_empty() { 0 } else { sym.label_set(&s.labels) };
         if let (Some(span_id), Some(trace)) =
@@ -570,6 +689,7 @@ fn ingest_profile(inner: &mut Inner, p: Profile) {
         }
         rows.push((stack_id, s.value, span, label_set));
     }
+    last.stacks = stacks;
     inner.samples += rows.len() as u64;
     let row = ProfileRow {
         series,
@@ -666,17 +786,37 @@ impl crate::read::ProfilesReader for ProfilesHead {
             row.time_ns >= select.start_ns && row.time_ns <= select.end_ns && wanted[row.series as usize]
         };
         let mut ranges = Vec::new();
+        // Series read from a part's sums rather than its rows (indexed by series id).
+        let mut from_sums = vec![false; sym.series.len()];
+        let use_sums = self.use_sums.load(Ordering::Relaxed);
         for part in inner.parts.iter().filter(|p| p.overlaps(select.start_ns, select.end_ns)) {
             ranges.clear();
             match select.span_ids {
                 None => {
+                    let mut summed: Vec<(u32, &SeriesSums)> = Vec::new();
+                    if let Some(part_sums) = part.sums.as_ref().filter(|_| use_sums) {
+                        for (series, s) in &part_sums.series {
+                            if wanted[*series as usize] && s.min_ns >= select.start_ns && s.max_ns <= select.end_ns {
+                                from_sums[*series as usize] = true;
+                                summed.push((*series, s));
+                            }
+                        }
+                    }
                     for row in part.profiles.iter().filter(|r| in_range(r)) {
                         profiles += 1;
                         samples += u64::from(row.len);
                         if samples > select.max_samples {
                             return Err(limit);
                         }
-                        push_range(&mut ranges, row.first, row.first + row.len);
+                        if !from_sums[row.series as usize] {
+                            push_range(&mut ranges, row.first, row.first + row.len);
+                        }
+                    }
+                    for (series, s) in summed {
+                        for (stack, value) in s.iter() {
+                            add(stack, value);
+                        }
+                        from_sums[series as usize] = false;
                     }
                 }
                 Some(spans) => {

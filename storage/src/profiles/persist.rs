@@ -14,9 +14,10 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts};
@@ -37,6 +38,8 @@ const COL_STACK: usize = 5;
 const COL_VALUE: usize = 6;
 const COL_SPAN: usize = 7;
 const COL_LABELS: usize = 8;
+/// Columns written with `DELTA_BINARY_PACKED` (the others: dictionary, the writer's default).
+const DELTA_COLUMNS: [&str; 6] = ["profile", "series", "time_ns", "duration_ns", "period", "stack"];
 
 /// A persisted part's Parquet file: its path and footer (with the offset index), kept open for
 /// row reads.
@@ -259,10 +262,17 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> io::Result<u64> {
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp)?;
     let level = ZstdLevel::try_new(3).map_err(io::Error::other)?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Per-profile columns (long runs of one value) and stack ids (many distinct values) are
+    // delta-encoded rather than dictionary-encoded: as small on disk, without hashing every value.
+    for col in DELTA_COLUMNS {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(col), false)
+            .set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED);
+    }
+    let props = props.build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(io::Error::other)?;
     w.write(batch).map_err(io::Error::other)?;
     let file = w.into_inner().map_err(io::Error::other)?;
@@ -434,7 +444,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         _ => corrupt(e.to_string()),
     })?;
     let file = File::open(path).map_err(io_err(path))?;
-    let mask = ProjectionMask::roots(pfile.meta.parquet_schema(), (0..=COL_LABELS).filter(|c| *c != COL_STACK));
+    // Every column: the stack column feeds the part's sums.
+    let mask = ProjectionMask::roots(pfile.meta.parquet_schema(), 0..=COL_LABELS);
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, pfile.meta.clone())
         .with_projection(mask)
         .with_batch_size(64 * 1024)
@@ -449,6 +460,7 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
     let mut traced: Vec<(u64, u32)> = Vec::new();
     let n_series = inner.symbols.series.len() as u32;
     let n_sets = inner.symbols.label_sets.len() as u32;
+    let n_stacks = inner.symbols.counts().stacks;
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         macro_rules! col {
@@ -466,12 +478,16 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             col!("duration_ns", Int64Array),
             col!("period", Int64Array),
         );
-        let (value, span, labels) =
-            (col!("value", Int64Array), col!("span_id", UInt64Array), col!("labels", UInt32Array));
+        let (stack, value, span, labels) = (
+            col!("stack", UInt32Array),
+            col!("value", Int64Array),
+            col!("span_id", UInt64Array),
+            col!("labels", UInt32Array),
+        );
         for i in 0..batch.num_rows() {
             let p = profile.value(i);
-            if series.value(i) >= n_series || labels.value(i) >= n_sets {
-                return Err(corrupt(format!("row refers to an unknown series or label set (profile {p})")));
+            if series.value(i) >= n_series || labels.value(i) >= n_sets || stack.value(i) >= n_stacks {
+                return Err(corrupt(format!("row refers to an unknown series, stack or label set (profile {p})")));
             }
             if current.as_ref().is_none_or(|(cur, _)| *cur != p) {
                 if let Some((_, row)) = current.take() {
@@ -492,7 +508,7 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             if s != 0 && labels.value(i) != 0 {
                 traced.push((s, labels.value(i)));
             }
-            rows.push((0, value.value(i), s, labels.value(i)));
+            rows.push((stack.value(i), value.value(i), s, labels.value(i)));
         }
     }
     if let Some((_, row)) = current.take() {
@@ -502,6 +518,7 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         return Err(corrupt(format!("{} rows, the manifest says {}", part.rows, meta.rows)));
     }
     part.file = Some(pfile);
+    part.finish_sums();
     traced.sort_unstable();
     traced.dedup();
     Ok((part, traced))
@@ -610,6 +627,7 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == seq) {
             p.file = Some(file);
             p.cols = super::Columns::default();
+            p.finish_sums();
         }
     }
     // Empty sealed parts hold nothing: drop them.
