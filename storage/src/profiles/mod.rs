@@ -17,7 +17,10 @@
 //!   every file it names, so a crash leaves either the old or the new manifest, both complete.
 //! - The manifest's `wal_pos` is the last WAL position whose batch is inside the listed parts;
 //!   `apply` skips positions at or before it (never [`WalPos::ZERO`], the memory-only position).
-//! - Symbol files are never deleted (later parts may use earlier symbols); retention deletes parts.
+//! - Retention deletes parts. Symbol ids never change: once retention dropped enough rows, a
+//!   `persist` collects the symbols no part uses any more (they become empty placeholders whose ids
+//!   are never reused), writes a symbols snapshot and deletes the older symbols files.
+//! - A part's `sums` (per series and stack) equal the sums of its rows, so a merge may read either.
 
 mod persist;
 
@@ -37,6 +40,11 @@ use crate::read::{
     LimitExceeded, Matcher, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, SpanSamples, matches_all,
 };
 use crate::wal::WalPos;
+
+/// Symbols are collected once the rows dropped by retention since the last collection are at
+/// least this fraction (numerator, denominator) of the rows left: a collection walks every symbol
+/// and rewrites the symbols file, so it waits until there is enough to gain.
+pub(crate) const GC_FRACTION: (u64, u64) = (1, 8);
 
 /// Options of the profiles engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +186,92 @@ impl Symbols {
         id
     }
 
+    /// Drops every stack and label set outside `live`, then every location, function and mapping
+    /// no live stack reaches. Ids stay what they are: a dropped entry leaves an empty placeholder
+    /// (its strings and frames freed, its id never handed out again), so the parts that remain
+    /// keep reading the same symbols. Returns how many entries were dropped.
+    pub(crate) fn collect(&mut self, live: &UsedSymbols) -> usize {
+        let n_stacks = self.stack_offsets.len() - 1;
+        let live_stack = |i: usize| live.stacks.contains(i as u32);
+        // Stacks: keep the frames of live ones only.
+        let mut offsets = Vec::with_capacity(self.stack_offsets.len());
+        let mut locs = Vec::new();
+        offsets.push(0u32);
+        let mut loc_live = vec![false; self.locations.len()];
+        let mut dropped = 0;
+        for i in 0..n_stacks {
+            let frames = self.stack_of(i as u32);
+            if live_stack(i) {
+                for &l in frames {
+                    loc_live[l as usize] = true;
+                }
+                locs.extend_from_slice(frames);
+            }
+            offsets.push(locs.len() as u32);
+        }
+        self.stack_offsets = offsets;
+        self.stack_locations = locs;
+        self.stack_ids.retain(|_, ids| {
+            let before = ids.len();
+            ids.retain(|id| live_stack(*id as usize));
+            dropped += before - ids.len();
+            !ids.is_empty()
+        });
+        // Locations, then the functions and mappings they name.
+        let mut fn_live = vec![false; self.functions.len()];
+        let mut map_live = vec![false; self.mappings.len()];
+        for (i, l) in self.locations.iter_mut().enumerate() {
+            if loc_live[i] {
+                for (f, _) in &l.lines {
+                    fn_live[*f as usize] = true;
+                }
+                if l.mapping != 0 {
+                    map_live[l.mapping as usize - 1] = true;
+                }
+            } else if *l != Location::default() {
+                *l = Location::default();
+                dropped += 1;
+            }
+        }
+        self.location_ids.retain(|_, id| loc_live[*id as usize]);
+        for (i, f) in self.functions.iter_mut().enumerate() {
+            if !fn_live[i] && *f != Function::default() {
+                *f = Function::default();
+                dropped += 1;
+            }
+        }
+        self.function_ids.retain(|_, id| fn_live[*id as usize]);
+        for (i, m) in self.mappings.iter_mut().enumerate() {
+            if !map_live[i] && *m != Mapping::default() {
+                *m = Mapping::default();
+                dropped += 1;
+            }
+        }
+        self.mapping_ids.retain(|_, id| map_live[*id as usize]);
+        // Label sets (0, the empty set, always stays).
+        for (i, set) in self.label_sets.iter_mut().enumerate().skip(1) {
+            if !live.label_sets.contains(i as u32) && !set.is_empty() {
+                *set = Vec::new();
+                dropped += 1;
+            }
+        }
+        self.label_set_ids.retain(|_, id| *id == 0 || live.label_sets.contains(*id));
+        self.stack_ids.shrink_to_fit();
+        self.location_ids.shrink_to_fit();
+        self.function_ids.shrink_to_fit();
+        self.mapping_ids.shrink_to_fit();
+        self.label_set_ids.shrink_to_fit();
+        dropped
+    }
+
+    /// Entries in the tables that are not placeholders of collected ones (mappings, functions,
+    /// locations, stacks, label sets).
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by tests"))]
+    pub(crate) fn live_counts(&self) -> [usize; 5] {
+        let stacks: usize = self.stack_ids.values().map(Vec::len).sum();
+        [self.mapping_ids.len(), self.function_ids.len(), self.location_ids.len(), stacks, self.label_set_ids.len()]
+    }
+
     /// The series labels without the synthetic ones (what a `Profile` carries).
     fn plain_labels(&self, series: u32) -> Labels {
         let s = &self.series[series as usize];
@@ -260,6 +354,25 @@ pub(crate) struct Part {
     /// profiles in this part all fall inside the query's range reads these instead of the rows.
     /// `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
     pub sums: Option<PartSums>,
+    /// Stack ids and label set ids the part's rows use, once its rows are only in the file
+    /// (symbol collection needs them without reading every part).
+    pub used: Option<UsedSymbols>,
+}
+
+/// Stack and label set ids used by a part's rows.
+#[derive(Default)]
+pub(crate) struct UsedSymbols {
+    pub stacks: roaring::RoaringBitmap,
+    pub label_sets: roaring::RoaringBitmap,
+}
+
+impl UsedSymbols {
+    pub(crate) fn of(stacks: &[u32], label_sets: &[u32]) -> UsedSymbols {
+        let mut u = UsedSymbols::default();
+        u.stacks.extend(stacks.iter().copied());
+        u.label_sets.extend(label_sets.iter().copied());
+        u
+    }
 }
 
 /// Sums of sample values by (series, stack) over the rows of a part, with the time span of each
@@ -512,6 +625,12 @@ pub(crate) struct Inner {
     /// trace id → span ids seen with it in sample labels.
     pub trace_spans: FastMap<TraceId, Vec<SpanId>>,
     pub samples: u64,
+    /// Sample rows retention dropped since the last symbol collection; once they reach
+    /// [`GC_FRACTION`] of the rows left, the next `persist` collects unreferenced symbols.
+    pub dropped_rows: u64,
+    /// Symbols were collected: the next `persist` writes a full symbols snapshot (a delta cannot
+    /// express removed entries) and then drops the older symbols files.
+    pub snapshot_needed: bool,
 }
 
 impl Inner {
@@ -522,6 +641,32 @@ impl Inner {
             self.parts.push(Part::new(seq));
         }
         self.parts.last_mut().expect("just pushed")
+    }
+
+    /// Whether retention dropped enough rows for a symbol collection to pay.
+    pub(crate) fn gc_due(&self) -> bool {
+        let (num, den) = GC_FRACTION;
+        self.dropped_rows > 0 && self.dropped_rows * den >= self.samples * num
+    }
+
+    /// Symbols used by the parts (from their columns while not persisted); `None` when a part's
+    /// are unknown.
+    pub(crate) fn used_symbols(&self) -> Option<UsedSymbols> {
+        let mut live = UsedSymbols::default();
+        for p in &self.parts {
+            match (&p.used, &p.file) {
+                (Some(u), _) => {
+                    live.stacks |= &u.stacks;
+                    live.label_sets |= &u.label_sets;
+                }
+                (None, None) => {
+                    live.stacks.extend(p.cols.stacks.iter().copied());
+                    live.label_sets.extend(p.cols.label_sets.iter().copied());
+                }
+                (None, Some(_)) => return None,
+            }
+        }
+        Some(live)
     }
 
     fn matching_series(&self, matchers: &[Matcher]) -> Vec<bool> {
@@ -555,6 +700,8 @@ impl ProfilesHead {
             symbol_files: Vec::new(),
             trace_spans: FastMap::default(),
             samples: 0,
+            dropped_rows: 0,
+            snapshot_needed: false,
         };
         if let Some(dir) = dir {
             persist::load(dir, &mut inner)?;

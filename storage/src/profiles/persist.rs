@@ -20,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts};
+use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts, Symbols, UsedSymbols};
 use crate::error::OpenError;
 use crate::model::{Function, Label, Labels, Location, Mapping, ProfileType, TraceId};
 use crate::wal::WalPos;
@@ -28,8 +28,11 @@ use crate::wal::WalPos;
 const MANIFEST: &str = "MANIFEST.json";
 const MANIFEST_VERSION: u32 = 1;
 const SYMBOLS_MAGIC: &[u8; 4] = b"OPSY";
-/// Symbols file version written; version 1 (no mappings) is still read.
+/// Symbols file version of a delta; version 1 (no mappings) is still read.
 const SYMBOLS_VERSION: u32 = 2;
+/// Symbols file version of a snapshot (every live entry with its id, written after symbols were
+/// collected).
+const SYMBOLS_SNAPSHOT_VERSION: u32 = 3;
 /// Rows per Parquet row group: queries read only the row groups (and, through the offset index,
 /// the pages) holding the rows they select.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -157,6 +160,25 @@ struct SymbolsDelta {
     series: Vec<(Labels, ProfileType)>,
     label_sets: Vec<Vec<Label>>,
     mappings: Vec<Mapping>,
+}
+
+/// A symbols snapshot (version 3): the table sizes, then every entry not collected, with its
+/// id, ascending. Ids missing below a size are collected entries (placeholders in memory).
+#[derive(Serialize, Deserialize, Default)]
+struct SymbolsSnapshot {
+    counts: SymbolCounts,
+    mappings: Vec<(u32, Mapping)>,
+    functions: Vec<(u32, Function)>,
+    locations: Vec<(u32, Location)>,
+    stacks: Vec<(u32, Vec<u32>)>,
+    series: Vec<(Labels, ProfileType)>,
+    label_sets: Vec<(u32, Vec<Label>)>,
+}
+
+/// What a symbols file holds.
+enum SymbolsFile {
+    Delta(SymbolsDelta),
+    Snapshot(SymbolsSnapshot),
 }
 
 /// Symbols file version 1: no mappings (frozen).
@@ -291,25 +313,29 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn encode_symbols(delta: &SymbolsDelta) -> io::Result<Vec<u8>> {
-    let body = postcard::to_stdvec(delta).map_err(io::Error::other)?;
+fn encode_symbols(file: &SymbolsFile) -> io::Result<Vec<u8>> {
+    let (body, version) = match file {
+        SymbolsFile::Delta(d) => (postcard::to_stdvec(d), SYMBOLS_VERSION),
+        SymbolsFile::Snapshot(s) => (postcard::to_stdvec(s), SYMBOLS_SNAPSHOT_VERSION),
+    };
+    let body = body.map_err(io::Error::other)?;
     let compressed = zstd::encode_all(body.as_slice(), 3)?;
     let mut out = Vec::with_capacity(compressed.len() + 16);
     out.extend_from_slice(SYMBOLS_MAGIC);
-    out.extend_from_slice(&SYMBOLS_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(compressed.len() as u64).to_le_bytes());
     out.extend_from_slice(&compressed);
     out.extend_from_slice(&crc32c::crc32c(&compressed).to_le_bytes());
     Ok(out)
 }
 
-fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
+fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsFile, OpenError> {
     let bad = |detail: &str| OpenError::Corrupted { path: path.to_path_buf(), detail: detail.to_string() };
     if data.len() < 20 || &data[..4] != SYMBOLS_MAGIC {
         return Err(bad("bad magic"));
     }
     let version = u32::from_le_bytes(data[4..8].try_into().map_err(|_| bad("short"))?);
-    if version != SYMBOLS_VERSION && version != 1 {
+    if !(1..=SYMBOLS_SNAPSHOT_VERSION).contains(&version) {
         return Err(bad(&format!("unknown version {version}")));
     }
     let len = u64::from_le_bytes(data[8..16].try_into().map_err(|_| bad("short"))?) as usize;
@@ -322,10 +348,122 @@ fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
         return Err(bad("CRC mismatch"));
     }
     let raw = zstd::decode_all(body).map_err(|e| bad(&format!("zstd: {e}")))?;
-    if version == 1 {
-        return postcard::from_bytes::<SymbolsDeltaV1>(&raw).map(Into::into).map_err(|e| bad(&format!("decode: {e}")));
+    let decoded = match version {
+        1 => postcard::from_bytes::<SymbolsDeltaV1>(&raw).map(|d| SymbolsFile::Delta(d.into())),
+        SYMBOLS_VERSION => postcard::from_bytes(&raw).map(SymbolsFile::Delta),
+        _ => postcard::from_bytes(&raw).map(SymbolsFile::Snapshot),
+    };
+    decoded.map_err(|e| bad(&format!("decode: {e}")))
+}
+
+/// A snapshot of the symbols below `counts`: every entry not collected, with its id.
+fn snapshot_of(sym: &Symbols, counts: SymbolCounts) -> SymbolsSnapshot {
+    fn sorted<T: Clone>(ids: impl Iterator<Item = u32>, below: u32, entry: impl Fn(u32) -> T) -> Vec<(u32, T)> {
+        let mut ids: Vec<u32> = ids.filter(|id| *id < below).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, entry(id))).collect()
     }
-    postcard::from_bytes(&raw).map_err(|e| bad(&format!("decode: {e}")))
+    SymbolsSnapshot {
+        counts,
+        mappings: sorted(sym.mapping_ids.values().copied(), counts.mappings, |i| sym.mappings[i as usize].clone()),
+        functions: sorted(sym.function_ids.values().copied(), counts.functions, |i| sym.functions[i as usize].clone()),
+        locations: sorted(sym.location_ids.values().copied(), counts.locations, |i| sym.locations[i as usize].clone()),
+        stacks: sorted(sym.stack_ids.values().flatten().copied(), counts.stacks, |i| sym.stack_of(i).to_vec()),
+        series: (0..counts.series)
+            .map(|i| (sym.plain_labels(i), sym.series[i as usize].profile_type.clone()))
+            .collect(),
+        label_sets: sorted(sym.label_set_ids.values().copied().filter(|id| *id != 0), counts.label_sets, |i| {
+            sym.label_sets[i as usize].clone()
+        }),
+    }
+}
+
+/// Loads a snapshot into empty tables, checking that ids ascend below the sizes and that every
+/// reference names an entry of the snapshot.
+fn load_snapshot(path: &Path, sym: &mut Symbols, snap: SymbolsSnapshot) -> Result<(), OpenError> {
+    let bad = |detail: &str| OpenError::Corrupted { path: path.to_path_buf(), detail: detail.to_string() };
+    if sym.counts() != (SymbolCounts { label_sets: 1, ..SymbolCounts::default() }) {
+        return Err(bad("a symbols snapshot after other symbols files"));
+    }
+    fn ascending<T>(entries: &[(u32, T)], below: u32) -> bool {
+        entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.last().is_none_or(|e| e.0 < below)
+    }
+    let c = snap.counts;
+    if !(ascending(&snap.mappings, c.mappings)
+        && ascending(&snap.functions, c.functions)
+        && ascending(&snap.locations, c.locations)
+        && ascending(&snap.stacks, c.stacks)
+        && ascending(&snap.label_sets, c.label_sets)
+        && snap.label_sets.first().is_none_or(|e| e.0 > 0)
+        && c.label_sets >= 1
+        && snap.series.len() == c.series as usize)
+    {
+        return Err(bad("snapshot ids out of order or beyond the table sizes"));
+    }
+    let dup = || bad("a snapshot entry appears twice");
+    sym.mappings = vec![Mapping::default(); c.mappings as usize];
+    for (id, m) in snap.mappings {
+        if sym.mapping_ids.insert(m.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.mappings[id as usize] = m;
+    }
+    sym.functions = vec![Function::default(); c.functions as usize];
+    for (id, f) in snap.functions {
+        if sym.function_ids.insert(f.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.functions[id as usize] = f;
+    }
+    let mut fn_live = vec![false; c.functions as usize];
+    sym.function_ids.values().for_each(|i| fn_live[*i as usize] = true);
+    let mut map_live = vec![false; c.mappings as usize];
+    sym.mapping_ids.values().for_each(|i| map_live[*i as usize] = true);
+    sym.locations = vec![Location::default(); c.locations as usize];
+    let mut loc_live = vec![false; c.locations as usize];
+    for (id, l) in snap.locations {
+        let mapping_ok = l.mapping == 0 || map_live.get(l.mapping as usize - 1).copied().unwrap_or(false);
+        if !mapping_ok || l.lines.iter().any(|(f, _)| !fn_live.get(*f as usize).copied().unwrap_or(false)) {
+            return Err(bad("a location refers to an unknown symbol"));
+        }
+        if sym.location_ids.insert(l.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.locations[id as usize] = l;
+        loc_live[id as usize] = true;
+    }
+    let mut next = 0u32;
+    for (id, locs) in snap.stacks {
+        while next < id {
+            sym.stack_offsets.push(sym.stack_locations.len() as u32);
+            next += 1;
+        }
+        if locs.iter().any(|l| !loc_live.get(*l as usize).copied().unwrap_or(false)) {
+            return Err(bad("a stack refers to an unknown location"));
+        }
+        if sym.stack(&locs) != id {
+            return Err(dup());
+        }
+        next += 1;
+    }
+    while next < c.stacks {
+        sym.stack_offsets.push(sym.stack_locations.len() as u32);
+        next += 1;
+    }
+    for (i, (labels, ty)) in snap.series.iter().enumerate() {
+        if sym.series_id(labels, ty) != i as u32 {
+            return Err(dup());
+        }
+    }
+    sym.label_sets.resize(c.label_sets as usize, Vec::new());
+    for (id, set) in snap.label_sets {
+        if sym.label_set_ids.insert(set.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.label_sets[id as usize] = set;
+    }
+    debug_assert_eq!(sym.counts(), c);
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -348,7 +486,13 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
     for seq in &manifest.symbols {
         let path = symbols_path(dir, *seq);
         let data = fs::read(&path).map_err(io_err(&path))?;
-        let delta = decode_symbols(&path, &data)?;
+        let delta = match decode_symbols(&path, &data)? {
+            SymbolsFile::Delta(d) => d,
+            SymbolsFile::Snapshot(snap) => {
+                load_snapshot(&path, &mut inner.symbols, snap)?;
+                continue;
+            }
+        };
         let sym = &mut inner.symbols;
         let mismatch = || OpenError::Corrupted { path: path.clone(), detail: "symbol ids out of sequence".into() };
         if delta.start != sym.counts() {
@@ -461,6 +605,7 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
     let n_series = inner.symbols.series.len() as u32;
     let n_sets = inner.symbols.label_sets.len() as u32;
     let n_stacks = inner.symbols.counts().stacks;
+    let mut used = UsedSymbols::default();
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         macro_rules! col {
@@ -508,6 +653,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             if s != 0 && labels.value(i) != 0 {
                 traced.push((s, labels.value(i)));
             }
+            used.stacks.insert(stack.value(i));
+            used.label_sets.insert(labels.value(i));
             rows.push((stack.value(i), value.value(i), s, labels.value(i)));
         }
     }
@@ -518,6 +665,7 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         return Err(corrupt(format!("{} rows, the manifest says {}", part.rows, meta.rows)));
     }
     part.file = Some(pfile);
+    part.used = Some(used);
     part.finish_sums();
     traced.sort_unstable();
     traced.dedup();
@@ -543,6 +691,14 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         if let Some(head) = inner.parts.last_mut() {
             head.sealed = true;
         }
+        // Symbols no part uses any more are collected once retention dropped enough rows.
+        if inner.gc_due()
+            && let Some(live) = inner.used_symbols()
+        {
+            inner.symbols.collect(&live);
+            inner.dropped_rows = 0;
+            inner.snapshot_needed = true;
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         (inner.applied, inner.symbols.counts(), seq)
@@ -552,19 +708,25 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         let inner = lock.read();
         let from = inner.symbols_persisted;
         let sym = &inner.symbols;
-        let delta = (from != counts).then(|| SymbolsDelta {
-            start: from,
-            functions: sym.functions[from.functions as usize..counts.functions as usize].to_vec(),
-            locations: sym.locations[from.locations as usize..counts.locations as usize].to_vec(),
-            stacks: (from.stacks..counts.stacks).map(|s| sym.stack_of(s).to_vec()).collect(),
-            series: sym.series[from.series as usize..counts.series as usize]
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
-                .collect(),
-            label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
-            mappings: sym.mappings[from.mappings as usize..counts.mappings as usize].to_vec(),
-        });
+        let delta = if inner.snapshot_needed {
+            Some(SymbolsFile::Snapshot(snapshot_of(sym, counts)))
+        } else {
+            (from != counts).then(|| {
+                SymbolsFile::Delta(SymbolsDelta {
+                    start: from,
+                    functions: sym.functions[from.functions as usize..counts.functions as usize].to_vec(),
+                    locations: sym.locations[from.locations as usize..counts.locations as usize].to_vec(),
+                    stacks: (from.stacks..counts.stacks).map(|s| sym.stack_of(s).to_vec()).collect(),
+                    series: sym.series[from.series as usize..counts.series as usize]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
+                        .collect(),
+                    label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
+                    mappings: sym.mappings[from.mappings as usize..counts.mappings as usize].to_vec(),
+                })
+            })
+        };
         let mut batches = Vec::new();
         for p in inner.parts.iter().filter(|p| p.sealed && !p.persisted) {
             if p.rows == 0 {
@@ -606,7 +768,9 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
             p.file_bytes = *bytes;
         }
     }
-    let mut symbols = inner.symbol_files.clone();
+    let snapshot = matches!(delta, Some(SymbolsFile::Snapshot(_)));
+    let (mut symbols, replaced) =
+        if snapshot { (Vec::new(), inner.symbol_files.clone()) } else { (inner.symbol_files.clone(), Vec::new()) };
     symbols.extend(symbols_seq);
     let written: Vec<u64> = sizes.iter().filter(|(_, b)| *b > 0).map(|(s, _)| *s).collect();
     let manifest = Manifest {
@@ -625,6 +789,7 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     // From now on the rows of written parts are read from their files.
     for (seq, file) in files {
         if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == seq) {
+            p.used = Some(UsedSymbols::of(&p.cols.stacks, &p.cols.label_sets));
             p.file = Some(file);
             p.cols = super::Columns::default();
             p.finish_sums();
@@ -635,6 +800,18 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     inner.symbol_files = symbols;
     inner.symbols_persisted = counts;
     inner.persisted = inner.persisted.max(pos);
+    if snapshot {
+        inner.snapshot_needed = false;
+    }
+    drop(inner);
+    // The snapshot replaced the older symbols files.
+    for seq in replaced {
+        match fs::remove_file(symbols_path(dir, seq)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -656,6 +833,7 @@ pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes
     let removed: u64 = inner.parts.iter().filter(|p| doomed.contains(&p.seq)).map(|p| u64::from(p.rows)).sum();
     inner.parts.retain(|p| !doomed.contains(&p.seq));
     inner.samples -= removed;
+    inner.dropped_rows += removed;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         wal_pos: inner.persisted,

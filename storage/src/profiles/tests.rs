@@ -351,3 +351,144 @@ fn profiles_of_one_batch_reuse_symbol_ids() {
     assert_eq!(a.symbols.counts(), b.symbols.counts());
     assert_eq!(a.symbols.stack_locations, b.symbols.stack_locations);
 }
+
+/// A profile of `service`: `n` functions of its own plus a shared `main`, every sample a
+/// `main → fN` stack, tagged with a span and a trace id label of the service's own.
+fn service_profile(t: i64, service: &str, n: usize) -> Profile {
+    let mut functions = vec![Function { name: "main".into(), ..Function::default() }];
+    let mut locations = vec![Location { address: 1, lines: vec![(0, 1)], mapping: 1 }];
+    let mut samples = Vec::new();
+    for i in 0..n {
+        functions.push(Function {
+            name: format!("{service}::f{i}"),
+            filename: format!("{service}.go"),
+            ..Function::default()
+        });
+        locations.push(Location { address: 100 + i as u64, lines: vec![(i as u32 + 1, 7)], mapping: 2 });
+        samples.push(ProfileSample {
+            locations: vec![i as u32 + 1, 0],
+            value: 1 + i as i64 + t,
+            span_id: Some(SpanId([i as u8; 8])),
+            labels: vec![Label { name: "trace_id".into(), value: trace_hex(service, i) }],
+        });
+    }
+    Profile {
+        labels: Labels::from_pairs([("service_name", service), ("__name__", "process_cpu")]),
+        profile_type: ty(),
+        time_ns: t,
+        duration_ns: 10,
+        period: 10,
+        functions,
+        locations,
+        samples,
+        mappings: vec![
+            Mapping { filename: "/lib/libc.so".into(), ..Mapping::default() },
+            Mapping { filename: format!("/bin/{service}"), ..Mapping::default() },
+        ],
+    }
+}
+
+fn trace_hex(service: &str, i: usize) -> String {
+    format!("{:016x}{:016x}", service.as_bytes()[0], i)
+}
+
+/// Merged stacks as function names (ids differ between stores) → value.
+fn merged_by_name(m: &MergedStacks) -> Vec<(Vec<String>, i64)> {
+    let mut out: Vec<(Vec<String>, i64)> = m
+        .stacks
+        .iter()
+        .map(|(locs, v)| {
+            let names = locs
+                .iter()
+                .flat_map(|l| m.locations[*l as usize].lines.iter().map(|(f, _)| m.functions[*f as usize].name.clone()))
+                .collect();
+            (names, *v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn symbols_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("symbols-"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+/// When retention drops parts, the symbols only they used are collected at the next persist: the
+/// tables shrink in memory and on disk (one snapshot file replaces the deltas), the remaining
+/// profiles answer as before (also after a reopen), and new profiles reusing collected symbols get
+/// fresh ids.
+#[test]
+fn retention_collects_unused_symbols() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProfilesOptions { retention: Duration::from_nanos(1_000), max_bytes: 0 };
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    let pos = |o| WalPos { segment: 1, offset: o };
+    let old: Vec<Profile> = (0..10).map(|t| service_profile(t, "old", 200)).collect();
+    let new: Vec<Profile> = (0..3).map(|t| service_profile(10_000_000 + t, "new", 50)).collect();
+    head.apply(pos(1), ProfilesBatch { profiles: old.clone() });
+    assert!(head.persist().unwrap());
+    head.apply(pos(2), ProfilesBatch { profiles: new.clone() });
+    assert!(head.persist().unwrap());
+    let m_new = [Matcher::new("service_name", MatchOp::Equal, "new").unwrap()];
+    let m_old = [Matcher::new("service_name", MatchOp::Equal, "old").unwrap()];
+    let sel_new = ProfileSelect { max_samples: 100_000, ..select(&m_new, None) };
+    let sel_old = ProfileSelect { max_samples: 100_000, ..select(&m_old, None) };
+    let before = head.merge_stacks(&sel_new).unwrap();
+    let before_profiles = head.profiles(0, i64::MAX);
+    let before_bytes = symbols_bytes(dir.path());
+    // main + 200 + 50 functions, 3 mappings, 251 locations, 250 stacks, 1 + 250 label sets.
+    assert_eq!(head.inner.read().symbols.live_counts(), [3, 251, 251, 250, 251]);
+
+    head.maintain(1).unwrap(); // cutoff 999,000 ns: the part of `old` goes
+    assert_eq!(head.profiles(0, i64::MAX).len(), 3);
+    assert_eq!(head.inner.read().symbols.live_counts(), [3, 251, 251, 250, 251], "collected at the next persist");
+    assert!(head.persist().unwrap());
+    let after = |h: &ProfilesHead| {
+        assert_eq!(h.inner.read().symbols.live_counts(), [2, 51, 51, 50, 51]);
+        assert_eq!(h.merge_stacks(&sel_new).unwrap(), before);
+        assert_eq!(h.merge_stacks(&sel_old).unwrap().stacks, vec![]);
+        assert_eq!(h.profiles(0, i64::MAX), before_profiles[10..]);
+        let trace = TraceId::from_hex(&trace_hex("new", 3));
+        assert_eq!(h.span_samples(trace, &[], 0, i64::MAX).len(), 3);
+        assert_eq!(h.read_errors(), 0);
+    };
+    after(&head);
+    {
+        let inner = head.inner.read();
+        assert_eq!(inner.symbol_files.len(), 1, "one snapshot replaces the deltas");
+        assert!(inner.symbols.functions.iter().filter(|f| f.name.starts_with("old::")).count() == 0);
+    }
+    let after_bytes = symbols_bytes(dir.path());
+    assert!(after_bytes * 2 < before_bytes, "symbols on disk: {before_bytes} → {after_bytes} bytes");
+    drop(head);
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    after(&head);
+
+    // `old` comes back: its symbols get new ids, next to the placeholders of the collected ones.
+    let back: Vec<Profile> = (0..2).map(|t| service_profile(20_000_000 + t, "old", 200)).collect();
+    head.apply(pos(3), ProfilesBatch { profiles: back.clone() });
+    let fresh = ProfilesHead::open(None, &opts).unwrap();
+    fresh.apply(WalPos::ZERO, ProfilesBatch { profiles: new.iter().chain(&back).cloned().collect() });
+    let check = |h: &ProfilesHead| {
+        for sel in [&sel_new, &sel_old] {
+            assert_eq!(
+                merged_by_name(&h.merge_stacks(sel).unwrap()),
+                merged_by_name(&fresh.merge_stacks(sel).unwrap())
+            );
+        }
+        let norm_all = |h: &ProfilesHead| h.profiles(0, i64::MAX).iter().map(norm).collect::<Vec<_>>();
+        assert_eq!(norm_all(h), norm_all(&fresh));
+    };
+    check(&head);
+    assert_eq!(head.inner.read().symbols.live_counts(), [3, 251, 251, 250, 251]);
+    assert!(head.persist().unwrap()); // a delta after the snapshot
+    assert_eq!(head.inner.read().symbol_files.len(), 2);
+    drop(head);
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    check(&head);
+}
