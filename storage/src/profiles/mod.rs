@@ -732,7 +732,10 @@ impl ProfilesHead {
         } else {
             now_ms.saturating_mul(1_000_000).saturating_sub(self.opts.retention.as_nanos() as i64)
         };
-        persist::retain(dir, &self.inner, cutoff, self.opts.max_bytes)
+        persist::retain(dir, &self.inner, cutoff, self.opts.max_bytes)?;
+        // One merge of small parts per call: the shell calls every 30 s.
+        persist::compact(dir, &self.inner)?;
+        Ok(())
     }
 
     pub fn apply(&self, pos: WalPos, batch: ProfilesBatch) {

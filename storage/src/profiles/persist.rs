@@ -33,6 +33,12 @@ const SYMBOLS_VERSION: u32 = 2;
 /// Symbols file version of a snapshot (every live entry with its id, written after symbols were
 /// collected).
 const SYMBOLS_SNAPSHOT_VERSION: u32 = 3;
+/// Compaction merges a run of at least [`COMPACT_MIN_PARTS`] consecutive persisted parts of fewer
+/// than [`COMPACT_SMALL_ROWS`] rows each into one part of at most [`COMPACT_MAX_ROWS`] rows (the
+/// rows of the run are held in memory while it is rewritten: about 100 bytes per row).
+const COMPACT_MIN_PARTS: usize = 4;
+const COMPACT_SMALL_ROWS: u32 = 512 * 1024;
+const COMPACT_MAX_ROWS: u32 = 2 * 1024 * 1024;
 /// Rows per Parquet row group: queries read only the row groups (and, through the offset index,
 /// the pages) holding the rows they select.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -47,7 +53,7 @@ const DELTA_COLUMNS: [&str; 6] = ["profile", "series", "time_ns", "duration_ns",
 /// A persisted part's Parquet file: its path and footer (with the offset index), kept open for
 /// row reads.
 pub(crate) struct PartFile {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     meta: ArrowReaderMetadata,
     /// First row of each row group, then the total.
     row_group_starts: Vec<u32>,
@@ -844,6 +850,134 @@ pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes
     write_atomic(dir, MANIFEST, &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?)?;
     drop(inner);
     for seq in doomed {
+        match fs::remove_file(part_path(dir, seq)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The parts (by seq) one compaction would merge: the oldest run of at least
+/// [`COMPACT_MIN_PARTS`] consecutive persisted small parts, cut at [`COMPACT_MAX_ROWS`] rows.
+pub(super) fn compaction_run(parts: &[Part]) -> Option<Vec<u64>> {
+    let mut run: Vec<u64> = Vec::new();
+    let mut rows = 0u32;
+    for p in parts {
+        let small = p.persisted && p.file.is_some() && p.rows < COMPACT_SMALL_ROWS;
+        if small && rows + p.rows <= COMPACT_MAX_ROWS {
+            run.push(p.seq);
+            rows += p.rows;
+            continue;
+        }
+        if run.len() >= COMPACT_MIN_PARTS {
+            return Some(run);
+        }
+        run.clear();
+        rows = 0;
+        if small {
+            run.push(p.seq);
+            rows = p.rows;
+        }
+    }
+    (run.len() >= COMPACT_MIN_PARTS).then_some(run)
+}
+
+/// Merges one run of small persisted parts (see [`compaction_run`]) into a new part: the same
+/// profiles in the same order, its sums, span index and used symbols rebuilt. The new file is written first, then a manifest listing it where the run stood, then
+/// the old files are deleted; queries see the old parts until the swap, the new one after.
+pub(super) fn compact(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
+    // 1. Pick the run and copy what reading it needs.
+    let (run, sources, seq) = {
+        let mut inner = lock.write();
+        let Some(run) = compaction_run(&inner.parts) else { return Ok(()) };
+        let mut sources = Vec::new();
+        for p in inner.parts.iter().filter(|p| run.contains(&p.seq)) {
+            let file = p.file.as_ref().ok_or_else(|| io::Error::other("compacting a part without a file"))?;
+            sources.push((
+                file.path.clone(),
+                file.meta.clone(),
+                file.row_group_starts.clone(),
+                p.profiles.clone(),
+                p.rows,
+            ));
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        (run, sources, seq)
+    };
+    // 2. Read every row of the run (no lock: only `persist`, `retain` and `compact` change
+    // persisted parts, and they hold the files mutex).
+    let mut profiles: Vec<(ProfileRow, usize)> = Vec::new();
+    let mut rows: Vec<Vec<RowVisit>> = Vec::new();
+    for (k, (path, meta, row_group_starts, part_profiles, n)) in sources.into_iter().enumerate() {
+        let file = PartFile { path, meta, row_group_starts };
+        let mut got: Vec<RowVisit> = Vec::with_capacity(n as usize);
+        file.read_rows(&[(0, n)], Need { spans: true, label_sets: true }, &mut |v| {
+            got.push(v);
+            Ok(())
+        })?;
+        if got.len() != n as usize {
+            return Err(invalid(&file.path, "fewer rows than the part holds"));
+        }
+        profiles.extend(part_profiles.into_iter().map(|p| (p, k)));
+        rows.push(got);
+    }
+    let mut part = Part::new(seq);
+    {
+        let inner = lock.read();
+        let (n_stacks, n_sets) = (inner.symbols.counts().stacks, inner.symbols.label_sets.len() as u32);
+        if rows.iter().flatten().any(|v| v.1 >= n_stacks || v.4 >= n_sets) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a part to compact names unknown symbols"));
+        }
+    }
+    for (p, k) in &profiles {
+        let src = &rows[*k][p.first as usize..(p.first + p.len) as usize];
+        part.push_profile(*p, src.iter().map(|v| (v.1, v.2, v.3, v.4)), true);
+    }
+    drop(rows);
+    // 3. Write it.
+    let path = part_path(dir, seq);
+    let bytes = write_parquet(&path, &part_batch(&part)?)?;
+    let file = PartFile::open(path)?;
+    part.file_bytes = bytes;
+    part.sealed = true;
+    part.persisted = true;
+    part.used = Some(UsedSymbols::of(&part.cols.stacks, &part.cols.label_sets));
+    part.file = Some(file);
+    part.cols = super::Columns::default();
+    part.finish_sums();
+    // 4. The manifest listing it where the run stood, then the swap in memory.
+    let mut inner = lock.write();
+    let mut metas = Vec::new();
+    for p in inner.parts.iter().filter(|p| p.persisted) {
+        if p.seq == run[0] {
+            metas.push(meta_of(&part));
+        } else if !run.contains(&p.seq) {
+            metas.push(meta_of(p));
+        }
+    }
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        wal_pos: inner.persisted,
+        next_seq: inner.next_seq,
+        symbols: inner.symbol_files.clone(),
+        parts: metas,
+    };
+    write_atomic(dir, MANIFEST, &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?)?;
+    let mut parts = Vec::with_capacity(inner.parts.len());
+    let mut part = Some(part);
+    for p in std::mem::take(&mut inner.parts) {
+        if p.seq == run[0] {
+            parts.extend(part.take());
+        } else if !run.contains(&p.seq) {
+            parts.push(p);
+        }
+    }
+    inner.parts = parts;
+    drop(inner);
+    for seq in run {
         match fs::remove_file(part_path(dir, seq)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -492,3 +492,112 @@ fn retention_collects_unused_symbols() {
     let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
     check(&head);
 }
+
+/// `maintain` merges runs of small persisted parts into one part (same profiles in the same order,
+/// new file, old files deleted); every query answers as before, also after a reopen.
+#[test]
+fn small_parts_are_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ProfilesOptions { retention: Duration::ZERO, max_bytes: 0 };
+    let mem = ProfilesHead::open(None, &opts).unwrap();
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    let pos = |o| WalPos { segment: 1, offset: o };
+    for k in 0..6u64 {
+        let chunk = varied(20, 100 * k as i64);
+        mem.apply(WalPos::ZERO, ProfilesBatch { profiles: chunk.clone() });
+        head.apply(pos(k + 1), ProfilesBatch { profiles: chunk });
+        assert!(head.persist().unwrap());
+    }
+    mem.apply(WalPos::ZERO, ProfilesBatch { profiles: varied(5, 900) });
+    head.apply(pos(7), ProfilesBatch { profiles: varied(5, 900) });
+    let files = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("part-"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files(dir.path()).len(), 6);
+    let check = |h: &ProfilesHead| {
+        let spans: Vec<SpanId> = (0..20u8).step_by(4).map(|s| SpanId([s; 8])).collect();
+        let trace = TraceId::from_hex("0102030405060708090a0b0c0d0e0f10");
+        let m = [Matcher::new("service_name", MatchOp::Equal, "b").unwrap()];
+        for (lo, hi) in [(0, i64::MAX), (10, 250), (0, 519), (300, 310), (901, 903)] {
+            for matchers in [&[][..], &m[..]] {
+                for span_sel in [None, Some(&spans[..])] {
+                    let sel =
+                        ProfileSelect { start_ns: lo, end_ns: hi, max_samples: 10_000, ..select(matchers, span_sel) };
+                    assert_eq!(h.merge_stacks(&sel).unwrap(), mem.merge_stacks(&sel).unwrap(), "{lo}..{hi}");
+                    assert_eq!(h.profile_totals(&sel), mem.profile_totals(&sel));
+                }
+            }
+            assert_eq!(h.profiles(lo, hi), mem.profiles(lo, hi));
+            assert_eq!(h.span_samples(trace, &[], lo, hi), mem.span_samples(trace, &[], lo, hi));
+        }
+        assert_eq!(h.read_errors(), 0);
+        assert_eq!(h.items(), mem.items());
+    };
+    check(&head);
+    head.maintain(0).unwrap();
+    // The six persisted parts became one; the head part is left alone.
+    assert_eq!(files(dir.path()).len(), 1);
+    {
+        let inner = head.inner.read();
+        assert_eq!(inner.parts.len(), 2);
+        assert!(inner.parts[0].persisted && inner.parts[0].sums.is_some() && inner.parts[0].used.is_some());
+        assert_eq!(inner.parts[0].profiles.len(), 120);
+        assert!(!inner.parts[1].persisted);
+    }
+    check(&head);
+    head.maintain(0).unwrap(); // nothing more to merge
+    assert_eq!(files(dir.path()).len(), 1);
+    drop(head);
+    let head = ProfilesHead::open(Some(dir.path()), &opts).unwrap();
+    head.apply(pos(7), ProfilesBatch { profiles: varied(5, 900) });
+    check(&head);
+}
+
+#[test]
+fn compaction_picks_runs_of_small_parts() {
+    let part = |seq: u64, rows: u32, persisted: bool| {
+        let mut p = Part::new(seq);
+        p.rows = rows;
+        p.persisted = persisted;
+        p
+    };
+    // Persisted parts get a file (any will do: only its presence is looked at).
+    let with_files = |mut parts: Vec<Part>| {
+        let dir = tempfile::tempdir().unwrap();
+        let head = ProfilesHead::open(Some(dir.path()), &ProfilesOptions::default()).unwrap();
+        head.apply(WalPos { segment: 1, offset: 1 }, ProfilesBatch { profiles: varied(3, 0) });
+        head.persist().unwrap();
+        let inner = head.inner.read();
+        let file = inner.parts[0].file.as_ref().unwrap();
+        for p in parts.iter_mut().filter(|p| p.persisted) {
+            p.file = Some(persist::PartFile::open(file.path.clone()).unwrap());
+        }
+        parts
+    };
+    let small = 1000;
+    let big = 600 * 1024;
+    let run = |parts: Vec<Part>| persist::compaction_run(&with_files(parts));
+    assert_eq!(run((1..=3).map(|s| part(s, small, true)).collect()), None, "fewer than four");
+    assert_eq!(run((1..=5).map(|s| part(s, small, true)).collect()), Some(vec![1, 2, 3, 4, 5]));
+    // A big part or an unpersisted one breaks a run.
+    let mixed = vec![
+        part(1, small, true),
+        part(2, small, true),
+        part(3, big, true),
+        part(4, small, true),
+        part(5, small, true),
+        part(6, small, true),
+        part(7, small, true),
+        part(8, small, false),
+    ];
+    assert_eq!(run(mixed), Some(vec![4, 5, 6, 7]));
+    // The run stops at the row cap; the rest waits.
+    let full: Vec<Part> = (1..=6).map(|s| part(s, 500 * 1024, true)).collect();
+    assert_eq!(run(full), Some(vec![1, 2, 3, 4]));
+}
