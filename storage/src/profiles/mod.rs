@@ -995,41 +995,34 @@ impl crate::read::ProfilesReader for ProfilesHead {
             self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
         }
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };
-        let mut loc_map: FastMap<u32, u32> = FastMap::default();
-        let mut fn_map: FastMap<u32, u32> = FastMap::default();
-        let mut map_map: FastMap<u32, u32> = FastMap::default();
+        // Symbol-table id → id in `out` (u32::MAX: not yet), dense: one slot per table entry.
+        const NONE: u32 = u32::MAX;
+        let mut loc_map: Vec<u32> = vec![NONE; sym.locations.len()];
+        let mut fn_map: Vec<u32> = vec![NONE; sym.functions.len()];
+        let mut map_map: Vec<u32> = vec![NONE; sym.mappings.len() + 1];
         for (stack_id, value) in sums.into_sorted() {
             let mut locs = Vec::with_capacity(sym.stack_of(stack_id).len());
             for &l in sym.stack_of(stack_id) {
-                let next = out.locations.len() as u32;
-                let id = *loc_map.entry(l).or_insert_with(|| {
+                if loc_map[l as usize] == NONE {
                     let loc = &sym.locations[l as usize];
-                    let lines = loc
-                        .lines
-                        .iter()
-                        .map(|(f, line)| {
-                            let next_f = out.functions.len() as u32;
-                            let fid = *fn_map.entry(*f).or_insert_with(|| {
-                                out.functions.push(sym.functions[*f as usize].clone());
-                                next_f
-                            });
-                            (fid, *line)
-                        })
-                        .collect();
-                    let mapping = match loc.mapping {
-                        0 => 0,
-                        m => {
-                            let next_m = out.mappings.len() as u32 + 1;
-                            *map_map.entry(m).or_insert_with(|| {
-                                out.mappings.push(sym.mappings[m as usize - 1].clone());
-                                next_m
-                            })
+                    let mut lines = Vec::with_capacity(loc.lines.len());
+                    for &(f, line) in &loc.lines {
+                        if fn_map[f as usize] == NONE {
+                            fn_map[f as usize] = out.functions.len() as u32;
+                            out.functions.push(sym.functions[f as usize].clone());
                         }
-                    };
+                        lines.push((fn_map[f as usize], line));
+                    }
+                    let m = loc.mapping as usize;
+                    if m != 0 && map_map[m] == NONE {
+                        map_map[m] = out.mappings.len() as u32 + 1;
+                        out.mappings.push(sym.mappings[m - 1].clone());
+                    }
+                    let mapping = if m == 0 { 0 } else { map_map[m] };
+                    loc_map[l as usize] = out.locations.len() as u32;
                     out.locations.push(Location { address: loc.address, lines, mapping });
-                    next
-                });
-                locs.push(id);
+                }
+                locs.push(loc_map[l as usize]);
             }
             out.stacks.push((locs, value));
         }
