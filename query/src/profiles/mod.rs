@@ -275,7 +275,9 @@ impl Tree {
 pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
     // Names in the order `Tree` assigns them: total, the functions, unknown (then other).
     let mut names: Vec<String> = vec!["total".to_string()];
-    let mut name_ids: HashMap<&str, u32> = HashMap::from([("total", 0)]);
+    // Function names are client input: a seeded hash (foldhash), not the tree's integer hasher.
+    let mut name_ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
+    name_ids.insert("total", 0);
     let mut fn_names = Vec::with_capacity(merged.functions.len());
     for f in &merged.functions {
         let next = names.len() as u32;

@@ -366,13 +366,17 @@ pub(crate) struct UsedSymbols {
     pub label_sets: roaring::RoaringBitmap,
 }
 
-impl UsedSymbols {
-    pub(crate) fn of(stacks: &[u32], label_sets: &[u32]) -> UsedSymbols {
-        let mut u = UsedSymbols::default();
-        u.stacks.extend(stacks.iter().copied());
-        u.label_sets.extend(label_sets.iter().copied());
-        u
+/// The set of `ids`, cheap for long runs of one id (label set ids are mostly 0).
+pub(crate) fn id_set(ids: impl Iterator<Item = u32>) -> roaring::RoaringBitmap {
+    let mut set = roaring::RoaringBitmap::new();
+    let mut last = None;
+    for id in ids {
+        if last != Some(id) {
+            set.insert(id);
+            last = Some(id);
+        }
     }
+    set
 }
 
 /// Sums of sample values by (series, stack) over the rows of a part, with the time span of each
@@ -456,8 +460,20 @@ impl Part {
         Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, sums: Some(PartSums::default()), ..Part::default() }
     }
 
-    /// Packs the part's sums, or drops them when they would not pay (see [`PartSums`]).
-    pub(crate) fn finish_sums(&mut self) {
+    /// Once the part is sealed and its rows go to the file: records the symbols it uses (stacks
+    /// from the sums' keys, which name every stack of the part; `label_sets` as given), then packs
+    /// the sums or drops them when they would not pay (see [`PartSums`]).
+    pub(crate) fn finish_sums(&mut self, label_sets: roaring::RoaringBitmap) {
+        let mut stacks: Vec<u32> = self
+            .sums
+            .iter()
+            .flat_map(|s| s.series.values())
+            .flat_map(|s| s.open.keys().copied().chain(s.packed.iter().map(|e| e.0)))
+            .collect();
+        stacks.sort_unstable();
+        stacks.dedup();
+        let stacks = roaring::RoaringBitmap::from_sorted_iter(stacks).unwrap_or_default();
+        self.used = self.sums.is_some().then_some(UsedSymbols { stacks, label_sets });
         match &mut self.sums {
             Some(s) if s.worth_keeping(self.rows) => s.pack(),
             _ => self.sums = None,

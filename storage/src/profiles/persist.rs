@@ -20,7 +20,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts, Symbols, UsedSymbols};
+use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts, Symbols};
 use crate::error::OpenError;
 use crate::model::{Function, Label, Labels, Location, Mapping, ProfileType, TraceId};
 use crate::wal::WalPos;
@@ -611,7 +611,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
     let n_series = inner.symbols.series.len() as u32;
     let n_sets = inner.symbols.label_sets.len() as u32;
     let n_stacks = inner.symbols.counts().stacks;
-    let mut used = UsedSymbols::default();
+    let mut label_sets = roaring::RoaringBitmap::new();
+    let mut last_set = 0u32;
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         macro_rules! col {
@@ -659,8 +660,10 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             if s != 0 && labels.value(i) != 0 {
                 traced.push((s, labels.value(i)));
             }
-            used.stacks.insert(stack.value(i));
-            used.label_sets.insert(labels.value(i));
+            if labels.value(i) != last_set {
+                last_set = labels.value(i);
+                label_sets.insert(last_set);
+            }
             rows.push((stack.value(i), value.value(i), s, labels.value(i)));
         }
     }
@@ -671,8 +674,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         return Err(corrupt(format!("{} rows, the manifest says {}", part.rows, meta.rows)));
     }
     part.file = Some(pfile);
-    part.used = Some(used);
-    part.finish_sums();
+    label_sets.insert(0);
+    part.finish_sums(label_sets);
     traced.sort_unstable();
     traced.dedup();
     Ok((part, traced))
@@ -795,10 +798,10 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     // From now on the rows of written parts are read from their files.
     for (seq, file) in files {
         if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == seq) {
-            p.used = Some(UsedSymbols::of(&p.cols.stacks, &p.cols.label_sets));
+            let label_sets = super::id_set(p.cols.label_sets.iter().copied());
             p.file = Some(file);
             p.cols = super::Columns::default();
-            p.finish_sums();
+            p.finish_sums(label_sets);
         }
     }
     // Empty sealed parts hold nothing: drop them.
@@ -944,10 +947,10 @@ pub(super) fn compact(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     part.file_bytes = bytes;
     part.sealed = true;
     part.persisted = true;
-    part.used = Some(UsedSymbols::of(&part.cols.stacks, &part.cols.label_sets));
+    let label_sets = super::id_set(part.cols.label_sets.iter().copied());
     part.file = Some(file);
     part.cols = super::Columns::default();
-    part.finish_sums();
+    part.finish_sums(label_sets);
     // 4. The manifest listing it where the run stood, then the swap in memory.
     let mut inner = lock.write();
     let mut metas = Vec::new();

@@ -313,7 +313,7 @@ fn sums_are_dropped_when_they_would_not_pay() {
     let mut inner = head.inner.write();
     let part = inner.parts.last_mut().unwrap();
     assert_eq!(part.sums.as_ref().map(|s| s.entries), Some(2));
-    part.finish_sums();
+    part.finish_sums(Default::default());
     assert!(part.sums.is_none());
 }
 
