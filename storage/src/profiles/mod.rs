@@ -406,7 +406,8 @@ impl PartSums {
     /// rows costs about the same, and the sums would use memory for nothing.
     const MAX_FRACTION: (usize, usize) = (1, 4);
 
-    fn add(&mut self, series: u32, time_ns: i64, stack: u32, value: i64) {
+    /// The sums of `series`, widened to a profile at `time_ns`.
+    fn series_at(&mut self, series: u32, time_ns: i64) -> &mut SeriesSums {
         let s = self.series.entry(series).or_insert_with(|| SeriesSums {
             min_ns: time_ns,
             max_ns: time_ns,
@@ -415,11 +416,7 @@ impl PartSums {
         });
         s.min_ns = s.min_ns.min(time_ns);
         s.max_ns = s.max_ns.max(time_ns);
-        let e = s.open.entry(stack).or_insert_with(|| {
-            self.entries += 1;
-            0
-        });
-        *e = e.wrapping_add(value);
+        s
     }
 
     /// Whether sums over `rows` sample rows are small enough to keep.
@@ -440,6 +437,17 @@ impl PartSums {
 }
 
 impl SeriesSums {
+    /// Adds a sample; returns whether its stack is new to the series.
+    fn add(&mut self, stack: u32, value: i64) -> bool {
+        let mut new = false;
+        let e = self.open.entry(stack).or_insert_with(|| {
+            new = true;
+            0
+        });
+        *e = e.wrapping_add(value);
+        new
+    }
+
     fn iter(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
         self.open.iter().map(|(k, v)| (*k, *v)).chain(self.packed.iter().copied())
     }
@@ -491,9 +499,11 @@ impl Part {
     ) {
         row.first = self.rows;
         let mut total = 0i64;
+        let mut new_sums = 0;
+        let mut sums = self.sums.as_mut().map(|s| s.series_at(row.series, row.time_ns));
         for (stack, value, span, labels) in samples {
-            if let Some(sums) = &mut self.sums {
-                sums.add(row.series, row.time_ns, stack, value);
+            if let Some(s) = &mut sums {
+                new_sums += usize::from(s.add(stack, value));
             }
             if span != 0 {
                 self.span_index.entry(span).or_default().push(self.rows);
@@ -506,6 +516,9 @@ impl Part {
             }
             self.rows += 1;
             total = total.saturating_add(value);
+        }
+        if let Some(s) = &mut self.sums {
+            s.entries += new_sums;
         }
         row.len = self.rows - row.first;
         row.total = total;

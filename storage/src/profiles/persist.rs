@@ -989,3 +989,54 @@ pub(super) fn compact(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> SymbolsSnapshot {
+        SymbolsSnapshot {
+            counts: SymbolCounts { functions: 2, locations: 2, stacks: 3, series: 0, label_sets: 2, mappings: 1 },
+            mappings: vec![(0, Mapping { filename: "/bin/app".into(), ..Mapping::default() })],
+            functions: vec![(1, Function { name: "f".into(), ..Function::default() })],
+            locations: vec![(1, Location { address: 1, lines: vec![(1, 3)], mapping: 1 })],
+            stacks: vec![(1, vec![1])],
+            series: vec![],
+            label_sets: vec![(1, vec![Label { name: "span_name".into(), value: "GET".into() }])],
+        }
+    }
+
+    #[test]
+    fn snapshots_load_with_placeholders_and_reject_bad_ones() {
+        let path = Path::new("symbols-0000000000000001.bin");
+        let bytes = encode_symbols(&SymbolsFile::Snapshot(snap())).unwrap();
+        let SymbolsFile::Snapshot(back) = decode_symbols(path, &bytes).unwrap() else { panic!("not a snapshot") };
+        let mut sym = Symbols::new();
+        load_snapshot(path, &mut sym, back).unwrap();
+        assert_eq!(sym.counts(), snap().counts);
+        assert_eq!((sym.stack_of(0), sym.stack_of(1), sym.stack_of(2)), (&[][..], &[1][..], &[][..]));
+        assert_eq!(sym.functions[1].name, "f");
+        assert_eq!(sym.functions[0], Function::default());
+        assert_eq!(sym.live_counts(), [1, 1, 1, 1, 2]);
+        // New symbols get ids after the placeholders; a collected one comes back as new.
+        assert_eq!(sym.function(&Function::default()), 2);
+        assert_eq!(sym.stack(&[1]), 1);
+        assert_eq!(sym.stack(&[]), 3);
+
+        let rejects = |change: fn(&mut SymbolsSnapshot)| {
+            let mut s = snap();
+            change(&mut s);
+            load_snapshot(path, &mut Symbols::new(), s).is_err()
+        };
+        assert!(rejects(|s| s.locations[0].1.lines[0].0 = 0), "a location naming a collected function");
+        assert!(rejects(|s| s.locations[0].1.mapping = 2), "an unknown mapping");
+        assert!(rejects(|s| s.stacks[0].1 = vec![0]), "a stack naming a collected location");
+        assert!(rejects(|s| s.stacks.push((2, vec![1]))), "the same stack twice");
+        assert!(rejects(|s| s.functions.insert(0, (1, Function::default()))), "ids not ascending");
+        assert!(rejects(|s| s.counts.stacks = 1), "an id beyond the table size");
+        assert!(rejects(|s| s.label_sets[0].0 = 0), "label set 0 is the empty set");
+        let mut after_delta = Symbols::new();
+        after_delta.function(&Function::default());
+        assert!(load_snapshot(path, &mut after_delta, snap()).is_err(), "a snapshot must come first");
+    }
+}
