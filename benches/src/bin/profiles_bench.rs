@@ -308,6 +308,9 @@ fn merges(args: &Args, store: &storage::Storage, end_ns: i64, what: &str) -> any
         let sel = ProfileSelect { matchers: &matchers, start_ns, end_ns, span_ids: None, max_samples: u64::MAX };
         let mut times = Vec::new();
         let (mut total, mut nodes, mut first) = (0, 0, Duration::ZERO);
+        // CPU of this process over the runs (the merge runs on this thread; /proc counts in ticks,
+        // so the mean over the runs is the robust figure on a busy machine).
+        let cpu0 = procfs::cpu_seconds(std::process::id()).unwrap_or(0.0);
         for i in 0..args.repeat.max(1) {
             let t = Instant::now();
             let merged = store.profile_store().merge_stacks(&sel).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -320,9 +323,11 @@ fn merges(args: &Args, store: &storage::Storage, end_ns: i64, what: &str) -> any
             total = fg.total;
             nodes = fg.levels.iter().map(|l| l.len() / 4).sum::<usize>();
         }
+        let cpu_ms =
+            (procfs::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu0) * 1000.0 / args.repeat.max(1) as f64;
         let m = median(times);
         println!(
-            "flame graph over {} min, {who}, {what}: median {:.1?}, first {:.1?} (target < 200 ms: {}), {nodes} nodes, total {total}",
+            "flame graph over {} min, {who}, {what}: median {:.1?}, first {:.1?}, CPU {cpu_ms:.0} ms per merge (target < 200 ms: {}), {nodes} nodes, total {total}",
             args.minutes.saturating_sub((skip_ns / 60_000_000_000) as usize),
             m,
             first,

@@ -294,18 +294,29 @@ pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
             names.len() as u32 - 1
         }
     };
+    // Each location's frame names (outermost first), resolved once: `loc_names[loc_starts[l]..
+    // loc_starts[l + 1]]`.
+    let mut loc_names: Vec<u32> = Vec::new();
+    let mut loc_starts: Vec<u32> = Vec::with_capacity(merged.locations.len() + 1);
+    for loc in &merged.locations {
+        loc_starts.push(loc_names.len() as u32);
+        if loc.lines.is_empty() {
+            loc_names.push(unknown);
+        }
+        for (f, _) in loc.lines.iter().rev() {
+            loc_names.push(fn_names.get(*f as usize).copied().unwrap_or(unknown));
+        }
+    }
+    loc_starts.push(loc_names.len() as u32);
     // Root-first frames of every stack, flattened.
     let mut frames: Vec<u32> = Vec::new();
     let mut starts: Vec<usize> = Vec::with_capacity(merged.stacks.len() + 1);
     for (stack, _) in &merged.stacks {
         starts.push(frames.len());
         for &l in stack.iter().rev() {
-            let Some(loc) = merged.locations.get(l as usize) else { continue };
-            if loc.lines.is_empty() {
-                frames.push(unknown);
-            }
-            for (f, _) in loc.lines.iter().rev() {
-                frames.push(fn_names.get(*f as usize).copied().unwrap_or(unknown));
+            // Unknown location ids are skipped.
+            if let (Some(&a), Some(&b)) = (loc_starts.get(l as usize), loc_starts.get(l as usize + 1)) {
+                frames.extend_from_slice(&loc_names[a as usize..b as usize]);
             }
         }
     }
