@@ -1021,7 +1021,18 @@ impl crate::read::ProfilesReader for ProfilesHead {
                     }
                 }
             }
-            self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
+            if part.file.is_none() {
+                // Rows in memory: straight off the columns.
+                let c = &part.cols;
+                for &(a, b) in &ranges {
+                    let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
+                    for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
+                        add(*stack, *value);
+                    }
+                }
+            } else {
+                self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
+            }
         }
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };
         // Symbol-table id → id in `out` (u32::MAX: not yet), dense: one slot per table entry.
