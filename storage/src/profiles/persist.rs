@@ -707,6 +707,16 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
             inner.symbols.collect(&live);
             inner.dropped_rows = 0;
             inner.snapshot_needed = true;
+            // The trace → spans map forgets spans no part holds any more.
+            let mut spans: crate::FastMap<u64, ()> = crate::FastMap::default();
+            for p in &inner.parts {
+                spans.extend(p.span_index.keys().map(|k| (*k, ())));
+            }
+            inner.trace_spans.retain(|_, ids| {
+                ids.retain(|s| spans.contains_key(&u64::from_be_bytes(s.0)));
+                !ids.is_empty()
+            });
+            inner.trace_spans.shrink_to_fit();
         }
         let seq = inner.next_seq;
         inner.next_seq += 1;

@@ -368,7 +368,7 @@ fn service_profile(t: i64, service: &str, n: usize) -> Profile {
         samples.push(ProfileSample {
             locations: vec![i as u32 + 1, 0],
             value: 1 + i as i64 + t,
-            span_id: Some(SpanId([i as u8; 8])),
+            span_id: Some(SpanId([service.as_bytes()[0], 0, 0, 0, 0, 0, (i >> 8) as u8, i as u8])),
             labels: vec![Label { name: "trace_id".into(), value: trace_hex(service, i) }],
         });
     }
@@ -447,7 +447,9 @@ fn retention_collects_unused_symbols() {
     head.maintain(1).unwrap(); // cutoff 999,000 ns: the part of `old` goes
     assert_eq!(head.profiles(0, i64::MAX).len(), 3);
     assert_eq!(head.inner.read().symbols.live_counts(), [3, 251, 251, 250, 251], "collected at the next persist");
+    assert_eq!(head.inner.read().trace_spans.len(), 250);
     assert!(head.persist().unwrap());
+    assert_eq!(head.inner.read().trace_spans.len(), 50, "traces of the dropped part are forgotten");
     let after = |h: &ProfilesHead| {
         assert_eq!(h.inner.read().symbols.live_counts(), [2, 51, 51, 50, 51]);
         assert_eq!(h.merge_stacks(&sel_new).unwrap(), before);
