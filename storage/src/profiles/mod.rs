@@ -2,7 +2,7 @@
 //! parts on disk. Format: `docs/format/profiles.md`.
 //!
 //! Data layout (all in memory; the files are its durable image):
-//! - [`Symbols`]: append-only tables of functions, locations (lines point at function ids) and
+//! - [`Symbols`]: tables of functions, locations (lines point at function ids) and
 //!   stacks (location ids, leaf first; a stack table keyed by a hash of its location ids), plus
 //!   the series table (labels + profile type) and the table of per-sample label sets. Ids are
 //!   indexes and never change, so a part written once stays valid.
@@ -10,7 +10,10 @@
 //!   profile ([`ProfileRow`]: series, time, duration, period, the profile's total, row range).
 //!   The last part is the head, which receives `apply`; `persist` seals it, writes it as
 //!   `part-<seq>.parquet` plus the symbols added since the previous persist as
-//!   `symbols-<seq>.bin`, then the manifest.
+//!   `symbols-<seq>.bin`, then the manifest. Each part also keeps sums of its values per (series,
+//!   stack) ([`PartSums`]) that answer merges covering a series' profiles in the part.
+//! - `maintain` applies retention, then merges one run of small persisted parts into one
+//!   (compaction: same profiles, same order, a new file listed where the run stood).
 //!
 //! Invariants:
 //! - `MANIFEST.json` is written atomically (temporary file, fsync, rename, directory fsync) after
