@@ -476,6 +476,48 @@ struct Times {
 
 const SAMPLE_LABELS: [&str; 3] = ["span_id", "span_name", "trace_id"];
 
+/// pprof id → table index: a vector when the ids are small (they usually are `1..=n`), a map
+/// otherwise.
+enum IdIndex {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl IdIndex {
+    const NONE: u32 = u32::MAX;
+
+    fn for_ids(ids: impl Iterator<Item = u64>, n: usize) -> IdIndex {
+        let max = ids.max().unwrap_or(0);
+        if max <= 4 * n as u64 + 16 {
+            IdIndex::Dense(vec![Self::NONE; max as usize + 1])
+        } else {
+            IdIndex::Sparse(HashMap::with_capacity(n))
+        }
+    }
+
+    /// Records `id → idx`; false if `id` was already there.
+    fn insert(&mut self, id: u64, idx: u32) -> bool {
+        match self {
+            // Sized for the largest id: `get_mut` finds every id.
+            IdIndex::Dense(v) => match v.get_mut(id as usize) {
+                Some(slot) if *slot == Self::NONE => {
+                    *slot = idx;
+                    true
+                }
+                _ => false,
+            },
+            IdIndex::Sparse(m) => m.insert(id, idx).is_none(),
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<u32> {
+        match self {
+            IdIndex::Dense(v) => v.get(usize::try_from(id).ok()?).copied().filter(|i| *i != Self::NONE),
+            IdIndex::Sparse(m) => m.get(&id).copied(),
+        }
+    }
+}
+
 /// Maps one decoded pprof profile to one model profile per sample type and series label set.
 fn map_profile(
     p: proto::Profile,
@@ -497,10 +539,10 @@ fn map_profile(
 
     // Symbol tables with pprof ids resolved to indexes.
     let mut functions = Vec::with_capacity(p.function.len());
-    let mut function_index: HashMap<u64, u32> = HashMap::with_capacity(p.function.len());
+    let mut function_index = IdIndex::for_ids(p.function.iter().map(|f| f.id), p.function.len());
     for f in &p.function {
         let idx = u32::try_from(functions.len()).map_err(|_| PprofError::Corrupt("too many functions".into()))?;
-        if function_index.insert(f.id, idx).is_some() {
+        if !function_index.insert(f.id, idx) {
             return Err(PprofError::Corrupt(format!("duplicate function id {}", f.id)));
         }
         functions.push(Function {
@@ -511,10 +553,10 @@ fn map_profile(
         });
     }
     let mut mappings = Vec::with_capacity(p.mapping.len());
-    let mut mapping_index: HashMap<u64, u32> = HashMap::with_capacity(p.mapping.len());
+    let mut mapping_index = IdIndex::for_ids(p.mapping.iter().map(|m| m.id), p.mapping.len());
     for m in &p.mapping {
         let idx = u32::try_from(mappings.len() + 1).map_err(|_| PprofError::Corrupt("too many mappings".into()))?;
-        if m.id == 0 || mapping_index.insert(m.id, idx).is_some() {
+        if m.id == 0 || !mapping_index.insert(m.id, idx) {
             return Err(PprofError::Corrupt(format!("mapping id {} is zero or not unique", m.id)));
         }
         mappings.push(Mapping {
@@ -530,21 +572,21 @@ fn map_profile(
         });
     }
     let mut locations = Vec::with_capacity(p.location.len());
-    let mut location_index: HashMap<u64, u32> = HashMap::with_capacity(p.location.len());
+    let mut location_index = IdIndex::for_ids(p.location.iter().map(|l| l.id), p.location.len());
     for l in &p.location {
         let idx = u32::try_from(locations.len()).map_err(|_| PprofError::Corrupt("too many locations".into()))?;
-        if location_index.insert(l.id, idx).is_some() {
+        if !location_index.insert(l.id, idx) {
             return Err(PprofError::Corrupt(format!("duplicate location id {}", l.id)));
         }
         let mut lines = Vec::with_capacity(l.line.len());
         for line in &l.line {
-            let f = function_index.get(&line.function_id).ok_or_else(|| {
+            let f = function_index.get(line.function_id).ok_or_else(|| {
                 PprofError::Corrupt(format!("location {} refers to unknown function {}", l.id, line.function_id))
             })?;
-            lines.push((*f, line.line));
+            lines.push((f, line.line));
         }
         // As Go's pprof reader: an unknown mapping id leaves the location without a mapping.
-        let mapping = mapping_index.get(&l.mapping_id).copied().unwrap_or(0);
+        let mapping = mapping_index.get(l.mapping_id).unwrap_or(0);
         locations.push(Location { address: l.address, lines, mapping });
     }
 
@@ -577,9 +619,9 @@ fn map_profile(
         let mut stack = Vec::with_capacity(s.location_id.len());
         for id in &s.location_id {
             let idx = location_index
-                .get(id)
+                .get(*id)
                 .ok_or_else(|| PprofError::Corrupt(format!("a sample refers to unknown location {id}")))?;
-            stack.push(*idx);
+            stack.push(idx);
         }
         let mut series_labels = Vec::new();
         let mut sample_labels = Vec::new();
@@ -617,7 +659,8 @@ fn map_profile(
     let mut keys: Vec<_> = groups.keys().cloned().collect();
     keys.sort();
     let mut out = Vec::new();
-    for key in keys {
+    let last_key = keys.len().saturating_sub(1);
+    for (k, key) in keys.into_iter().enumerate() {
         let Some(per_type) = groups.remove(&key) else { continue };
         let mut series = labels.clone();
         for l in &key {
@@ -632,20 +675,27 @@ fn map_profile(
                 limits.max_label_names
             )));
         }
+        // The last profile takes the symbol tables, the others get copies.
+        let last_type = per_type.iter().rposition(|s| !s.is_empty());
         for (i, samples) in per_type.into_iter().enumerate() {
             if samples.is_empty() {
                 continue;
             }
+            let (functions, locations, mappings) = if k == last_key && Some(i) == last_type {
+                (std::mem::take(&mut functions), std::mem::take(&mut locations), std::mem::take(&mut mappings))
+            } else {
+                (functions.clone(), locations.clone(), mappings.clone())
+            };
             out.push(Profile {
                 labels: series.clone(),
                 profile_type: types[i].clone(),
                 time_ns,
                 duration_ns,
                 period: p.period,
-                functions: functions.clone(),
-                locations: locations.clone(),
+                functions,
+                locations,
                 samples,
-                mappings: mappings.clone(),
+                mappings,
             });
         }
     }
@@ -975,6 +1025,37 @@ mod tests {
         assert_eq!(cpu.samples[0].locations, vec![1, 0]);
         assert_eq!(cpu.samples[0].value, 20_000_000);
         assert!(cpu.mappings.is_empty());
+    }
+
+    /// pprof ids index a vector when small and a map when not: both map alike and both catch
+    /// duplicates.
+    #[test]
+    fn small_and_large_ids_map_alike() {
+        let params = IngestParams::from_query("name=shop&format=pprof").unwrap();
+        let small = go_cpu_profile();
+        let mut large = small.clone();
+        let big = |id: u64| id << 40 | 5;
+        for f in &mut large.function {
+            f.id = big(f.id);
+        }
+        for l in &mut large.location {
+            l.id = big(l.id);
+            for line in &mut l.line {
+                line.function_id = big(line.function_id);
+            }
+        }
+        for s in &mut large.sample {
+            s.location_id.iter_mut().for_each(|l| *l = big(*l));
+        }
+        let map = |p: &proto::Profile| ingest(&params, None, &p.encode_to_vec(), &PprofLimits::default(), 0);
+        assert_eq!(map(&small).unwrap(), map(&large).unwrap());
+        for mut p in [small, large] {
+            p.location[1].id = p.location[0].id;
+            assert!(matches!(map(&p), Err(PprofError::Corrupt(e)) if e.contains("duplicate location")));
+            p.sample[0].location_id[0] += 1000;
+            p.location[1].id += 1;
+            assert!(matches!(map(&p), Err(PprofError::Corrupt(e)) if e.contains("unknown location")));
+        }
     }
 
     #[test]

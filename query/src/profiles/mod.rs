@@ -275,7 +275,9 @@ impl Tree {
 pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
     // Names in the order `Tree` assigns them: total, the functions, unknown (then other).
     let mut names: Vec<String> = vec!["total".to_string()];
-    let mut name_ids: HashMap<&str, u32> = HashMap::from([("total", 0)]);
+    // Function names are client input: a seeded hash (foldhash), not the tree's integer hasher.
+    let mut name_ids: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
+    name_ids.insert("total", 0);
     let mut fn_names = Vec::with_capacity(merged.functions.len());
     for f in &merged.functions {
         let next = names.len() as u32;
@@ -292,18 +294,29 @@ pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
             names.len() as u32 - 1
         }
     };
+    // Each location's frame names (outermost first), resolved once: `loc_names[loc_starts[l]..
+    // loc_starts[l + 1]]`.
+    let mut loc_names: Vec<u32> = Vec::new();
+    let mut loc_starts: Vec<u32> = Vec::with_capacity(merged.locations.len() + 1);
+    for loc in &merged.locations {
+        loc_starts.push(loc_names.len() as u32);
+        if loc.lines.is_empty() {
+            loc_names.push(unknown);
+        }
+        for (f, _) in loc.lines.iter().rev() {
+            loc_names.push(fn_names.get(*f as usize).copied().unwrap_or(unknown));
+        }
+    }
+    loc_starts.push(loc_names.len() as u32);
     // Root-first frames of every stack, flattened.
     let mut frames: Vec<u32> = Vec::new();
     let mut starts: Vec<usize> = Vec::with_capacity(merged.stacks.len() + 1);
     for (stack, _) in &merged.stacks {
         starts.push(frames.len());
         for &l in stack.iter().rev() {
-            let Some(loc) = merged.locations.get(l as usize) else { continue };
-            if loc.lines.is_empty() {
-                frames.push(unknown);
-            }
-            for (f, _) in loc.lines.iter().rev() {
-                frames.push(fn_names.get(*f as usize).copied().unwrap_or(unknown));
+            // Unknown location ids are skipped.
+            if let (Some(&a), Some(&b)) = (loc_starts.get(l as usize), loc_starts.get(l as usize + 1)) {
+                frames.extend_from_slice(&loc_names[a as usize..b as usize]);
             }
         }
     }
@@ -338,14 +351,16 @@ pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
         total[parent[c] as usize] += total[c];
     }
     // Truncation: as `Tree::truncate`, nodes under the `max_nodes`-th largest total fold into one
-    // `other` child per kept parent.
-    let mut kept = vec![true; n];
-    let mut extra: Vec<(u32, i64)> = Vec::new(); // (parent, total) of `other` nodes
+    // `other` child per kept parent. Kept nodes get a slot (root first); only they get children
+    // lists, so a large tree cut to a few thousand nodes allocates little beyond its arrays.
+    const DROPPED: u32 = u32::MAX;
+    let mut slot: Vec<u32> = vec![DROPPED; n];
+    let mut kept: Vec<usize> = Vec::new(); // slot → node
+    let mut rest: Vec<i64> = Vec::new(); // slot → total of dropped children
     let mut other = 0;
-    if max_nodes != 0 && n > max_nodes {
+    let min = if max_nodes != 0 && n > max_nodes {
         let mut keys: Vec<i64> = total.iter().map(|t| (*t).max(0)).collect();
         let (_, nth, _) = keys.select_nth_unstable_by(max_nodes - 1, |a, b| b.cmp(a));
-        let min = (*nth).max(1);
         other = match name_ids.get("other") {
             Some(id) => *id,
             None => {
@@ -353,34 +368,45 @@ pub fn flamegraph(merged: &MergedStacks, max_nodes: usize) -> FlameGraph {
                 names.len() as u32 - 1
             }
         };
-        let mut rest = vec![0i64; n];
-        for c in 1..n {
-            let p = parent[c] as usize;
-            kept[c] = kept[p] && total[c].max(0) >= min;
-            if kept[p] && !kept[c] {
-                rest[p] += total[c];
-            }
-        }
-        for (p, r) in rest.into_iter().enumerate() {
-            if kept[p] && r != 0 {
-                extra.push((p as u32, r));
-            }
-        }
-    }
-    // Children lists of kept nodes (then the `other` nodes, ids n..), by name.
-    let all = n + extra.len();
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); all];
+        Some((*nth).max(1))
+    } else {
+        None
+    };
+    slot[0] = 0;
+    kept.push(0);
+    rest.push(0);
     for c in 1..n {
-        if kept[c] {
-            children[parent[c] as usize].push(c);
+        let p = slot[parent[c] as usize];
+        if p == DROPPED {
+            continue;
+        }
+        if min.is_none_or(|m| total[c].max(0) >= m) {
+            slot[c] = kept.len() as u32;
+            kept.push(c);
+            rest.push(0);
+        } else {
+            rest[p as usize] += total[c];
         }
     }
-    for (k, (p, _)) in extra.iter().enumerate() {
-        children[*p as usize].push(n + k);
+    let mut extra: Vec<(u32, i64)> = Vec::new(); // (parent slot, total) of `other` nodes
+    for (p, r) in rest.iter().enumerate() {
+        if *r != 0 {
+            extra.push((p as u32, *r));
+        }
     }
-    let node_name = |c: usize| if c < n { name_of[c] } else { other };
-    let node_total = |c: usize| if c < n { total[c] } else { extra[c - n].1 };
-    let node_self = |c: usize| if c < n { self_[c] } else { extra[c - n].1 };
+    // Children lists of kept nodes by slot (then the `other` nodes, slots kept.len()..), by name.
+    let k = kept.len();
+    let all = k + extra.len();
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); all];
+    for &c in &kept[1..] {
+        children[slot[parent[c] as usize] as usize].push(slot[c] as usize);
+    }
+    for (e, (p, _)) in extra.iter().enumerate() {
+        children[*p as usize].push(k + e);
+    }
+    let node_name = |c: usize| if c < k { name_of[kept[c]] } else { other };
+    let node_total = |c: usize| if c < k { total[kept[c]] } else { extra[c - k].1 };
+    let node_self = |c: usize| if c < k { self_[kept[c]] } else { extra[c - k].1 };
     for ch in &mut children {
         ch.sort_by(|a, b| names[node_name(*a) as usize].cmp(&names[node_name(*b) as usize]));
     }

@@ -2,7 +2,7 @@
 //! parts on disk. Format: `docs/format/profiles.md`.
 //!
 //! Data layout (all in memory; the files are its durable image):
-//! - [`Symbols`]: append-only tables of functions, locations (lines point at function ids) and
+//! - [`Symbols`]: tables of functions, locations (lines point at function ids) and
 //!   stacks (location ids, leaf first; a stack table keyed by a hash of its location ids), plus
 //!   the series table (labels + profile type) and the table of per-sample label sets. Ids are
 //!   indexes and never change, so a part written once stays valid.
@@ -10,14 +10,20 @@
 //!   profile ([`ProfileRow`]: series, time, duration, period, the profile's total, row range).
 //!   The last part is the head, which receives `apply`; `persist` seals it, writes it as
 //!   `part-<seq>.parquet` plus the symbols added since the previous persist as
-//!   `symbols-<seq>.bin`, then the manifest.
+//!   `symbols-<seq>.bin`, then the manifest. Each part also keeps sums of its values per (series,
+//!   stack) ([`PartSums`]) that answer merges covering a series' profiles in the part.
+//! - `maintain` applies retention, then merges one run of small persisted parts into one
+//!   (compaction: same profiles, same order, a new file listed where the run stood).
 //!
 //! Invariants:
 //! - `MANIFEST.json` is written atomically (temporary file, fsync, rename, directory fsync) after
 //!   every file it names, so a crash leaves either the old or the new manifest, both complete.
 //! - The manifest's `wal_pos` is the last WAL position whose batch is inside the listed parts;
 //!   `apply` skips positions at or before it (never [`WalPos::ZERO`], the memory-only position).
-//! - Symbol files are never deleted (later parts may use earlier symbols); retention deletes parts.
+//! - Retention deletes parts. Symbol ids never change: once retention dropped enough rows, a
+//!   `persist` collects the symbols no part uses any more (they become empty placeholders whose ids
+//!   are never reused), writes a symbols snapshot and deletes the older symbols files.
+//! - A part's `sums` (per series and stack) equal the sums of its rows, so a merge may read either.
 
 mod persist;
 
@@ -37,6 +43,11 @@ use crate::read::{
     LimitExceeded, Matcher, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, SpanSamples, matches_all,
 };
 use crate::wal::WalPos;
+
+/// Symbols are collected once the rows dropped by retention since the last collection are at
+/// least this fraction (numerator, denominator) of the rows left: a collection walks every symbol
+/// and rewrites the symbols file, so it waits until there is enough to gain.
+pub(crate) const GC_FRACTION: (u64, u64) = (1, 8);
 
 /// Options of the profiles engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +189,92 @@ impl Symbols {
         id
     }
 
+    /// Drops every stack and label set outside `live`, then every location, function and mapping
+    /// no live stack reaches. Ids stay what they are: a dropped entry leaves an empty placeholder
+    /// (its strings and frames freed, its id never handed out again), so the parts that remain
+    /// keep reading the same symbols. Returns how many entries were dropped.
+    pub(crate) fn collect(&mut self, live: &UsedSymbols) -> usize {
+        let n_stacks = self.stack_offsets.len() - 1;
+        let live_stack = |i: usize| live.stacks.contains(i as u32);
+        // Stacks: keep the frames of live ones only.
+        let mut offsets = Vec::with_capacity(self.stack_offsets.len());
+        let mut locs = Vec::new();
+        offsets.push(0u32);
+        let mut loc_live = vec![false; self.locations.len()];
+        let mut dropped = 0;
+        for i in 0..n_stacks {
+            let frames = self.stack_of(i as u32);
+            if live_stack(i) {
+                for &l in frames {
+                    loc_live[l as usize] = true;
+                }
+                locs.extend_from_slice(frames);
+            }
+            offsets.push(locs.len() as u32);
+        }
+        self.stack_offsets = offsets;
+        self.stack_locations = locs;
+        self.stack_ids.retain(|_, ids| {
+            let before = ids.len();
+            ids.retain(|id| live_stack(*id as usize));
+            dropped += before - ids.len();
+            !ids.is_empty()
+        });
+        // Locations, then the functions and mappings they name.
+        let mut fn_live = vec![false; self.functions.len()];
+        let mut map_live = vec![false; self.mappings.len()];
+        for (i, l) in self.locations.iter_mut().enumerate() {
+            if loc_live[i] {
+                for (f, _) in &l.lines {
+                    fn_live[*f as usize] = true;
+                }
+                if l.mapping != 0 {
+                    map_live[l.mapping as usize - 1] = true;
+                }
+            } else if *l != Location::default() {
+                *l = Location::default();
+                dropped += 1;
+            }
+        }
+        self.location_ids.retain(|_, id| loc_live[*id as usize]);
+        for (i, f) in self.functions.iter_mut().enumerate() {
+            if !fn_live[i] && *f != Function::default() {
+                *f = Function::default();
+                dropped += 1;
+            }
+        }
+        self.function_ids.retain(|_, id| fn_live[*id as usize]);
+        for (i, m) in self.mappings.iter_mut().enumerate() {
+            if !map_live[i] && *m != Mapping::default() {
+                *m = Mapping::default();
+                dropped += 1;
+            }
+        }
+        self.mapping_ids.retain(|_, id| map_live[*id as usize]);
+        // Label sets (0, the empty set, always stays).
+        for (i, set) in self.label_sets.iter_mut().enumerate().skip(1) {
+            if !live.label_sets.contains(i as u32) && !set.is_empty() {
+                *set = Vec::new();
+                dropped += 1;
+            }
+        }
+        self.label_set_ids.retain(|_, id| *id == 0 || live.label_sets.contains(*id));
+        self.stack_ids.shrink_to_fit();
+        self.location_ids.shrink_to_fit();
+        self.function_ids.shrink_to_fit();
+        self.mapping_ids.shrink_to_fit();
+        self.label_set_ids.shrink_to_fit();
+        dropped
+    }
+
+    /// Entries in the tables that are not placeholders of collected ones (mappings, functions,
+    /// locations, stacks, label sets).
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by tests"))]
+    pub(crate) fn live_counts(&self) -> [usize; 5] {
+        let stacks: usize = self.stack_ids.values().map(Vec::len).sum();
+        [self.mapping_ids.len(), self.function_ids.len(), self.location_ids.len(), stacks, self.label_set_ids.len()]
+    }
+
     /// The series labels without the synthetic ones (what a `Profile` carries).
     fn plain_labels(&self, series: u32) -> Labels {
         let s = &self.series[series as usize];
@@ -256,6 +353,107 @@ pub(crate) struct Part {
     pub sealed: bool,
     /// In a file listed by the manifest.
     pub persisted: bool,
+    /// Sums of the part's sample values per (series, stack): a merge over a series whose
+    /// profiles in this part all fall inside the query's range reads these instead of the rows.
+    /// `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
+    pub sums: Option<PartSums>,
+    /// Stack ids and label set ids the part's rows use, once its rows are only in the file
+    /// (symbol collection needs them without reading every part).
+    pub used: Option<UsedSymbols>,
+}
+
+/// Stack and label set ids used by a part's rows.
+#[derive(Default)]
+pub(crate) struct UsedSymbols {
+    pub stacks: roaring::RoaringBitmap,
+    pub label_sets: roaring::RoaringBitmap,
+}
+
+/// The set of `ids`, cheap for long runs of one id (label set ids are mostly 0).
+pub(crate) fn id_set(ids: impl Iterator<Item = u32>) -> roaring::RoaringBitmap {
+    let mut set = roaring::RoaringBitmap::new();
+    let mut last = None;
+    for id in ids {
+        if last != Some(id) {
+            set.insert(id);
+            last = Some(id);
+        }
+    }
+    set
+}
+
+/// Sums of sample values by (series, stack) over the rows of a part, with the time span of each
+/// series' profiles in the part. Built while profiles are appended (and when a persisted part is
+/// loaded), packed into sorted vectors once the part is sealed. Values add with wrapping
+/// arithmetic, like the merge, so a sum equals the rows' sum in any order.
+#[derive(Default)]
+pub(crate) struct PartSums {
+    series: FastMap<u32, SeriesSums>,
+    /// (series, stack) entries over all series.
+    entries: usize,
+}
+
+/// One series' sums in a part.
+pub(crate) struct SeriesSums {
+    /// Time span of the series' profiles in the part.
+    pub min_ns: i64,
+    pub max_ns: i64,
+    /// While appending: stack → sum.
+    open: FastMap<u32, i64>,
+    /// Once packed: `(stack, sum)` by stack id.
+    packed: Vec<(u32, i64)>,
+}
+
+impl PartSums {
+    /// Parts whose sums have more than this fraction of the rows' count drop them: reading the
+    /// rows costs about the same, and the sums would use memory for nothing.
+    const MAX_FRACTION: (usize, usize) = (1, 4);
+
+    /// The sums of `series`, widened to a profile at `time_ns`.
+    fn series_at(&mut self, series: u32, time_ns: i64) -> &mut SeriesSums {
+        let s = self.series.entry(series).or_insert_with(|| SeriesSums {
+            min_ns: time_ns,
+            max_ns: time_ns,
+            open: FastMap::default(),
+            packed: Vec::new(),
+        });
+        s.min_ns = s.min_ns.min(time_ns);
+        s.max_ns = s.max_ns.max(time_ns);
+        s
+    }
+
+    /// Whether sums over `rows` sample rows are small enough to keep.
+    pub(crate) fn worth_keeping(&self, rows: u32) -> bool {
+        let (num, den) = Self::MAX_FRACTION;
+        self.entries * den <= rows as usize * num
+    }
+
+    /// Moves the sums into sorted vectors (no more appends).
+    pub(crate) fn pack(&mut self) {
+        for s in self.series.values_mut() {
+            let mut v: Vec<(u32, i64)> = std::mem::take(&mut s.open).into_iter().collect();
+            v.sort_unstable();
+            s.packed.extend(v);
+            s.packed.shrink_to_fit();
+        }
+    }
+}
+
+impl SeriesSums {
+    /// Adds a sample; returns whether its stack is new to the series.
+    fn add(&mut self, stack: u32, value: i64) -> bool {
+        let mut new = false;
+        let e = self.open.entry(stack).or_insert_with(|| {
+            new = true;
+            0
+        });
+        *e = e.wrapping_add(value);
+        new
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
+        self.open.iter().map(|(k, v)| (*k, *v)).chain(self.packed.iter().copied())
+    }
 }
 
 /// Which optional columns a row visit needs (stack and value are always read).
@@ -270,11 +468,32 @@ pub(crate) type RowVisit = (u32, u32, i64, u64, u32);
 
 impl Part {
     fn new(seq: u64) -> Part {
-        Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, ..Part::default() }
+        Part { seq, min_time_ns: i64::MAX, max_time_ns: i64::MIN, sums: Some(PartSums::default()), ..Part::default() }
+    }
+
+    /// Once the part is sealed and its rows go to the file: records the symbols it uses (stacks
+    /// from the sums' keys, which name every stack of the part; `label_sets` as given), then packs
+    /// the sums or drops them when they would not pay (see [`PartSums`]).
+    pub(crate) fn finish_sums(&mut self, label_sets: roaring::RoaringBitmap) {
+        let mut stacks: Vec<u32> = self
+            .sums
+            .iter()
+            .flat_map(|s| s.series.values())
+            .flat_map(|s| s.open.keys().copied().chain(s.packed.iter().map(|e| e.0)))
+            .collect();
+        stacks.sort_unstable();
+        stacks.dedup();
+        let stacks = roaring::RoaringBitmap::from_sorted_iter(stacks).unwrap_or_default();
+        self.used = self.sums.is_some().then_some(UsedSymbols { stacks, label_sets });
+        match &mut self.sums {
+            Some(s) if s.worth_keeping(self.rows) => s.pack(),
+            _ => self.sums = None,
+        }
     }
 
     /// Appends a profile; `samples` are `(stack, value, span, label set)`. With `keep` false only
-    /// the profile row and the span index are built (a persisted part loaded from its file).
+    /// the profile row, the span index and the sums are built (a persisted part loaded from its
+    /// file).
     pub(crate) fn push_profile(
         &mut self,
         mut row: ProfileRow,
@@ -283,7 +502,12 @@ impl Part {
     ) {
         row.first = self.rows;
         let mut total = 0i64;
+        let mut new_sums = 0;
+        let mut sums = self.sums.as_mut().map(|s| s.series_at(row.series, row.time_ns));
         for (stack, value, span, labels) in samples {
+            if let Some(s) = &mut sums {
+                new_sums += usize::from(s.add(stack, value));
+            }
             if span != 0 {
                 self.span_index.entry(span).or_default().push(self.rows);
             }
@@ -295,6 +519,9 @@ impl Part {
             }
             self.rows += 1;
             total = total.saturating_add(value);
+        }
+        if let Some(s) = &mut self.sums {
+            s.entries += new_sums;
         }
         row.len = self.rows - row.first;
         row.total = total;
@@ -430,6 +657,12 @@ pub(crate) struct Inner {
     /// trace id → span ids seen with it in sample labels.
     pub trace_spans: FastMap<TraceId, Vec<SpanId>>,
     pub samples: u64,
+    /// Sample rows retention dropped since the last symbol collection; once they reach
+    /// [`GC_FRACTION`] of the rows left, the next `persist` collects unreferenced symbols.
+    pub dropped_rows: u64,
+    /// Symbols were collected: the next `persist` writes a full symbols snapshot (a delta cannot
+    /// express removed entries) and then drops the older symbols files.
+    pub snapshot_needed: bool,
 }
 
 impl Inner {
@@ -440,6 +673,32 @@ impl Inner {
             self.parts.push(Part::new(seq));
         }
         self.parts.last_mut().expect("just pushed")
+    }
+
+    /// Whether retention dropped enough rows for a symbol collection to pay.
+    pub(crate) fn gc_due(&self) -> bool {
+        let (num, den) = GC_FRACTION;
+        self.dropped_rows > 0 && self.dropped_rows * den >= self.samples * num
+    }
+
+    /// Symbols used by the parts (from their columns while not persisted); `None` when a part's
+    /// are unknown.
+    pub(crate) fn used_symbols(&self) -> Option<UsedSymbols> {
+        let mut live = UsedSymbols::default();
+        for p in &self.parts {
+            match (&p.used, &p.file) {
+                (Some(u), _) => {
+                    live.stacks |= &u.stacks;
+                    live.label_sets |= &u.label_sets;
+                }
+                (None, None) => {
+                    live.stacks.extend(p.cols.stacks.iter().copied());
+                    live.label_sets.extend(p.cols.label_sets.iter().copied());
+                }
+                (None, Some(_)) => return None,
+            }
+        }
+        Some(live)
     }
 
     fn matching_series(&self, matchers: &[Matcher]) -> Vec<bool> {
@@ -457,6 +716,8 @@ pub(crate) struct ProfilesHead {
     files: Mutex<()>,
     /// Parts that could not be read during a query (skipped; see [`ProfilesHead::read_errors`]).
     read_errors: AtomicU64,
+    /// Merges read a part's sums where they cover the query (tests turn it off to compare).
+    use_sums: std::sync::atomic::AtomicBool,
 }
 
 impl ProfilesHead {
@@ -471,6 +732,8 @@ impl ProfilesHead {
             symbol_files: Vec::new(),
             trace_spans: FastMap::default(),
             samples: 0,
+            dropped_rows: 0,
+            snapshot_needed: false,
         };
         if let Some(dir) = dir {
             persist::load(dir, &mut inner)?;
@@ -481,6 +744,7 @@ impl ProfilesHead {
             inner: RwLock::new(inner),
             files: Mutex::new(()),
             read_errors: AtomicU64::new(0),
+            use_sums: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -500,7 +764,10 @@ impl ProfilesHead {
         } else {
             now_ms.saturating_mul(1_000_000).saturating_sub(self.opts.retention.as_nanos() as i64)
         };
-        persist::retain(dir, &self.inner, cutoff, self.opts.max_bytes)
+        persist::retain(dir, &self.inner, cutoff, self.opts.max_bytes)?;
+        // One merge of small parts per call: the shell calls every 30 s.
+        persist::compact(dir, &self.inner)?;
+        Ok(())
     }
 
     pub fn apply(&self, pos: WalPos, batch: ProfilesBatch) {
@@ -510,8 +777,9 @@ impl ProfilesHead {
             return;
         }
         inner.applied = inner.applied.max(pos);
+        let mut last = LastTables::default();
         for profile in batch.profiles {
-            ingest_profile(inner, profile);
+            ingest_profile(inner, profile, &mut last);
         }
     }
 
@@ -537,27 +805,60 @@ impl ProfilesHead {
     }
 }
 
-fn ingest_profile(inner: &mut Inner, p: Profile) {
+/// The symbol tables of the previous profile of a batch and the ids they resolved to: the
+/// profiles one pprof becomes (one per sample type) carry the same tables and usually the same
+/// stacks, so the next profile reuses the ids after comparing the tables (cheaper than looking
+/// every entry up again).
+#[derive(Default)]
+struct LastTables {
+    functions: Vec<Function>,
+    locations: Vec<crate::model::Location>,
+    mappings: Vec<Mapping>,
+    /// Symbol-table location ids of `locations`.
+    loc_ids: Vec<u32>,
+    /// Per sample of the previous profile: its location indexes and its stack id.
+    stacks: Vec<(Vec<u32>, u32)>,
+}
+
+fn ingest_profile(inner: &mut Inner, mut p: Profile, last: &mut LastTables) {
     if p.samples.is_empty() {
         return; // nothing to query; not representable in sample rows
     }
     let sym = &mut inner.symbols;
-    let fn_ids: Vec<u32> = p.functions.iter().map(|f| sym.function(f)).collect();
-    let map_ids: Vec<u32> = p.mappings.iter().map(|m| sym.mapping(m) + 1).collect();
-    let mut loc_ids = Vec::with_capacity(p.locations.len());
-    for l in &p.locations {
-        let lines = l.lines.iter().map(|(f, line)| (fn_ids.get(*f as usize).copied().unwrap_or(u32::MAX), *line));
-        let lines: Vec<(u32, i64)> = lines.filter(|(f, _)| *f != u32::MAX).collect();
-        let mapping = l.mapping.checked_sub(1).and_then(|m| map_ids.get(m as usize).copied()).unwrap_or(0);
-        loc_ids.push(sym.location(Location { address: l.address, lines, mapping }));
+    let same_tables = p.functions == last.functions && p.mappings == last.mappings && p.locations == last.locations;
+    if !same_tables {
+        let fn_ids: Vec<u32> = p.functions.iter().map(|f| sym.function(f)).collect();
+        let map_ids: Vec<u32> = p.mappings.iter().map(|m| sym.mapping(m) + 1).collect();
+        let mut loc_ids = Vec::with_capacity(p.locations.len());
+        for l in &p.locations {
+            let lines = l.lines.iter().map(|(f, line)| (fn_ids.get(*f as usize).copied().unwrap_or(u32::MAX), *line));
+            let lines: Vec<(u32, i64)> = lines.filter(|(f, _)| *f != u32::MAX).collect();
+            let mapping = l.mapping.checked_sub(1).and_then(|m| map_ids.get(m as usize).copied()).unwrap_or(0);
+            loc_ids.push(sym.location(Location { address: l.address, lines, mapping }));
+        }
+        *last = LastTables {
+            functions: std::mem::take(&mut p.functions),
+            locations: std::mem::take(&mut p.locations),
+            mappings: std::mem::take(&mut p.mappings),
+            loc_ids,
+            stacks: Vec::new(),
+        };
     }
+    let loc_ids = &last.loc_ids;
     let series = sym.series_id(&p.labels, &p.profile_type);
     let mut rows = Vec::with_capacity(p.samples.len());
     let mut stack = Vec::new();
-    for s in &p.samples {
-        stack.clear();
-        stack.extend(s.locations.iter().filter_map(|l| loc_ids.get(*l as usize).copied()));
-        let stack_id = sym.stack(&stack);
+    let mut stacks = Vec::with_capacity(p.samples.len());
+    for (i, s) in p.samples.iter_mut().enumerate() {
+        let stack_id = match last.stacks.get(i) {
+            Some((locs, id)) if same_tables && *locs == s.locations => *id,
+            _ => {
+                stack.clear();
+                stack.extend(s.locations.iter().filter_map(|l| loc_ids.get(*l as usize).copied()));
+                sym.stack(&stack)
+            }
+        };
+        stacks.push((std::mem::take(&mut s.locations), stack_id));
         let span = s.span_id.map_or(0, |s| u64::from_be_bytes(s.0));
         let label_set = if s.labels.is_empty() { 0 } else { sym.label_set(&s.labels) };
         if let (Some(span_id), Some(trace)) =
@@ -570,6 +871,7 @@ fn ingest_profile(inner: &mut Inner, p: Profile) {
         }
         rows.push((stack_id, s.value, span, label_set));
     }
+    last.stacks = stacks;
     inner.samples += rows.len() as u64;
     let row = ProfileRow {
         series,
@@ -666,17 +968,37 @@ impl crate::read::ProfilesReader for ProfilesHead {
             row.time_ns >= select.start_ns && row.time_ns <= select.end_ns && wanted[row.series as usize]
         };
         let mut ranges = Vec::new();
+        // Series read from a part's sums rather than its rows (indexed by series id).
+        let mut from_sums = vec![false; sym.series.len()];
+        let use_sums = self.use_sums.load(Ordering::Relaxed);
         for part in inner.parts.iter().filter(|p| p.overlaps(select.start_ns, select.end_ns)) {
             ranges.clear();
             match select.span_ids {
                 None => {
+                    let mut summed: Vec<(u32, &SeriesSums)> = Vec::new();
+                    if let Some(part_sums) = part.sums.as_ref().filter(|_| use_sums) {
+                        for (series, s) in &part_sums.series {
+                            if wanted[*series as usize] && s.min_ns >= select.start_ns && s.max_ns <= select.end_ns {
+                                from_sums[*series as usize] = true;
+                                summed.push((*series, s));
+                            }
+                        }
+                    }
                     for row in part.profiles.iter().filter(|r| in_range(r)) {
                         profiles += 1;
                         samples += u64::from(row.len);
                         if samples > select.max_samples {
                             return Err(limit);
                         }
-                        push_range(&mut ranges, row.first, row.first + row.len);
+                        if !from_sums[row.series as usize] {
+                            push_range(&mut ranges, row.first, row.first + row.len);
+                        }
+                    }
+                    for (series, s) in summed {
+                        for (stack, value) in s.iter() {
+                            add(stack, value);
+                        }
+                        from_sums[series as usize] = false;
                     }
                 }
                 Some(spans) => {
@@ -702,44 +1024,48 @@ impl crate::read::ProfilesReader for ProfilesHead {
                     }
                 }
             }
-            self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
+            if part.file.is_none() {
+                // Rows in memory: straight off the columns.
+                let c = &part.cols;
+                for &(a, b) in &ranges {
+                    let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
+                    for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
+                        add(*stack, *value);
+                    }
+                }
+            } else {
+                self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
+            }
         }
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };
-        let mut loc_map: FastMap<u32, u32> = FastMap::default();
-        let mut fn_map: FastMap<u32, u32> = FastMap::default();
-        let mut map_map: FastMap<u32, u32> = FastMap::default();
+        // Symbol-table id → id in `out` (u32::MAX: not yet), dense: one slot per table entry.
+        const NONE: u32 = u32::MAX;
+        let mut loc_map: Vec<u32> = vec![NONE; sym.locations.len()];
+        let mut fn_map: Vec<u32> = vec![NONE; sym.functions.len()];
+        let mut map_map: Vec<u32> = vec![NONE; sym.mappings.len() + 1];
         for (stack_id, value) in sums.into_sorted() {
             let mut locs = Vec::with_capacity(sym.stack_of(stack_id).len());
             for &l in sym.stack_of(stack_id) {
-                let next = out.locations.len() as u32;
-                let id = *loc_map.entry(l).or_insert_with(|| {
+                if loc_map[l as usize] == NONE {
                     let loc = &sym.locations[l as usize];
-                    let lines = loc
-                        .lines
-                        .iter()
-                        .map(|(f, line)| {
-                            let next_f = out.functions.len() as u32;
-                            let fid = *fn_map.entry(*f).or_insert_with(|| {
-                                out.functions.push(sym.functions[*f as usize].clone());
-                                next_f
-                            });
-                            (fid, *line)
-                        })
-                        .collect();
-                    let mapping = match loc.mapping {
-                        0 => 0,
-                        m => {
-                            let next_m = out.mappings.len() as u32 + 1;
-                            *map_map.entry(m).or_insert_with(|| {
-                                out.mappings.push(sym.mappings[m as usize - 1].clone());
-                                next_m
-                            })
+                    let mut lines = Vec::with_capacity(loc.lines.len());
+                    for &(f, line) in &loc.lines {
+                        if fn_map[f as usize] == NONE {
+                            fn_map[f as usize] = out.functions.len() as u32;
+                            out.functions.push(sym.functions[f as usize].clone());
                         }
-                    };
+                        lines.push((fn_map[f as usize], line));
+                    }
+                    let m = loc.mapping as usize;
+                    if m != 0 && map_map[m] == NONE {
+                        map_map[m] = out.mappings.len() as u32 + 1;
+                        out.mappings.push(sym.mappings[m - 1].clone());
+                    }
+                    let mapping = if m == 0 { 0 } else { map_map[m] };
+                    loc_map[l as usize] = out.locations.len() as u32;
                     out.locations.push(Location { address: loc.address, lines, mapping });
-                    next
-                });
-                locs.push(id);
+                }
+                locs.push(loc_map[l as usize]);
             }
             out.stacks.push((locs, value));
         }

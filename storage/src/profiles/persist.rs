@@ -14,12 +14,13 @@ use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts};
+use super::{Inner, Need, Part, ProfileRow, RowVisit, SymbolCounts, Symbols};
 use crate::error::OpenError;
 use crate::model::{Function, Label, Labels, Location, Mapping, ProfileType, TraceId};
 use crate::wal::WalPos;
@@ -27,8 +28,17 @@ use crate::wal::WalPos;
 const MANIFEST: &str = "MANIFEST.json";
 const MANIFEST_VERSION: u32 = 1;
 const SYMBOLS_MAGIC: &[u8; 4] = b"OPSY";
-/// Symbols file version written; version 1 (no mappings) is still read.
+/// Symbols file version of a delta; version 1 (no mappings) is still read.
 const SYMBOLS_VERSION: u32 = 2;
+/// Symbols file version of a snapshot (every live entry with its id, written after symbols were
+/// collected).
+const SYMBOLS_SNAPSHOT_VERSION: u32 = 3;
+/// Compaction merges a run of at least [`COMPACT_MIN_PARTS`] consecutive persisted parts of fewer
+/// than [`COMPACT_SMALL_ROWS`] rows each into one part of at most [`COMPACT_MAX_ROWS`] rows (the
+/// rows of the run are held in memory while it is rewritten: about 100 bytes per row).
+const COMPACT_MIN_PARTS: usize = 4;
+const COMPACT_SMALL_ROWS: u32 = 512 * 1024;
+const COMPACT_MAX_ROWS: u32 = 2 * 1024 * 1024;
 /// Rows per Parquet row group: queries read only the row groups (and, through the offset index,
 /// the pages) holding the rows they select.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -37,11 +47,13 @@ const COL_STACK: usize = 5;
 const COL_VALUE: usize = 6;
 const COL_SPAN: usize = 7;
 const COL_LABELS: usize = 8;
+/// Columns written with `DELTA_BINARY_PACKED` (the others: dictionary, the writer's default).
+const DELTA_COLUMNS: [&str; 6] = ["profile", "series", "time_ns", "duration_ns", "period", "stack"];
 
 /// A persisted part's Parquet file: its path and footer (with the offset index), kept open for
 /// row reads.
 pub(crate) struct PartFile {
-    path: PathBuf,
+    pub(super) path: PathBuf,
     meta: ArrowReaderMetadata,
     /// First row of each row group, then the total.
     row_group_starts: Vec<u32>,
@@ -156,6 +168,25 @@ struct SymbolsDelta {
     mappings: Vec<Mapping>,
 }
 
+/// A symbols snapshot (version 3): the table sizes, then every entry not collected, with its
+/// id, ascending. Ids missing below a size are collected entries (placeholders in memory).
+#[derive(Serialize, Deserialize, Default)]
+struct SymbolsSnapshot {
+    counts: SymbolCounts,
+    mappings: Vec<(u32, Mapping)>,
+    functions: Vec<(u32, Function)>,
+    locations: Vec<(u32, Location)>,
+    stacks: Vec<(u32, Vec<u32>)>,
+    series: Vec<(Labels, ProfileType)>,
+    label_sets: Vec<(u32, Vec<Label>)>,
+}
+
+/// What a symbols file holds.
+enum SymbolsFile {
+    Delta(SymbolsDelta),
+    Snapshot(SymbolsSnapshot),
+}
+
 /// Symbols file version 1: no mappings (frozen).
 #[derive(Deserialize)]
 struct SymbolsDeltaV1 {
@@ -259,10 +290,17 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> io::Result<u64> {
     let tmp = path.with_extension("parquet.tmp");
     let file = File::create(&tmp)?;
     let level = ZstdLevel::try_new(3).map_err(io::Error::other)?;
-    let props = WriterProperties::builder()
+    let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Per-profile columns (long runs of one value) and stack ids (many distinct values) are
+    // delta-encoded rather than dictionary-encoded: as small on disk, without hashing every value.
+    for col in DELTA_COLUMNS {
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(col), false)
+            .set_column_encoding(ColumnPath::from(col), Encoding::DELTA_BINARY_PACKED);
+    }
+    let props = props.build();
     let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(io::Error::other)?;
     w.write(batch).map_err(io::Error::other)?;
     let file = w.into_inner().map_err(io::Error::other)?;
@@ -281,25 +319,29 @@ fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn encode_symbols(delta: &SymbolsDelta) -> io::Result<Vec<u8>> {
-    let body = postcard::to_stdvec(delta).map_err(io::Error::other)?;
+fn encode_symbols(file: &SymbolsFile) -> io::Result<Vec<u8>> {
+    let (body, version) = match file {
+        SymbolsFile::Delta(d) => (postcard::to_stdvec(d), SYMBOLS_VERSION),
+        SymbolsFile::Snapshot(s) => (postcard::to_stdvec(s), SYMBOLS_SNAPSHOT_VERSION),
+    };
+    let body = body.map_err(io::Error::other)?;
     let compressed = zstd::encode_all(body.as_slice(), 3)?;
     let mut out = Vec::with_capacity(compressed.len() + 16);
     out.extend_from_slice(SYMBOLS_MAGIC);
-    out.extend_from_slice(&SYMBOLS_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(compressed.len() as u64).to_le_bytes());
     out.extend_from_slice(&compressed);
     out.extend_from_slice(&crc32c::crc32c(&compressed).to_le_bytes());
     Ok(out)
 }
 
-fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
+fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsFile, OpenError> {
     let bad = |detail: &str| OpenError::Corrupted { path: path.to_path_buf(), detail: detail.to_string() };
     if data.len() < 20 || &data[..4] != SYMBOLS_MAGIC {
         return Err(bad("bad magic"));
     }
     let version = u32::from_le_bytes(data[4..8].try_into().map_err(|_| bad("short"))?);
-    if version != SYMBOLS_VERSION && version != 1 {
+    if !(1..=SYMBOLS_SNAPSHOT_VERSION).contains(&version) {
         return Err(bad(&format!("unknown version {version}")));
     }
     let len = u64::from_le_bytes(data[8..16].try_into().map_err(|_| bad("short"))?) as usize;
@@ -312,10 +354,122 @@ fn decode_symbols(path: &Path, data: &[u8]) -> Result<SymbolsDelta, OpenError> {
         return Err(bad("CRC mismatch"));
     }
     let raw = zstd::decode_all(body).map_err(|e| bad(&format!("zstd: {e}")))?;
-    if version == 1 {
-        return postcard::from_bytes::<SymbolsDeltaV1>(&raw).map(Into::into).map_err(|e| bad(&format!("decode: {e}")));
+    let decoded = match version {
+        1 => postcard::from_bytes::<SymbolsDeltaV1>(&raw).map(|d| SymbolsFile::Delta(d.into())),
+        SYMBOLS_VERSION => postcard::from_bytes(&raw).map(SymbolsFile::Delta),
+        _ => postcard::from_bytes(&raw).map(SymbolsFile::Snapshot),
+    };
+    decoded.map_err(|e| bad(&format!("decode: {e}")))
+}
+
+/// A snapshot of the symbols below `counts`: every entry not collected, with its id.
+fn snapshot_of(sym: &Symbols, counts: SymbolCounts) -> SymbolsSnapshot {
+    fn sorted<T: Clone>(ids: impl Iterator<Item = u32>, below: u32, entry: impl Fn(u32) -> T) -> Vec<(u32, T)> {
+        let mut ids: Vec<u32> = ids.filter(|id| *id < below).collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| (id, entry(id))).collect()
     }
-    postcard::from_bytes(&raw).map_err(|e| bad(&format!("decode: {e}")))
+    SymbolsSnapshot {
+        counts,
+        mappings: sorted(sym.mapping_ids.values().copied(), counts.mappings, |i| sym.mappings[i as usize].clone()),
+        functions: sorted(sym.function_ids.values().copied(), counts.functions, |i| sym.functions[i as usize].clone()),
+        locations: sorted(sym.location_ids.values().copied(), counts.locations, |i| sym.locations[i as usize].clone()),
+        stacks: sorted(sym.stack_ids.values().flatten().copied(), counts.stacks, |i| sym.stack_of(i).to_vec()),
+        series: (0..counts.series)
+            .map(|i| (sym.plain_labels(i), sym.series[i as usize].profile_type.clone()))
+            .collect(),
+        label_sets: sorted(sym.label_set_ids.values().copied().filter(|id| *id != 0), counts.label_sets, |i| {
+            sym.label_sets[i as usize].clone()
+        }),
+    }
+}
+
+/// Loads a snapshot into empty tables, checking that ids ascend below the sizes and that every
+/// reference names an entry of the snapshot.
+fn load_snapshot(path: &Path, sym: &mut Symbols, snap: SymbolsSnapshot) -> Result<(), OpenError> {
+    let bad = |detail: &str| OpenError::Corrupted { path: path.to_path_buf(), detail: detail.to_string() };
+    if sym.counts() != (SymbolCounts { label_sets: 1, ..SymbolCounts::default() }) {
+        return Err(bad("a symbols snapshot after other symbols files"));
+    }
+    fn ascending<T>(entries: &[(u32, T)], below: u32) -> bool {
+        entries.windows(2).all(|w| w[0].0 < w[1].0) && entries.last().is_none_or(|e| e.0 < below)
+    }
+    let c = snap.counts;
+    if !(ascending(&snap.mappings, c.mappings)
+        && ascending(&snap.functions, c.functions)
+        && ascending(&snap.locations, c.locations)
+        && ascending(&snap.stacks, c.stacks)
+        && ascending(&snap.label_sets, c.label_sets)
+        && snap.label_sets.first().is_none_or(|e| e.0 > 0)
+        && c.label_sets >= 1
+        && snap.series.len() == c.series as usize)
+    {
+        return Err(bad("snapshot ids out of order or beyond the table sizes"));
+    }
+    let dup = || bad("a snapshot entry appears twice");
+    sym.mappings = vec![Mapping::default(); c.mappings as usize];
+    for (id, m) in snap.mappings {
+        if sym.mapping_ids.insert(m.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.mappings[id as usize] = m;
+    }
+    sym.functions = vec![Function::default(); c.functions as usize];
+    for (id, f) in snap.functions {
+        if sym.function_ids.insert(f.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.functions[id as usize] = f;
+    }
+    let mut fn_live = vec![false; c.functions as usize];
+    sym.function_ids.values().for_each(|i| fn_live[*i as usize] = true);
+    let mut map_live = vec![false; c.mappings as usize];
+    sym.mapping_ids.values().for_each(|i| map_live[*i as usize] = true);
+    sym.locations = vec![Location::default(); c.locations as usize];
+    let mut loc_live = vec![false; c.locations as usize];
+    for (id, l) in snap.locations {
+        let mapping_ok = l.mapping == 0 || map_live.get(l.mapping as usize - 1).copied().unwrap_or(false);
+        if !mapping_ok || l.lines.iter().any(|(f, _)| !fn_live.get(*f as usize).copied().unwrap_or(false)) {
+            return Err(bad("a location refers to an unknown symbol"));
+        }
+        if sym.location_ids.insert(l.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.locations[id as usize] = l;
+        loc_live[id as usize] = true;
+    }
+    let mut next = 0u32;
+    for (id, locs) in snap.stacks {
+        while next < id {
+            sym.stack_offsets.push(sym.stack_locations.len() as u32);
+            next += 1;
+        }
+        if locs.iter().any(|l| !loc_live.get(*l as usize).copied().unwrap_or(false)) {
+            return Err(bad("a stack refers to an unknown location"));
+        }
+        if sym.stack(&locs) != id {
+            return Err(dup());
+        }
+        next += 1;
+    }
+    while next < c.stacks {
+        sym.stack_offsets.push(sym.stack_locations.len() as u32);
+        next += 1;
+    }
+    for (i, (labels, ty)) in snap.series.iter().enumerate() {
+        if sym.series_id(labels, ty) != i as u32 {
+            return Err(dup());
+        }
+    }
+    sym.label_sets.resize(c.label_sets as usize, Vec::new());
+    for (id, set) in snap.label_sets {
+        if sym.label_set_ids.insert(set.clone(), id).is_some() {
+            return Err(dup());
+        }
+        sym.label_sets[id as usize] = set;
+    }
+    debug_assert_eq!(sym.counts(), c);
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -338,7 +492,13 @@ pub(super) fn load(dir: &Path, inner: &mut Inner) -> Result<(), OpenError> {
     for seq in &manifest.symbols {
         let path = symbols_path(dir, *seq);
         let data = fs::read(&path).map_err(io_err(&path))?;
-        let delta = decode_symbols(&path, &data)?;
+        let delta = match decode_symbols(&path, &data)? {
+            SymbolsFile::Delta(d) => d,
+            SymbolsFile::Snapshot(snap) => {
+                load_snapshot(&path, &mut inner.symbols, snap)?;
+                continue;
+            }
+        };
         let sym = &mut inner.symbols;
         let mismatch = || OpenError::Corrupted { path: path.clone(), detail: "symbol ids out of sequence".into() };
         if delta.start != sym.counts() {
@@ -434,7 +594,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         _ => corrupt(e.to_string()),
     })?;
     let file = File::open(path).map_err(io_err(path))?;
-    let mask = ProjectionMask::roots(pfile.meta.parquet_schema(), (0..=COL_LABELS).filter(|c| *c != COL_STACK));
+    // Every column: the stack column feeds the part's sums.
+    let mask = ProjectionMask::roots(pfile.meta.parquet_schema(), 0..=COL_LABELS);
     let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, pfile.meta.clone())
         .with_projection(mask)
         .with_batch_size(64 * 1024)
@@ -449,6 +610,9 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
     let mut traced: Vec<(u64, u32)> = Vec::new();
     let n_series = inner.symbols.series.len() as u32;
     let n_sets = inner.symbols.label_sets.len() as u32;
+    let n_stacks = inner.symbols.counts().stacks;
+    let mut label_sets = roaring::RoaringBitmap::new();
+    let mut last_set = 0u32;
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;
         macro_rules! col {
@@ -466,12 +630,16 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             col!("duration_ns", Int64Array),
             col!("period", Int64Array),
         );
-        let (value, span, labels) =
-            (col!("value", Int64Array), col!("span_id", UInt64Array), col!("labels", UInt32Array));
+        let (stack, value, span, labels) = (
+            col!("stack", UInt32Array),
+            col!("value", Int64Array),
+            col!("span_id", UInt64Array),
+            col!("labels", UInt32Array),
+        );
         for i in 0..batch.num_rows() {
             let p = profile.value(i);
-            if series.value(i) >= n_series || labels.value(i) >= n_sets {
-                return Err(corrupt(format!("row refers to an unknown series or label set (profile {p})")));
+            if series.value(i) >= n_series || labels.value(i) >= n_sets || stack.value(i) >= n_stacks {
+                return Err(corrupt(format!("row refers to an unknown series, stack or label set (profile {p})")));
             }
             if current.as_ref().is_none_or(|(cur, _)| *cur != p) {
                 if let Some((_, row)) = current.take() {
@@ -492,7 +660,11 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
             if s != 0 && labels.value(i) != 0 {
                 traced.push((s, labels.value(i)));
             }
-            rows.push((0, value.value(i), s, labels.value(i)));
+            if labels.value(i) != last_set {
+                last_set = labels.value(i);
+                label_sets.insert(last_set);
+            }
+            rows.push((stack.value(i), value.value(i), s, labels.value(i)));
         }
     }
     if let Some((_, row)) = current.take() {
@@ -502,6 +674,8 @@ fn read_part(path: &Path, meta: &PartMeta, inner: &Inner) -> Result<(Part, Vec<(
         return Err(corrupt(format!("{} rows, the manifest says {}", part.rows, meta.rows)));
     }
     part.file = Some(pfile);
+    label_sets.insert(0);
+    part.finish_sums(label_sets);
     traced.sort_unstable();
     traced.dedup();
     Ok((part, traced))
@@ -526,6 +700,24 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         if let Some(head) = inner.parts.last_mut() {
             head.sealed = true;
         }
+        // Symbols no part uses any more are collected once retention dropped enough rows.
+        if inner.gc_due()
+            && let Some(live) = inner.used_symbols()
+        {
+            inner.symbols.collect(&live);
+            inner.dropped_rows = 0;
+            inner.snapshot_needed = true;
+            // The trace → spans map forgets spans no part holds any more.
+            let mut spans: crate::FastMap<u64, ()> = crate::FastMap::default();
+            for p in &inner.parts {
+                spans.extend(p.span_index.keys().map(|k| (*k, ())));
+            }
+            inner.trace_spans.retain(|_, ids| {
+                ids.retain(|s| spans.contains_key(&u64::from_be_bytes(s.0)));
+                !ids.is_empty()
+            });
+            inner.trace_spans.shrink_to_fit();
+        }
         let seq = inner.next_seq;
         inner.next_seq += 1;
         (inner.applied, inner.symbols.counts(), seq)
@@ -535,19 +727,25 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
         let inner = lock.read();
         let from = inner.symbols_persisted;
         let sym = &inner.symbols;
-        let delta = (from != counts).then(|| SymbolsDelta {
-            start: from,
-            functions: sym.functions[from.functions as usize..counts.functions as usize].to_vec(),
-            locations: sym.locations[from.locations as usize..counts.locations as usize].to_vec(),
-            stacks: (from.stacks..counts.stacks).map(|s| sym.stack_of(s).to_vec()).collect(),
-            series: sym.series[from.series as usize..counts.series as usize]
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
-                .collect(),
-            label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
-            mappings: sym.mappings[from.mappings as usize..counts.mappings as usize].to_vec(),
-        });
+        let delta = if inner.snapshot_needed {
+            Some(SymbolsFile::Snapshot(snapshot_of(sym, counts)))
+        } else {
+            (from != counts).then(|| {
+                SymbolsFile::Delta(SymbolsDelta {
+                    start: from,
+                    functions: sym.functions[from.functions as usize..counts.functions as usize].to_vec(),
+                    locations: sym.locations[from.locations as usize..counts.locations as usize].to_vec(),
+                    stacks: (from.stacks..counts.stacks).map(|s| sym.stack_of(s).to_vec()).collect(),
+                    series: sym.series[from.series as usize..counts.series as usize]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (sym.plain_labels(from.series + i as u32), s.profile_type.clone()))
+                        .collect(),
+                    label_sets: sym.label_sets[from.label_sets as usize..counts.label_sets as usize].to_vec(),
+                    mappings: sym.mappings[from.mappings as usize..counts.mappings as usize].to_vec(),
+                })
+            })
+        };
         let mut batches = Vec::new();
         for p in inner.parts.iter().filter(|p| p.sealed && !p.persisted) {
             if p.rows == 0 {
@@ -589,7 +787,9 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
             p.file_bytes = *bytes;
         }
     }
-    let mut symbols = inner.symbol_files.clone();
+    let snapshot = matches!(delta, Some(SymbolsFile::Snapshot(_)));
+    let (mut symbols, replaced) =
+        if snapshot { (Vec::new(), inner.symbol_files.clone()) } else { (inner.symbol_files.clone(), Vec::new()) };
     symbols.extend(symbols_seq);
     let written: Vec<u64> = sizes.iter().filter(|(_, b)| *b > 0).map(|(s, _)| *s).collect();
     let manifest = Manifest {
@@ -608,8 +808,10 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     // From now on the rows of written parts are read from their files.
     for (seq, file) in files {
         if let Some(p) = inner.parts.iter_mut().find(|p| p.seq == seq) {
+            let label_sets = super::id_set(p.cols.label_sets.iter().copied());
             p.file = Some(file);
             p.cols = super::Columns::default();
+            p.finish_sums(label_sets);
         }
     }
     // Empty sealed parts hold nothing: drop them.
@@ -617,6 +819,18 @@ pub(super) fn persist(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
     inner.symbol_files = symbols;
     inner.symbols_persisted = counts;
     inner.persisted = inner.persisted.max(pos);
+    if snapshot {
+        inner.snapshot_needed = false;
+    }
+    drop(inner);
+    // The snapshot replaced the older symbols files.
+    for seq in replaced {
+        match fs::remove_file(symbols_path(dir, seq)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -638,6 +852,7 @@ pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes
     let removed: u64 = inner.parts.iter().filter(|p| doomed.contains(&p.seq)).map(|p| u64::from(p.rows)).sum();
     inner.parts.retain(|p| !doomed.contains(&p.seq));
     inner.samples -= removed;
+    inner.dropped_rows += removed;
     let manifest = Manifest {
         version: MANIFEST_VERSION,
         wal_pos: inner.persisted,
@@ -655,4 +870,183 @@ pub(super) fn retain(dir: &Path, lock: &RwLock<Inner>, cutoff_ns: i64, max_bytes
         }
     }
     Ok(())
+}
+
+/// The parts (by seq) one compaction would merge: the oldest run of at least
+/// [`COMPACT_MIN_PARTS`] consecutive persisted small parts, cut at [`COMPACT_MAX_ROWS`] rows.
+pub(super) fn compaction_run(parts: &[Part]) -> Option<Vec<u64>> {
+    let mut run: Vec<u64> = Vec::new();
+    let mut rows = 0u32;
+    for p in parts {
+        let small = p.persisted && p.file.is_some() && p.rows < COMPACT_SMALL_ROWS;
+        if small && rows + p.rows <= COMPACT_MAX_ROWS {
+            run.push(p.seq);
+            rows += p.rows;
+            continue;
+        }
+        if run.len() >= COMPACT_MIN_PARTS {
+            return Some(run);
+        }
+        run.clear();
+        rows = 0;
+        if small {
+            run.push(p.seq);
+            rows = p.rows;
+        }
+    }
+    (run.len() >= COMPACT_MIN_PARTS).then_some(run)
+}
+
+/// Merges one run of small persisted parts (see [`compaction_run`]) into a new part: the same
+/// profiles in the same order, its sums, span index and used symbols rebuilt. The new file is written first, then a manifest listing it where the run stood, then
+/// the old files are deleted; queries see the old parts until the swap, the new one after.
+pub(super) fn compact(dir: &Path, lock: &RwLock<Inner>) -> io::Result<()> {
+    // 1. Pick the run and copy what reading it needs.
+    let (run, sources, seq) = {
+        let mut inner = lock.write();
+        let Some(run) = compaction_run(&inner.parts) else { return Ok(()) };
+        let mut sources = Vec::new();
+        for p in inner.parts.iter().filter(|p| run.contains(&p.seq)) {
+            let file = p.file.as_ref().ok_or_else(|| io::Error::other("compacting a part without a file"))?;
+            sources.push((
+                file.path.clone(),
+                file.meta.clone(),
+                file.row_group_starts.clone(),
+                p.profiles.clone(),
+                p.rows,
+            ));
+        }
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        (run, sources, seq)
+    };
+    // 2. Read every row of the run (no lock: only `persist`, `retain` and `compact` change
+    // persisted parts, and they hold the files mutex).
+    let mut profiles: Vec<(ProfileRow, usize)> = Vec::new();
+    let mut rows: Vec<Vec<RowVisit>> = Vec::new();
+    for (k, (path, meta, row_group_starts, part_profiles, n)) in sources.into_iter().enumerate() {
+        let file = PartFile { path, meta, row_group_starts };
+        let mut got: Vec<RowVisit> = Vec::with_capacity(n as usize);
+        file.read_rows(&[(0, n)], Need { spans: true, label_sets: true }, &mut |v| {
+            got.push(v);
+            Ok(())
+        })?;
+        if got.len() != n as usize {
+            return Err(invalid(&file.path, "fewer rows than the part holds"));
+        }
+        profiles.extend(part_profiles.into_iter().map(|p| (p, k)));
+        rows.push(got);
+    }
+    let mut part = Part::new(seq);
+    {
+        let inner = lock.read();
+        let (n_stacks, n_sets) = (inner.symbols.counts().stacks, inner.symbols.label_sets.len() as u32);
+        if rows.iter().flatten().any(|v| v.1 >= n_stacks || v.4 >= n_sets) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a part to compact names unknown symbols"));
+        }
+    }
+    for (p, k) in &profiles {
+        let src = &rows[*k][p.first as usize..(p.first + p.len) as usize];
+        part.push_profile(*p, src.iter().map(|v| (v.1, v.2, v.3, v.4)), true);
+    }
+    drop(rows);
+    // 3. Write it.
+    let path = part_path(dir, seq);
+    let bytes = write_parquet(&path, &part_batch(&part)?)?;
+    let file = PartFile::open(path)?;
+    part.file_bytes = bytes;
+    part.sealed = true;
+    part.persisted = true;
+    let label_sets = super::id_set(part.cols.label_sets.iter().copied());
+    part.file = Some(file);
+    part.cols = super::Columns::default();
+    part.finish_sums(label_sets);
+    // 4. The manifest listing it where the run stood, then the swap in memory.
+    let mut inner = lock.write();
+    let mut metas = Vec::new();
+    for p in inner.parts.iter().filter(|p| p.persisted) {
+        if p.seq == run[0] {
+            metas.push(meta_of(&part));
+        } else if !run.contains(&p.seq) {
+            metas.push(meta_of(p));
+        }
+    }
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        wal_pos: inner.persisted,
+        next_seq: inner.next_seq,
+        symbols: inner.symbol_files.clone(),
+        parts: metas,
+    };
+    write_atomic(dir, MANIFEST, &serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?)?;
+    let mut parts = Vec::with_capacity(inner.parts.len());
+    let mut part = Some(part);
+    for p in std::mem::take(&mut inner.parts) {
+        if p.seq == run[0] {
+            parts.extend(part.take());
+        } else if !run.contains(&p.seq) {
+            parts.push(p);
+        }
+    }
+    inner.parts = parts;
+    drop(inner);
+    for seq in run {
+        match fs::remove_file(part_path(dir, seq)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> SymbolsSnapshot {
+        SymbolsSnapshot {
+            counts: SymbolCounts { functions: 2, locations: 2, stacks: 3, series: 0, label_sets: 2, mappings: 1 },
+            mappings: vec![(0, Mapping { filename: "/bin/app".into(), ..Mapping::default() })],
+            functions: vec![(1, Function { name: "f".into(), ..Function::default() })],
+            locations: vec![(1, Location { address: 1, lines: vec![(1, 3)], mapping: 1 })],
+            stacks: vec![(1, vec![1])],
+            series: vec![],
+            label_sets: vec![(1, vec![Label { name: "span_name".into(), value: "GET".into() }])],
+        }
+    }
+
+    #[test]
+    fn snapshots_load_with_placeholders_and_reject_bad_ones() {
+        let path = Path::new("symbols-0000000000000001.bin");
+        let bytes = encode_symbols(&SymbolsFile::Snapshot(snap())).unwrap();
+        let SymbolsFile::Snapshot(back) = decode_symbols(path, &bytes).unwrap() else { panic!("not a snapshot") };
+        let mut sym = Symbols::new();
+        load_snapshot(path, &mut sym, back).unwrap();
+        assert_eq!(sym.counts(), snap().counts);
+        assert_eq!((sym.stack_of(0), sym.stack_of(1), sym.stack_of(2)), (&[][..], &[1][..], &[][..]));
+        assert_eq!(sym.functions[1].name, "f");
+        assert_eq!(sym.functions[0], Function::default());
+        assert_eq!(sym.live_counts(), [1, 1, 1, 1, 2]);
+        // New symbols get ids after the placeholders; a collected one comes back as new.
+        assert_eq!(sym.function(&Function::default()), 2);
+        assert_eq!(sym.stack(&[1]), 1);
+        assert_eq!(sym.stack(&[]), 3);
+
+        let rejects = |change: fn(&mut SymbolsSnapshot)| {
+            let mut s = snap();
+            change(&mut s);
+            load_snapshot(path, &mut Symbols::new(), s).is_err()
+        };
+        assert!(rejects(|s| s.locations[0].1.lines[0].0 = 0), "a location naming a collected function");
+        assert!(rejects(|s| s.locations[0].1.mapping = 2), "an unknown mapping");
+        assert!(rejects(|s| s.stacks[0].1 = vec![0]), "a stack naming a collected location");
+        assert!(rejects(|s| s.stacks.push((2, vec![1]))), "the same stack twice");
+        assert!(rejects(|s| s.functions.insert(0, (1, Function::default()))), "ids not ascending");
+        assert!(rejects(|s| s.counts.stacks = 1), "an id beyond the table size");
+        assert!(rejects(|s| s.label_sets[0].0 = 0), "label set 0 is the empty set");
+        let mut after_delta = Symbols::new();
+        after_delta.function(&Function::default());
+        assert!(load_snapshot(path, &mut after_delta, snap()).is_err(), "a snapshot must come first");
+    }
 }
