@@ -244,3 +244,81 @@ fn repeated_flushes_across_partitions_keep_every_record() {
     let reopened = LogsHead::open(Some(dir.path()), &opts).unwrap();
     assert_eq!(bodies(&reopened, &all(0, 3 * H)).len(), 10_000);
 }
+
+/// The records of the frozen v1 image (`testdata/compat/logs-v1`): two streams, metadata, trace
+/// context, two partitions, two commits.
+fn compat_batches() -> Vec<(WalPos, LogsBatch)> {
+    let t0 = 1_700_000_000 * 1_000_000_000i64;
+    let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+    let mut full = rec(t0 + 5, "GET /api/users status=500 took 12ms");
+    full.trace_id = Some(trace);
+    full.span_id = crate::model::SpanId::from_hex("b7ad6b7169203331");
+    full.severity_number = 17;
+    full.severity_text = "ERROR".into();
+    full.observed_timestamp_ns = t0 + 9;
+    full.attributes = vec![KeyValue::new("http.method", AnyValue::String("GET".into()))];
+    full.flags = 1;
+    full.event_name = "request".into();
+    vec![
+        (pos(10), LogsBatch { groups: vec![group("api", vec![rec(t0, "xerror=1 started"), full])] }),
+        (
+            pos(20),
+            LogsBatch { groups: vec![group("db", vec![rec(t0 + H, "slow query"), rec(t0 + 1, "conn error: reset")])] },
+        ),
+        (pos(30), LogsBatch { groups: vec![group("api", vec![rec(t0 + 7, "late line")])] }),
+    ]
+}
+
+#[test]
+fn the_logs_v1_image_is_migrated() {
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/logs-v1");
+    let batches = compat_batches();
+    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+        let _ = std::fs::remove_dir_all(&image);
+        let store = LogsHead::open(Some(&image), &LogsOptions::default()).unwrap();
+        for (i, (p, b)) in batches.iter().enumerate() {
+            store.apply(*p, b.clone());
+            if i != 1 {
+                store.persist().unwrap();
+            }
+        }
+        drop(store);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&image, tmp.path());
+    let store = LogsHead::open(Some(tmp.path()), &LogsOptions::default()).unwrap();
+    let got = store.logs(&[], 0, i64::MAX);
+    let mut want: Vec<(i64, LogRecord)> = Vec::new();
+    for (_, b) in &batches {
+        for g in &b.groups {
+            for r in &g.records {
+                want.push((r.timestamp_ns, r.clone()));
+            }
+        }
+    }
+    want.sort_by_key(|(t, _)| *t);
+    assert_eq!(
+        got.iter().map(|l| l.record.clone()).collect::<Vec<_>>(),
+        want.into_iter().map(|(_, r)| r).collect::<Vec<_>>()
+    );
+    assert_eq!(got[2].resource.attr_str("service.name"), Some("api"));
+    assert_eq!(got[1].stream.get("service_name"), Some("db"));
+    // Replay of the WAL after the migration skips what the v1 partitions had committed.
+    for (p, b) in &batches {
+        store.apply(*p, b.clone());
+    }
+    assert_eq!(store.items(), 5);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
