@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use storage::model::Labels;
-use storage::{Direction, LogScan, LogsReader, MatchOp, StoredLog};
+use storage::model::LogRecord;
+use storage::{Direction, LineScan, LogLine, LogScan, LogsReader, MatchOp};
 
 use super::ast::*;
 use super::pipeline::{self, Builder, Cat, ERROR};
@@ -57,8 +58,7 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
 /// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes (names
 /// normalised as label names, `http.method` → `http_method`), then the trace context and severity
 /// fields the record carries.
-fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
-    let r = &log.record;
+fn meta_of(r: &LogRecord) -> Vec<(String, String)> {
     let name = |k: &str| -> String {
         k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
     };
@@ -93,6 +93,53 @@ fn meta_free(r: &storage::model::LogRecord) -> bool {
         && r.severity_number == 0
 }
 
+/// True when [`meta_of`] gives nothing for `line`, using the store's key summary when it has one
+/// (so the metadata need not be read).
+fn line_meta_free(line: &dyn LogLine) -> bool {
+    match line.meta_keys() {
+        Some(keys) if keys.is_empty() => true,
+        _ => meta_free(line.meta()),
+    }
+}
+
+/// True when one of `names` may be a label [`meta_of`] gives for `line` (see [`meta_has_any`]).
+fn line_meta_has_any(line: &dyn LogLine, names: &[String]) -> bool {
+    match line.meta_keys() {
+        Some(keys) => names.iter().any(|n| {
+            keys.iter()
+                .any(|k| k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).eq(n.chars()))
+        }),
+        None => meta_has_any(line.meta(), names),
+    }
+}
+
+/// The line filters at the start of `stages` (before anything that rewrites the line): the store
+/// may run them on its own threads (they are run again in the pipeline).
+fn leading_filters(stages: &[Stage]) -> &[Stage] {
+    let n = stages.iter().take_while(|s| matches!(s, Stage::LineFilter(_))).count();
+    &stages[..n]
+}
+
+/// Literals every line a `|~` regex matches must contain: a single-literal prefix or suffix
+/// of the pattern (`timeout after [0-9]+ms` → `timeout after `, `ms`), for index narrowing.
+fn regex_literals(re: &regex::Regex) -> Vec<String> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(re.as_str()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+        let seq = Extractor::new().kind(kind).extract(&hir);
+        if let Some(lits) = seq.literals()
+            && let [lit] = lits
+            && let Ok(s) = std::str::from_utf8(lit.as_bytes())
+            && !s.is_empty()
+            && !out.iter().any(|o: &String| o == s)
+        {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
 /// True when one of `names` may be a label [`meta_of`] gives for `r`.
 fn meta_has_any(r: &storage::model::LogRecord, names: &[String]) -> bool {
     names.iter().any(|n| match n.as_str() {
@@ -118,6 +165,9 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
             {
                 out.push(t.clone());
             }
+            Stage::LineFilter(LineFilter { op: LineFilterOp::Match, value: LineFilterValue::Regex(_, re) }) => {
+                out.extend(regex_literals(re));
+            }
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
         }
@@ -128,13 +178,16 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
 impl Ctx<'_> {
     /// Scans `l`'s streams over `start..=end` in `dir` order, handing each record to `f` until it
     /// returns false; enforces the deadline and the lines-scanned limit.
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
         l: &LogExpr,
         start: i64,
         end: i64,
         dir: Direction,
-        f: &mut dyn FnMut(&StoredLog) -> bool,
+        ordered: bool,
+        bodies: bool,
+        f: &mut dyn FnMut(&dyn LogLine) -> bool,
     ) -> Result<(), Error> {
         if end < start {
             return Ok(());
@@ -151,9 +204,17 @@ impl Ctx<'_> {
         let max_lines = self.engine.opts.max_lines_scanned;
         let deadline = self.deadline;
         let stats = &mut self.stats;
-        self.reader.scan(&scan, &mut |log| {
+        let filters = leading_filters(&l.stages);
+        let body_filter = |b: &str| passes_filters(filters, b);
+        let ls = LineScan {
+            scan: &scan,
+            ordered,
+            bodies,
+            body_filter: if filters.is_empty() { None } else { Some(&body_filter) },
+        };
+        self.reader.scan_lines(&ls, &mut |log| {
             stats.lines_scanned += 1;
-            stats.bytes_scanned += log.record.body.len() as u64;
+            stats.bytes_scanned += log.body().len() as u64;
             if stats.lines_scanned > max_lines {
                 err = Some(Error::Limit(format!(
                     "the query would read more than {max_lines} log lines (max_lines_scanned); narrow the selector or the time range"
@@ -183,26 +244,26 @@ impl Ctx<'_> {
         let mut count = 0usize;
         // Log query ranges are [start, end).
         let filter_only = l.is_filter_only();
-        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
-            let ts = log.record.timestamp_ns;
+        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, true, true, &mut |log| {
+            let ts = log.timestamp_ns();
             // Fast path: only line filters and no metadata (see `meta_of`), so the labels are the
             // stream's.
-            let fast = filter_only && meta_free(&log.record);
+            let fast = filter_only && line_meta_free(log);
             let (labels, entry) = if fast {
-                if !passes_filters(&l.stages, &log.record.body) {
+                if !passes_filters(&l.stages, log.body()) {
                     return true;
                 }
                 let entry = Entry {
                     ts_ns: ts,
-                    line: log.record.body.clone(),
+                    line: log.body().to_string(),
                     structured_metadata: Vec::new(),
                     parsed: Vec::new(),
                 };
-                ((*log.stream).clone(), entry)
+                ((**log.stream()).clone(), entry)
             } else {
-                let meta = meta_of(log);
-                let mut b = Builder::new(&log.stream, &meta);
-                let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
+                let meta = meta_of(log.meta());
+                let mut b = Builder::new(log.stream(), &meta);
+                let Some(line) = pipeline::run(&l.stages, ts, log.body(), &mut b) else {
                     return true;
                 };
                 let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
@@ -324,19 +385,23 @@ impl Ctx<'_> {
                 let mut total = 0usize;
                 let max_samples = self.engine.opts.max_samples;
                 let filter_only = log.is_filter_only() && unwrap.is_none();
-                self.scan(log, from, to, Direction::Forward, &mut |rec| {
-                    let ts = rec.record.timestamp_ns;
+                // Without `unwrap` the samples' order within a series does not matter (they are
+                // sorted below), so the store may hand lines over in any order.
+                let ordered = unwrap.is_some();
+                let bodies = !log.stages.is_empty() || matches!(op, RangeOp::Bytes | RangeOp::BytesRate);
+                self.scan(log, from, to, Direction::Forward, ordered, bodies, &mut |rec| {
+                    let ts = rec.timestamp_ns();
                     // Fast path: the series is the stream (or its grouping), when no metadata
                     // label can end up in it.
                     let fast = filter_only
-                        && (meta_free(&rec.record)
-                            || grouping.is_some_and(|g| !g.without && !meta_has_any(&rec.record, &g.labels)));
+                        && (line_meta_free(rec)
+                            || grouping.is_some_and(|g| !g.without && !line_meta_has_any(rec, &g.labels)));
                     if fast {
-                        if !passes_filters(&log.stages, &rec.record.body) {
+                        if !passes_filters(&log.stages, rec.body()) {
                             return true;
                         }
                         let value = match op {
-                            RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                            RangeOp::Bytes | RangeOp::BytesRate => rec.body().len() as f64,
                             _ => 1.0,
                         };
                         total += 1;
@@ -346,28 +411,28 @@ impl Ctx<'_> {
                             )));
                             return false;
                         }
-                        let key = Arc::as_ptr(&rec.stream) as usize;
+                        let key = Arc::as_ptr(rec.stream()) as usize;
                         let slot = match by_stream.get(&key) {
                             Some((_, slot)) => *slot,
                             None => {
                                 let labels = match grouping {
-                                    Some(g) => group_labels(&rec.stream, g),
-                                    None => (*rec.stream).clone(),
+                                    Some(g) => group_labels(rec.stream(), g),
+                                    None => (**rec.stream()).clone(),
                                 };
                                 let slot = *slot_of.entry(labels.clone()).or_insert_with(|| {
                                     series.push((labels, Vec::new()));
                                     series.len() - 1
                                 });
-                                by_stream.insert(key, (Arc::clone(&rec.stream), slot));
+                                by_stream.insert(key, (Arc::clone(rec.stream()), slot));
                                 slot
                             }
                         };
                         series[slot].1.push((ts, value));
                         return true;
                     }
-                    let meta = meta_of(rec);
-                    let mut b = Builder::new(&rec.stream, &meta);
-                    let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
+                    let meta = meta_of(rec.meta());
+                    let mut b = Builder::new(rec.stream(), &meta);
+                    let Some(line) = pipeline::run(&log.stages, ts, rec.body(), &mut b) else {
                         return true;
                     };
                     let value = match unwrap {
@@ -435,6 +500,11 @@ impl Ctx<'_> {
                 })?;
                 if let Some(e) = fail {
                     return Err(e);
+                }
+                if !ordered {
+                    for (_, samples) in &mut series {
+                        samples.sort_by_key(|(t, _)| *t);
+                    }
                 }
                 drop(by_stream);
                 let absent = if *op == RangeOp::Absent { absent_labels(&log.matchers) } else { Labels::new() };

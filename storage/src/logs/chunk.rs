@@ -296,6 +296,8 @@ pub(super) struct Chunk<'a> {
     pub stream: u32,
     pub rows: usize,
     pub min_ts: i64,
+    /// Newest timestamp (the index holds it too; kept for tools and checks).
+    #[allow(dead_code)]
     pub max_ts: i64,
     cols: [(u8, u32, &'a [u8]); NCOLS],
 }

@@ -338,7 +338,8 @@ fn narrowing_never_drops_a_match() {
     };
     let words = ["error", "info", "GET", "POST", "/api/v1/users", "timeout", "ünï", "x", "status=500", "db"];
     let dir = tempfile::tempdir().unwrap();
-    let store = LogsHead::open(Some(dir.path()), &LogsOptions { partition_ns: H / 4, ..LogsOptions::default() }).unwrap();
+    let store =
+        LogsHead::open(Some(dir.path()), &LogsOptions { partition_ns: H / 4, ..LogsOptions::default() }).unwrap();
     let t0 = 1_700_000_000 * 1_000_000_000i64;
     let mut all_recs: Vec<(String, LogRecord)> = Vec::new();
     let mut traces = Vec::new();
@@ -441,4 +442,3 @@ fn narrowing_never_drops_a_match() {
         assert_eq!(lean, want, "unordered, {scan:?}");
     }
 }
-
