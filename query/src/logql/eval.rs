@@ -392,10 +392,11 @@ impl Ctx<'_> {
                 self.scan(log, from, to, Direction::Forward, ordered, bodies, &mut |rec| {
                     let ts = rec.timestamp_ns();
                     // Fast path: the series is the stream (or its grouping), when no metadata
-                    // label can end up in it.
+                    // label can end up in it (the grouping test first: it needs only the chunk's
+                    // key summary, not the metadata).
                     let fast = filter_only
-                        && (line_meta_free(rec)
-                            || grouping.is_some_and(|g| !g.without && !line_meta_has_any(rec, &g.labels)));
+                        && (grouping.is_some_and(|g| !g.without && !line_meta_has_any(rec, &g.labels))
+                            || line_meta_free(rec));
                     if fast {
                         if !passes_filters(&log.stages, rec.body()) {
                             return true;
@@ -1053,4 +1054,31 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         out.push(Sample { labels: metric, v: value });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regex_literals;
+
+    fn lits(p: &str) -> Vec<String> {
+        regex_literals(&regex::Regex::new(p).unwrap())
+    }
+
+    /// Only literals every match contains come out (they become scan hints, which must never
+    /// drop a matching line).
+    #[test]
+    fn regex_literals_are_required_substrings() {
+        assert_eq!(lits("timeout after [0-9]{5}ms"), vec!["timeout after ", "ms"]);
+        assert_eq!(lits("error"), vec!["error"]);
+        assert_eq!(lits("foo.*"), vec!["foo"]);
+        assert!(lits("(?i)error").is_empty());
+        assert!(lits("a|b").is_empty());
+        assert!(lits("x*").is_empty());
+        assert!(lits(".*").is_empty());
+        for (p, line) in [("timeout after [0-9]{5}ms", "x timeout after 12345ms y"), ("fo+bar", "fooobar")] {
+            let re = regex::Regex::new(p).unwrap();
+            assert!(re.is_match(line));
+            assert!(lits(p).iter().all(|l| line.contains(l.as_str())), "{p}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::tokens;
-use crate::model::LogRecord;
+use crate::model::{KeyValue, LogRecord, SpanId, TraceId};
 
 /// Version byte at the start of every chunk payload.
 const CHUNK_VERSION: u8 = 1;
@@ -27,13 +27,21 @@ const COL_BODIES: u8 = 3;
 const COL_META: u8 = 4;
 const COL_BLOOM: u8 = 5;
 const COL_KEYS: u8 = 6;
-const NCOLS: usize = 7;
+const COL_IDS: u8 = 7;
+const NCOLS: usize = 8;
+
+/// `ids` column flags.
+const ID_TRACE: u8 = 1;
+const ID_SPAN: u8 = 2;
+const ID_TRACE_IN_BODY: u8 = 4;
+const ID_SPAN_IN_BODY: u8 = 8;
 
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 
-/// zstd level of the compressed columns.
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level of the compressed columns (on log bodies level 1 is both faster and a few percent
+/// smaller than 3; see `docs/format/logs.md`).
+const ZSTD_LEVEL: i32 = 1;
 
 /// Frame header bytes (length + CRC).
 pub(super) const FRAME_HEADER: usize = 8;
@@ -45,6 +53,31 @@ pub(super) struct RowMeta {
     pub scope: u32,
     /// The record with an empty body and timestamp 0 (those live in their own columns).
     pub record: LogRecord,
+}
+
+/// Serialises exactly as [`RowMeta`] (postcard is positional, and `&str`/`String` and
+/// `&[T]`/`Vec<T>` encode alike) without copying the record's strings.
+#[derive(Serialize)]
+struct RowMetaRef<'a> {
+    resource: u32,
+    scope: u32,
+    record: RecordRef<'a>,
+}
+
+/// [`LogRecord`]'s fields, in its order, borrowed.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    timestamp_ns: i64,
+    observed_timestamp_ns: i64,
+    severity_number: i32,
+    severity_text: &'a str,
+    body: &'a str,
+    attributes: &'a [KeyValue],
+    dropped_attributes_count: u32,
+    trace_id: Option<TraceId>,
+    span_id: Option<SpanId>,
+    flags: u32,
+    event_name: &'a str,
 }
 
 /// One row handed to [`encode`].
@@ -180,6 +213,8 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
     let mut keys: Vec<String> = Vec::new();
     let mut token_set: crate::FastMap<&str, ()> = crate::FastMap::default();
     let mut hashes: Vec<u64> = Vec::new();
+    let mut ids = Vec::with_capacity(n * 2);
+    let mut hex_buf = [0u8; 32];
     let (mut prev_ts, mut prev_seq) = (min_ts, rows.first().map_or(0, |r| r.seq));
     put_varint(&mut seq, prev_seq);
     for (i, r) in rows.iter().enumerate() {
@@ -192,15 +227,41 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
         }
         put_varint(&mut lens, rec.body.len() as u64);
         bodies.extend_from_slice(rec.body.as_bytes());
-        tokens::for_each_token(&rec.body, |t| {
-            token_set.insert(t, ());
-        });
-        tokens::for_each_gram(&rec.body, |h| hashes.push(h));
+        tokens::for_each_token_and_gram(
+            &rec.body,
+            |t| {
+                token_set.insert(t, ());
+            },
+            |h| hashes.push(h),
+        );
+        // Trace and span ids: most lines that carry them print them in the body too; then only
+        // their offset there is kept.
         if let Some(t) = rec.trace_id {
             hashes.push(tokens::id_hash(&t.0));
         }
         if let Some(s) = rec.span_id {
             hashes.push(tokens::id_hash(&s.0));
+        }
+        let trace = rec.trace_id.as_ref().map(|t| &t.0[..]);
+        let span = rec.span_id.as_ref().map(|s| &s.0[..]);
+        let flag_at = ids.len();
+        ids.push(0);
+        for (id, present, in_body) in [(trace, ID_TRACE, ID_TRACE_IN_BODY), (span, ID_SPAN, ID_SPAN_IN_BODY)] {
+            let Some(id) = id else { continue };
+            let hex = &mut hex_buf[..id.len() * 2];
+            for (i, b) in id.iter().enumerate() {
+                hex[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
+                hex[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
+            }
+            let mut f = present;
+            match memchr::memmem::find(rec.body.as_bytes(), hex) {
+                Some(at) => {
+                    f |= in_body;
+                    put_varint(&mut ids, at as u64);
+                }
+                None => ids.extend_from_slice(id),
+            }
+            ids[flag_at] |= f;
         }
         let mut key = |k: &str| {
             if !keys.iter().any(|x| x == k) {
@@ -222,25 +283,28 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
         for kv in &rec.attributes {
             key(&kv.key);
         }
-        let mut m = LogRecord {
-            timestamp_ns: 0,
-            observed_timestamp_ns: rec.observed_timestamp_ns,
-            severity_number: rec.severity_number,
-            severity_text: rec.severity_text.clone(),
-            body: String::new(),
-            attributes: rec.attributes.clone(),
-            dropped_attributes_count: rec.dropped_attributes_count,
-            trace_id: rec.trace_id,
-            span_id: rec.span_id,
-            flags: rec.flags,
-            event_name: rec.event_name.clone(),
-        };
         // Observed timestamps are mostly the arrival time, close to the timestamp: store the
         // difference (postcard writes small numbers short).
-        if m.observed_timestamp_ns != 0 {
-            m.observed_timestamp_ns = m.observed_timestamp_ns.wrapping_sub(rec.timestamp_ns);
-        }
-        metas.push(RowMeta { resource: r.resource, scope: r.scope, record: m });
+        let observed =
+            if rec.observed_timestamp_ns != 0 { rec.observed_timestamp_ns.wrapping_sub(rec.timestamp_ns) } else { 0 };
+        metas.push(RowMetaRef {
+            resource: r.resource,
+            scope: r.scope,
+            record: RecordRef {
+                timestamp_ns: 0,
+                observed_timestamp_ns: observed,
+                severity_number: rec.severity_number,
+                severity_text: &rec.severity_text,
+                body: "",
+                attributes: &rec.attributes,
+                dropped_attributes_count: rec.dropped_attributes_count,
+                // In the `ids` column.
+                trace_id: None,
+                span_id: None,
+                flags: rec.flags,
+                event_name: &rec.event_name,
+            },
+        });
     }
     hashes.sort_unstable();
     hashes.dedup();
@@ -261,6 +325,7 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
         (COL_META, meta, true),
         (COL_BLOOM, bloom.to_bytes(), false),
         (COL_KEYS, keys_col, false),
+        (COL_IDS, ids, true),
     ];
     let mut payload = Vec::with_capacity(64 + body_bytes / 4);
     payload.push(CHUNK_VERSION);
@@ -317,6 +382,7 @@ impl<'a> Chunk<'a> {
         }
         let p = payload;
         let fixed = 1 + 4 + 4 + 8 + 8 + 1;
+        const _: () = assert!(NCOLS * 10 + 26 < 1 << 10);
         if p.len() < fixed {
             return Err(bad("short header"));
         }
@@ -441,12 +507,54 @@ impl<'a> Chunk<'a> {
         Ok(s)
     }
 
-    /// The per-row metadata (timestamps still relative; see [`Decoded::meta`]).
-    fn metas(&self) -> Result<Vec<RowMeta>, ChunkError> {
+    /// The per-row metadata (observed timestamps still relative; see [`Decoded::meta`]), with
+    /// the trace and span ids put back (`bodies` = the decoded bodies and their ends, needed for
+    /// ids stored as body offsets).
+    fn metas(&self, bodies: Option<(&str, &[u32])>) -> Result<Vec<RowMeta>, ChunkError> {
         let b = self.column(COL_META)?;
-        let v: Vec<RowMeta> = postcard::from_bytes(&b).map_err(|e| bad(format!("metadata: {e}")))?;
+        let mut v: Vec<RowMeta> = postcard::from_bytes(&b).map_err(|e| bad(format!("metadata: {e}")))?;
         if v.len() != self.rows {
             return Err(bad("metadata row count"));
+        }
+        let ids = self.column(COL_IDS)?;
+        let owned;
+        let (text, ends) = match bodies {
+            Some(b) => b,
+            None => {
+                let ends = self.body_ends()?;
+                let text = self.bodies(&ends)?;
+                owned = (text, ends);
+                (owned.0.as_str(), owned.1.as_slice())
+            }
+        };
+        let mut at = 0usize;
+        for (row, m) in v.iter_mut().enumerate() {
+            let Some(&flags) = ids.get(at) else { return Err(bad("ids column too short")) };
+            at += 1;
+            let start = if row == 0 { 0 } else { ends.get(row - 1).copied().unwrap_or(0) as usize };
+            let body = text.get(start..ends.get(row).copied().unwrap_or(0) as usize).unwrap_or("");
+            for (present, in_body, len) in [(ID_TRACE, ID_TRACE_IN_BODY, 16usize), (ID_SPAN, ID_SPAN_IN_BODY, 8)] {
+                if flags & present == 0 {
+                    continue;
+                }
+                let mut raw = [0u8; 16];
+                if flags & in_body != 0 {
+                    let off = get_varint(&ids, &mut at)? as usize;
+                    let hex = body.as_bytes().get(off..off + 2 * len).ok_or_else(|| bad("id offset past the body"))?;
+                    hex::decode_to_slice(hex, &mut raw[..len]).map_err(|_| bad("id in body is not hex"))?;
+                } else {
+                    let b = ids.get(at..at + len).ok_or_else(|| bad("ids column too short"))?;
+                    raw[..len].copy_from_slice(b);
+                    at += len;
+                }
+                if len == 16 {
+                    m.record.trace_id = Some(TraceId(raw));
+                } else {
+                    let mut s = [0u8; 8];
+                    s.copy_from_slice(&raw[..8]);
+                    m.record.span_id = Some(SpanId(s));
+                }
+            }
         }
         Ok(v)
     }
@@ -504,7 +612,8 @@ impl<'a> Decoded<'a> {
     pub fn meta(&self, i: usize) -> &RowMeta {
         static EMPTY: OnceLock<RowMeta> = OnceLock::new();
         let metas = self.meta.get_or_init(|| {
-            let mut v = self.chunk.metas().unwrap_or_default();
+            let bodies = if self.ends.is_empty() { None } else { Some((self.bodies.as_str(), self.ends.as_slice())) };
+            let mut v = self.chunk.metas(bodies).unwrap_or_default();
             for (m, &t) in v.iter_mut().zip(&self.ts) {
                 if m.record.observed_timestamp_ns != 0 {
                     m.record.observed_timestamp_ns = m.record.observed_timestamp_ns.wrapping_add(t);
@@ -544,7 +653,7 @@ pub(super) fn frames(data: &[u8]) -> Vec<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AnyValue, KeyValue, SpanId, TraceId};
+    use crate::model::AnyValue;
 
     fn sample() -> Vec<(u64, LogRecord)> {
         (0..50)
@@ -554,6 +663,10 @@ mod tests {
                     body: format!("level=info msg=\"hello {i}\" ünï path=/api/v1/{i}"),
                     ..LogRecord::default()
                 };
+                if i % 4 == 0 {
+                    // Ids printed in the body are stored as offsets into it.
+                    r.body.push_str(&format!(" trace_id={:032x} span_id={:016x}", 0xabc0 + i, 0x77 + i));
+                }
                 if i % 2 == 0 {
                     r.trace_id = TraceId::from_hex(&format!("{:032x}", 0xabc0 + i));
                     r.span_id = SpanId::from_hex(&format!("{:016x}", 0x77 + i));

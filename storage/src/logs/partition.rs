@@ -33,6 +33,9 @@ pub(super) const FORMAT_VERSION: u32 = 2;
 
 const INDEX_DIR: &str = "index";
 
+/// Index segments of a partition before a commit lets tantivy merge them.
+const MERGE_AT_SEGMENTS: usize = 32;
+
 /// The schema's fields.
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
@@ -269,6 +272,12 @@ impl Partition {
         // A small writer for this commit only: no indexing memory is held between flushes.
         let mut writer: tantivy::IndexWriter<TantivyDocument> =
             self.index.writer_with_num_threads(1, 15_000_000).map_err(tantivy_err)?;
+        // Each commit adds a small segment; merging them all the time cost more CPU than the
+        // rest of the flush, so segments are merged (tantivy's default policy) only once there
+        // are many.
+        if self.searcher.segment_readers().len() < MERGE_AT_SEGMENTS {
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
         for c in chunks {
             let mut doc = TantivyDocument::default();
             doc.add_u64(fields.stream, u64::from(c.meta.stream));

@@ -23,11 +23,11 @@ pub(super) fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default()).filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES)).build()
 }
 
-/// True for tokens the chunk index holds: shorter than [`MAX_TOKEN_BYTES`], and not a run of four
-/// or more ASCII digits (counters, durations, ids: nearly unique per line, they would swell the
-/// index for searches that are rare).
+/// True for tokens the chunk index holds: shorter than [`MAX_TOKEN_BYTES`], with fewer than four
+/// ASCII digits (counters, durations, timestamps, numeric ids are nearly unique per line: they
+/// would swell the index for searches that are rare).
 pub(super) fn indexed(tok: &str) -> bool {
-    tok.len() < MAX_TOKEN_BYTES && !(tok.len() >= 4 && tok.bytes().all(|b| b.is_ascii_digit()))
+    tok.len() < MAX_TOKEN_BYTES && (tok.len() < 4 || tok.bytes().filter(|b| b.is_ascii_digit()).count() < 4)
 }
 
 /// Calls `f` with every maximal run of `char::is_alphanumeric` characters of `s` (the runs
@@ -111,7 +111,18 @@ pub(super) fn id_hash(id: &[u8]) -> u64 {
 /// The winnowed gram hashes of one run (at least [`LONG_RUN`] bytes): the smallest hash of every
 /// window of [`WINDOW`] consecutive grams.
 fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
-    let hashes: Vec<u64> = run.windows(GRAM).map(gram_hash).collect();
+    let mut stack = [0u64; 96];
+    let heap: Vec<u64>;
+    let n = run.len() + 1 - GRAM;
+    let hashes: &[u64] = if n <= stack.len() {
+        for (h, g) in stack.iter_mut().zip(run.windows(GRAM)) {
+            *h = gram_hash(g);
+        }
+        &stack[..n]
+    } else {
+        heap = run.windows(GRAM).map(gram_hash).collect();
+        &heap
+    };
     let mut last = None;
     for w in hashes.windows(WINDOW) {
         let m = w.iter().copied().min().unwrap_or(0);
@@ -120,6 +131,18 @@ fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
             last = Some(m);
         }
     }
+}
+
+/// Calls `tok` with every token of `s` the chunk index holds and `gram` with the gram hashes of
+/// its long runs (one pass; the same as [`for_each_token`] and [`for_each_gram`]).
+pub(super) fn for_each_token_and_gram<'a>(s: &'a str, mut tok: impl FnMut(&'a str), mut gram: impl FnMut(u64)) {
+    for_each_run(s, |t| {
+        if t.len() >= LONG_RUN {
+            winnow(t.as_bytes(), &mut gram);
+        } else if indexed(t) {
+            tok(t);
+        }
+    });
 }
 
 /// Calls `f` with the gram hashes of `s`'s long runs the chunk bloom filter holds.
