@@ -68,6 +68,7 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
 }
 
 /// Calls `f` with every token of `s` the chunk index holds.
+#[cfg(test)]
 pub(super) fn for_each_token<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
     for_each_run(s, |t| {
         if indexed(t) {
