@@ -97,7 +97,7 @@ fn meta_free(r: &storage::model::LogRecord) -> bool {
 /// (so the metadata need not be read).
 fn line_meta_free(line: &dyn LogLine) -> bool {
     match line.meta_keys() {
-        Some(keys) if keys.is_empty() => true,
+        Some([]) => true,
         _ => meta_free(line.meta()),
     }
 }
@@ -126,15 +126,25 @@ fn regex_literals(re: &regex::Regex) -> Vec<String> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(re.as_str()) else { return Vec::new() };
     let mut out = Vec::new();
-    for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
+    for prefix in [true, false] {
+        let kind = if prefix { ExtractKind::Prefix } else { ExtractKind::Suffix };
         let seq = Extractor::new().kind(kind).extract(&hir);
-        if let Some(lits) = seq.literals()
-            && let [lit] = lits
-            && let Ok(s) = std::str::from_utf8(lit.as_bytes())
-            && !s.is_empty()
-            && !out.iter().any(|o: &String| o == s)
-        {
-            out.push(s.to_string());
+        // A finite set: every match starts (ends) with one of them, so with their common prefix
+        // (suffix). An infinite one says nothing.
+        if seq.literals().is_none_or(|l| l.is_empty()) {
+            continue;
+        }
+        let common = if prefix { seq.longest_common_prefix() } else { seq.longest_common_suffix() };
+        let text = match common.map(std::str::from_utf8) {
+            Some(Ok(t)) => t,
+            // Cut inside a character: keep the whole characters of a prefix.
+            Some(Err(e)) if prefix => {
+                common.and_then(|c| std::str::from_utf8(&c[..e.valid_up_to()]).ok()).unwrap_or("")
+            }
+            _ => "",
+        };
+        if !text.is_empty() && !out.iter().any(|o: &String| o == text) {
+            out.push(text.to_string());
         }
     }
     out
@@ -1073,6 +1083,8 @@ mod tests {
         assert_eq!(lits("foo.*"), vec!["foo"]);
         assert!(lits("(?i)error").is_empty());
         assert!(lits("a|b").is_empty());
+        assert_eq!(lits("ab(c|d)e"), vec!["ab", "e"]);
+        assert_eq!(lits("é[é-ê]x"), vec!["é", "x"]);
         assert!(lits("x*").is_empty());
         assert!(lits(".*").is_empty());
         for (p, line) in [("timeout after [0-9]{5}ms", "x timeout after 12345ms y"), ("fo+bar", "fooobar")] {

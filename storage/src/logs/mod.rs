@@ -718,14 +718,17 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
 }
 
+/// A chunk read for a scan: its decoded columns and the rows that pass, ascending.
+type ReadChunk<'p> = Option<(Decoded<'p>, Vec<u32>)>;
+
 /// Reads `idx` (chunk numbers of `p`) on up to [`threads`] threads; results in `idx` order.
-fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<Option<(Decoded<'p>, Vec<u32>)>> {
+fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<ReadChunk<'p>> {
     let n = threads().min(idx.len());
     if n <= 1 {
         return idx.iter().map(|&i| read_chunk(p, i, job)).collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut parts: Vec<Vec<(usize, Option<(Decoded<'p>, Vec<u32>)>)>> = std::thread::scope(|s| {
+    let mut parts: Vec<Vec<(usize, ReadChunk<'p>)>> = std::thread::scope(|s| {
         let work = || {
             let mut out = Vec::new();
             loop {
@@ -742,7 +745,7 @@ fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<Option
         }
         all
     });
-    let mut out: Vec<Option<(Decoded<'p>, Vec<u32>)>> = (0..idx.len()).map(|_| None).collect();
+    let mut out: Vec<ReadChunk<'p>> = (0..idx.len()).map(|_| None).collect();
     for v in parts.drain(..) {
         for (k, r) in v {
             out[k] = r;
