@@ -315,7 +315,16 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
     let mut toks: Vec<&str> = token_set.into_keys().collect();
     toks.sort_unstable();
     let tokens = toks.join(" ");
-    let meta = postcard::to_allocvec(&metas).map_err(std::io::Error::other)?;
+    // Each row's metadata with its length first, so a reader can decode one row alone.
+    let mut meta = Vec::with_capacity(n * 16);
+    let mut one = Vec::with_capacity(64);
+    for m in &metas {
+        one.clear();
+        let one_row = postcard::to_extend(m, std::mem::take(&mut one)).map_err(std::io::Error::other)?;
+        put_varint(&mut meta, one_row.len() as u64);
+        meta.extend_from_slice(&one_row);
+        one = one_row;
+    }
     let keys_col = postcard::to_allocvec(&keys).map_err(std::io::Error::other)?;
     let cols: [(u8, Vec<u8>, bool); NCOLS] = [
         (COL_TS, ts, true),
@@ -434,7 +443,24 @@ impl<'a> Chunk<'a> {
         if raw as usize > data.len().saturating_mul(64).max(1 << 16) {
             return Err(bad("implausible column size"));
         }
-        let out = zstd::bulk::decompress(data, raw as usize).map_err(|e| bad(format!("column {id}: {e}")))?;
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        // One decompression context per thread, reused: creating one costs more than
+        // decompressing a small column.
+        let out = DCTX
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress(data, raw as usize),
+                    None => zstd::bulk::decompress(data, raw as usize),
+                }
+            })
+            .map_err(|e| bad(format!("column {id}: {e}")))?;
         if out.len() != raw as usize {
             return Err(bad(format!("column {id}: {} bytes, expected {raw}", out.len())));
         }
@@ -507,56 +533,44 @@ impl<'a> Chunk<'a> {
         Ok(s)
     }
 
-    /// The per-row metadata (observed timestamps still relative; see [`Decoded::meta`]), with
-    /// the trace and span ids put back (`bodies` = the decoded bodies and their ends, needed for
-    /// ids stored as body offsets).
-    fn metas(&self, bodies: Option<(&str, &[u32])>) -> Result<Vec<RowMeta>, ChunkError> {
-        let b = self.column(COL_META)?;
-        let mut v: Vec<RowMeta> = postcard::from_bytes(&b).map_err(|e| bad(format!("metadata: {e}")))?;
-        if v.len() != self.rows {
-            return Err(bad("metadata row count"));
-        }
-        let ids = self.column(COL_IDS)?;
-        let owned;
-        let (text, ends) = match bodies {
-            Some(b) => b,
-            None => {
-                let ends = self.body_ends()?;
-                let text = self.bodies(&ends)?;
-                owned = (text, ends);
-                (owned.0.as_str(), owned.1.as_slice())
-            }
-        };
+    /// The `meta` column and where each row's record starts and ends in it.
+    fn meta_rows(&self) -> Result<(Vec<u8>, Vec<(u32, u32)>), ChunkError> {
+        let b = self.column(COL_META)?.into_owned();
+        let mut rows = Vec::with_capacity(self.rows);
         let mut at = 0usize;
-        for (row, m) in v.iter_mut().enumerate() {
-            let Some(&flags) = ids.get(at) else { return Err(bad("ids column too short")) };
+        for _ in 0..self.rows {
+            let len = get_varint(&b, &mut at)? as usize;
+            let end = at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| bad("metadata past the column"))?;
+            rows.push((at as u32, end as u32));
+            at = end;
+        }
+        Ok((b, rows))
+    }
+
+    /// The `ids` column and where each row's entry starts in it.
+    fn id_rows(&self) -> Result<(Vec<u8>, Vec<u32>), ChunkError> {
+        let b = self.column(COL_IDS)?.into_owned();
+        let mut rows = Vec::with_capacity(self.rows);
+        let mut at = 0usize;
+        for _ in 0..self.rows {
+            rows.push(at as u32);
+            let Some(&flags) = b.get(at) else { return Err(bad("ids column too short")) };
             at += 1;
-            let start = if row == 0 { 0 } else { ends.get(row - 1).copied().unwrap_or(0) as usize };
-            let body = text.get(start..ends.get(row).copied().unwrap_or(0) as usize).unwrap_or("");
             for (present, in_body, len) in [(ID_TRACE, ID_TRACE_IN_BODY, 16usize), (ID_SPAN, ID_SPAN_IN_BODY, 8)] {
                 if flags & present == 0 {
                     continue;
                 }
-                let mut raw = [0u8; 16];
                 if flags & in_body != 0 {
-                    let off = get_varint(&ids, &mut at)? as usize;
-                    let hex = body.as_bytes().get(off..off + 2 * len).ok_or_else(|| bad("id offset past the body"))?;
-                    hex::decode_to_slice(hex, &mut raw[..len]).map_err(|_| bad("id in body is not hex"))?;
+                    get_varint(&b, &mut at)?;
                 } else {
-                    let b = ids.get(at..at + len).ok_or_else(|| bad("ids column too short"))?;
-                    raw[..len].copy_from_slice(b);
                     at += len;
                 }
-                if len == 16 {
-                    m.record.trace_id = Some(TraceId(raw));
-                } else {
-                    let mut s = [0u8; 8];
-                    s.copy_from_slice(&raw[..8]);
-                    m.record.span_id = Some(SpanId(s));
-                }
+            }
+            if at > b.len() {
+                return Err(bad("ids column too short"));
             }
         }
-        Ok(v)
+        Ok((b, rows))
     }
 
     /// Attribute keys, plus `trace_id`, `span_id`, `severity_text`, `severity_number` when some row
@@ -576,7 +590,20 @@ pub(super) struct Decoded<'a> {
     pub ends: Vec<u32>,
     pub bodies: String,
     pub keys: Vec<String>,
-    meta: OnceLock<Vec<RowMeta>>,
+    /// The `meta` and `ids` columns with their row offsets, the bodies when the reader did not
+    /// decode them (ids may point into them), and each row's decoded metadata: all on demand.
+    meta_cols: OnceLock<MetaCols>,
+    rows_meta: OnceLock<Vec<OnceLock<RowMeta>>>,
+}
+
+/// What [`Decoded::meta`] decodes once per chunk.
+struct MetaCols {
+    meta: Vec<u8>,
+    meta_rows: Vec<(u32, u32)>,
+    ids: Vec<u8>,
+    id_rows: Vec<u32>,
+    /// The bodies and their ends, when the reader had not decoded them.
+    bodies: Option<(String, Vec<u32>)>,
 }
 
 impl<'a> Decoded<'a> {
@@ -587,7 +614,7 @@ impl<'a> Decoded<'a> {
         let ends = if bodies { chunk.body_ends()? } else { Vec::new() };
         let bodies = if bodies { chunk.bodies(&ends)? } else { String::new() };
         let keys = chunk.keys()?;
-        Ok(Decoded { chunk, ts, seq, ends, bodies, keys, meta: OnceLock::new() })
+        Ok(Decoded { chunk, ts, seq, ends, bodies, keys, meta_cols: OnceLock::new(), rows_meta: OnceLock::new() })
     }
 
     /// Frees the decoded columns (the value must not be read after).
@@ -596,7 +623,8 @@ impl<'a> Decoded<'a> {
         self.seq = Vec::new();
         self.ends = Vec::new();
         self.bodies = String::new();
-        self.meta = OnceLock::new();
+        self.meta_cols = OnceLock::new();
+        self.rows_meta = OnceLock::new();
     }
 
     /// Body of row `i` (empty when bodies were not decoded).
@@ -608,21 +636,68 @@ impl<'a> Decoded<'a> {
         self.bodies.get(start..self.ends[i] as usize).unwrap_or("")
     }
 
-    /// Metadata of row `i` (decoded on first use; a damaged column gives defaults).
+    /// Metadata of row `i` (decoded on first use, that row alone; a damaged column gives
+    /// defaults).
     pub fn meta(&self, i: usize) -> &RowMeta {
         static EMPTY: OnceLock<RowMeta> = OnceLock::new();
-        let metas = self.meta.get_or_init(|| {
-            let bodies = if self.ends.is_empty() { None } else { Some((self.bodies.as_str(), self.ends.as_slice())) };
-            let mut v = self.chunk.metas(bodies).unwrap_or_default();
-            for (m, &t) in v.iter_mut().zip(&self.ts) {
-                if m.record.observed_timestamp_ns != 0 {
-                    m.record.observed_timestamp_ns = m.record.observed_timestamp_ns.wrapping_add(t);
-                }
-                m.record.timestamp_ns = t;
-            }
-            v
+        let rows = self.rows_meta.get_or_init(|| (0..self.ts.len()).map(|_| OnceLock::new()).collect());
+        let Some(slot) = rows.get(i) else { return EMPTY.get_or_init(RowMeta::default) };
+        slot.get_or_init(|| self.decode_meta(i).unwrap_or_default())
+    }
+
+    fn decode_meta(&self, i: usize) -> Result<RowMeta, ChunkError> {
+        let cols = self.meta_cols.get_or_init(|| {
+            let (meta, meta_rows) = self.chunk.meta_rows().unwrap_or_default();
+            let (ids, id_rows) = self.chunk.id_rows().unwrap_or_default();
+            let bodies = if self.ends.is_empty() && self.chunk.rows > 0 {
+                self.chunk.body_ends().ok().and_then(|e| Some((self.chunk.bodies(&e).ok()?, e)))
+            } else {
+                None
+            };
+            MetaCols { meta, meta_rows, ids, id_rows, bodies }
         });
-        metas.get(i).unwrap_or_else(|| EMPTY.get_or_init(RowMeta::default))
+        let &(a, b) = cols.meta_rows.get(i).ok_or_else(|| bad("metadata row missing"))?;
+        let mut m: RowMeta =
+            postcard::from_bytes(&cols.meta[a as usize..b as usize]).map_err(|e| bad(format!("metadata: {e}")))?;
+        let t = self.ts.get(i).copied().unwrap_or(0);
+        if m.record.observed_timestamp_ns != 0 {
+            m.record.observed_timestamp_ns = m.record.observed_timestamp_ns.wrapping_add(t);
+        }
+        m.record.timestamp_ns = t;
+        // Trace and span ids.
+        let (text, ends) = match &cols.bodies {
+            Some((t, e)) => (t.as_str(), e.as_slice()),
+            None => (self.bodies.as_str(), self.ends.as_slice()),
+        };
+        let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
+        let body = text.get(start..ends.get(i).copied().unwrap_or(0) as usize).unwrap_or("");
+        let ids = &cols.ids;
+        let mut at = *cols.id_rows.get(i).ok_or_else(|| bad("ids row missing"))? as usize;
+        let flags = *ids.get(at).ok_or_else(|| bad("ids column too short"))?;
+        at += 1;
+        for (present, in_body, len) in [(ID_TRACE, ID_TRACE_IN_BODY, 16usize), (ID_SPAN, ID_SPAN_IN_BODY, 8)] {
+            if flags & present == 0 {
+                continue;
+            }
+            let mut raw = [0u8; 16];
+            if flags & in_body != 0 {
+                let off = get_varint(ids, &mut at)? as usize;
+                let hex = body.as_bytes().get(off..off + 2 * len).ok_or_else(|| bad("id offset past the body"))?;
+                hex::decode_to_slice(hex, &mut raw[..len]).map_err(|_| bad("id in body is not hex"))?;
+            } else {
+                let b = ids.get(at..at + len).ok_or_else(|| bad("ids column too short"))?;
+                raw[..len].copy_from_slice(b);
+                at += len;
+            }
+            if len == 16 {
+                m.record.trace_id = Some(TraceId(raw));
+            } else {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&raw[..8]);
+                m.record.span_id = Some(SpanId(s));
+            }
+        }
+        Ok(m)
     }
 
     /// The whole record of row `i`.
