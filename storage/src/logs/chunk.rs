@@ -534,7 +534,7 @@ impl<'a> Chunk<'a> {
     }
 
     /// The `meta` column and where each row's record starts and ends in it.
-    fn meta_rows(&self) -> Result<(Vec<u8>, Vec<(u32, u32)>), ChunkError> {
+    fn meta_rows(&self) -> Result<(Vec<u8>, Vec<RowSpan>), ChunkError> {
         let b = self.column(COL_META)?.into_owned();
         let mut rows = Vec::with_capacity(self.rows);
         let mut at = 0usize;
@@ -596,10 +596,13 @@ pub(super) struct Decoded<'a> {
     rows_meta: OnceLock<Vec<OnceLock<RowMeta>>>,
 }
 
+/// Start and end of one row's record in the `meta` column.
+type RowSpan = (u32, u32);
+
 /// What [`Decoded::meta`] decodes once per chunk.
 struct MetaCols {
     meta: Vec<u8>,
-    meta_rows: Vec<(u32, u32)>,
+    meta_rows: Vec<RowSpan>,
     ids: Vec<u8>,
     id_rows: Vec<u32>,
     /// The bodies and their ends, when the reader had not decoded them.
