@@ -574,7 +574,14 @@ fn newest_commit(logs: &Path) -> Option<SystemTime> {
         .ok()?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-        .filter_map(|e| fs::metadata(e.path().join("meta.json")).and_then(|m| m.modified()).ok())
+        // Format 1 kept the partition index at the top of the folder, format 2 under `index/`.
+        .filter_map(|e| {
+            let p = e.path();
+            fs::metadata(p.join("index/meta.json"))
+                .or_else(|_| fs::metadata(p.join("meta.json")))
+                .and_then(|m| m.modified())
+                .ok()
+        })
         .max()
 }
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use storage::model::Labels;
-use storage::{Direction, LogScan, LogsReader, MatchOp, StoredLog};
+use storage::model::LogRecord;
+use storage::{Direction, LineScan, LogLine, LogScan, LogsReader, MatchOp};
 
 use super::ast::*;
 use super::pipeline::{self, Builder, Cat, ERROR};
@@ -57,8 +58,7 @@ pub(crate) fn execute(engine: &Engine, reader: &dyn LogsReader, req: &Request) -
 /// Structured metadata of a record as Loki's OTLP ingestion makes it: the attributes (names
 /// normalised as label names, `http.method` → `http_method`), then the trace context and severity
 /// fields the record carries.
-fn meta_of(log: &StoredLog) -> Vec<(String, String)> {
-    let r = &log.record;
+fn meta_of(r: &LogRecord) -> Vec<(String, String)> {
     let name = |k: &str| -> String {
         k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
     };
@@ -98,6 +98,63 @@ fn meta_free(r: &storage::model::LogRecord) -> bool {
         && r.severity_number == 0
 }
 
+/// True when [`meta_of`] gives nothing for `line`, using the store's key summary when it has one
+/// (so the metadata need not be read).
+fn line_meta_free(line: &dyn LogLine) -> bool {
+    match line.meta_keys() {
+        Some([]) => true,
+        _ => meta_free(line.meta()),
+    }
+}
+
+/// True when one of `names` may be a label [`meta_of`] gives for `line` (see [`meta_has_any`]).
+fn line_meta_has_any(line: &dyn LogLine, names: &[String]) -> bool {
+    match line.meta_keys() {
+        Some(keys) => names.iter().any(|n| {
+            keys.iter()
+                .any(|k| k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).eq(n.chars()))
+        }),
+        None => meta_has_any(line.meta(), names),
+    }
+}
+
+/// The line filters at the start of `stages` (before anything that rewrites the line): the store
+/// may run them on its own threads (they are run again in the pipeline).
+fn leading_filters(stages: &[Stage]) -> &[Stage] {
+    let n = stages.iter().take_while(|s| matches!(s, Stage::LineFilter(_))).count();
+    &stages[..n]
+}
+
+/// Literals every line a `|~` regex matches must contain: a single-literal prefix or suffix
+/// of the pattern (`timeout after [0-9]+ms` → `timeout after `, `ms`), for index narrowing.
+fn regex_literals(re: &regex::Regex) -> Vec<String> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let Ok(hir) = regex_syntax::ParserBuilder::new().build().parse(re.as_str()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for prefix in [true, false] {
+        let kind = if prefix { ExtractKind::Prefix } else { ExtractKind::Suffix };
+        let seq = Extractor::new().kind(kind).extract(&hir);
+        // A finite set: every match starts (ends) with one of them, so with their common prefix
+        // (suffix). An infinite one says nothing.
+        if seq.literals().is_none_or(|l| l.is_empty()) {
+            continue;
+        }
+        let common = if prefix { seq.longest_common_prefix() } else { seq.longest_common_suffix() };
+        let text = match common.map(std::str::from_utf8) {
+            Some(Ok(t)) => t,
+            // Cut inside a character: keep the whole characters of a prefix.
+            Some(Err(e)) if prefix => {
+                common.and_then(|c| std::str::from_utf8(&c[..e.valid_up_to()]).ok()).unwrap_or("")
+            }
+            _ => "",
+        };
+        if !text.is_empty() && !out.iter().any(|o: &String| o == text) {
+            out.push(text.to_string());
+        }
+    }
+    out
+}
+
 /// True when one of `names` may be a label [`meta_of`] gives for `r`.
 fn meta_has_any(r: &storage::model::LogRecord, names: &[String]) -> bool {
     names.iter().any(|n| match n.as_str() {
@@ -123,6 +180,9 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
             {
                 out.push(t.clone());
             }
+            Stage::LineFilter(LineFilter { op: LineFilterOp::Match, value: LineFilterValue::Regex(_, re) }) => {
+                out.extend(regex_literals(re));
+            }
             Stage::LineFormat(_) | Stage::Unpack | Stage::Decolorize => break,
             _ => {}
         }
@@ -133,13 +193,16 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
 impl Ctx<'_> {
     /// Scans `l`'s streams over `start..=end` in `dir` order, handing each record to `f` until it
     /// returns false; enforces the deadline and the lines-scanned limit.
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
         l: &LogExpr,
         start: i64,
         end: i64,
         dir: Direction,
-        f: &mut dyn FnMut(&StoredLog) -> bool,
+        ordered: bool,
+        bodies: bool,
+        f: &mut dyn FnMut(&dyn LogLine) -> bool,
     ) -> Result<(), Error> {
         if end < start {
             return Ok(());
@@ -156,9 +219,17 @@ impl Ctx<'_> {
         let max_lines = self.engine.opts.max_lines_scanned;
         let deadline = self.deadline;
         let stats = &mut self.stats;
-        self.reader.scan(&scan, &mut |log| {
+        let filters = leading_filters(&l.stages);
+        let body_filter = |b: &str| passes_filters(filters, b);
+        let ls = LineScan {
+            scan: &scan,
+            ordered,
+            bodies,
+            body_filter: if filters.is_empty() { None } else { Some(&body_filter) },
+        };
+        self.reader.scan_lines(&ls, &mut |log| {
             stats.lines_scanned += 1;
-            stats.bytes_scanned += log.record.body.len() as u64;
+            stats.bytes_scanned += log.body().len() as u64;
             if stats.lines_scanned > max_lines {
                 err = Some(Error::Limit(format!(
                     "the query would read more than {max_lines} log lines (max_lines_scanned); narrow the selector or the time range"
@@ -188,30 +259,30 @@ impl Ctx<'_> {
         let mut count = 0usize;
         // Log query ranges are [start, end).
         let filter_only = l.is_filter_only();
-        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, &mut |log| {
-            let ts = log.record.timestamp_ns;
+        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, true, true, &mut |log| {
+            let ts = log.timestamp_ns();
             // Fast path: only line filters and no metadata (see `meta_of`), so the labels are the
             // stream's.
-            let fast = filter_only && meta_free(&log.record);
+            let fast = filter_only && line_meta_free(log);
             let (labels, entry) = if fast {
-                if !passes_filters(&l.stages, &log.record.body) {
+                if !passes_filters(&l.stages, log.body()) {
                     return true;
                 }
                 let entry = Entry {
                     ts_ns: ts,
-                    line: log.record.body.clone(),
+                    line: log.body().to_string(),
                     structured_metadata: Vec::new(),
                     parsed: Vec::new(),
                 };
-                ((*log.stream).clone(), entry)
+                ((**log.stream()).clone(), entry)
             } else {
                 let meta = std::cell::OnceCell::new();
-                let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(log)), n);
-                if !pipeline::may_pass(&l.stages, &log.record.body, &log.stream, &meta_get) {
+                let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(log.meta())), n);
+                if !pipeline::may_pass(&l.stages, log.body(), log.stream(), &meta_get) {
                     return true;
                 }
-                let mut b = Builder::new(&log.stream, meta.get_or_init(|| meta_of(log)));
-                let Some(line) = pipeline::run(&l.stages, ts, &log.record.body, &mut b) else {
+                let mut b = Builder::new(log.stream(), meta.get_or_init(|| meta_of(log.meta())));
+                let Some(line) = pipeline::run(&l.stages, ts, log.body(), &mut b) else {
                     return true;
                 };
                 let entry = Entry { ts_ns: ts, line, structured_metadata: b.of(Cat::Meta), parsed: b.of(Cat::Parsed) };
@@ -339,19 +410,24 @@ impl Ctx<'_> {
                     Some(g) if !g.without && unwrap.is_none() => Some(g.labels.iter().map(String::as_str).collect()),
                     _ => None,
                 };
-                self.scan(log, from, to, Direction::Forward, &mut |rec| {
-                    let ts = rec.record.timestamp_ns;
+                // Without `unwrap` the samples' order within a series does not matter (they are
+                // sorted below), so the store may hand lines over in any order.
+                let ordered = unwrap.is_some();
+                let bodies = !log.stages.is_empty() || matches!(op, RangeOp::Bytes | RangeOp::BytesRate);
+                self.scan(log, from, to, Direction::Forward, ordered, bodies, &mut |rec| {
+                    let ts = rec.timestamp_ns();
                     // Fast path: the series is the stream (or its grouping), when no metadata
-                    // label can end up in it.
+                    // label can end up in it (the grouping test first: it needs only the chunk's
+                    // key summary, not the metadata).
                     let fast = filter_only
-                        && (meta_free(&rec.record)
-                            || grouping.is_some_and(|g| !g.without && !meta_has_any(&rec.record, &g.labels)));
+                        && (grouping.is_some_and(|g| !g.without && !line_meta_has_any(rec, &g.labels))
+                            || line_meta_free(rec));
                     if fast {
-                        if !passes_filters(&log.stages, &rec.record.body) {
+                        if !passes_filters(&log.stages, rec.body()) {
                             return true;
                         }
                         let value = match op {
-                            RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                            RangeOp::Bytes | RangeOp::BytesRate => rec.body().len() as f64,
                             _ => 1.0,
                         };
                         total += 1;
@@ -361,19 +437,19 @@ impl Ctx<'_> {
                             )));
                             return false;
                         }
-                        let key = Arc::as_ptr(&rec.stream) as usize;
+                        let key = Arc::as_ptr(rec.stream()) as usize;
                         let slot = match by_stream.get(&key) {
                             Some((_, slot)) => *slot,
                             None => {
                                 let labels = match grouping {
-                                    Some(g) => group_labels(&rec.stream, g),
-                                    None => (*rec.stream).clone(),
+                                    Some(g) => group_labels(rec.stream(), g),
+                                    None => (**rec.stream()).clone(),
                                 };
                                 let slot = *slot_of.entry(labels.clone()).or_insert_with(|| {
                                     series.push((labels, Vec::new()));
                                     series.len() - 1
                                 });
-                                by_stream.insert(key, (Arc::clone(&rec.stream), slot));
+                                by_stream.insert(key, (Arc::clone(rec.stream()), slot));
                                 slot
                             }
                         };
@@ -381,9 +457,9 @@ impl Ctx<'_> {
                         return true;
                     }
                     let meta = std::cell::OnceCell::new();
-                    let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(rec)), n);
+                    let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(rec.meta())), n);
                     let wanted = light_names.as_deref().unwrap_or(&[]);
-                    let light = pipeline::light_run(&log.stages, &rec.record.body, &rec.stream, &meta_get, wanted);
+                    let light = pipeline::light_run(&log.stages, rec.body(), rec.stream(), &meta_get, wanted);
                     let (labels, value) = match light {
                         pipeline::Light::Drop => return true,
                         // A `by` grouping of an entry kept as it is: the series is the grouping.
@@ -392,14 +468,14 @@ impl Ctx<'_> {
                                 wanted.iter().zip(vals).filter_map(|(n, v)| v.map(|v| (*n, v))),
                             );
                             let value = match op {
-                                RangeOp::Bytes | RangeOp::BytesRate => rec.record.body.len() as f64,
+                                RangeOp::Bytes | RangeOp::BytesRate => rec.body().len() as f64,
                                 _ => 1.0,
                             };
                             (labels, value)
                         }
                         _ => {
-                            let mut b = Builder::new(&rec.stream, meta.get_or_init(|| meta_of(rec)));
-                            let Some(line) = pipeline::run(&log.stages, ts, &rec.record.body, &mut b) else {
+                            let mut b = Builder::new(rec.stream(), meta.get_or_init(|| meta_of(rec.meta())));
+                            let Some(line) = pipeline::run(&log.stages, ts, rec.body(), &mut b) else {
                                 return true;
                             };
                             let value = match unwrap {
@@ -470,6 +546,11 @@ impl Ctx<'_> {
                 })?;
                 if let Some(e) = fail {
                     return Err(e);
+                }
+                if !ordered {
+                    for (_, samples) in &mut series {
+                        samples.sort_by_key(|(t, _)| *t);
+                    }
                 }
                 drop(by_stream);
                 let absent = if *op == RangeOp::Absent { absent_labels(&log.matchers) } else { Labels::new() };
@@ -1018,4 +1099,33 @@ fn vec_vec(op: BinOp, m: &BinModifier, lhs: Vec<Sample>, rhs: Vec<Sample>) -> Re
         out.push(Sample { labels: metric, v: value });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::regex_literals;
+
+    fn lits(p: &str) -> Vec<String> {
+        regex_literals(&regex::Regex::new(p).unwrap())
+    }
+
+    /// Only literals every match contains come out (they become scan hints, which must never
+    /// drop a matching line).
+    #[test]
+    fn regex_literals_are_required_substrings() {
+        assert_eq!(lits("timeout after [0-9]{5}ms"), vec!["timeout after ", "ms"]);
+        assert_eq!(lits("error"), vec!["error"]);
+        assert_eq!(lits("foo.*"), vec!["foo"]);
+        assert!(lits("(?i)error").is_empty());
+        assert!(lits("a|b").is_empty());
+        assert_eq!(lits("ab(c|d)e"), vec!["ab", "e"]);
+        assert_eq!(lits("é[é-ê]x"), vec!["é", "x"]);
+        assert!(lits("x*").is_empty());
+        assert!(lits(".*").is_empty());
+        for (p, line) in [("timeout after [0-9]{5}ms", "x timeout after 12345ms y"), ("fo+bar", "fooobar")] {
+            let re = regex::Regex::new(p).unwrap();
+            assert!(re.is_match(line));
+            assert!(lits(p).iter().all(|l| line.contains(l.as_str())), "{p}");
+        }
+    }
 }

@@ -4,12 +4,14 @@
 //! the per-stream indexes sort by `(timestamp, seq)`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::FastMap;
 use crate::model::{LogRecord, TraceId};
 use crate::wal::WalPos;
 
 /// A record with its references into the registry.
+#[derive(Clone)]
 pub(super) struct HeadRecord {
     pub seq: u64,
     pub pos: WalPos,
@@ -33,7 +35,7 @@ impl HeadRecord {
 #[derive(Default)]
 pub(super) struct Head {
     /// Arrival order; `records[i].seq == first_seq + i`.
-    records: VecDeque<HeadRecord>,
+    records: VecDeque<Arc<HeadRecord>>,
     first_seq: u64,
     /// Per stream: `(timestamp_ns, seq)`, sorted.
     by_stream: FastMap<u32, Vec<(i64, u64)>>,
@@ -74,14 +76,14 @@ impl Head {
             self.by_trace.entry(t).or_default().push(r.seq);
         }
         self.bytes += r.size();
-        self.records.push_back(r);
+        self.records.push_back(Arc::new(r));
     }
 
     pub fn get(&self, seq: u64) -> Option<&HeadRecord> {
-        seq.checked_sub(self.first_seq).and_then(|i| self.records.get(i as usize))
+        seq.checked_sub(self.first_seq).and_then(|i| self.records.get(i as usize)).map(|r| &**r)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &HeadRecord> {
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<HeadRecord>> {
         self.records.iter()
     }
 
@@ -128,7 +130,8 @@ impl Head {
         let first = self.first_seq;
         let mut rebuilt = Head::new(first);
         // Seqs must stay dense: survivors are renumbered from the same first seq.
-        for mut r in old.into_iter().filter(|r| r.record.timestamp_ns >= cutoff_ns) {
+        for r in old.into_iter().filter(|r| r.record.timestamp_ns >= cutoff_ns) {
+            let mut r = Arc::unwrap_or_clone(r);
             r.seq = rebuilt.next_seq();
             rebuilt.push(r);
         }

@@ -1,12 +1,14 @@
-//! The logs engine: time-partitioned tantivy indexes on disk, fed from an in-memory head.
+//! The logs engine: time-partitioned chunk stores on disk, fed from an in-memory head.
 //!
-//! - [`head`]: records applied but not yet committed, queryable as soon as they are applied.
-//! - [`partition`]: one tantivy index per time partition (`partition_ns`, an hour by default)
-//!   under `<data_dir>/logs/part-<start seconds>`: stream id and trace/span ids as raw terms, the
-//!   body tokenised for pre-filtering, timestamp and arrival sequence as fast fields, the whole
-//!   record stored (zstd doc store).
+//! - [`head`]: records applied but not yet flushed, queryable as soon as they are applied.
+//! - [`partition`]: one folder per time partition (`partition_ns`, an hour by default) under
+//!   `<data_dir>/logs/part-<start seconds>`: per stream, the records cut into [`chunk`]s stored
+//!   column by column (zstd) in append-only data files, and a tantivy index with one document per
+//!   chunk (stream id, time bounds, location, the chunk's distinct body tokens).
+//! - [`chunk`]: the chunk encoding, with a bloom filter of its trace/span ids and long body runs.
 //! - [`registry`]: stream label sets, resources and scopes under dense ids (`registry.log`).
-//! - [`tokens`]: the body tokenizer and which hint terms are safe to require.
+//! - [`tokens`]: the body tokens and n-grams, and which of them a substring hint requires.
+//! - [`v1`]: the reader of format-1 partitions, which [`LogsHead::open`] migrates to format 2.
 //!
 //! The layout is specified in `storage/docs/format/logs.md`.
 //!
@@ -18,41 +20,48 @@
 //! - Each partition commit records the WAL position of its newest batch; on replay a record is
 //!   skipped when its partition committed that position or a later one. `WalPos::ZERO` (memory
 //!   only) is never skipped.
+//! - The chunk index and bloom filters only narrow: a chunk holding a record a scan wants is always
+//!   read, and every record is checked against the scan's filters before it is handed out.
 
+mod chunk;
 mod head;
+mod mmap;
 mod partition;
 mod registry;
 mod tokens;
+mod v1;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use tantivy::IndexWriter;
 
 use crate::error::OpenError;
-use crate::model::{Labels, LogsBatch, Resource, Scope, TraceId};
-use crate::read::{Direction, LogScan, Matcher, StoredLog};
+use crate::model::{Labels, LogRecord, LogsBatch, Resource, Scope, TraceId};
+use crate::read::{Direction, LineScan, LogLine, LogScan, Matcher, StoredLog};
 use crate::wal::WalPos;
+use chunk::{Decoded, Row};
 use head::{Head, HeadRecord};
-use partition::{Fields, Filter, Partition, Payload, StoredRec};
+use partition::{ChunkMeta, Fields, Filter, NewChunk, Partition, Payload};
 use registry::Registry;
 
 /// Options of the logs engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogsOptions {
-    /// Width of a time partition (ns). Each partition is one index directory; retention drops
-    /// whole partitions.
+    /// Width of a time partition (ns). Each partition is one folder; retention drops whole
+    /// partitions.
     pub partition_ns: i64,
     /// Partitions whose newest possible record is older than this (ns) are dropped; 0 keeps
     /// everything.
     pub retention_ns: i64,
     /// When the partitions together exceed this many bytes, the oldest go; 0 = no limit.
     pub max_bytes: u64,
-    /// Indexing memory of a partition writer (bytes; tantivy needs at least 15 MB).
+    /// Unused since format 2 (chunk indexes need no large indexing buffer); kept so that
+    /// configurations naming it stay valid.
     pub writer_memory_bytes: usize,
-    /// Head size (bytes, approximate) above which `maintain` flushes it to the indexes before
+    /// Head size (bytes, approximate) above which `maintain` flushes it to the partitions before
     /// the next checkpoint.
     pub head_flush_bytes: usize,
 }
@@ -64,10 +73,15 @@ impl Default for LogsOptions {
             retention_ns: 7 * 24 * 3600 * 1_000_000_000,
             max_bytes: 0,
             writer_memory_bytes: 32 << 20,
-            head_flush_bytes: 64 << 20,
+            head_flush_bytes: 48 << 20,
         }
     }
 }
+
+/// Most rows in one chunk.
+const CHUNK_ROWS: usize = 8192;
+/// Most body bytes in one chunk (before compression).
+const CHUNK_BODY_BYTES: usize = 1 << 20;
 
 /// The logs engine (the name is historical: it is the head plus the partitions).
 pub(crate) struct LogsHead {
@@ -75,9 +89,9 @@ pub(crate) struct LogsHead {
     opts: LogsOptions,
     fields: Fields,
     state: RwLock<State>,
-    /// Open partition writers. Held for a whole flush or maintenance pass, so at most one runs at
-    /// a time; readers never take it.
-    writers: Mutex<BTreeMap<i64, IndexWriter>>,
+    /// Held for a whole flush or maintenance pass, so at most one runs at a time; readers never
+    /// take it.
+    writers: Mutex<()>,
     /// True while a write's size-triggered flush runs ([`LogsHead::flush_if_large`]).
     flushing: std::sync::atomic::AtomicBool,
 }
@@ -93,10 +107,11 @@ struct Tables {
     streams: Vec<Arc<Labels>>,
     resources: Vec<Arc<Resource>>,
     scopes: Vec<Arc<Scope>>,
+    none: Arc<Labels>,
 }
 
 impl Tables {
-    fn stored(&self, stream: u32, resource: u32, scope: u32, record: crate::model::LogRecord) -> StoredLog {
+    fn stored(&self, stream: u32, resource: u32, scope: u32, record: LogRecord) -> StoredLog {
         StoredLog {
             resource: self.resources.get(resource as usize).cloned().unwrap_or_default(),
             scope: self.scopes.get(scope as usize).cloned().unwrap_or_default(),
@@ -104,21 +119,95 @@ impl Tables {
             record,
         }
     }
+
+    fn stream(&self, id: u32) -> &Arc<Labels> {
+        self.streams.get(id as usize).unwrap_or(&self.none)
+    }
 }
 
 fn io_open(path: &Path) -> impl Fn(std::io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_path_buf(), source }
 }
 
-/// What one partition takes in a flush: its items, the newest WAL position and seq among them.
-type Flush<T> = (Vec<T>, WalPos, u64);
-
 /// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
 const HEAD_BACKPRESSURE: usize = 3;
 
 const VERSION_FILE: &str = "VERSION";
-const VERSION_TEXT: &str = "outpost-logs 1\n";
+const VERSION_TEXT: &str = "outpost-logs 2\n";
+const VERSION_1_TEXT: &str = "outpost-logs 1\n";
 const REGISTRY_FILE: &str = "registry.log";
+/// Suffix of a partition being rewritten from format 1 (deleted at open: the rewrite restarts).
+const MIGRATING: &str = ".migrating";
+/// Suffix of a format-1 partition set aside once its rewrite is complete.
+const OLD_V1: &str = ".v1";
+
+/// A chunk row: its seq, registry ids and record.
+type RowRef<'a> = (u64, u32, u32, &'a LogRecord);
+
+/// Encodes the rows of one stream (sorted by `(timestamp, seq)`) as chunks appended to `data`.
+fn encode_stream(stream: u32, rows: &[RowRef<'_>], data: &mut Vec<u8>, out: &mut Vec<NewChunk>) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < rows.len() {
+        let mut end = at;
+        let mut bytes = 0;
+        while end < rows.len() && end - at < CHUNK_ROWS && (bytes < CHUNK_BODY_BYTES || end == at) {
+            bytes += rows[end].3.body.len();
+            end += 1;
+        }
+        let chunk_rows: Vec<Row<'_>> =
+            rows[at..end].iter().map(|&(seq, resource, scope, record)| Row { seq, resource, scope, record }).collect();
+        let offset = data.len();
+        let sum = chunk::encode(stream, &chunk_rows, data)?;
+        out.push(NewChunk {
+            meta: ChunkMeta {
+                stream,
+                min_ts: sum.min_ts,
+                max_ts: sum.max_ts,
+                rows: sum.rows,
+                file: 0,
+                offset: offset as u64,
+                len: (data.len() - offset) as u64,
+            },
+            tokens: sum.tokens,
+        });
+        at = end;
+    }
+    Ok(())
+}
+
+/// Rewrites the format-1 partition `path` (start `start`) as format 2 in place.
+fn migrate_v1(path: &Path, start: i64, partition_ns: i64, fields: Fields) -> std::io::Result<()> {
+    let contents = v1::read(path)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let tmp = path.with_file_name(format!("{name}{MIGRATING}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    let part = Partition::open(&tmp, start, partition_ns, fields)?;
+    let mut by_stream: BTreeMap<u32, Vec<RowRef<'_>>> = BTreeMap::new();
+    for (seq, r) in &contents.records {
+        by_stream.entry(r.stream).or_default().push((*seq, r.resource, r.scope, &r.record));
+    }
+    let mut data = Vec::new();
+    let mut chunks = Vec::new();
+    for (stream, mut rows) in by_stream {
+        rows.sort_by_key(|r| (r.3.timestamp_ns, r.0));
+        encode_stream(stream, &rows, &mut data, &mut chunks)?;
+    }
+    let payload = Payload {
+        version: partition::FORMAT_VERSION,
+        fgen: 0,
+        wal_segment: contents.committed.segment,
+        wal_offset: contents.committed.offset,
+        max_seq: contents.max_seq,
+    };
+    part.append(&data, chunks, payload, fields)?;
+    drop(part);
+    let old = path.with_file_name(format!("{name}{OLD_V1}"));
+    std::fs::rename(path, &old)?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::remove_dir_all(&old)
+}
 
 impl LogsHead {
     pub fn open(dir: Option<&Path>, opts: &LogsOptions) -> Result<Self, OpenError> {
@@ -131,8 +220,9 @@ impl LogsHead {
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir).map_err(io_open(dir))?;
             let vpath = dir.join(VERSION_FILE);
-            match std::fs::read_to_string(&vpath) {
-                Ok(v) if v == VERSION_TEXT => {}
+            let migrate = match std::fs::read_to_string(&vpath) {
+                Ok(v) if v == VERSION_TEXT => false,
+                Ok(v) if v == VERSION_1_TEXT => true,
                 Ok(v) => {
                     return Err(OpenError::Corrupted {
                         path: vpath,
@@ -145,19 +235,47 @@ impl LogsHead {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     std::fs::write(&vpath, VERSION_TEXT).map_err(io_open(&vpath))?;
+                    false
                 }
                 Err(e) => return Err(io_open(&vpath)(e)),
-            }
+            };
             let rpath = dir.join(REGISTRY_FILE);
             registry = Registry::load(&rpath).map_err(io_open(&rpath))?;
+            // Leftovers of an interrupted migration first: a half-written rewrite restarts, and a
+            // set-aside format-1 partition goes once its rewrite is in place (else it comes back).
+            let names: Vec<String> = std::fs::read_dir(dir)
+                .map_err(io_open(dir))?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            for name in &names {
+                let path = dir.join(name);
+                if name.starts_with("part-") && name.ends_with(MIGRATING) {
+                    std::fs::remove_dir_all(&path).map_err(io_open(&path))?;
+                } else if let Some(base) = name.strip_suffix(OLD_V1) {
+                    let done = dir.join(base);
+                    if done.exists() {
+                        std::fs::remove_dir_all(&path).map_err(io_open(&path))?;
+                    } else {
+                        std::fs::rename(&path, &done).map_err(io_open(&path))?;
+                    }
+                }
+            }
             for entry in std::fs::read_dir(dir).map_err(io_open(dir))? {
                 let entry = entry.map_err(io_open(dir))?;
                 let name = entry.file_name();
                 let Some(start) = name.to_str().and_then(partition::parse_dir_name) else { continue };
                 let path = entry.path();
-                let p = Partition::open(&path, start, opts.partition_ns, fields)
-                    .map_err(|e| OpenError::Corrupted { path: path.clone(), detail: e.to_string() })?;
+                let corrupted = |e: std::io::Error| OpenError::Corrupted { path: path.clone(), detail: e.to_string() };
+                if v1::is_v1(&path) {
+                    migrate_v1(&path, start, opts.partition_ns, fields).map_err(corrupted)?;
+                }
+                let p = Partition::open(&path, start, opts.partition_ns, fields).map_err(corrupted)?;
                 partitions.insert(start, Arc::new(p));
+            }
+            if migrate {
+                let tmp = dir.join("VERSION.tmp");
+                std::fs::write(&tmp, VERSION_TEXT).map_err(io_open(&tmp))?;
+                std::fs::rename(&tmp, &vpath).map_err(io_open(&vpath))?;
             }
         }
         let next_seq = partitions.values().map(|p| p.max_seq + 1).max().unwrap_or(0);
@@ -166,7 +284,7 @@ impl LogsHead {
             opts: opts.clone(),
             fields,
             state: RwLock::new(State { registry, head: Head::new(next_seq), partitions }),
-            writers: Mutex::new(BTreeMap::new()),
+            writers: Mutex::new(()),
             flushing: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -175,13 +293,14 @@ impl LogsHead {
         ts.div_euclid(self.opts.partition_ns).saturating_mul(self.opts.partition_ns)
     }
 
-    /// Makes everything in the head durable in the partition indexes; see the module doc.
+    /// Makes everything in the head durable in the partitions; see the module doc.
     pub fn persist(&self) -> std::io::Result<bool> {
         let Some(dir) = &self.dir else { return Ok(false) };
-        let mut writers = self.writers.lock();
-        // Records per partition, with the newest WAL position and seq they hold. Only copying
-        // happens under the state lock (which writers wait for); documents are built after.
-        let mut recs: BTreeMap<i64, Flush<(u64, StoredRec)>> = BTreeMap::new();
+        let _writers = self.writers.lock();
+        // Records per partition and stream, with the newest WAL position and seq per partition.
+        // Only reference counts are taken under the state lock (which writers wait for).
+        type Group = (BTreeMap<u32, Vec<Arc<HeadRecord>>>, WalPos, u64);
+        let mut groups: BTreeMap<i64, Group> = BTreeMap::new();
         let (upto, entries) = {
             let st = self.state.read();
             if st.head.len() == 0 {
@@ -192,88 +311,55 @@ impl LogsHead {
                 if st.partitions.get(&key).is_some_and(|p| r.pos <= p.committed && r.pos != WalPos::ZERO) {
                     continue;
                 }
-                let rec =
-                    StoredRec { stream: r.stream, resource: r.resource, scope: r.scope, record: r.record.clone() };
-                let g = recs.entry(key).or_insert_with(|| (Vec::new(), WalPos::ZERO, 0));
-                g.0.push((r.seq, rec));
+                let g = groups.entry(key).or_insert_with(|| (BTreeMap::new(), WalPos::ZERO, 0));
+                g.0.entry(r.stream).or_default().push(Arc::clone(r));
                 g.1 = g.1.max(r.pos);
                 g.2 = g.2.max(r.seq);
             }
             (st.head.next_seq(), st.registry.unpersisted())
         };
-        let mut groups: BTreeMap<i64, Flush<tantivy::TantivyDocument>> = BTreeMap::new();
-        for (key, (records, pos, max_seq)) in recs {
-            let docs = records
-                .into_iter()
-                .map(|(seq, rec)| partition::document(self.fields, seq, rec))
-                .collect::<std::io::Result<Vec<_>>>()?;
-            groups.insert(key, (docs, pos, max_seq));
-        }
         registry::append(&dir.join(REGISTRY_FILE), &entries)?;
         self.state.write().registry.mark_persisted(&entries);
-        let touched: BTreeSet<i64> = groups.keys().copied().collect();
-        for (key, (docs, pos, max_seq)) in groups {
+        for (key, (streams, pos, max_seq)) in groups {
+            let mut data = Vec::new();
+            let mut chunks = Vec::new();
+            for (stream, mut recs) in streams {
+                recs.sort_by_key(|r| (r.record.timestamp_ns, r.seq));
+                let rows: Vec<RowRef<'_>> = recs.iter().map(|r| (r.seq, r.resource, r.scope, &r.record)).collect();
+                encode_stream(stream, &rows, &mut data, &mut chunks)?;
+            }
             let existing = self.state.read().partitions.get(&key).cloned();
             let part = match existing {
                 Some(p) => p,
-                None => {
-                    let p =
-                        Partition::open(&dir.join(partition::dir_name(key)), key, self.opts.partition_ns, self.fields)?;
-                    Arc::new(p)
-                }
-            };
-            let writer = match writers.entry(key) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(part.writer(self.opts.writer_memory_bytes)?),
+                None => Arc::new(Partition::open(
+                    &dir.join(partition::dir_name(key)),
+                    key,
+                    self.opts.partition_ns,
+                    self.fields,
+                )?),
             };
             let payload = Payload {
                 version: partition::FORMAT_VERSION,
+                fgen: 0,
                 wal_segment: pos.segment,
                 wal_offset: pos.offset,
                 max_seq: max_seq.max(part.max_seq),
             };
-            let committed = docs
-                .into_iter()
-                .try_for_each(|d| writer.add_document(d).map(drop))
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|()| part.commit(writer, payload, self.fields));
-            match committed {
-                Ok(p) => {
-                    // Installed at once: its head records are hidden by the position check until
-                    // the drain below, so nothing is seen twice even if a later partition fails.
-                    self.state.write().partitions.insert(key, Arc::new(p));
-                }
-                Err(e) => {
-                    writers.remove(&key);
-                    return Err(e);
-                }
-            }
+            let p = part.append(&data, chunks, payload, self.fields)?;
+            // Installed at once: its head records are hidden by the position check until the
+            // drain below, so nothing is seen twice even if a later partition fails.
+            self.state.write().partitions.insert(key, Arc::new(p));
         }
         self.state.write().head.drain_before(upto);
-        // Writers of partitions that took nothing this time are done: let their merges finish.
-        let idle: Vec<i64> = writers.keys().filter(|k| !touched.contains(k)).copied().collect();
-        for key in idle {
-            if let Some(w) = writers.remove(&key) {
-                w.wait_merging_threads().map_err(|e| std::io::Error::other(e.to_string()))?;
-                self.reload(key)?;
-            }
-        }
         Ok(true)
-    }
-
-    fn reload(&self, key: i64) -> std::io::Result<()> {
-        let Some(p) = self.state.read().partitions.get(&key).cloned() else { return Ok(()) };
-        let p = p.reloaded(self.fields)?;
-        self.state.write().partitions.insert(key, Arc::new(p));
-        Ok(())
     }
 
     /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
     /// pass runs already (that one takes it); true when it flushed.
     ///
-    /// Back-pressure: when writes outpace indexing and the head passes
-    /// [`HEAD_BACKPRESSURE`] × `head_flush_bytes` anyway, the writer waits for the running flush
-    /// and then flushes itself, so memory stays bounded and ingest runs at indexing speed.
+    /// Back-pressure: when writes outpace flushing and the head passes [`HEAD_BACKPRESSURE`] ×
+    /// `head_flush_bytes` anyway, the writer waits for the running flush and then flushes itself,
+    /// so memory stays bounded.
     pub fn flush_if_large(&self) -> std::io::Result<bool> {
         let bytes = self.state.read().head.bytes();
         if self.dir.is_none() || bytes <= self.opts.head_flush_bytes {
@@ -317,7 +403,7 @@ impl LogsHead {
         if self.state.read().head.bytes() > self.opts.head_flush_bytes {
             self.persist()?;
         }
-        let mut writers = self.writers.lock();
+        let _writers = self.writers.lock();
         let mut drop_keys = Vec::new();
         {
             let st = self.state.read();
@@ -335,7 +421,6 @@ impl LogsHead {
             }
         }
         for key in drop_keys {
-            writers.remove(&key);
             let removed = self.state.write().partitions.remove(&key);
             if let Some(p) = removed {
                 // Readers holding the old snapshot keep their mapped files until they finish.
@@ -400,6 +485,7 @@ impl LogsHead {
             streams: reg.streams.values.clone(),
             resources: reg.resources.values.clone(),
             scopes: reg.scopes.values.clone(),
+            none: Arc::default(),
         }
     }
 
@@ -409,11 +495,18 @@ impl LogsHead {
             && st.partitions.get(&self.part_key(r.record.timestamp_ns)).is_some_and(|p| r.pos <= p.committed)
     }
 
-    fn scan_impl(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
+    /// The scan behind [`crate::read::LogsReader::scan`] and `scan_lines`: head records and
+    /// chunk rows the scan selects, passing `body_filter`.
+    fn scan_core(&self, ls: &LineScan<'_>, visit: &mut dyn FnMut(&dyn LogLine) -> bool) {
+        let scan = ls.scan;
         if scan.start_ns > scan.end_ns {
             return;
         }
-        let wanted = |body: &str| scan.line_contains.iter().all(|s| body.contains(s.as_str()));
+        let finders: Vec<memchr::memmem::Finder<'static>> =
+            scan.line_contains.iter().map(|s| memchr::memmem::Finder::new(s.as_bytes()).into_owned()).collect();
+        let wanted = |body: &str| {
+            finders.iter().all(|f| f.find(body.as_bytes()).is_some()) && ls.body_filter.is_none_or(|f| f(body))
+        };
         // Head hits per partition key, and the partitions to search, taken under one lock.
         let mut head_hits: BTreeMap<i64, Vec<(i64, u64, StoredLog)>> = BTreeMap::new();
         let (ids, tables, parts) = {
@@ -473,45 +566,36 @@ impl LogsHead {
             trace_id: scan.trace_id,
             line_contains: &scan.line_contains,
         };
+        let job = Job {
+            start: scan.start_ns,
+            end: scan.end_ns,
+            trace_id: scan.trace_id,
+            finders: &finders,
+            body_filter: ls.body_filter,
+            bodies: ls.bodies || !finders.is_empty() || ls.body_filter.is_some(),
+            seqs: ls.ordered,
+        };
+        let backward = scan.direction == Direction::Backward;
         let mut keys: BTreeSet<i64> = head_hits.keys().copied().collect();
         let by_key: BTreeMap<i64, Arc<Partition>> = parts.into_iter().map(|p| (p.start_ns, p)).collect();
         keys.extend(by_key.keys().copied());
-        let ordered: Vec<i64> = if scan.direction == Direction::Backward {
-            keys.into_iter().rev().collect()
-        } else {
-            keys.into_iter().collect()
-        };
-        enum Item {
-            Head(StoredLog),
-            Doc(i64, tantivy::DocAddress),
-        }
+        let ordered: Vec<i64> = if backward { keys.into_iter().rev().collect() } else { keys.into_iter().collect() };
         for key in ordered {
-            let mut items: Vec<(i64, u64, Item)> =
-                head_hits.remove(&key).unwrap_or_default().into_iter().map(|(t, s, l)| (t, s, Item::Head(l))).collect();
+            let mut head = head_hits.remove(&key).unwrap_or_default();
             let part = by_key.get(&key);
-            if let Some(p) = part
-                && let Ok(c) = p.candidates(self.fields, &filter)
-            {
-                items.extend(c.into_iter().map(|(t, s, a)| (t, s, Item::Doc(t, a))));
-            }
-            items.sort_unstable_by_key(|(t, s, _)| (*t, *s));
-            if scan.direction == Direction::Backward {
-                items.reverse();
-            }
-            for (_, _, item) in items {
-                let log = match item {
-                    Item::Head(l) => l,
-                    Item::Doc(ts, addr) => {
-                        let Some(Ok(rec)) = part.map(|p| p.fetch(self.fields, addr, ts)) else { continue };
-                        if !wanted(&rec.record.body) || scan.trace_id.is_some_and(|t| rec.record.trace_id != Some(t)) {
-                            continue;
-                        }
-                        tables.stored(rec.stream, rec.resource, rec.scope, rec.record)
-                    }
-                };
-                if !visit(&log) {
-                    return;
+            let cands = part.map(|p| p.candidates(self.fields, &filter)).unwrap_or_default();
+            let go = if ls.ordered {
+                head.sort_unstable_by_key(|(t, s, _)| (*t, *s));
+                if backward {
+                    head.reverse();
                 }
+                merge_scan(part.map(Arc::as_ref), cands, head, backward, &job, &tables, visit)
+            } else {
+                head.iter().all(|(_, _, l)| visit(l))
+                    && part.is_none_or(|p| unordered_scan(p, &cands, &job, &tables, visit))
+            };
+            if !go {
+                return;
             }
         }
     }
@@ -545,14 +629,21 @@ impl LogsHead {
             };
             (candidates, found, parts, tables)
         };
+        let wanted: BTreeSet<u32> = candidates.into_iter().collect();
         for p in parts {
-            let whole = p.within(start_ns, end_ns);
-            for &s in &candidates {
-                if found.contains(&s) || !p.streams.contains(&s) {
+            for (i, c) in p.chunks.iter().enumerate() {
+                if found.contains(&c.stream) || !wanted.contains(&c.stream) || c.max_ts < start_ns || c.min_ts > end_ns
+                {
                     continue;
                 }
-                if whole || p.has_stream_in(self.fields, s, start_ns, end_ns).unwrap_or(true) {
-                    found.insert(s);
+                let inside = c.min_ts >= start_ns && c.max_ts <= end_ns;
+                // A chunk straddling the range edge: look at its timestamps (a damaged one counts).
+                let hit = inside
+                    || p.frame(i).and_then(|f| chunk::Chunk::parse(f, true).ok()).is_none_or(|ch| {
+                        ch.timestamps().map_or(true, |ts| ts.iter().any(|&t| t >= start_ns && t <= end_ns))
+                    });
+                if hit {
+                    found.insert(c.stream);
                 }
             }
         }
@@ -561,6 +652,244 @@ impl LogsHead {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// What the chunk readers check row by row.
+struct Job<'a> {
+    start: i64,
+    end: i64,
+    trace_id: Option<TraceId>,
+    finders: &'a [memchr::memmem::Finder<'static>],
+    body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    bodies: bool,
+    seqs: bool,
+}
+
+/// Decodes chunk `i` of `p` and returns it with its rows that pass `job`, ascending; `None` when
+/// none does or the chunk is damaged (damage is not fatal to a scan: the chunk is skipped).
+fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<'p>, Vec<u32>)> {
+    let frame = p.frame(i)?;
+    let c = chunk::Chunk::parse(frame, true).ok()?;
+    let d = Decoded::new(c, job.seqs, job.bodies).ok()?;
+    let lo = d.ts.partition_point(|&t| t < job.start);
+    let hi = d.ts.partition_point(|&t| t <= job.end);
+    let mut rows: Vec<u32> = Vec::new();
+    if let Some((first, rest)) = job.finders.split_first() {
+        // Search the whole body blob for the first substring (ripgrep-style), then check the
+        // rows it lands in.
+        let blob = d.bodies.as_bytes();
+        let mut row = lo;
+        let mut from = if lo == 0 { 0 } else { d.ends[lo - 1] as usize };
+        while row < hi {
+            let Some(off) = first.find(&blob[from..]) else { break };
+            let at = from + off;
+            while row < hi && (d.ends[row] as usize) < at + first.needle().len() {
+                row += 1;
+            }
+            if row >= hi {
+                break;
+            }
+            let start = if row == 0 { 0 } else { d.ends[row - 1] as usize };
+            if at >= start {
+                rows.push(row as u32);
+                row += 1;
+                from = if row < d.ends.len() { d.ends[row - 1] as usize } else { blob.len() };
+            } else {
+                // The match crosses into this row from the one before: look again inside it.
+                from = start;
+            }
+        }
+        rows.retain(|&r| rest.iter().all(|f| f.find(d.body(r as usize).as_bytes()).is_some()));
+    } else {
+        rows.extend(lo as u32..hi as u32);
+    }
+    if let Some(f) = job.body_filter {
+        rows.retain(|&r| f(d.body(r as usize)));
+    }
+    if let Some(t) = job.trace_id {
+        rows.retain(|&r| d.meta(r as usize).record.trace_id == Some(t));
+    }
+    if rows.is_empty() { None } else { Some((d, rows)) }
+}
+
+/// Threads a scan reads chunks on.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+}
+
+/// A chunk read for a scan: its decoded columns and the rows that pass, ascending.
+type ReadChunk<'p> = Option<(Decoded<'p>, Vec<u32>)>;
+
+/// Reads `idx` (chunk numbers of `p`) on up to [`threads`] threads; results in `idx` order.
+fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<ReadChunk<'p>> {
+    let n = threads().min(idx.len());
+    if n <= 1 {
+        return idx.iter().map(|&i| read_chunk(p, i, job)).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut parts: Vec<Vec<(usize, ReadChunk<'p>)>> = std::thread::scope(|s| {
+        let work = || {
+            let mut out = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = idx.get(k) else { break };
+                out.push((k, read_chunk(p, i, job)));
+            }
+            out
+        };
+        let handles: Vec<_> = (1..n).map(|_| s.spawn(work)).collect();
+        let mut all = vec![work()];
+        for h in handles {
+            all.push(h.join().unwrap_or_default());
+        }
+        all
+    });
+    let mut out: Vec<ReadChunk<'p>> = (0..idx.len()).map(|_| None).collect();
+    for v in parts.drain(..) {
+        for (k, r) in v {
+            out[k] = r;
+        }
+    }
+    out
+}
+
+/// A chunk row handed to a visitor.
+struct RowLine<'a> {
+    d: &'a Decoded<'a>,
+    row: usize,
+    tables: &'a Tables,
+}
+
+impl LogLine for RowLine<'_> {
+    fn stream(&self) -> &Arc<Labels> {
+        self.tables.stream(self.d.chunk.stream)
+    }
+    fn timestamp_ns(&self) -> i64 {
+        self.d.ts[self.row]
+    }
+    fn body(&self) -> &str {
+        self.d.body(self.row)
+    }
+    fn meta(&self) -> &LogRecord {
+        &self.d.meta(self.row).record
+    }
+    fn meta_keys(&self) -> Option<&[String]> {
+        Some(&self.d.keys)
+    }
+    fn stored(&self) -> StoredLog {
+        let m = self.d.meta(self.row);
+        self.tables.stored(self.d.chunk.stream, m.resource, m.scope, self.d.record(self.row))
+    }
+}
+
+/// Visits the rows of `cands` (any order) on several threads' reads; false when the visitor
+/// stopped.
+fn unordered_scan(
+    p: &Partition,
+    cands: &[usize],
+    job: &Job<'_>,
+    tables: &Tables,
+    visit: &mut dyn FnMut(&dyn LogLine) -> bool,
+) -> bool {
+    for batch in cands.chunks(threads() * 4) {
+        for (d, rows) in read_chunks(p, batch, job).into_iter().flatten() {
+            for &r in &rows {
+                if !visit(&RowLine { d: &d, row: r as usize, tables }) {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Sort key of a row in scan order (ascending `(ts, seq)`, or descending for backward scans).
+fn order_key(ts: i64, seq: u64, backward: bool) -> i128 {
+    let k = (i128::from(ts) << 64) | i128::from(seq);
+    if backward { -k } else { k }
+}
+
+/// Visits the rows of `cands` and the head records `head` (already in scan order) merged in scan
+/// order, reading chunks only when the merge reaches their time range; false when the visitor
+/// stopped.
+fn merge_scan(
+    p: Option<&Partition>,
+    mut cands: Vec<usize>,
+    head: Vec<(i64, u64, StoredLog)>,
+    backward: bool,
+    job: &Job<'_>,
+    tables: &Tables,
+    visit: &mut dyn FnMut(&dyn LogLine) -> bool,
+) -> bool {
+    // The smallest key a chunk can hold, in scan order.
+    let bound = |c: &ChunkMeta| {
+        if backward { order_key(c.max_ts, u64::MAX, true) } else { order_key(c.min_ts, 0, false) }
+    };
+    let metas = p.map(|p| p.chunks.clone()).unwrap_or_default();
+    cands.sort_by_key(|&i| bound(&metas[i]));
+    let mut next = 0usize;
+    let mut hp = 0usize;
+    struct Cursor<'p> {
+        d: Decoded<'p>,
+        rows: Vec<u32>,
+        at: usize,
+    }
+    let mut cursors: Vec<Cursor<'_>> = Vec::new();
+    let mut heap: BinaryHeap<Reverse<(i128, usize)>> = BinaryHeap::new();
+    let row_key = |c: &Cursor<'_>| {
+        let r = c.rows[if backward { c.rows.len() - 1 - c.at } else { c.at }] as usize;
+        (order_key(c.d.ts[r], c.d.seq.get(r).copied().unwrap_or(0), backward), r)
+    };
+    loop {
+        let top = heap.peek().map(|Reverse((k, _))| *k);
+        let hkey = head.get(hp).map(|(t, s, _)| order_key(*t, *s, backward));
+        let least = match (top, hkey) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(p) = p
+            && next < cands.len()
+            && least.is_none_or(|l| bound(&metas[cands[next]]) <= l)
+        {
+            // Open every chunk that may hold a row before `least` (at least a few, for the threads).
+            let limit = least.unwrap_or_else(|| bound(&metas[cands[next]]));
+            let mut end = next;
+            while end < cands.len() && (bound(&metas[cands[end]]) <= limit || end - next < threads()) {
+                end += 1;
+            }
+            for (d, rows) in read_chunks(p, &cands[next..end], job).into_iter().flatten() {
+                let c = Cursor { d, rows, at: 0 };
+                let (k, _) = row_key(&c);
+                heap.push(Reverse((k, cursors.len())));
+                cursors.push(c);
+            }
+            next = end;
+            continue;
+        }
+        let Some(least) = least else { return true };
+        if hkey == Some(least) {
+            if !visit(&head[hp].2) {
+                return false;
+            }
+            hp += 1;
+            continue;
+        }
+        let Some(Reverse((_, ci))) = heap.pop() else { return true };
+        let c = &mut cursors[ci];
+        let (_, r) = row_key(c);
+        if !visit(&RowLine { d: &c.d, row: r, tables }) {
+            return false;
+        }
+        c.at += 1;
+        if c.at < c.rows.len() {
+            let (k, _) = row_key(c);
+            heap.push(Reverse((k, ci)));
+        } else {
+            // Done: free its columns (the slot stays so the other indexes hold).
+            c.rows = Vec::new();
+            c.d.release();
+        }
     }
 }
 
@@ -573,7 +902,7 @@ impl crate::read::LogsReader for LogsHead {
             ..LogScan::default()
         };
         let mut out = Vec::new();
-        self.scan_impl(&scan, &mut |l| {
+        self.scan(&scan, &mut |l| {
             out.push(l.clone());
             true
         });
@@ -583,7 +912,7 @@ impl crate::read::LogsReader for LogsHead {
     fn logs_by_trace(&self, trace_id: TraceId) -> Vec<StoredLog> {
         let scan = LogScan { start_ns: i64::MIN, end_ns: i64::MAX, trace_id: Some(trace_id), ..LogScan::default() };
         let mut out = Vec::new();
-        self.scan_impl(&scan, &mut |l| {
+        self.scan(&scan, &mut |l| {
             out.push(l.clone());
             true
         });
@@ -595,7 +924,12 @@ impl crate::read::LogsReader for LogsHead {
     }
 
     fn scan(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
-        self.scan_impl(scan, visit)
+        let ls = LineScan { scan, ordered: true, bodies: true, body_filter: None };
+        self.scan_core(&ls, &mut |line| visit(&line.stored()))
+    }
+
+    fn scan_lines(&self, scan: &LineScan<'_>, visit: &mut dyn FnMut(&dyn LogLine) -> bool) {
+        self.scan_core(scan, visit)
     }
 }
 

@@ -1,63 +1,66 @@
-//! One time partition: a tantivy index of the records whose timestamps fall in
-//! `[start_ns, start_ns + partition_ns)`, in `<dir>/part-<start seconds>`.
+//! One time partition (format version 2): the chunks of the records whose timestamps fall in
+//! `[start_ns, start_ns + partition_ns)`, in `<dir>/part-<start seconds>`:
 //!
-//! Invariants: documents are only ever added (never deleted or updated); every commit carries the
-//! payload `{"version":1,"wal_segment":S,"wal_offset":O,"max_seq":N}`: the position of the last
-//! WAL batch with a record in this partition that the commit holds. A [`Partition`] value is an
-//! immutable snapshot (its `searcher`); the engine swaps in a new one after each commit.
+//! - `chunks-<gen>.dat`: one data file per flush, a sequence of chunk frames ([`super::chunk`]);
+//! - `index/`: a tantivy index with one document per chunk: stream id, time bounds, location,
+//!   row count as fast fields, and the chunk's distinct body tokens ([`super::tokens`]).
+//!
+//! Invariants: files and documents are only ever added. A data file is written and fsynced before
+//! the index commit that refers to it; every commit carries the payload
+//! `{"version":2,"gen":G,"wal_segment":S,"wal_offset":O,"max_seq":N}`, `G` the newest data file
+//! it refers to, so a data file with a larger number is a torn flush and is deleted at open. A
+//! [`Partition`] value is an immutable snapshot; the engine swaps in a new one after each commit.
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
-use tantivy::collector::Count;
-use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery};
-use tantivy::schema::document::{DeserializeError, DocumentDeserialize, DocumentDeserializer};
-use tantivy::schema::{BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
-use tantivy::store::{Compressor, ZstdCompressor};
-use tantivy::{
-    DocAddress, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term,
-};
+use tantivy::collector::DocSetCollector;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
+use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
+use super::chunk::{Bloom, Chunk};
 use super::tokens;
-use crate::model::{LogRecord, TraceId};
+use crate::model::TraceId;
 use crate::wal::WalPos;
 
-/// Version of the partition layout (schema and stored record encoding).
-pub(super) const FORMAT_VERSION: u32 = 1;
+/// Version of the partition layout.
+pub(super) const FORMAT_VERSION: u32 = 2;
+
+const INDEX_DIR: &str = "index";
+
+/// Index segments of a partition before a commit lets tantivy merge them.
+const MERGE_AT_SEGMENTS: usize = 32;
 
 /// The schema's fields.
 #[derive(Clone, Copy)]
 pub(super) struct Fields {
     pub stream: Field,
-    pub ts: Field,
-    pub seq: Field,
-    pub trace_id: Field,
-    pub span_id: Field,
-    pub body: Field,
-    pub rec: Field,
+    pub min_ts: Field,
+    pub max_ts: Field,
+    pub rows: Field,
+    pub file: Field,
+    pub offset: Field,
+    pub len: Field,
+    pub tokens: Field,
 }
 
 pub(super) fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
+    let fast = || NumericOptions::default().set_fast();
     let stream = b.add_u64_field("stream", NumericOptions::default().set_indexed().set_fast());
-    let ts = b.add_i64_field("ts", NumericOptions::default().set_fast());
-    let seq = b.add_u64_field("seq", NumericOptions::default().set_fast());
-    // No field norms anywhere: nothing is scored, and they would cost a byte per document each.
-    let raw = || {
-        TextOptions::default().set_indexing_options(
-            TextFieldIndexing::default()
-                .set_tokenizer("raw")
-                .set_index_option(IndexRecordOption::Basic)
-                .set_fieldnorms(false),
-        )
-    };
-    let trace_id = b.add_text_field("trace_id", raw());
-    let span_id = b.add_text_field("span_id", raw());
-    let body = b.add_text_field(
-        "body",
+    let min_ts = b.add_i64_field("min_ts", fast());
+    let max_ts = b.add_i64_field("max_ts", fast());
+    let rows = b.add_u64_field("rows", fast());
+    let file = b.add_u64_field("file", fast());
+    let offset = b.add_u64_field("offset", fast());
+    let len = b.add_u64_field("len", fast());
+    let tokens = b.add_text_field(
+        "tokens",
         TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(tokens::TOKENIZER)
@@ -65,27 +68,36 @@ pub(super) fn schema() -> (Schema, Fields) {
                 .set_fieldnorms(false),
         ),
     );
-    let rec = b.add_bytes_field("rec", BytesOptions::default().set_stored());
-    (b.build(), Fields { stream, ts, seq, trace_id, span_id, body, rec })
-}
-
-/// What a document's stored `rec` field holds (postcard). `record.timestamp_ns` is stored as 0:
-/// the `ts` fast field holds it (unique timestamps would not compress in the doc store).
-#[derive(Serialize, Deserialize)]
-pub(super) struct StoredRec {
-    pub stream: u32,
-    pub resource: u32,
-    pub scope: u32,
-    pub record: LogRecord,
+    (b.build(), Fields { stream, min_ts, max_ts, rows, file, offset, len, tokens })
 }
 
 /// The commit payload.
 #[derive(Serialize, Deserialize, Debug, Default, Clone, Copy)]
 pub(super) struct Payload {
     pub version: u32,
+    #[serde(rename = "gen")]
+    pub fgen: u64,
     pub wal_segment: u64,
     pub wal_offset: u64,
     pub max_seq: u64,
+}
+
+/// Where a chunk is and what it covers.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ChunkMeta {
+    pub stream: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub rows: u32,
+    pub file: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A chunk ready for [`Partition::append`]: its frame in the new data file and its tokens.
+pub(super) struct NewChunk {
+    pub meta: ChunkMeta,
+    pub tokens: String,
 }
 
 /// A snapshot of one partition.
@@ -94,16 +106,23 @@ pub(super) struct Partition {
     pub start_ns: i64,
     pub end_ns: i64,
     pub dir: PathBuf,
-    pub index: Index,
-    pub reader: IndexReader,
-    pub searcher: Searcher,
+    index: Index,
+    reader: IndexReader,
+    searcher: Searcher,
     pub committed: WalPos,
     pub max_seq: u64,
+    pub fgen: u64,
+    /// Every chunk, in index order (segment by segment).
+    pub chunks: Arc<Vec<ChunkMeta>>,
+    /// First chunk number of each index segment.
+    seg_base: Arc<Vec<usize>>,
+    files: Arc<BTreeMap<u64, Arc<Mmap>>>,
     /// Stream ids with at least one record here.
     pub streams: Arc<BTreeSet<u32>>,
     pub min_ts: i64,
     pub max_ts: i64,
     pub bytes: u64,
+    /// Records.
     pub docs: u64,
 }
 
@@ -120,211 +139,17 @@ pub(super) fn parse_dir_name(name: &str) -> Option<i64> {
     name.strip_prefix("part-")?.parse::<i64>().ok()?.checked_mul(1_000_000_000)
 }
 
-impl Partition {
-    /// Opens (or creates) the partition in `dir`.
-    pub fn open(dir: &Path, start_ns: i64, partition_ns: i64, fields: Fields) -> std::io::Result<Partition> {
-        let index = if dir.join("meta.json").exists() {
-            Index::open_in_dir(dir).map_err(tantivy_err)?
-        } else {
-            std::fs::create_dir_all(dir)?;
-            let settings = IndexSettings {
-                docstore_compression: Compressor::Zstd(ZstdCompressor { compression_level: Some(3) }),
-                docstore_blocksize: 128 * 1024,
-                ..IndexSettings::default()
-            };
-            Index::builder().schema(schema().0).settings(settings).create_in_dir(dir).map_err(tantivy_err)?
-        };
-        index.tokenizers().register(tokens::TOKENIZER, tokens::analyzer());
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(tantivy_err)?;
-        let payload: Payload = index
-            .load_metas()
-            .map_err(tantivy_err)?
-            .payload
-            .and_then(|p| serde_json::from_str(&p).ok())
-            .unwrap_or_default();
-        let mut p = Partition {
-            start_ns,
-            end_ns: start_ns.saturating_add(partition_ns),
-            dir: dir.to_path_buf(),
-            searcher: reader.searcher(),
-            index,
-            reader,
-            committed: WalPos { segment: payload.wal_segment, offset: payload.wal_offset },
-            max_seq: payload.max_seq,
-            streams: Arc::default(),
-            min_ts: i64::MAX,
-            max_ts: i64::MIN,
-            bytes: 0,
-            docs: 0,
-        };
-        p.refresh_stats(fields)?;
-        Ok(p)
-    }
-
-    /// Recomputes the stream set, time bounds, size and count from the current searcher.
-    fn refresh_stats(&mut self, fields: Fields) -> std::io::Result<()> {
-        let mut streams = BTreeSet::new();
-        let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-        for seg in self.searcher.segment_readers() {
-            let inv = seg.inverted_index(fields.stream).map_err(tantivy_err)?;
-            let mut terms = inv.terms().stream().map_err(std::io::Error::other)?;
-            while terms.advance() {
-                if let Ok(b) = <[u8; 8]>::try_from(terms.key()) {
-                    streams.insert(u64::from_be_bytes(b) as u32);
-                }
-            }
-            let ts = seg.fast_fields().i64("ts").map_err(tantivy_err)?;
-            if seg.num_docs() > 0 {
-                min_ts = min_ts.min(ts.min_value());
-                max_ts = max_ts.max(ts.max_value());
-            }
-        }
-        self.streams = Arc::new(streams);
-        self.min_ts = min_ts;
-        self.max_ts = max_ts;
-        self.docs = self.searcher.num_docs();
-        self.bytes = dir_size(&self.dir);
-        Ok(())
-    }
-
-    /// A writer for this partition (`budget` bytes of indexing memory, one thread).
-    pub fn writer(&self, budget: usize) -> std::io::Result<IndexWriter> {
-        self.index.writer_with_num_threads(1, budget.max(15_000_000)).map_err(tantivy_err)
-    }
-
-    /// Commits what `writer` holds with `payload` and returns the new snapshot.
-    pub fn commit(&self, writer: &mut IndexWriter, payload: Payload, fields: Fields) -> std::io::Result<Partition> {
-        let mut prepared = writer.prepare_commit().map_err(tantivy_err)?;
-        prepared.set_payload(&serde_json::to_string(&payload).map_err(std::io::Error::other)?);
-        prepared.commit().map_err(tantivy_err)?;
-        self.reader.reload().map_err(tantivy_err)?;
-        let mut p = self.clone();
-        p.searcher = self.reader.searcher();
-        p.committed = WalPos { segment: payload.wal_segment, offset: payload.wal_offset };
-        p.max_seq = payload.max_seq;
-        p.refresh_stats(fields)?;
-        Ok(p)
-    }
-
-    /// Reloads the searcher after background merges (which do not change the contents).
-    pub fn reloaded(&self, fields: Fields) -> std::io::Result<Partition> {
-        self.reader.reload().map_err(tantivy_err)?;
-        let mut p = self.clone();
-        p.searcher = self.reader.searcher();
-        p.refresh_stats(fields)?;
-        Ok(p)
-    }
-
-    /// True when every record of this partition lies in `start..=end`.
-    pub fn within(&self, start: i64, end: i64) -> bool {
-        self.min_ts >= start && self.max_ts <= end
-    }
-
-    /// `(ts, seq, address)` of the documents matching the filters, unsorted.
-    pub fn candidates(&self, fields: Fields, filter: &Filter<'_>) -> std::io::Result<Vec<(i64, u64, DocAddress)>> {
-        let Some(query) = self.query(fields, filter) else { return Ok(Vec::new()) };
-        let weight = query.weight(EnableScoring::disabled_from_searcher(&self.searcher)).map_err(tantivy_err)?;
-        let mut out = Vec::new();
-        for (ord, seg) in self.searcher.segment_readers().iter().enumerate() {
-            let ts = seg.fast_fields().i64("ts").map_err(tantivy_err)?;
-            let seq = seg.fast_fields().u64("seq").map_err(tantivy_err)?;
-            weight
-                .for_each_no_score(seg, &mut |docs| {
-                    for &d in docs {
-                        let t = ts.first(d).unwrap_or(0);
-                        if t >= filter.start && t <= filter.end {
-                            out.push((t, seq.first(d).unwrap_or(0), DocAddress::new(ord as u32, d)));
-                        }
-                    }
-                })
-                .map_err(tantivy_err)?;
-        }
-        Ok(out)
-    }
-
-    /// True when stream `stream` has a record in `start..=end` here.
-    pub fn has_stream_in(&self, fields: Fields, stream: u32, start: i64, end: i64) -> std::io::Result<bool> {
-        let q = BooleanQuery::new(vec![
-            (
-                Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_u64(fields.stream, stream as u64), IndexRecordOption::Basic))
-                    as Box<dyn Query>,
-            ),
-            (
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(Term::from_field_i64(fields.ts, start)),
-                    Bound::Included(Term::from_field_i64(fields.ts, end)),
-                )),
-            ),
-        ]);
-        Ok(self.searcher.search(&q, &Count).map_err(tantivy_err)? > 0)
-    }
-
-    fn query(&self, fields: Fields, f: &Filter<'_>) -> Option<Box<dyn Query>> {
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        if let Some(streams) = f.streams {
-            let terms: Vec<Term> = streams
-                .iter()
-                .filter(|s| self.streams.contains(s))
-                .map(|&s| Term::from_field_u64(fields.stream, s as u64))
-                .collect();
-            if terms.is_empty() {
-                return None;
-            }
-            if terms.len() < self.streams.len() {
-                clauses.push((Occur::Must, Box::new(TermSetQuery::new(terms))));
-            }
-        }
-        if !self.within(f.start, f.end) {
-            clauses.push((
-                Occur::Must,
-                Box::new(RangeQuery::new(
-                    Bound::Included(Term::from_field_i64(fields.ts, f.start)),
-                    Bound::Included(Term::from_field_i64(fields.ts, f.end)),
-                )),
-            ));
-        }
-        if let Some(t) = f.trace_id {
-            clauses.push((
-                Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_text(fields.trace_id, &t.to_hex()), IndexRecordOption::Basic)),
-            ));
-        }
-        for hint in f.line_contains {
-            for tok in tokens::required_tokens(hint) {
-                clauses.push((
-                    Occur::Must,
-                    Box::new(TermQuery::new(Term::from_field_text(fields.body, tok), IndexRecordOption::Basic)),
-                ));
-            }
-        }
-        Some(if clauses.is_empty() { Box::new(AllQuery) } else { Box::new(BooleanQuery::new(clauses)) })
-    }
-
-    /// The stored record of `addr`, whose timestamp is `ts` (from [`Partition::candidates`]).
-    pub fn fetch(&self, fields: Fields, addr: DocAddress, ts: i64) -> std::io::Result<StoredRec> {
-        let _ = fields;
-        let RecBytes(bytes) = self.searcher.doc(addr).map_err(tantivy_err)?;
-        let mut rec: StoredRec =
-            postcard::from_bytes(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        rec.record.timestamp_ns = ts;
-        Ok(rec)
-    }
+fn file_name(fgen: u64) -> String {
+    format!("chunks-{fgen}.dat")
 }
 
-/// A stored document read as just its `rec` bytes (the only stored field), without building a
-/// `TantivyDocument`.
-struct RecBytes(Vec<u8>);
+fn parse_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("chunks-")?.strip_suffix(".dat")?.parse().ok()
+}
 
-impl DocumentDeserialize for RecBytes {
-    fn deserialize<'de, D: DocumentDeserializer<'de>>(mut d: D) -> Result<Self, DeserializeError> {
-        let mut out = Vec::new();
-        while let Some((_, v)) = d.next_field::<Vec<u8>>()? {
-            out = v;
-        }
-        Ok(RecBytes(out))
-    }
+fn map_file(path: &Path) -> std::io::Result<Mmap> {
+    let f = std::fs::File::open(path)?;
+    super::mmap::map(&f)
 }
 
 /// What a scan wants from a partition.
@@ -337,27 +162,224 @@ pub(super) struct Filter<'a> {
     pub line_contains: &'a [String],
 }
 
-/// The document for one record.
-pub(super) fn document(fields: Fields, seq: u64, mut rec: StoredRec) -> std::io::Result<TantivyDocument> {
-    let mut doc = TantivyDocument::default();
-    doc.add_u64(fields.stream, rec.stream as u64);
-    doc.add_i64(fields.ts, rec.record.timestamp_ns);
-    doc.add_u64(fields.seq, seq);
-    if let Some(t) = rec.record.trace_id {
-        doc.add_text(fields.trace_id, t.to_hex());
+impl Partition {
+    /// Opens (or creates) the partition in `dir`, dropping data files no commit refers to.
+    pub fn open(dir: &Path, start_ns: i64, partition_ns: i64, fields: Fields) -> std::io::Result<Partition> {
+        let idir = dir.join(INDEX_DIR);
+        let index = if idir.join("meta.json").exists() {
+            Index::open_in_dir(&idir).map_err(tantivy_err)?
+        } else {
+            std::fs::create_dir_all(&idir)?;
+            Index::builder().schema(schema().0).create_in_dir(&idir).map_err(tantivy_err)?
+        };
+        index.tokenizers().register(tokens::TOKENIZER, tokens::analyzer());
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(tantivy_err)?;
+        let payload: Payload = index
+            .load_metas()
+            .map_err(tantivy_err)?
+            .payload
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default();
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let Some(fgen) = e.file_name().to_str().and_then(parse_file_name) else { continue };
+            if fgen > payload.fgen {
+                // Written by a flush whose commit never happened.
+                std::fs::remove_file(e.path())?;
+            } else {
+                files.insert(fgen, Arc::new(map_file(&e.path())?));
+            }
+        }
+        let mut p = Partition {
+            start_ns,
+            end_ns: start_ns.saturating_add(partition_ns),
+            dir: dir.to_path_buf(),
+            searcher: reader.searcher(),
+            index,
+            reader,
+            committed: WalPos { segment: payload.wal_segment, offset: payload.wal_offset },
+            max_seq: payload.max_seq,
+            fgen: payload.fgen,
+            chunks: Arc::default(),
+            seg_base: Arc::default(),
+            files: Arc::new(files),
+            streams: Arc::default(),
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            bytes: 0,
+            docs: 0,
+        };
+        p.refresh(fields)?;
+        Ok(p)
     }
-    if let Some(s) = rec.record.span_id {
-        doc.add_text(fields.span_id, s.to_hex());
+
+    /// Rebuilds the chunk table and statistics from the current searcher.
+    fn refresh(&mut self, fields: Fields) -> std::io::Result<()> {
+        let _ = fields;
+        let mut chunks = Vec::new();
+        let mut seg_base = Vec::new();
+        for seg in self.searcher.segment_readers() {
+            seg_base.push(chunks.len());
+            let ff = seg.fast_fields();
+            let u = |n: &str| ff.u64(n).map_err(tantivy_err);
+            let (stream, rows, file, offset, len) = (u("stream")?, u("rows")?, u("file")?, u("offset")?, u("len")?);
+            let (min_ts, max_ts) = (ff.i64("min_ts").map_err(tantivy_err)?, ff.i64("max_ts").map_err(tantivy_err)?);
+            // Documents are never deleted, so doc ids are dense.
+            for d in 0..seg.max_doc() {
+                chunks.push(ChunkMeta {
+                    stream: stream.first(d).unwrap_or(0) as u32,
+                    min_ts: min_ts.first(d).unwrap_or(0),
+                    max_ts: max_ts.first(d).unwrap_or(0),
+                    rows: rows.first(d).unwrap_or(0) as u32,
+                    file: file.first(d).unwrap_or(0),
+                    offset: offset.first(d).unwrap_or(0),
+                    len: len.first(d).unwrap_or(0),
+                });
+            }
+        }
+        self.streams = Arc::new(chunks.iter().map(|c| c.stream).collect());
+        self.min_ts = chunks.iter().map(|c| c.min_ts).min().unwrap_or(i64::MAX);
+        self.max_ts = chunks.iter().map(|c| c.max_ts).max().unwrap_or(i64::MIN);
+        self.docs = chunks.iter().map(|c| u64::from(c.rows)).sum();
+        self.chunks = Arc::new(chunks);
+        self.seg_base = Arc::new(seg_base);
+        self.bytes = dir_size(&self.dir);
+        Ok(())
     }
-    doc.add_text(fields.body, &rec.record.body);
-    // The timestamp lives in the fast field only; `fetch` puts it back.
-    rec.record.timestamp_ns = 0;
-    doc.add_bytes(fields.rec, &postcard::to_allocvec(&rec).map_err(std::io::Error::other)?);
-    Ok(doc)
+
+    /// Writes `data` (the frames of `chunks`, whose offsets are into it) as the next data file,
+    /// indexes the chunks and commits with `payload` (its `fgen` is set here); returns the new
+    /// snapshot.
+    pub fn append(
+        &self,
+        data: &[u8],
+        chunks: Vec<NewChunk>,
+        mut payload: Payload,
+        fields: Fields,
+    ) -> std::io::Result<Partition> {
+        let fgen = self.fgen + 1;
+        payload.fgen = fgen;
+        let path = self.dir.join(file_name(fgen));
+        {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        // A small writer for this commit only: no indexing memory is held between flushes.
+        let mut writer: tantivy::IndexWriter<TantivyDocument> =
+            self.index.writer_with_num_threads(1, 15_000_000).map_err(tantivy_err)?;
+        // Each commit adds a small segment; merging them all the time cost more CPU than the
+        // rest of the flush, so segments are merged (tantivy's default policy) only once there
+        // are many.
+        if self.searcher.segment_readers().len() < MERGE_AT_SEGMENTS {
+            writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        }
+        for c in chunks {
+            let mut doc = TantivyDocument::default();
+            doc.add_u64(fields.stream, u64::from(c.meta.stream));
+            doc.add_i64(fields.min_ts, c.meta.min_ts);
+            doc.add_i64(fields.max_ts, c.meta.max_ts);
+            doc.add_u64(fields.rows, u64::from(c.meta.rows));
+            doc.add_u64(fields.file, fgen);
+            doc.add_u64(fields.offset, c.meta.offset);
+            doc.add_u64(fields.len, c.meta.len);
+            doc.add_text(fields.tokens, &c.tokens);
+            writer.add_document(doc).map_err(tantivy_err)?;
+        }
+        let mut prepared = writer.prepare_commit().map_err(tantivy_err)?;
+        prepared.set_payload(&serde_json::to_string(&payload).map_err(std::io::Error::other)?);
+        prepared.commit().map_err(tantivy_err)?;
+        writer.wait_merging_threads().map_err(tantivy_err)?;
+        self.reader.reload().map_err(tantivy_err)?;
+        let mut p = self.clone();
+        p.searcher = self.reader.searcher();
+        p.committed = WalPos { segment: payload.wal_segment, offset: payload.wal_offset };
+        p.max_seq = payload.max_seq;
+        p.fgen = fgen;
+        let mut files = (*self.files).clone();
+        files.insert(fgen, Arc::new(map_file(&path)?));
+        p.files = Arc::new(files);
+        p.refresh(fields)?;
+        Ok(p)
+    }
+
+    /// The frame of chunk `i`.
+    pub fn frame(&self, i: usize) -> Option<&[u8]> {
+        let c = self.chunks.get(i)?;
+        let f = self.files.get(&c.file)?;
+        f.get(c.offset as usize..(c.offset as usize).checked_add(c.len as usize)?)
+    }
+
+    /// Numbers of the chunks that may hold records `filter` wants (the index and bloom filters
+    /// only narrow: every chunk with such a record is in the answer).
+    pub fn candidates(&self, fields: Fields, filter: &Filter<'_>) -> Vec<usize> {
+        let mut out: Vec<usize> = (0..self.chunks.len())
+            .filter(|&i| {
+                let c = &self.chunks[i];
+                c.max_ts >= filter.start
+                    && c.min_ts <= filter.end
+                    && filter.streams.is_none_or(|s| s.binary_search(&c.stream).is_ok())
+            })
+            .collect();
+        if out.is_empty() {
+            return out;
+        }
+        let toks: Vec<&str> = filter.line_contains.iter().flat_map(|h| tokens::required_tokens(h)).collect();
+        if !toks.is_empty()
+            && let Ok(hits) = self.token_hits(fields, &toks)
+        {
+            out.retain(|i| hits.contains(i));
+        }
+        let mut hashes: Vec<u64> = filter.line_contains.iter().flat_map(|h| tokens::required_grams(h)).collect();
+        if let Some(t) = filter.trace_id {
+            hashes.push(tokens::id_hash(&t.0));
+        }
+        if !hashes.is_empty() {
+            out.retain(|&i| {
+                let Some(frame) = self.frame(i) else { return true };
+                match Chunk::parse(frame, false) {
+                    Ok(c) => hashes.iter().all(|&h| Bloom::may_contain(c.bloom(), h)),
+                    // Damaged: let the reader report it.
+                    Err(_) => true,
+                }
+            });
+        }
+        out
+    }
+
+    fn token_hits(&self, fields: Fields, toks: &[&str]) -> std::io::Result<BTreeSet<usize>> {
+        let clauses: Vec<(Occur, Box<dyn Query>)> = toks
+            .iter()
+            .map(|t| {
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(Term::from_field_text(fields.tokens, t), IndexRecordOption::Basic))
+                        as Box<dyn Query>,
+                )
+            })
+            .collect();
+        let docs = self.searcher.search(&BooleanQuery::new(clauses), &DocSetCollector).map_err(tantivy_err)?;
+        Ok(docs
+            .into_iter()
+            .filter_map(|a| Some(self.seg_base.get(a.segment_ord as usize)? + a.doc_id as usize))
+            .collect())
+    }
 }
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
         .unwrap_or(0)
 }

@@ -23,6 +23,152 @@ pub(super) fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default()).filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES)).build()
 }
 
+/// True for tokens the chunk index holds: shorter than [`MAX_TOKEN_BYTES`], with fewer than four
+/// ASCII digits (counters, durations, timestamps, numeric ids are nearly unique per line: they
+/// would swell the index for searches that are rare).
+pub(super) fn indexed(tok: &str) -> bool {
+    tok.len() < MAX_TOKEN_BYTES && (tok.len() < 4 || tok.bytes().filter(|b| b.is_ascii_digit()).count() < 4)
+}
+
+/// Calls `f` with every maximal run of `char::is_alphanumeric` characters of `s` (the runs
+/// tantivy's `SimpleTokenizer` gives).
+pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
+    let b = s.as_bytes();
+    let n = b.len();
+    let mut i = 0;
+    // Length in bytes of the alphanumeric character at `i`, or 0.
+    let alnum_at = |i: usize| -> (bool, usize) {
+        let c = b[i];
+        if c < 0x80 {
+            (c.is_ascii_alphanumeric(), 1)
+        } else {
+            match s.get(i..).and_then(|t| t.chars().next()) {
+                Some(ch) => (ch.is_alphanumeric(), ch.len_utf8()),
+                None => (false, 1),
+            }
+        }
+    };
+    while i < n {
+        let (yes, w) = alnum_at(i);
+        if !yes {
+            i += w;
+            continue;
+        }
+        let start = i;
+        i += w;
+        while i < n {
+            let (yes, w) = alnum_at(i);
+            if !yes {
+                break;
+            }
+            i += w;
+        }
+        f(&s[start..i]);
+    }
+}
+
+/// Calls `f` with every token of `s` the chunk index holds.
+#[cfg(test)]
+pub(super) fn for_each_token<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
+    for_each_run(s, |t| {
+        if indexed(t) {
+            f(t)
+        }
+    });
+}
+
+/// Bytes per n-gram of long runs.
+const GRAM: usize = 8;
+/// Winnowing window (grams): every run of `WINDOW + GRAM - 1` bytes or more holds a selected gram
+/// of every window, so a hint with such a run is sure to find its selections in the chunk's bloom.
+const WINDOW: usize = 25;
+/// Runs at least this long get their grams selected (32 bytes: a hex trace id).
+pub(super) const LONG_RUN: usize = WINDOW + GRAM - 1;
+
+fn mix(mut z: u64) -> u64 {
+    // splitmix64's finaliser: a fixed, well-spread hash (the values are stored on disk).
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn gram_hash(g: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&g[..GRAM]);
+    mix(u64::from_le_bytes(b) ^ 0x6c6f_6773_6772_616d)
+}
+
+/// Hash of a trace or span id for the chunk bloom filter.
+pub(super) fn id_hash(id: &[u8]) -> u64 {
+    let mut h = 0x6964_7369_6473_6964u64 ^ id.len() as u64;
+    for c in id.chunks(8) {
+        let mut b = [0u8; 8];
+        b[..c.len()].copy_from_slice(c);
+        h = mix(h ^ u64::from_le_bytes(b));
+    }
+    h
+}
+
+/// The winnowed gram hashes of one run (at least [`LONG_RUN`] bytes): the smallest hash of every
+/// window of [`WINDOW`] consecutive grams.
+fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
+    let mut stack = [0u64; 96];
+    let heap: Vec<u64>;
+    let n = run.len() + 1 - GRAM;
+    let hashes: &[u64] = if n <= stack.len() {
+        for (h, g) in stack.iter_mut().zip(run.windows(GRAM)) {
+            *h = gram_hash(g);
+        }
+        &stack[..n]
+    } else {
+        heap = run.windows(GRAM).map(gram_hash).collect();
+        &heap
+    };
+    let mut last = None;
+    for w in hashes.windows(WINDOW) {
+        let m = w.iter().copied().min().unwrap_or(0);
+        if last != Some(m) {
+            f(m);
+            last = Some(m);
+        }
+    }
+}
+
+/// Calls `tok` with every token of `s` the chunk index holds and `gram` with the gram hashes of
+/// its long runs (one pass; the same as [`for_each_token`] and [`for_each_gram`]).
+pub(super) fn for_each_token_and_gram<'a>(s: &'a str, mut tok: impl FnMut(&'a str), mut gram: impl FnMut(u64)) {
+    for_each_run(s, |t| {
+        if t.len() >= LONG_RUN {
+            winnow(t.as_bytes(), &mut gram);
+        } else if indexed(t) {
+            tok(t);
+        }
+    });
+}
+
+/// Calls `f` with the gram hashes of `s`'s long runs the chunk bloom filter holds.
+pub(super) fn for_each_gram(s: &str, mut f: impl FnMut(u64)) {
+    // Fast reject: no run can be long when the line is short.
+    if s.len() < LONG_RUN {
+        return;
+    }
+    for_each_run(s, |t| {
+        if t.len() >= LONG_RUN {
+            winnow(t.as_bytes(), &mut f);
+        }
+    });
+}
+
+/// Gram hashes every line containing `hint` must have in its chunk's bloom filter: those of the
+/// hint's long runs (a run of the hint lies inside a run of the line at least as long).
+pub(super) fn required_grams(hint: &str) -> Vec<u64> {
+    let mut out = Vec::new();
+    for_each_gram(hint, |h| out.push(h));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Tokens every line containing `hint` must hold (see the module invariant); possibly none.
 pub(super) fn required_tokens(hint: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -39,7 +185,7 @@ pub(super) fn required_tokens(hint: &str) -> Vec<&str> {
                 && bounded_left
             {
                 let tok = &hint[s..i];
-                if tok.len() < MAX_TOKEN_BYTES && !out.contains(&tok) {
+                if indexed(tok) && !out.contains(&tok) {
                     out.push(tok);
                 }
             }
@@ -63,6 +209,35 @@ mod tests {
         assert_eq!(required_tokens("[é1] x"), vec!["é1"]);
         let long = format!(" {} ", "x".repeat(MAX_TOKEN_BYTES));
         assert_eq!(required_tokens(&long), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn runs_match_the_analyzer_and_grams_are_found() {
+        let line = "ab 12345 x-Ünï9 a_b ** 0af7651916cd43dd8448eb211c80319c! end";
+        let mut a = analyzer();
+        let mut want = Vec::new();
+        let mut s = a.token_stream(line);
+        while let Some(t) = s.next() {
+            want.push(t.text.clone());
+        }
+        let mut got = Vec::new();
+        for_each_token(line, |t| got.push(t.to_string()));
+        want.retain(|t| indexed(t));
+        assert_eq!(got, want);
+        assert!(!got.contains(&"12345".to_string()));
+        let mut grams = Vec::new();
+        for_each_gram(line, |h| grams.push(h));
+        assert!(!grams.is_empty());
+        for hint in [
+            "0af7651916cd43dd8448eb211c80319c",
+            "=0af7651916cd43dd8448eb211c80319c! e",
+            "** 0af7651916cd43dd8448eb211c80319c",
+        ] {
+            let need = required_grams(hint);
+            assert!(need.iter().all(|h| grams.contains(h)), "{hint}");
+        }
+        assert!(!required_grams("0af7651916cd43dd8448eb211c80319c").is_empty());
+        assert!(required_grams("0af7651916cd43dd8448eb211c8031").is_empty(), "too short for a window");
     }
 
     #[test]

@@ -44,7 +44,79 @@ pub trait LogsReader: Send + Sync {
     /// returns false. The default implementation reads everything in range; engines override it
     /// to use their indexes (and must never drop a record the hints do not rule out).
     fn scan(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
-        let mut logs: Vec<StoredLog> = self
+        default_scan(self, scan, visit)
+    }
+
+    /// The lean scan: hands [`LogLine`]s of the records `scan.scan` selects that pass
+    /// `scan.body_filter` to `visit` until it returns false, without building a [`StoredLog`]
+    /// unless the visitor asks for one. In `scan.scan.direction` order when `scan.ordered`, else in
+    /// any order. The default implementation goes through [`LogsReader::scan`].
+    fn scan_lines(&self, scan: &LineScan<'_>, visit: &mut dyn FnMut(&dyn LogLine) -> bool) {
+        self.scan(scan.scan, &mut |log| {
+            if scan.body_filter.is_some_and(|f| !f(&log.record.body)) {
+                return true;
+            }
+            visit(log)
+        })
+    }
+}
+
+/// What [`LogsReader::scan_lines`] reads.
+#[derive(Clone, Copy)]
+pub struct LineScan<'a> {
+    /// Streams, range, order and hints.
+    pub scan: &'a LogScan,
+    /// When false the lines may come in any order.
+    pub ordered: bool,
+    /// When false [`LogLine::body`] may be empty (the visitor needs only timestamps and labels).
+    pub bodies: bool,
+    /// Only lines whose body passes this are visited (the store may run it on several threads).
+    pub body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+}
+
+/// One record as [`LogsReader::scan_lines`] hands it out.
+pub trait LogLine {
+    /// The stream labels.
+    fn stream(&self) -> &Arc<Labels>;
+    /// The record's timestamp (ns).
+    fn timestamp_ns(&self) -> i64;
+    /// The line (empty when the scan asked for no bodies).
+    fn body(&self) -> &str;
+    /// The record's other fields (its body may be empty here: use [`LogLine::body`]).
+    fn meta(&self) -> &LogRecord;
+    /// A superset of the attribute keys this record has, plus `trace_id`, `span_id`,
+    /// `severity_text`, `severity_number` when it may carry them; `None` when unknown (look at
+    /// [`LogLine::meta`]). Lets a reader skip the metadata of lines that cannot matter.
+    fn meta_keys(&self) -> Option<&[String]>;
+    /// The whole record with its context.
+    fn stored(&self) -> StoredLog;
+}
+
+impl LogLine for StoredLog {
+    fn stream(&self) -> &Arc<Labels> {
+        &self.stream
+    }
+    fn timestamp_ns(&self) -> i64 {
+        self.record.timestamp_ns
+    }
+    fn body(&self) -> &str {
+        &self.record.body
+    }
+    fn meta(&self) -> &LogRecord {
+        &self.record
+    }
+    fn meta_keys(&self) -> Option<&[String]> {
+        None
+    }
+    fn stored(&self) -> StoredLog {
+        self.clone()
+    }
+}
+
+/// [`LogsReader::scan`]'s default: reads everything in range through [`LogsReader::logs`].
+fn default_scan<R: LogsReader + ?Sized>(r: &R, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
+    {
+        let mut logs: Vec<StoredLog> = r
             .logs(&[], scan.start_ns, scan.end_ns)
             .into_iter()
             .filter(|l| crate::read::matches_all(&l.stream, &scan.matchers))

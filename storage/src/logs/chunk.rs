@@ -1,0 +1,820 @@
+//! Chunks: the records of one stream in one partition, stored column by column.
+//!
+//! A chunk is one frame of a partition data file (`part-<S>/chunks-<gen>.dat`):
+//! `u32 length | u32 CRC-32C | payload`, the payload a small header and then the columns, each
+//! compressed on its own so that a reader decompresses only what it needs (timestamps for a count,
+//! bodies for a line filter, the rest only for full results). See `docs/format/logs.md`.
+//!
+//! Invariants: rows are sorted by `(timestamp, seq)`; every column holds exactly `rows` values; the
+//! bloom filter holds every trace id, span id and sampled n-gram of long body runs
+//! ([`super::tokens`]) of the chunk, so a negative answer rules the chunk out. Decoding checks the
+//! CRC and every length and returns an error, never panics, on a damaged frame.
+
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::tokens;
+use crate::model::{KeyValue, LogRecord, SpanId, TraceId};
+
+/// Version byte at the start of every chunk payload.
+const CHUNK_VERSION: u8 = 1;
+
+const COL_TS: u8 = 0;
+const COL_SEQ: u8 = 1;
+const COL_LENS: u8 = 2;
+const COL_BODIES: u8 = 3;
+const COL_META: u8 = 4;
+const COL_BLOOM: u8 = 5;
+const COL_KEYS: u8 = 6;
+const COL_IDS: u8 = 7;
+const NCOLS: usize = 8;
+
+/// `ids` column flags.
+const ID_TRACE: u8 = 1;
+const ID_SPAN: u8 = 2;
+const ID_TRACE_IN_BODY: u8 = 4;
+const ID_SPAN_IN_BODY: u8 = 8;
+
+const CODEC_RAW: u8 = 0;
+const CODEC_ZSTD: u8 = 1;
+
+/// zstd level of the compressed columns (on log bodies level 1 is both faster and a few percent
+/// smaller than 3; see `docs/format/logs.md`).
+const ZSTD_LEVEL: i32 = 1;
+
+/// Frame header bytes (length + CRC).
+pub(super) const FRAME_HEADER: usize = 8;
+
+/// The per-row fields besides timestamp, seq and body (postcard, column `meta`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub(super) struct RowMeta {
+    pub resource: u32,
+    pub scope: u32,
+    /// The record with an empty body and timestamp 0 (those live in their own columns).
+    pub record: LogRecord,
+}
+
+/// Serialises exactly as [`RowMeta`] (postcard is positional, and `&str`/`String` and
+/// `&[T]`/`Vec<T>` encode alike) without copying the record's strings.
+#[derive(Serialize)]
+struct RowMetaRef<'a> {
+    resource: u32,
+    scope: u32,
+    record: RecordRef<'a>,
+}
+
+/// [`LogRecord`]'s fields, in its order, borrowed.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    timestamp_ns: i64,
+    observed_timestamp_ns: i64,
+    severity_number: i32,
+    severity_text: &'a str,
+    body: &'a str,
+    attributes: &'a [KeyValue],
+    dropped_attributes_count: u32,
+    trace_id: Option<TraceId>,
+    span_id: Option<SpanId>,
+    flags: u32,
+    event_name: &'a str,
+}
+
+/// One row handed to [`encode`].
+pub(super) struct Row<'a> {
+    pub seq: u64,
+    pub resource: u32,
+    pub scope: u32,
+    pub record: &'a LogRecord,
+}
+
+/// What the index needs to know about an encoded chunk.
+pub(super) struct Summary {
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub rows: u32,
+    /// Distinct indexable body tokens ([`tokens::for_each_token`]), space-separated.
+    pub tokens: String,
+}
+
+#[derive(Debug)]
+pub(super) struct ChunkError(pub String);
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "damaged log chunk: {}", self.0)
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+impl From<ChunkError> for std::io::Error {
+    fn from(e: ChunkError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
+fn bad(s: impl Into<String>) -> ChunkError {
+    ChunkError(s.into())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, ChunkError> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let Some(&byte) = b.get(*at) else { return Err(bad("truncated varint")) };
+        *at += 1;
+        if shift >= 64 {
+            return Err(bad("varint too long"));
+        }
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+        shift += 7;
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A bloom filter over 64-bit hashes: `k` probes by double hashing into `m = 8 * bytes.len()` bits.
+pub(super) struct Bloom {
+    k: u8,
+    bits: Vec<u8>,
+}
+
+/// Bits per inserted key (about 1 % false positives with 7 probes).
+const BLOOM_BITS_PER_KEY: usize = 10;
+const BLOOM_PROBES: u8 = 7;
+
+impl Bloom {
+    fn with_keys(n: usize) -> Bloom {
+        let bytes = (n * BLOOM_BITS_PER_KEY).div_ceil(8).max(8);
+        Bloom { k: BLOOM_PROBES, bits: vec![0; bytes] }
+    }
+
+    fn insert(&mut self, h: u64) {
+        let m = (self.bits.len() * 8) as u64;
+        let (h1, h2) = (h & 0xffff_ffff, (h >> 32) | 1);
+        for i in 0..u64::from(self.k) {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % m;
+            self.bits[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.bits.len());
+        out.push(self.k);
+        out.extend_from_slice(&self.bits);
+        out
+    }
+
+    /// True when `h` may be in the filter whose column bytes are `col` (empty = matches all).
+    pub fn may_contain(col: &[u8], h: u64) -> bool {
+        let Some((&k, bits)) = col.split_first() else { return true };
+        if bits.is_empty() {
+            return true;
+        }
+        let m = (bits.len() * 8) as u64;
+        let (h1, h2) = (h & 0xffff_ffff, (h >> 32) | 1);
+        (0..u64::from(k)).all(|i| {
+            let bit = h1.wrapping_add(i.wrapping_mul(h2)) % m;
+            bits[(bit / 8) as usize] & (1 << (bit % 8)) != 0
+        })
+    }
+}
+
+/// Encodes `rows` (sorted by `(timestamp, seq)`, at least one) of stream `stream` as one frame
+/// appended to `out`; returns its summary.
+pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::io::Result<Summary> {
+    let n = rows.len();
+    let min_ts = rows.iter().map(|r| r.record.timestamp_ns).min().unwrap_or(0);
+    let max_ts = rows.iter().map(|r| r.record.timestamp_ns).max().unwrap_or(0);
+    let mut ts = Vec::with_capacity(n * 3);
+    let mut seq = Vec::with_capacity(n * 2);
+    let mut lens = Vec::with_capacity(n * 2);
+    let body_bytes: usize = rows.iter().map(|r| r.record.body.len()).sum();
+    let mut bodies = Vec::with_capacity(body_bytes);
+    let mut metas = Vec::with_capacity(n);
+    let mut keys: Vec<String> = Vec::new();
+    let mut token_set: crate::FastMap<&str, ()> = crate::FastMap::default();
+    let mut hashes: Vec<u64> = Vec::new();
+    let mut ids = Vec::with_capacity(n * 2);
+    let mut hex_buf = [0u8; 32];
+    let (mut prev_ts, mut prev_seq) = (min_ts, rows.first().map_or(0, |r| r.seq));
+    put_varint(&mut seq, prev_seq);
+    for (i, r) in rows.iter().enumerate() {
+        let rec = r.record;
+        put_varint(&mut ts, zigzag(rec.timestamp_ns.wrapping_sub(prev_ts)));
+        prev_ts = rec.timestamp_ns;
+        if i > 0 {
+            put_varint(&mut seq, zigzag(r.seq.wrapping_sub(prev_seq) as i64));
+            prev_seq = r.seq;
+        }
+        put_varint(&mut lens, rec.body.len() as u64);
+        bodies.extend_from_slice(rec.body.as_bytes());
+        tokens::for_each_token_and_gram(
+            &rec.body,
+            |t| {
+                token_set.insert(t, ());
+            },
+            |h| hashes.push(h),
+        );
+        // Trace and span ids: most lines that carry them print them in the body too; then only
+        // their offset there is kept.
+        if let Some(t) = rec.trace_id {
+            hashes.push(tokens::id_hash(&t.0));
+        }
+        if let Some(s) = rec.span_id {
+            hashes.push(tokens::id_hash(&s.0));
+        }
+        let trace = rec.trace_id.as_ref().map(|t| &t.0[..]);
+        let span = rec.span_id.as_ref().map(|s| &s.0[..]);
+        let flag_at = ids.len();
+        ids.push(0);
+        for (id, present, in_body) in [(trace, ID_TRACE, ID_TRACE_IN_BODY), (span, ID_SPAN, ID_SPAN_IN_BODY)] {
+            let Some(id) = id else { continue };
+            let hex = &mut hex_buf[..id.len() * 2];
+            for (i, b) in id.iter().enumerate() {
+                hex[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
+                hex[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
+            }
+            let mut f = present;
+            match memchr::memmem::find(rec.body.as_bytes(), hex) {
+                Some(at) => {
+                    f |= in_body;
+                    put_varint(&mut ids, at as u64);
+                }
+                None => ids.extend_from_slice(id),
+            }
+            ids[flag_at] |= f;
+        }
+        let mut key = |k: &str| {
+            if !keys.iter().any(|x| x == k) {
+                keys.push(k.to_string());
+            }
+        };
+        if rec.trace_id.is_some() {
+            key("trace_id");
+        }
+        if rec.span_id.is_some() {
+            key("span_id");
+        }
+        if !rec.severity_text.is_empty() {
+            key("severity_text");
+        }
+        if rec.severity_number != 0 {
+            key("severity_number");
+        }
+        for kv in &rec.attributes {
+            key(&kv.key);
+        }
+        // Observed timestamps are mostly the arrival time, close to the timestamp: store the
+        // difference (postcard writes small numbers short).
+        let observed =
+            if rec.observed_timestamp_ns != 0 { rec.observed_timestamp_ns.wrapping_sub(rec.timestamp_ns) } else { 0 };
+        metas.push(RowMetaRef {
+            resource: r.resource,
+            scope: r.scope,
+            record: RecordRef {
+                timestamp_ns: 0,
+                observed_timestamp_ns: observed,
+                severity_number: rec.severity_number,
+                severity_text: &rec.severity_text,
+                body: "",
+                attributes: &rec.attributes,
+                dropped_attributes_count: rec.dropped_attributes_count,
+                // In the `ids` column.
+                trace_id: None,
+                span_id: None,
+                flags: rec.flags,
+                event_name: &rec.event_name,
+            },
+        });
+    }
+    hashes.sort_unstable();
+    hashes.dedup();
+    let mut bloom = Bloom::with_keys(hashes.len());
+    for h in &hashes {
+        bloom.insert(*h);
+    }
+    let mut toks: Vec<&str> = token_set.into_keys().collect();
+    toks.sort_unstable();
+    let tokens = toks.join(" ");
+    // Each row's metadata with its length first, so a reader can decode one row alone.
+    let mut meta = Vec::with_capacity(n * 16);
+    let mut one = Vec::with_capacity(64);
+    for m in &metas {
+        one.clear();
+        let one_row = postcard::to_extend(m, std::mem::take(&mut one)).map_err(std::io::Error::other)?;
+        put_varint(&mut meta, one_row.len() as u64);
+        meta.extend_from_slice(&one_row);
+        one = one_row;
+    }
+    let keys_col = postcard::to_allocvec(&keys).map_err(std::io::Error::other)?;
+    let cols: [(u8, Vec<u8>, bool); NCOLS] = [
+        (COL_TS, ts, true),
+        (COL_SEQ, seq, true),
+        (COL_LENS, lens, true),
+        (COL_BODIES, bodies, true),
+        (COL_META, meta, true),
+        (COL_BLOOM, bloom.to_bytes(), false),
+        (COL_KEYS, keys_col, false),
+        (COL_IDS, ids, true),
+    ];
+    let mut payload = Vec::with_capacity(64 + body_bytes / 4);
+    payload.push(CHUNK_VERSION);
+    payload.extend_from_slice(&stream.to_le_bytes());
+    payload.extend_from_slice(&(n as u32).to_le_bytes());
+    payload.extend_from_slice(&min_ts.to_le_bytes());
+    payload.extend_from_slice(&max_ts.to_le_bytes());
+    payload.push(NCOLS as u8);
+    let mut stored: Vec<Vec<u8>> = Vec::with_capacity(NCOLS);
+    for (id, raw, compress) in cols {
+        let (codec, data) = if compress && raw.len() > 64 {
+            (CODEC_ZSTD, zstd::bulk::compress(&raw, ZSTD_LEVEL)?)
+        } else {
+            (CODEC_RAW, raw.clone())
+        };
+        payload.push(id);
+        payload.push(codec);
+        payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        stored.push(data);
+    }
+    for s in stored {
+        payload.extend_from_slice(&s);
+    }
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(Summary { min_ts, max_ts, rows: n as u32, tokens })
+}
+
+/// A parsed chunk frame: the header and the column slices, nothing decompressed yet.
+pub(super) struct Chunk<'a> {
+    pub stream: u32,
+    pub rows: usize,
+    pub min_ts: i64,
+    /// Newest timestamp (the index holds it too; kept for tools and checks).
+    #[allow(dead_code)]
+    pub max_ts: i64,
+    cols: [(u8, u32, &'a [u8]); NCOLS],
+}
+
+impl<'a> Chunk<'a> {
+    /// Parses the frame at the start of `frame` (length, CRC, header). With `verify`, checks the
+    /// CRC of the whole payload.
+    pub fn parse(frame: &'a [u8], verify: bool) -> Result<Chunk<'a>, ChunkError> {
+        if frame.len() < FRAME_HEADER {
+            return Err(bad("frame shorter than its header"));
+        }
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let payload = frame.get(FRAME_HEADER..FRAME_HEADER + len).ok_or_else(|| bad("torn frame (short payload)"))?;
+        if verify && crc32c::crc32c(payload) != crc {
+            return Err(bad("CRC mismatch"));
+        }
+        let p = payload;
+        let fixed = 1 + 4 + 4 + 8 + 8 + 1;
+        const _: () = assert!(NCOLS * 10 + 26 < 1 << 10);
+        if p.len() < fixed {
+            return Err(bad("short header"));
+        }
+        if p[0] != CHUNK_VERSION {
+            return Err(bad(format!("unknown chunk version {}", p[0])));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        let i64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[i..i + 8]);
+            i64::from_le_bytes(b)
+        };
+        let stream = u32_at(1);
+        let rows = u32_at(5) as usize;
+        let (min_ts, max_ts) = (i64_at(9), i64_at(17));
+        let ncols = p[25] as usize;
+        if ncols != NCOLS {
+            return Err(bad(format!("{ncols} columns, expected {NCOLS}")));
+        }
+        let mut at = fixed;
+        let dir_end = at + ncols * 10;
+        if p.len() < dir_end {
+            return Err(bad("short column directory"));
+        }
+        let mut data_at = dir_end;
+        let mut cols: [(u8, u32, &[u8]); NCOLS] = [(0, 0, &[]); NCOLS];
+        for (i, col) in cols.iter_mut().enumerate() {
+            let (id, codec, raw, stored) = (p[at], p[at + 1], u32_at(at + 2), u32_at(at + 6) as usize);
+            at += 10;
+            if id as usize != i {
+                return Err(bad(format!("column {i} has id {id}")));
+            }
+            let data = p.get(data_at..data_at + stored).ok_or_else(|| bad("column past the end of the frame"))?;
+            data_at += stored;
+            if codec != CODEC_RAW && codec != CODEC_ZSTD {
+                return Err(bad(format!("unknown codec {codec}")));
+            }
+            *col = (codec, raw, data);
+        }
+        Ok(Chunk { stream, rows, min_ts, max_ts, cols })
+    }
+
+    fn column(&self, id: u8) -> Result<std::borrow::Cow<'a, [u8]>, ChunkError> {
+        let (codec, raw, data) = self.cols[id as usize];
+        if codec == CODEC_RAW {
+            return Ok(std::borrow::Cow::Borrowed(data));
+        }
+        // The raw length bounds the allocation; a lying header gives an error, not a huge buffer.
+        if raw as usize > data.len().saturating_mul(64).max(1 << 16) {
+            return Err(bad("implausible column size"));
+        }
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        // One decompression context per thread, reused: creating one costs more than
+        // decompressing a small column.
+        let out = DCTX
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                match d.as_mut() {
+                    Some(d) => d.decompress(data, raw as usize),
+                    None => zstd::bulk::decompress(data, raw as usize),
+                }
+            })
+            .map_err(|e| bad(format!("column {id}: {e}")))?;
+        if out.len() != raw as usize {
+            return Err(bad(format!("column {id}: {} bytes, expected {raw}", out.len())));
+        }
+        Ok(std::borrow::Cow::Owned(out))
+    }
+
+    /// The bloom filter column (raw).
+    pub fn bloom(&self) -> &'a [u8] {
+        self.cols[COL_BLOOM as usize].2
+    }
+
+    /// Timestamps of every row.
+    pub fn timestamps(&self) -> Result<Vec<i64>, ChunkError> {
+        let b = self.column(COL_TS)?;
+        let mut out = Vec::with_capacity(self.rows);
+        let (mut at, mut prev) = (0, self.min_ts);
+        for _ in 0..self.rows {
+            prev = prev.wrapping_add(unzigzag(get_varint(&b, &mut at)?));
+            out.push(prev);
+        }
+        Ok(out)
+    }
+
+    /// Arrival sequence numbers of every row.
+    pub fn seqs(&self) -> Result<Vec<u64>, ChunkError> {
+        let b = self.column(COL_SEQ)?;
+        let mut out = Vec::with_capacity(self.rows);
+        let mut at = 0;
+        if self.rows == 0 {
+            return Ok(out);
+        }
+        let mut prev = get_varint(&b, &mut at)?;
+        out.push(prev);
+        for _ in 1..self.rows {
+            prev = prev.wrapping_add(unzigzag(get_varint(&b, &mut at)?) as u64);
+            out.push(prev);
+        }
+        Ok(out)
+    }
+
+    /// Body end offsets (`rows` values; row `i` is `ends[i-1]..ends[i]`).
+    pub fn body_ends(&self) -> Result<Vec<u32>, ChunkError> {
+        let b = self.column(COL_LENS)?;
+        let mut out = Vec::with_capacity(self.rows);
+        let (mut at, mut end) = (0, 0u64);
+        for _ in 0..self.rows {
+            end += get_varint(&b, &mut at)?;
+            if end > u64::from(u32::MAX) {
+                return Err(bad("bodies too long"));
+            }
+            out.push(end as u32);
+        }
+        Ok(out)
+    }
+
+    /// All bodies, concatenated (UTF-8 checked); cut with [`Chunk::body_ends`].
+    pub fn bodies(&self, ends: &[u32]) -> Result<String, ChunkError> {
+        let b = self.column(COL_BODIES)?.into_owned();
+        if ends.last().copied().unwrap_or(0) as usize != b.len() {
+            return Err(bad("body lengths do not add up"));
+        }
+        let s = String::from_utf8(b).map_err(|_| bad("bodies are not UTF-8"))?;
+        let mut prev = 0usize;
+        for &e in ends {
+            if !s.is_char_boundary(e as usize) || (e as usize) < prev {
+                return Err(bad("body boundary inside a character"));
+            }
+            prev = e as usize;
+        }
+        Ok(s)
+    }
+
+    /// The `meta` column and where each row's record starts and ends in it.
+    fn meta_rows(&self) -> Result<(Vec<u8>, Vec<RowSpan>), ChunkError> {
+        let b = self.column(COL_META)?.into_owned();
+        let mut rows = Vec::with_capacity(self.rows);
+        let mut at = 0usize;
+        for _ in 0..self.rows {
+            let len = get_varint(&b, &mut at)? as usize;
+            let end = at.checked_add(len).filter(|&e| e <= b.len()).ok_or_else(|| bad("metadata past the column"))?;
+            rows.push((at as u32, end as u32));
+            at = end;
+        }
+        Ok((b, rows))
+    }
+
+    /// The `ids` column and where each row's entry starts in it.
+    fn id_rows(&self) -> Result<(Vec<u8>, Vec<u32>), ChunkError> {
+        let b = self.column(COL_IDS)?.into_owned();
+        let mut rows = Vec::with_capacity(self.rows);
+        let mut at = 0usize;
+        for _ in 0..self.rows {
+            rows.push(at as u32);
+            let Some(&flags) = b.get(at) else { return Err(bad("ids column too short")) };
+            at += 1;
+            for (present, in_body, len) in [(ID_TRACE, ID_TRACE_IN_BODY, 16usize), (ID_SPAN, ID_SPAN_IN_BODY, 8)] {
+                if flags & present == 0 {
+                    continue;
+                }
+                if flags & in_body != 0 {
+                    get_varint(&b, &mut at)?;
+                } else {
+                    at += len;
+                }
+            }
+            if at > b.len() {
+                return Err(bad("ids column too short"));
+            }
+        }
+        Ok((b, rows))
+    }
+
+    /// Attribute keys, plus `trace_id`, `span_id`, `severity_text`, `severity_number` when some row
+    /// carries them.
+    pub fn keys(&self) -> Result<Vec<String>, ChunkError> {
+        let b = self.column(COL_KEYS)?;
+        postcard::from_bytes(&b).map_err(|e| bad(format!("keys: {e}")))
+    }
+}
+
+/// A chunk with the columns a reader asked for decompressed, and the metadata on demand.
+pub(super) struct Decoded<'a> {
+    pub chunk: Chunk<'a>,
+    pub ts: Vec<i64>,
+    pub seq: Vec<u64>,
+    /// Empty unless bodies were asked for.
+    pub ends: Vec<u32>,
+    pub bodies: String,
+    pub keys: Vec<String>,
+    /// The `meta` and `ids` columns with their row offsets, the bodies when the reader did not
+    /// decode them (ids may point into them), and each row's decoded metadata: all on demand.
+    meta_cols: OnceLock<MetaCols>,
+    rows_meta: OnceLock<Vec<OnceLock<RowMeta>>>,
+}
+
+/// Start and end of one row's record in the `meta` column.
+type RowSpan = (u32, u32);
+
+/// What [`Decoded::meta`] decodes once per chunk.
+struct MetaCols {
+    meta: Vec<u8>,
+    meta_rows: Vec<RowSpan>,
+    ids: Vec<u8>,
+    id_rows: Vec<u32>,
+    /// The bodies and their ends, when the reader had not decoded them.
+    bodies: Option<(String, Vec<u32>)>,
+}
+
+impl<'a> Decoded<'a> {
+    /// Decodes `chunk`: timestamps and keys always, seqs and bodies when asked.
+    pub fn new(chunk: Chunk<'a>, seqs: bool, bodies: bool) -> Result<Decoded<'a>, ChunkError> {
+        let ts = chunk.timestamps()?;
+        let seq = if seqs { chunk.seqs()? } else { Vec::new() };
+        let ends = if bodies { chunk.body_ends()? } else { Vec::new() };
+        let bodies = if bodies { chunk.bodies(&ends)? } else { String::new() };
+        let keys = chunk.keys()?;
+        Ok(Decoded { chunk, ts, seq, ends, bodies, keys, meta_cols: OnceLock::new(), rows_meta: OnceLock::new() })
+    }
+
+    /// Frees the decoded columns (the value must not be read after).
+    pub fn release(&mut self) {
+        self.ts = Vec::new();
+        self.seq = Vec::new();
+        self.ends = Vec::new();
+        self.bodies = String::new();
+        self.meta_cols = OnceLock::new();
+        self.rows_meta = OnceLock::new();
+    }
+
+    /// Body of row `i` (empty when bodies were not decoded).
+    pub fn body(&self, i: usize) -> &str {
+        if self.ends.is_empty() {
+            return "";
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.bodies.get(start..self.ends[i] as usize).unwrap_or("")
+    }
+
+    /// Metadata of row `i` (decoded on first use, that row alone; a damaged column gives
+    /// defaults).
+    pub fn meta(&self, i: usize) -> &RowMeta {
+        static EMPTY: OnceLock<RowMeta> = OnceLock::new();
+        let rows = self.rows_meta.get_or_init(|| (0..self.ts.len()).map(|_| OnceLock::new()).collect());
+        let Some(slot) = rows.get(i) else { return EMPTY.get_or_init(RowMeta::default) };
+        slot.get_or_init(|| self.decode_meta(i).unwrap_or_default())
+    }
+
+    fn decode_meta(&self, i: usize) -> Result<RowMeta, ChunkError> {
+        let cols = self.meta_cols.get_or_init(|| {
+            let (meta, meta_rows) = self.chunk.meta_rows().unwrap_or_default();
+            let (ids, id_rows) = self.chunk.id_rows().unwrap_or_default();
+            let bodies = if self.ends.is_empty() && self.chunk.rows > 0 {
+                self.chunk.body_ends().ok().and_then(|e| Some((self.chunk.bodies(&e).ok()?, e)))
+            } else {
+                None
+            };
+            MetaCols { meta, meta_rows, ids, id_rows, bodies }
+        });
+        let &(a, b) = cols.meta_rows.get(i).ok_or_else(|| bad("metadata row missing"))?;
+        let mut m: RowMeta =
+            postcard::from_bytes(&cols.meta[a as usize..b as usize]).map_err(|e| bad(format!("metadata: {e}")))?;
+        let t = self.ts.get(i).copied().unwrap_or(0);
+        if m.record.observed_timestamp_ns != 0 {
+            m.record.observed_timestamp_ns = m.record.observed_timestamp_ns.wrapping_add(t);
+        }
+        m.record.timestamp_ns = t;
+        // Trace and span ids.
+        let (text, ends) = match &cols.bodies {
+            Some((t, e)) => (t.as_str(), e.as_slice()),
+            None => (self.bodies.as_str(), self.ends.as_slice()),
+        };
+        let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
+        let body = text.get(start..ends.get(i).copied().unwrap_or(0) as usize).unwrap_or("");
+        let ids = &cols.ids;
+        let mut at = *cols.id_rows.get(i).ok_or_else(|| bad("ids row missing"))? as usize;
+        let flags = *ids.get(at).ok_or_else(|| bad("ids column too short"))?;
+        at += 1;
+        for (present, in_body, len) in [(ID_TRACE, ID_TRACE_IN_BODY, 16usize), (ID_SPAN, ID_SPAN_IN_BODY, 8)] {
+            if flags & present == 0 {
+                continue;
+            }
+            let mut raw = [0u8; 16];
+            if flags & in_body != 0 {
+                let off = get_varint(ids, &mut at)? as usize;
+                let hex = body.as_bytes().get(off..off + 2 * len).ok_or_else(|| bad("id offset past the body"))?;
+                hex::decode_to_slice(hex, &mut raw[..len]).map_err(|_| bad("id in body is not hex"))?;
+            } else {
+                let b = ids.get(at..at + len).ok_or_else(|| bad("ids column too short"))?;
+                raw[..len].copy_from_slice(b);
+                at += len;
+            }
+            if len == 16 {
+                m.record.trace_id = Some(TraceId(raw));
+            } else {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(&raw[..8]);
+                m.record.span_id = Some(SpanId(s));
+            }
+        }
+        Ok(m)
+    }
+
+    /// The whole record of row `i`.
+    pub fn record(&self, i: usize) -> LogRecord {
+        let mut r = self.meta(i).record.clone();
+        r.body = self.body(i).to_string();
+        r.timestamp_ns = self.ts[i];
+        r
+    }
+}
+
+/// Every chunk frame of a data file, in order, as `(offset, length)`; stops at the first torn or
+/// damaged frame (a torn tail is possible only past the committed length).
+#[cfg(test)]
+pub(super) fn frames(data: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let Ok(c) = Chunk::parse(&data[at..], true) else { break };
+        let _ = c;
+        let len = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        out.push((at, FRAME_HEADER + len));
+        at += FRAME_HEADER + len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AnyValue;
+
+    fn sample() -> Vec<(u64, LogRecord)> {
+        (0..50)
+            .map(|i| {
+                let mut r = LogRecord {
+                    timestamp_ns: 1_700_000_000_000_000_000 + i * 1000 - (i % 3) * 7,
+                    body: format!("level=info msg=\"hello {i}\" ünï path=/api/v1/{i}"),
+                    ..LogRecord::default()
+                };
+                if i % 4 == 0 {
+                    // Ids printed in the body are stored as offsets into it.
+                    r.body.push_str(&format!(" trace_id={:032x} span_id={:016x}", 0xabc0 + i, 0x77 + i));
+                }
+                if i % 2 == 0 {
+                    r.trace_id = TraceId::from_hex(&format!("{:032x}", 0xabc0 + i));
+                    r.span_id = SpanId::from_hex(&format!("{:016x}", 0x77 + i));
+                    r.attributes = vec![KeyValue::new("http.method", AnyValue::String("GET".into()))];
+                    r.observed_timestamp_ns = r.timestamp_ns + 55;
+                    r.severity_number = 9;
+                    r.severity_text = "INFO".into();
+                }
+                (100 + i as u64 * 3, r)
+            })
+            .collect()
+    }
+
+    fn encoded(recs: &[(u64, LogRecord)]) -> (Vec<u8>, Summary) {
+        let mut sorted: Vec<&(u64, LogRecord)> = recs.iter().collect();
+        sorted.sort_by_key(|(s, r)| (r.timestamp_ns, *s));
+        let rows: Vec<Row<'_>> =
+            sorted.iter().map(|(s, r)| Row { seq: *s, resource: 1, scope: 2, record: r }).collect();
+        let mut out = Vec::new();
+        let sum = encode(7, &rows, &mut out).unwrap();
+        (out, sum)
+    }
+
+    #[test]
+    fn round_trip() {
+        let recs = sample();
+        let (bytes, sum) = encoded(&recs);
+        assert_eq!(sum.rows, 50);
+        assert!(sum.tokens.split(' ').any(|t| t == "hello"));
+        assert!(!sum.tokens.split(' ').any(|t| t.len() >= tokens::MAX_TOKEN_BYTES));
+        let c = Chunk::parse(&bytes, true).unwrap();
+        assert_eq!((c.stream, c.rows), (7, 50));
+        assert_eq!((c.min_ts, c.max_ts), (sum.min_ts, sum.max_ts));
+        let d = Decoded::new(c, true, true).unwrap();
+        let mut want: Vec<&(u64, LogRecord)> = recs.iter().collect();
+        want.sort_by_key(|(s, r)| (r.timestamp_ns, *s));
+        for (i, (s, r)) in want.iter().enumerate() {
+            assert_eq!(d.seq[i], *s);
+            assert_eq!(&d.record(i), r);
+            assert_eq!(d.meta(i).resource, 1);
+            assert_eq!(d.meta(i).scope, 2);
+        }
+        for (_, r) in &recs {
+            if let Some(t) = r.trace_id {
+                assert!(Bloom::may_contain(d.chunk.bloom(), tokens::id_hash(&t.0)));
+            }
+        }
+        assert!(d.keys.contains(&"http.method".to_string()) && d.keys.contains(&"trace_id".to_string()));
+        assert_eq!(frames(&bytes), vec![(0, bytes.len())]);
+    }
+
+    #[test]
+    fn torn_and_damaged_frames_are_errors() {
+        let (bytes, _) = encoded(&sample());
+        for cut in [0, 3, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+            let e = Chunk::parse(&bytes[..cut], true).err().expect("torn frame must fail");
+            assert!(e.to_string().contains("damaged log chunk"), "{e}");
+        }
+        for at in [9, 30, bytes.len() / 2, bytes.len() - 1] {
+            let mut b = bytes.clone();
+            b[at] ^= 0x40;
+            let e = Chunk::parse(&b, true).err().expect("flipped bit must fail");
+            assert_eq!(e.to_string(), "damaged log chunk: CRC mismatch");
+            // Without the CRC check, decoding a damaged payload still never panics.
+            if let Ok(c) = Chunk::parse(&b, false) {
+                let _ = Decoded::new(c, true, true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
+            }
+        }
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes[..bytes.len() - 5]);
+        assert_eq!(frames(&two).len(), 1, "the torn second frame is not read");
+    }
+}
