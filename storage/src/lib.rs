@@ -28,6 +28,7 @@ mod intern;
 mod logs;
 mod mem;
 mod metrics;
+mod mmap;
 pub mod model;
 mod parquet_rows;
 mod profiles;

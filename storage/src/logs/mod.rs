@@ -25,7 +25,6 @@
 
 mod chunk;
 mod head;
-mod mmap;
 mod partition;
 mod registry;
 mod tokens;

@@ -149,7 +149,7 @@ fn parse_file_name(name: &str) -> Option<u64> {
 
 fn map_file(path: &Path) -> std::io::Result<Mmap> {
     let f = std::fs::File::open(path)?;
-    super::mmap::map(&f)
+    crate::mmap::map_immutable(&f)
 }
 
 /// What a scan wants from a partition.

@@ -593,7 +593,7 @@ impl Block {
         }
         let map = |file: &str, magic: &[u8; 6], want: u64| -> Result<Mmap, String> {
             let f = File::open(dir.join(file)).map_err(|e| format!("{file}: {e}"))?;
-            let m = super::mmap::map(&f).map_err(|e| format!("{file}: {e}"))?;
+            let m = crate::mmap::map_immutable(&f).map_err(|e| format!("{file}: {e}"))?;
             if m.len() as u64 != want {
                 return Err(format!("{file}: {} bytes, meta.json says {want}", m.len()));
             }

@@ -3,7 +3,7 @@
 //! - [`head`]: the series registry (interned symbols, label-set hash → stable series id, postings)
 //!   and the samples applied since the last persist, in Gorilla chunks ([`gorilla`]).
 //! - [`block`]: immutable blocks on disk under `<data_dir>/metrics/<name>/` (`meta.json`,
-//!   `chunks`, `index` with roaring-bitmap postings), read through memory maps ([`mmap`]).
+//!   `chunks`, `index` with roaring-bitmap postings), read through memory maps (`crate::mmap`).
 //! - [`compact`]: compaction of small blocks into larger ones, and retention.
 //!
 //! Life cycle (see `crate::mem`): `apply` adds a WAL batch to the head; `persist` writes what the
@@ -44,7 +44,6 @@ mod compact;
 mod decimal;
 mod gorilla;
 mod head;
-mod mmap;
 mod select;
 #[cfg(test)]
 mod tests;
