@@ -34,6 +34,7 @@ mod parquet_rows;
 mod profiles;
 pub mod read;
 mod traces;
+mod varint;
 pub mod wal;
 
 /// Hash maps of the heads: foldhash is several times faster than SipHash on label sets and ids,

@@ -114,41 +114,12 @@ impl From<ChunkError> for std::io::Error {
     }
 }
 
+fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, ChunkError> {
+    crate::varint::get(b, at).ok_or_else(|| bad("truncated or overlong varint"))
+}
+
 fn bad(s: impl Into<String>) -> ChunkError {
     ChunkError(s.into())
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, ChunkError> {
-    let mut v = 0u64;
-    let mut shift = 0;
-    loop {
-        let Some(&byte) = b.get(*at) else { return Err(bad("truncated varint")) };
-        *at += 1;
-        if shift >= 64 {
-            return Err(bad("varint too long"));
-        }
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-        shift += 7;
-    }
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// A bloom filter over 64-bit hashes: `k` probes by double hashing into `m = 8 * bytes.len()` bits.
@@ -216,16 +187,16 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
     let mut ids = Vec::with_capacity(n * 2);
     let mut hex_buf = [0u8; 32];
     let (mut prev_ts, mut prev_seq) = (min_ts, rows.first().map_or(0, |r| r.seq));
-    put_varint(&mut seq, prev_seq);
+    crate::varint::put(&mut seq, prev_seq);
     for (i, r) in rows.iter().enumerate() {
         let rec = r.record;
-        put_varint(&mut ts, zigzag(rec.timestamp_ns.wrapping_sub(prev_ts)));
+        crate::varint::put(&mut ts, crate::varint::zigzag(rec.timestamp_ns.wrapping_sub(prev_ts)));
         prev_ts = rec.timestamp_ns;
         if i > 0 {
-            put_varint(&mut seq, zigzag(r.seq.wrapping_sub(prev_seq) as i64));
+            crate::varint::put(&mut seq, crate::varint::zigzag(r.seq.wrapping_sub(prev_seq) as i64));
             prev_seq = r.seq;
         }
-        put_varint(&mut lens, rec.body.len() as u64);
+        crate::varint::put(&mut lens, rec.body.len() as u64);
         bodies.extend_from_slice(rec.body.as_bytes());
         tokens::for_each_token_and_gram(
             &rec.body,
@@ -257,7 +228,7 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
             match memchr::memmem::find(rec.body.as_bytes(), hex) {
                 Some(at) => {
                     f |= in_body;
-                    put_varint(&mut ids, at as u64);
+                    crate::varint::put(&mut ids, at as u64);
                 }
                 None => ids.extend_from_slice(id),
             }
@@ -321,7 +292,7 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
     for m in &metas {
         one.clear();
         let one_row = postcard::to_extend(m, std::mem::take(&mut one)).map_err(std::io::Error::other)?;
-        put_varint(&mut meta, one_row.len() as u64);
+        crate::varint::put(&mut meta, one_row.len() as u64);
         meta.extend_from_slice(&one_row);
         one = one_row;
     }
@@ -478,7 +449,7 @@ impl<'a> Chunk<'a> {
         let mut out = Vec::with_capacity(self.rows);
         let (mut at, mut prev) = (0, self.min_ts);
         for _ in 0..self.rows {
-            prev = prev.wrapping_add(unzigzag(get_varint(&b, &mut at)?));
+            prev = prev.wrapping_add(crate::varint::unzigzag(get_varint(&b, &mut at)?));
             out.push(prev);
         }
         Ok(out)
@@ -495,7 +466,7 @@ impl<'a> Chunk<'a> {
         let mut prev = get_varint(&b, &mut at)?;
         out.push(prev);
         for _ in 1..self.rows {
-            prev = prev.wrapping_add(unzigzag(get_varint(&b, &mut at)?) as u64);
+            prev = prev.wrapping_add(crate::varint::unzigzag(get_varint(&b, &mut at)?) as u64);
             out.push(prev);
         }
         Ok(out)

@@ -304,22 +304,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
 fn encode_index(
     series: &[(Labels, Vec<ChunkMeta>)],
     traces: &mut Vec<(u128, u32)>,
@@ -366,21 +350,21 @@ fn encode_index(
     for (sref, (labels, chunks)) in series.iter().enumerate() {
         offsets.push(out.len() as u64);
         if version >= 2 {
-            put_varint(&mut out, labels.len() as u64);
+            crate::varint::put(&mut out, labels.len() as u64);
             for l in labels.iter() {
                 let (n, v) = (sym(&l.name), sym(&l.value));
-                put_varint(&mut out, n.into());
-                put_varint(&mut out, v.into());
+                crate::varint::put(&mut out, n.into());
+                crate::varint::put(&mut out, v.into());
                 postings.entry((n, v)).or_default().insert(sref as u32);
             }
-            put_varint(&mut out, chunks.len() as u64);
+            crate::varint::put(&mut out, chunks.len() as u64);
             let (mut prev_t, mut prev_off) = (base, 0u64);
             for c in chunks {
                 out.push(c.kind);
-                put_varint(&mut out, zigzag(c.min_t.wrapping_sub(prev_t)));
-                put_varint(&mut out, c.max_t.wrapping_sub(c.min_t) as u64);
-                put_varint(&mut out, c.offset.wrapping_sub(prev_off));
-                put_varint(&mut out, c.count.into());
+                crate::varint::put(&mut out, crate::varint::zigzag(c.min_t.wrapping_sub(prev_t)));
+                crate::varint::put(&mut out, c.max_t.wrapping_sub(c.min_t) as u64);
+                crate::varint::put(&mut out, c.offset.wrapping_sub(prev_off));
+                crate::varint::put(&mut out, c.count.into());
                 (prev_t, prev_off) = (c.max_t, c.offset);
             }
             continue;
@@ -510,15 +494,8 @@ impl<'a> Cur<'a> {
 
     /// An unsigned LEB128 varint of at most 10 bytes.
     fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let byte = self.u8()?;
-            v |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(format!("varint too long at byte {}", self.pos))
+        let at = self.pos;
+        crate::varint::get(self.b, &mut self.pos).ok_or_else(|| format!("truncated or overlong varint at byte {at}"))
     }
 
     fn varint_u32(&mut self) -> Result<u32, String> {
@@ -882,7 +859,7 @@ impl Block {
         let (mut prev_t, mut prev_off) = (base, 0u64);
         for _ in 0..nc {
             let kind = c.u8()?;
-            let min_t = prev_t.wrapping_add(unzigzag(c.varint()?));
+            let min_t = prev_t.wrapping_add(crate::varint::unzigzag(c.varint()?));
             let max_t = min_t.wrapping_add(c.varint()? as i64);
             let offset = prev_off.wrapping_add(c.varint()?);
             let count = c.varint_u32()?;

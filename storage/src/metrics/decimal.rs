@@ -15,22 +15,6 @@ pub const MAX_SAMPLES: usize = 65_535;
 /// Largest decimal exponent tried.
 const MAX_EXP: u8 = 12;
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
 /// A cursor over chunk bytes.
 struct Cur<'a> {
     b: &'a [u8],
@@ -45,20 +29,12 @@ impl Cur<'_> {
     }
 
     fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..70).step_by(7) {
-            let byte = self.u8()?;
-            v |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err("varint too long".into())
+        crate::varint::get(self.b, &mut self.pos).ok_or_else(|| "truncated chunk or overlong varint".to_string())
     }
 
     /// A packed run of `k` values (see `pack`).
     fn unpack_run(&mut self, k: usize, out: &mut Vec<i64>) -> Result<(), String> {
-        let base = unzigzag(self.varint()?);
+        let base = crate::varint::unzigzag(self.varint()?);
         let g = self.varint()?;
         let w = self.u8()?;
         self.unpack(k, w, base, g, out)
@@ -109,8 +85,8 @@ fn pack(ys: &[i64], out: &mut Vec<u8>) {
     let g = ys.iter().fold(0u64, |g, &y| gcd(g, y.wrapping_sub(min) as u64));
     let max_off = ys.iter().map(|&y| y.wrapping_sub(min) as u64).max().unwrap_or(0);
     let w = max_off.checked_div(g).map_or(0, |q| (64 - q.leading_zeros()) as u8);
-    put_varint(out, zigzag(min));
-    put_varint(out, g);
+    crate::varint::put(out, crate::varint::zigzag(min));
+    crate::varint::put(out, g);
     out.push(w);
     if w == 0 {
         return;
@@ -141,7 +117,7 @@ fn packed_bits(ys: &[i64]) -> u64 {
 /// An integer sequence of `n ≥ 1` values: the first, then (for `n ≥ 2`) the order byte and the
 /// deltas (order 1) or the first delta and the deltas of deltas (order 2), packed.
 fn put_ints(xs: &[i64], out: &mut Vec<u8>) {
-    put_varint(out, zigzag(xs[0]));
+    crate::varint::put(out, crate::varint::zigzag(xs[0]));
     if xs.len() < 2 {
         return;
     }
@@ -152,13 +128,13 @@ fn put_ints(xs: &[i64], out: &mut Vec<u8>) {
         pack(&d, out);
     } else {
         out.push(2);
-        put_varint(out, zigzag(d[0]));
+        crate::varint::put(out, crate::varint::zigzag(d[0]));
         pack(&dd, out);
     }
 }
 
 fn get_ints(c: &mut Cur<'_>, n: usize, out: &mut Vec<i64>) -> Result<(), String> {
-    let x0 = unzigzag(c.varint()?);
+    let x0 = crate::varint::unzigzag(c.varint()?);
     out.push(x0);
     if n < 2 {
         return Ok(());
@@ -167,7 +143,7 @@ fn get_ints(c: &mut Cur<'_>, n: usize, out: &mut Vec<i64>) -> Result<(), String>
     match c.u8()? {
         1 => c.unpack_run(n - 1, &mut tmp)?,
         2 => {
-            let d1 = unzigzag(c.varint()?);
+            let d1 = crate::varint::unzigzag(c.varint()?);
             tmp.push(d1);
             if n > 2 {
                 let mut dd = Vec::with_capacity(n - 2);
@@ -220,7 +196,7 @@ pub fn encode(ts: &[i64], vs: &[f64]) -> Option<Vec<u8>> {
     }
     let ms: Vec<i64> = vs.iter().map(|&v| mantissa(v, e)).collect::<Option<_>>()?;
     let mut out = Vec::with_capacity(16 + ts.len() / 2);
-    put_varint(&mut out, ts.len() as u64);
+    crate::varint::put(&mut out, ts.len() as u64);
     put_ints(ts, &mut out);
     out.push(e);
     put_ints(&ms, &mut out);

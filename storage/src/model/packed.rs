@@ -57,29 +57,8 @@ pub struct PackedSeries<'a> {
     sample_bytes: &'a [u8],
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
 fn get_slice<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
-    let len = usize::try_from(get_varint(b, pos)?).ok()?;
+    let len = usize::try_from(crate::varint::get(b, pos)?).ok()?;
     let end = pos.checked_add(len).filter(|&e| e <= b.len())?;
     let s = &b[*pos..end];
     *pos = end;
@@ -89,11 +68,11 @@ fn get_slice<'a>(b: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 /// Appends the label bytes of `labels` (already canonical: sorted, unique, non-empty; `count` of
 /// them) to `out`.
 pub fn pack_labels<'a>(count: usize, labels: impl Iterator<Item = (&'a str, &'a str)>, out: &mut Vec<u8>) {
-    put_varint(out, count as u64);
+    crate::varint::put(out, count as u64);
     for (n, v) in labels.take(count) {
-        put_varint(out, n.len() as u64);
+        crate::varint::put(out, n.len() as u64);
         out.extend_from_slice(n.as_bytes());
-        put_varint(out, v.len() as u64);
+        crate::varint::put(out, v.len() as u64);
         out.extend_from_slice(v.as_bytes());
     }
 }
@@ -103,7 +82,7 @@ pub fn pack_labels<'a>(count: usize, labels: impl Iterator<Item = (&'a str, &'a 
 /// verified again.
 fn parse_series<'a>(b: &'a [u8], pos: &mut usize, check: bool) -> Result<PackedSeries<'a>, String> {
     let start = *pos;
-    let n = get_varint(b, pos).ok_or("truncated label count")?;
+    let n = crate::varint::get(b, pos).ok_or("truncated label count")?;
     if n == 0 {
         return Err("series without labels".into());
     }
@@ -126,7 +105,7 @@ fn parse_series<'a>(b: &'a [u8], pos: &mut usize, check: bool) -> Result<PackedS
         prev = Some(name);
     }
     let label_end = *pos;
-    let count = get_varint(b, pos).ok_or("truncated sample count")?;
+    let count = crate::varint::get(b, pos).ok_or("truncated sample count")?;
     if count == 0 {
         return Err("series without samples".into());
     }
@@ -162,7 +141,7 @@ impl PackedSamples {
     }
 
     fn push_samples(&mut self, samples: &[FloatSample]) {
-        put_varint(&mut self.bytes, samples.len() as u64);
+        crate::varint::put(&mut self.bytes, samples.len() as u64);
         self.bytes.reserve(samples.len() * 16);
         for s in samples {
             self.bytes.extend_from_slice(&s.timestamp_ms.to_le_bytes());
@@ -271,7 +250,7 @@ impl<'a> PackedSeries<'a> {
     pub fn label_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         let b = self.label_bytes;
         let mut pos = 0;
-        let n = get_varint(b, &mut pos).unwrap_or(0);
+        let n = crate::varint::get(b, &mut pos).unwrap_or(0);
         (0..n).map_while(move |_| {
             let name = std::str::from_utf8(get_slice(b, &mut pos)?).ok()?;
             let value = std::str::from_utf8(get_slice(b, &mut pos)?).ok()?;
