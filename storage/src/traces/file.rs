@@ -310,17 +310,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
     if c.len() > 0 {
         writer.write(&c.finish()?).map_err(pq)?;
     }
-    writer.append_key_value_metadata(PqKeyValue::new(
-        "outpost.resources".into(),
-        serde_json::Value::Array(resources).to_string(),
-    ));
-    writer.append_key_value_metadata(PqKeyValue::new(
-        "outpost.scopes".into(),
-        serde_json::Value::Array(scopes).to_string(),
-    ));
-    let file = writer.into_inner().map_err(pq)?;
-    file.sync_all()?;
-    write_tid(&tpath, &traces)?;
+    finish(writer, resources, scopes, &tpath, &traces)?;
 
     let bytes = fs::metadata(&ppath)?.len() + fs::metadata(&tpath)?.len();
     let summary = FileSummary {
@@ -334,6 +324,28 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
         span_names: (!names_over).then(|| sorted(names)),
     };
     SpanFile::open(dir, summary)
+}
+
+/// Ends a span file: the resource and scope tables as key-value metadata, the Parquet file
+/// closed and fsynced, then its trace-id table written next to it.
+fn finish(
+    mut writer: ArrowWriter<File>,
+    resources: Vec<serde_json::Value>,
+    scopes: Vec<serde_json::Value>,
+    tpath: &Path,
+    traces: &[TraceEntry],
+) -> io::Result<()> {
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.resources".into(),
+        serde_json::Value::Array(resources).to_string(),
+    ));
+    writer.append_key_value_metadata(PqKeyValue::new(
+        "outpost.scopes".into(),
+        serde_json::Value::Array(scopes).to_string(),
+    ));
+    let file = writer.into_inner().map_err(pq)?;
+    file.sync_all()?;
+    write_tid(tpath, traces)
 }
 
 type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
@@ -457,17 +469,7 @@ pub(crate) fn merge(dir: &Path, seq: u64, inputs: &[Arc<SpanFile>], layout: &Lay
             .map_err(arrow_err)?;
         writer.write(&RecordBatch::try_new(schema(), columns).map_err(arrow_err)?).map_err(pq)?;
     }
-    writer.append_key_value_metadata(PqKeyValue::new(
-        "outpost.resources".into(),
-        serde_json::Value::Array(resources).to_string(),
-    ));
-    writer.append_key_value_metadata(PqKeyValue::new(
-        "outpost.scopes".into(),
-        serde_json::Value::Array(scopes).to_string(),
-    ));
-    let file = writer.into_inner().map_err(pq)?;
-    file.sync_all()?;
-    write_tid(&tpath, &traces)?;
+    finish(writer, resources, scopes, &tpath, &traces)?;
 
     // The summary from the inputs' summaries.
     let union = |get: fn(&FileSummary) -> &Option<Vec<String>>| -> Option<Vec<String>> {
