@@ -135,7 +135,11 @@ fn go_top(go: &str, file: &Path) -> (Vec<(String, i64)>, i64) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    parse_go_top(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The rows and total of a `go tool pprof -top -unit=ns` report.
+fn parse_go_top(text: &str) -> (Vec<(String, i64)>, i64) {
     let ns = |s: &str| -> i64 { s.trim_end_matches("ns").parse().unwrap() };
     let mut total = None;
     let mut rows = Vec::new();
@@ -146,13 +150,34 @@ fn go_top(go: &str, file: &Path) -> (Vec<(String, i64)>, i64) {
         } else if line.trim_start().starts_with("flat") {
             in_rows = true;
         } else if in_rows {
-            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mut fields: Vec<&str> = line.split_whitespace().collect();
+            // pprof marks a function reached only (or partly) through inlined calls
+            // with a trailing `(inline)` / `(partial-inline)` column; it is not part
+            // of the name, and the node still holds every sample of that function.
+            if matches!(fields.last(), Some(&("(inline)" | "(partial-inline)"))) && fields.len() > 6 {
+                fields.pop();
+            }
             if fields.len() >= 6 {
                 rows.push((fields[5..].join(" "), ns(fields[0])));
             }
         }
     }
     (rows, total.unwrap_or_else(|| panic!("no total in:\n{text}")))
+}
+
+#[test]
+fn go_top_rows_drop_the_inline_column() {
+    let text = "File: main\nType: cpu\nShowing nodes accounting for 30000000ns, 100% of 30000000ns total\n      flat  flat%   sum%        cum   cum%\n  20000000ns 66.67% 66.67%   20000000ns 66.67%  main.spin\n  10000000ns 33.33%   100%   10000000ns 33.33%  runtime.(*mspan).init (inline)\n         0     0%   100%   10000000ns 33.33%  runtime.mallocgc (partial-inline)\n";
+    let (rows, total) = parse_go_top(text);
+    assert_eq!(total, 30_000_000);
+    assert_eq!(
+        rows,
+        [
+            ("main.spin".to_string(), 20_000_000),
+            ("runtime.(*mspan).init".to_string(), 10_000_000),
+            ("runtime.mallocgc".to_string(), 0)
+        ]
+    );
 }
 
 #[test]
