@@ -17,7 +17,7 @@ use super::eval::{
     unwrap_parens,
 };
 use super::histogram::{bucket_quantile, native_fraction, native_quantile};
-use super::value::{FloatHistogram, Point};
+use super::value::Point;
 use super::{FastSet, QueryError};
 
 pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError> {
@@ -391,8 +391,8 @@ pub(crate) fn range_function_each(
             touched += held;
             peak = peak.max(so.len() + held);
             if let Some(resets) = &resets {
-                if let Some(p) = indexed_rate(s, resets, &w, cur.fl, is_rate, input.range) {
-                    so.push(i, p);
+                if let Some(v) = indexed_rate(s, resets, &w, cur.fl, is_rate, input.range) {
+                    so.floats.push((i as u32, v));
                 }
                 continue;
             }
@@ -642,14 +642,18 @@ fn counter_resets(fl: &[(i64, f64)]) -> Vec<u32> {
 /// `rate` (or `increase`) of window `w` of the float-only series `s`, whose first float is
 /// `s.floats[lo]`, with the resets of the whole series given by [`counter_resets`]: the same
 /// result, bit for bit, as [`extrapolated_rate`] over `w`.
-fn indexed_rate(s: &Loaded, resets: &[u32], w: &Window<'_>, lo: usize, is_rate: bool, range: i64) -> Option<Point> {
-    let hi = lo + w.floats.len();
+fn indexed_rate(s: &Loaded, resets: &[u32], w: &Window<'_>, lo: usize, is_rate: bool, range: i64) -> Option<f64> {
+    let fl = w.floats;
+    if fl.len() < 2 {
+        return None;
+    }
+    let hi = lo + fl.len();
+    let mut r = fl[fl.len() - 1].1 - fl[0].1;
     let first = resets.partition_point(|&k| (k as usize) <= lo);
-    extrapolated_rate_with(w, true, is_rate, range, |_, r| {
-        for &k in resets[first..].iter().take_while(|&&k| (k as usize) < hi) {
-            *r += s.floats[k as usize - 1].1;
-        }
-    })
+    for &k in resets[first..].iter().take_while(|&&k| (k as usize) < hi) {
+        r += s.floats[k as usize - 1].1;
+    }
+    Some(r * float_factor(fl, r, w.start, w.end, true, is_rate, range))
 }
 
 /// Adds the value before every counter reset inside `fl` to `r`, in order.
@@ -665,57 +669,69 @@ fn scan_resets(fl: &[(i64, f64)], r: &mut f64) {
 
 /// `rate`, `increase` and `delta` with Prometheus' extrapolation to the window edges.
 fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64) -> Option<Point> {
-    extrapolated_rate_with(w, is_counter, is_rate, range, scan_resets)
-}
-
-/// [`extrapolated_rate`] with the counter-reset correction of a float window given by
-/// `resets(window floats, &mut result)`, which must add the same values in the same order as
-/// [`scan_resets`].
-fn extrapolated_rate_with(
-    w: &Window<'_>,
-    is_counter: bool,
-    is_rate: bool,
-    range: i64,
-    resets: impl FnOnce(&[(i64, f64)], &mut f64),
-) -> Option<Point> {
-    let (first_t, last_t, count, first_v, mut result, mut hist): (i64, i64, usize, f64, f64, Option<FloatHistogram>);
-    if !w.hists.is_empty() {
-        if !w.floats.is_empty() || w.hists.len() < 2 {
-            return None;
-        }
-        let hs = w.hists;
-        let min_schema = hs.iter().map(|h| h.1.schema).min().unwrap_or(0);
-        let mut h = hs[hs.len() - 1].1.to_schema(min_schema).sub(&hs[0].1);
-        if is_counter {
-            let mut prev = &hs[0].1;
-            for cur in &hs[1..] {
-                if cur.1.detect_reset(prev) {
-                    h = h.add(prev);
-                }
-                prev = &cur.1;
-            }
-        }
-        (first_t, last_t, count, first_v, result, hist) = (hs[0].0, hs[hs.len() - 1].0, hs.len(), 0.0, 0.0, Some(h));
-    } else {
+    if w.hists.is_empty() {
         let fl = w.floats;
         if fl.len() < 2 {
             return None;
         }
         let mut r = fl[fl.len() - 1].1 - fl[0].1;
         if is_counter {
-            resets(fl, &mut r);
+            scan_resets(fl, &mut r);
         }
-        (first_t, last_t, count, first_v, result, hist) = (fl[0].0, fl[fl.len() - 1].0, fl.len(), fl[0].1, r, None);
+        return Some(Point::Float(r * float_factor(fl, r, w.start, w.end, is_counter, is_rate, range)));
     }
-    let mut to_start = (first_t - w.start) as f64 / 1000.0;
-    let to_end = (w.end - last_t) as f64 / 1000.0;
+    if !w.floats.is_empty() || w.hists.len() < 2 {
+        return None;
+    }
+    let hs = w.hists;
+    let min_schema = hs.iter().map(|h| h.1.schema).min().unwrap_or(0);
+    let mut h = hs[hs.len() - 1].1.to_schema(min_schema).sub(&hs[0].1);
+    if is_counter {
+        let mut prev = &hs[0].1;
+        for cur in &hs[1..] {
+            if cur.1.detect_reset(prev) {
+                h = h.add(prev);
+            }
+            prev = &cur.1;
+        }
+    }
+    let factor = extrapolation_factor(hs[0].0, hs[hs.len() - 1].0, hs.len(), w.start, w.end, None, is_rate, range);
+    Some(Point::Histogram(h.mul(factor)))
+}
+
+/// The extrapolation factor of a float window `fl` (at least two samples) whose raw increase
+/// (reset-corrected for counters) is `result`: a counter is not extrapolated below zero.
+fn float_factor(fl: &[(i64, f64)], result: f64, start: i64, end: i64, is_counter: bool, is_rate: bool, range: i64) -> f64 {
+    let (first_t, last_t, first_v) = (fl[0].0, fl[fl.len() - 1].0, fl[0].1);
+    let to_zero = (is_counter && result > 0.0 && first_v >= 0.0)
+        .then(|| (last_t - first_t) as f64 / 1000.0 * (first_v / result));
+    extrapolation_factor(first_t, last_t, fl.len(), start, end, to_zero, is_rate, range)
+}
+
+/// Prometheus' extrapolation of an increase seen between `first_t` and `last_t` (`count`
+/// samples) to the window `start..end`: each edge is extended by the gap to it, or by half the
+/// average sample interval when the gap is over 1.1 intervals (the series started or ended
+/// inside the window); `to_zero`, for counters, caps the extension at the start to where the
+/// counter would have been zero. Divided by the range in seconds for `rate`.
+#[allow(clippy::too_many_arguments)]
+fn extrapolation_factor(
+    first_t: i64,
+    last_t: i64,
+    count: usize,
+    start: i64,
+    end: i64,
+    to_zero: Option<f64>,
+    is_rate: bool,
+    range: i64,
+) -> f64 {
+    let mut to_start = (first_t - start) as f64 / 1000.0;
+    let to_end = (end - last_t) as f64 / 1000.0;
     let sampled = (last_t - first_t) as f64 / 1000.0;
     let avg = sampled / (count - 1) as f64;
-    if is_counter && hist.is_none() && result > 0.0 && first_v >= 0.0 {
-        let to_zero = sampled * (first_v / result);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
+    if let Some(z) = to_zero
+        && z < to_start
+    {
+        to_start = z;
     }
     let threshold = avg * 1.1;
     let mut interval = sampled;
@@ -725,13 +741,7 @@ fn extrapolated_rate_with(
     if is_rate {
         factor /= range as f64 / 1000.0;
     }
-    match hist.take() {
-        Some(h) => Some(Point::Histogram(h.mul(factor))),
-        None => {
-            result *= factor;
-            Some(Point::Float(result))
-        }
-    }
+    factor
 }
 
 fn histogram_quantile(q: f64, vec: Vector) -> Vector {
@@ -951,7 +961,7 @@ mod tests {
                             Some(Point::Histogram(_)) => panic!("float expected"),
                             None => None,
                         };
-                        assert_eq!(bits(want), bits(got), "seed {seed} range {range} step {i}");
+                        assert_eq!(bits(want), bits(got.map(Point::Float)), "seed {seed} range {range} step {i}");
                     }
                 }
             }

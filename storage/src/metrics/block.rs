@@ -887,6 +887,33 @@ impl Block {
     /// Everything series `s` holds in `start..=end`.
     pub fn read(&self, s: &BlockSeries, start: i64, end: i64) -> Result<SeriesSamples, String> {
         let mut out = SeriesSamples::default();
+        self.read_into(s, start, end, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Block::read`], appending to `out` (which the caller keeps in time order: each list's
+    /// appended samples must come after what it holds). On an error `out` is left as it was.
+    pub fn read_into(&self, s: &BlockSeries, start: i64, end: i64, out: &mut SeriesSamples) -> Result<(), String> {
+        let lens = (out.floats.len(), out.histograms.len(), out.exemplars.len());
+        let r = self.append(s, start, end, out);
+        let (f, h) = (lens.0.saturating_sub(1), lens.1.saturating_sub(1));
+        let r = r.and_then(|()| {
+            if out.floats[f..].windows(2).any(|w| w[0].timestamp_ms >= w[1].timestamp_ms)
+                || out.histograms[h..].windows(2).any(|w| w[0].timestamp_ms >= w[1].timestamp_ms)
+            {
+                return Err(format!("block {}: samples out of order", self.name));
+            }
+            Ok(())
+        });
+        if r.is_err() {
+            out.floats.truncate(lens.0);
+            out.histograms.truncate(lens.1);
+            out.exemplars.truncate(lens.2);
+        }
+        r
+    }
+
+    fn append(&self, s: &BlockSeries, start: i64, end: i64, out: &mut SeriesSamples) -> Result<(), String> {
         let floats: usize = s
             .chunks
             .iter()
@@ -929,12 +956,7 @@ impl Block {
                 k => return Err(format!("block {}: unknown chunk kind {k}", self.name)),
             }
         }
-        if out.floats.windows(2).any(|w| w[0].timestamp_ms >= w[1].timestamp_ms)
-            || out.histograms.windows(2).any(|w| w[0].timestamp_ms >= w[1].timestamp_ms)
-        {
-            return Err(format!("block {}: samples out of order", self.name));
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Sorted values of label `name` (all series).

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::block::{Block, BlockSeries, KIND_EXEMPLARS};
+use super::block::{Block, BlockSeries, KIND_DECIMAL, KIND_EXEMPLARS, KIND_HISTOGRAMS, KIND_XOR, SeriesSamples};
 use super::head::merge_newer_wins;
 use super::{MetricsHead, overlaps};
 use crate::model::Labels;
@@ -160,24 +160,48 @@ impl SeriesSet for LazySeries<'_> {
     fn read(&self, i: usize) -> Samples {
         let mut out = Samples::default();
         let Some(e) = self.entries.get(i) else { return out };
+        // Block parts usually follow each other in time (consecutive blocks): those are decoded
+        // straight onto the end of one list, sized once; overlapping ones are merged.
+        let (start, end) = (self.start, self.end);
+        let floats: usize = e
+            .parts
+            .iter()
+            .flat_map(|(_, s)| &s.chunks)
+            .filter(|m| matches!(m.kind, KIND_XOR | KIND_DECIMAL) && m.max_t >= start && m.min_t <= end)
+            .map(|m| m.count as usize)
+            .sum();
+        let head = e.head.as_ref().map_or(0, |h| h.floats.len());
+        let mut acc = SeriesSamples::default();
+        acc.floats.reserve((floats + head).min(1 << 20));
         for (bi, s) in &e.parts {
             let bi = *bi as usize;
             let (Some(b), Some(failed)) = (self.blocks.get(bi), self.failed.get(bi)) else { continue };
             if failed.load(Ordering::Relaxed) {
                 continue;
             }
-            match b.read(s, self.start, self.end) {
-                Ok(d) => {
-                    out.floats = merge_newer_wins(std::mem::take(&mut out.floats), d.floats, |s| s.timestamp_ms);
-                    out.histograms =
-                        merge_newer_wins(std::mem::take(&mut out.histograms), d.histograms, |h| h.timestamp_ms);
-                }
-                Err(err) => {
-                    failed.store(true, Ordering::Relaxed);
-                    self.engine.problem(err);
-                }
+            let after = |kinds: &[u8], last: Option<i64>| {
+                let first = s.chunks.iter().filter(|m| kinds.contains(&m.kind) && m.max_t >= start && m.min_t <= end);
+                last.is_none_or(|last| first.map(|m| m.min_t).min().is_none_or(|t| t > last))
+            };
+            let r = if after(&[KIND_XOR, KIND_DECIMAL], acc.floats.last().map(|f| f.timestamp_ms))
+                && after(&[KIND_HISTOGRAMS], acc.histograms.last().map(|h| h.timestamp_ms))
+            {
+                b.read_into(s, start, end, &mut acc)
+            } else {
+                b.read(s, start, end).map(|d| {
+                    acc.floats = merge_newer_wins(std::mem::take(&mut acc.floats), d.floats, |s| s.timestamp_ms);
+                    acc.histograms =
+                        merge_newer_wins(std::mem::take(&mut acc.histograms), d.histograms, |h| h.timestamp_ms);
+                })
+            };
+            acc.exemplars.clear();
+            if let Err(err) = r {
+                failed.store(true, Ordering::Relaxed);
+                self.engine.problem(err);
             }
         }
+        out.floats = acc.floats;
+        out.histograms = acc.histograms;
         if let Some(h) = &e.head {
             out.floats = merge_newer_wins(std::mem::take(&mut out.floats), h.floats.clone(), |s| s.timestamp_ms);
             out.histograms =
