@@ -761,6 +761,25 @@ impl<'a> Evaluator<'a> {
         let op = |s: &Loaded| -> Result<SeriesOut, QueryError> {
             let labels = if timestamps { drop_name(&s.labels) } else { s.labels.clone() };
             let mut so = SeriesOut::new(labels, n);
+            if s.hists.is_empty() && at.is_none() {
+                // Floats only, steps in time order: one cursor moves forward over the samples.
+                let fl = &s.floats;
+                let mut k = 0usize;
+                for i in 0..n {
+                    let t = steps.ts(i).saturating_sub(offset);
+                    while k < fl.len() && fl[k].0 <= t {
+                        k += 1;
+                    }
+                    let Some(&(sts, v)) = k.checked_sub(1).map(|j| &fl[j]) else { continue };
+                    if sts < t.saturating_sub(lookback) || is_stale_nan(v) {
+                        continue;
+                    }
+                    so.floats.push((i as u32, if timestamps { sts as f64 / 1000.0 } else { v }));
+                }
+                so.touched = so.len();
+                so.peak = so.len();
+                return Ok(so);
+            }
             let mut cached: Option<(i64, Option<(i64, Point)>)> = None;
             for i in 0..n {
                 let t = at.unwrap_or(steps.ts(i)).saturating_sub(offset);
