@@ -18,6 +18,7 @@
 
 mod file;
 mod json;
+mod proto;
 
 use std::collections::BTreeSet;
 use std::fs;

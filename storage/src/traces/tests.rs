@@ -309,16 +309,16 @@ fn lookup_latency() {
     );
 }
 
-/// The frozen format-1 image (`storage/testdata/compat/traces-v1/`: a manifest, two span files
-/// holding one trace across both) must open and read back unchanged forever. Regenerate only when
-/// adding a format version: `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage --lib traces_v1`.
-#[test]
-fn the_traces_v1_image_still_opens() {
-    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/traces-v1");
+/// Opens a copy of the frozen image `storage/testdata/compat/<name>/` (a manifest, two span files
+/// holding one trace across both), checks what it reads back, then adds a file in today's format
+/// and compacts the old and the new together. With `regenerate`, writes the image first (only for
+/// the current format version, when it is new).
+fn check_frozen_traces_image(name: &str, regenerate: bool) {
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat").join(name);
     let first =
         batch("shop", vec![full_span(1, 1, 1_700_000_000_000_000_000), full_span(2, 1, 1_700_000_000_000_001_000)]);
     let second = batch("cart", vec![full_span(1, 2, 1_700_000_000_000_002_000)]);
-    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+    if regenerate {
         let _ = fs::remove_dir_all(&image);
         let head = TracesHead::open(Some(&image), &opts()).unwrap();
         head.apply(pos(1), first.clone());
@@ -347,6 +347,7 @@ fn the_traces_v1_image_still_opens() {
     head.persist().unwrap();
     head.maintain(0).unwrap();
     assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.state.read().files[0].version, file::FORMAT_VERSION, "compaction writes today's format");
     let t1 = head.trace(tid(1));
     assert_eq!(t1.len(), 3);
     assert_eq!(t1[0].span, first.groups[0].spans[0]);
@@ -354,6 +355,21 @@ fn the_traces_v1_image_still_opens() {
     assert_eq!(t1[2].span, third.groups[0].spans[0]);
     assert_eq!(*t1[2].resource, third.groups[0].resource);
     assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
+}
+
+/// The frozen format-1 image (attributes, events and links as JSON text) must open, read back
+/// unchanged and compact into format 2 forever.
+#[test]
+fn the_traces_v1_image_still_opens() {
+    check_frozen_traces_image("traces-v1", false);
+}
+
+/// The frozen format-2 image (protobuf nested columns). Regenerate only when adding a format
+/// version (and then add the new one instead): `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage
+/// --lib traces_v2`.
+#[test]
+fn the_traces_v2_image_still_opens() {
+    check_frozen_traces_image("traces-v2", std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some());
 }
 
 #[test]
