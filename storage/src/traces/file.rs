@@ -445,27 +445,43 @@ pub(crate) fn merge(dir: &Path, seq: u64, inputs: &[Arc<SpanFile>], layout: &Lay
             let r = &mut ranges[*fi as usize];
             *r = Some(r.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
         }
+        // The batches the reader returns are sources as they are (no concatenation): per input,
+        // its first source and the first row (relative to its range) of each of its batches.
         let mut sources: Vec<RecordBatch> = Vec::new();
-        let mut source_of: Vec<usize> = vec![usize::MAX; inputs.len()];
+        let mut source_of: Vec<(usize, Vec<u64>)> = vec![(usize::MAX, Vec::new()); inputs.len()];
         for (fi, r) in ranges.iter().enumerate() {
             let Some((a, b)) = *r else { continue };
-            let batch = inputs[fi].read_raw(a, b)?;
-            if batch.num_rows() as u64 != b - a {
-                return Err(invalid(format!("{}: rows missing", inputs[fi].parquet_path.display())));
+            let path = &inputs[fi].parquet_path;
+            let first = sources.len();
+            let mut starts = Vec::new();
+            let mut got = 0u64;
+            for batch in inputs[fi].read_raw(a, b)? {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                starts.push(got);
+                got += batch.num_rows() as u64;
+                let batch = match inputs[fi].version {
+                    1 => upgrade_v1(&batch, path)?,
+                    _ => batch,
+                };
+                sources.push(renumber(&batch, &res_maps[fi], &scope_maps[fi], path)?);
             }
-            source_of[fi] = sources.len();
-            let batch = match inputs[fi].version {
-                1 => upgrade_v1(&batch, &inputs[fi].parquet_path)?,
-                _ => batch,
-            };
-            sources.push(renumber(&batch, &res_maps[fi], &scope_maps[fi], &inputs[fi].parquet_path)?);
+            if got != b - a {
+                return Err(invalid(format!("{}: rows missing", path.display())));
+            }
+            source_of[fi] = (first, starts);
         }
         let mut picks: Vec<(usize, usize)> = Vec::with_capacity(rows as usize);
         for (id, fi, e) in window {
             let (a, _) = ranges[*fi as usize].unwrap_or((0, 0));
-            let src = source_of[*fi as usize];
+            let (first, starts) = &source_of[*fi as usize];
             for r in u64::from(e.first_row)..u64::from(e.first_row) + u64::from(e.rows) {
-                picks.push((src, (r - a) as usize));
+                let rel = r - a;
+                // `starts[0]` is 0 and `rel` is below the rows read (checked above).
+                let k = starts.partition_point(|&s| s <= rel).saturating_sub(1);
+                let start = starts.get(k).copied().unwrap_or(0);
+                picks.push((first + k, (rel - start) as usize));
             }
             let rows = e.rows;
             let first_row = u32::try_from(out_row).map_err(|_| invalid("merged span file over 4G rows"))?;
@@ -681,6 +697,15 @@ impl Columns {
     /// does).
     fn finish(&mut self) -> io::Result<RecordBatch> {
         use std::mem::take;
+        // The nested columns' builders restart with the bytes of this batch reserved, instead of
+        // growing (and copying) from nothing again for every batch.
+        let rows = self.len();
+        let reserve = |b: &mut BinaryBuilder| {
+            let bytes = b.values_slice().len();
+            std::mem::replace(b, BinaryBuilder::with_capacity(rows, bytes)).finish()
+        };
+        let (attributes, events, links) =
+            (reserve(&mut self.attributes), reserve(&mut self.events), reserve(&mut self.links));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -694,11 +719,11 @@ impl Columns {
             Arc::new(Int64Array::from(take(&mut self.duration))),
             Arc::new(Int32Array::from(take(&mut self.status_code))),
             Arc::new(self.status_message.finish()),
-            Arc::new(self.attributes.finish()),
+            Arc::new(attributes),
             Arc::new(UInt32Array::from(take(&mut self.dropped_attrs))),
-            Arc::new(self.events.finish()),
+            Arc::new(events),
             Arc::new(UInt32Array::from(take(&mut self.dropped_events))),
-            Arc::new(self.links.finish()),
+            Arc::new(links),
             Arc::new(UInt32Array::from(take(&mut self.dropped_links))),
             Arc::new(UInt32Array::from(take(&mut self.resource_index))),
             Arc::new(UInt32Array::from(take(&mut self.scope_index))),
@@ -890,14 +915,13 @@ impl SpanFile {
         Ok(out)
     }
 
-    /// The rows `start..end` as Arrow data, every column, nothing decoded into spans (one batch;
-    /// an empty one when the range is).
-    fn read_raw(&self, start: u64, end: u64) -> io::Result<RecordBatch> {
+    /// The rows `start..end` as Arrow data, every column, nothing decoded into spans, in row order
+    /// (the reader's batches, not concatenated; none when the range is empty).
+    fn read_raw(&self, start: u64, end: u64) -> io::Result<Vec<RecordBatch>> {
         let crate::parquet_rows::RowPlan { groups, selectors, .. } =
             crate::parquet_rows::plan(&self.row_group_starts, &[(start, end)]);
-        let schema = self.meta.schema().clone();
         if groups.is_empty() {
-            return Ok(RecordBatch::new_empty(schema));
+            return Ok(Vec::new());
         }
         let file = File::open(&self.parquet_path)?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
@@ -906,8 +930,7 @@ impl SpanFile {
             .with_batch_size(8192)
             .build()
             .map_err(pq)?;
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow_err)?;
-        arrow_select::concat::concat_batches(&schema, &batches).map_err(arrow_err)
+        reader.collect::<Result<Vec<_>, _>>().map_err(arrow_err)
     }
 
     fn decode(&self, batch: &RecordBatch, out: &mut Vec<StoredSpan>) -> io::Result<()> {
