@@ -1,5 +1,7 @@
 //! The OTLP/JSON encoding of the nested span fields (attributes, events, links, resources, scopes)
-//! as the span files store them: the protobuf JSON mapping the OTLP specification defines
+//! as span files of format 1 stored them (format 2 keeps only resources and scopes in JSON, in the
+//! file metadata; the per-span columns are protobuf, `proto.rs`; the text writers of those columns
+//! remain for the tests of their readers): the protobuf JSON mapping the OTLP specification defines
 //! (`{"key":"k","value":{"intValue":"3"}}`), so any JSON-aware reader of the Parquet files gets
 //! every value type back. 64-bit integers are strings, bytes are base64, non-finite doubles are the
 //! strings `"NaN"`, `"Infinity"`, `"-Infinity"`, as protobuf's JSON mapping prescribes.
@@ -34,6 +36,7 @@ pub(crate) fn any_to_json(v: &AnyValue) -> Value {
 
 /// Appends `s` as a JSON string: the same text as `storage::model::write_json_string`, copying
 /// runs of plain characters whole instead of one `char` at a time.
+#[cfg(test)]
 pub(crate) fn write_json_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
@@ -68,6 +71,7 @@ pub(crate) fn write_json_string(s: &str, out: &mut String) {
 
 /// Appends the JSON of `v` to `out`: the same text `any_to_json(v).to_string()` gives, written
 /// without building a `Value` (the span files' writer calls this for every attribute).
+#[cfg(test)]
 pub(crate) fn write_any(v: &AnyValue, out: &mut String) {
     match v {
         AnyValue::Empty => out.push_str("{}"),
@@ -103,6 +107,7 @@ pub(crate) fn write_any(v: &AnyValue, out: &mut String) {
 }
 
 /// Appends the JSON array of `kvs` (`kvs_to_json(kvs).to_string()`) to `out`.
+#[cfg(test)]
 pub(crate) fn write_kvs(kvs: &[KeyValue], out: &mut String) {
     out.push('[');
     for (i, kv) in kvs.iter().enumerate() {
@@ -179,6 +184,7 @@ fn attrs_field(v: &Value) -> Result<Vec<KeyValue>, String> {
 }
 
 /// The events column's JSON (keys in the order `serde_json` sorts them).
+#[cfg(test)]
 pub(crate) fn events_to_json(events: &[SpanEvent], out: &mut String) {
     out.push('[');
     for (i, e) in events.iter().enumerate() {
@@ -215,6 +221,7 @@ pub(crate) fn events_from_json(s: &str) -> Result<Vec<SpanEvent>, String> {
 }
 
 /// The links column's JSON (keys in the order `serde_json` sorts them).
+#[cfg(test)]
 pub(crate) fn links_to_json(links: &[SpanLink], out: &mut String) {
     out.push('[');
     for (i, l) in links.iter().enumerate() {

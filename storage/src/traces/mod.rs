@@ -18,6 +18,7 @@
 
 mod file;
 mod json;
+mod proto;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -48,7 +49,8 @@ pub struct TracesOptions {
     /// Rows per Parquet data page: a trace lookup decodes only the pages that hold its rows
     /// (through the page index), so smaller pages make it decode less.
     pub page_rows: usize,
-    /// Files smaller than this are merged together by `maintain` (bytes; 0 = never).
+    /// Target size of merged span files (bytes; 0 = never merge): `maintain` merges adjacent
+    /// files under half of this, together at most this (see `compaction_run`).
     pub compact_below_bytes: u64,
     /// Head size (bytes, approximate) above which a writer flushes it to a span file before the
     /// next checkpoint, so that memory stays bounded whatever the ingest rate (0 = only at
@@ -425,33 +427,12 @@ impl TracesHead {
             }
         }
         let mut new_file: Option<(usize, usize, Arc<SpanFile>)> = None;
-        // Compaction: the first run of at least two adjacent small files, up to the size target.
-        if self.opts.compact_below_bytes > 0 {
-            let small = |f: &SpanFile| f.summary.bytes < self.opts.compact_below_bytes;
-            let mut i = 0;
-            while i < keep.len() {
-                if !small(&keep[i]) {
-                    i += 1;
-                    continue;
-                }
-                let mut j = i;
-                let mut bytes = 0;
-                while j < keep.len()
-                    && small(&keep[j])
-                    && bytes + keep[j].summary.bytes <= self.opts.compact_below_bytes
-                {
-                    bytes += keep[j].summary.bytes;
-                    j += 1;
-                }
-                if j - i >= 2 {
-                    let seq = *next_seq;
-                    *next_seq += 1;
-                    let f = Arc::new(file::merge(dir, seq, &keep[i..j], &self.file_layout())?);
-                    new_file = Some((i, j, f));
-                    break;
-                }
-                i = j.max(i + 1);
-            }
+        let sizes: Vec<u64> = keep.iter().map(|f| f.summary.bytes).collect();
+        if let Some((i, j)) = compaction_run(&sizes, self.opts.compact_below_bytes) {
+            let seq = *next_seq;
+            *next_seq += 1;
+            let f = Arc::new(file::merge(dir, seq, &keep[i..j], &self.file_layout())?);
+            new_file = Some((i, j, f));
         }
         let mut result = keep.clone();
         if let Some((i, j, f)) = &new_file {
@@ -717,6 +698,44 @@ impl TracesHead {
         }
         Some(found)
     }
+}
+
+/// The files (`start..end` of `sizes`, the files' bytes in data order) the next compaction merges:
+/// the first run of at least two adjacent files that are each under half of `target` and together
+/// at most `target`, without its leading files that are bigger than the rest of the run together.
+/// `None`: nothing to merge (or `target` is 0).
+///
+/// So a file is rewritten a bounded number of times: one that reached half the target is final
+/// (a merge of fresh files usually gets there at once), and a file is merged again only with at
+/// least as many bytes as it holds — never a large file rewritten to absorb one small file, which
+/// would cost its whole size for every small file that arrives.
+fn compaction_run(sizes: &[u64], target: u64) -> Option<(usize, usize)> {
+    if target == 0 {
+        return None;
+    }
+    let small = |b: u64| b < target / 2;
+    let mut i = 0;
+    while i < sizes.len() {
+        if !small(sizes[i]) {
+            i += 1;
+            continue;
+        }
+        let (mut j, mut bytes) = (i, 0u64);
+        while j < sizes.len() && small(sizes[j]) && bytes + sizes[j] <= target {
+            bytes += sizes[j];
+            j += 1;
+        }
+        let mut start = i;
+        while j - start >= 2 && sizes[start] > bytes - sizes[start] {
+            bytes -= sizes[start];
+            start += 1;
+        }
+        if j - start >= 2 {
+            return Some((start, j));
+        }
+        i = j.max(i + 1);
+    }
+    None
 }
 
 fn manifest_path(dir: &Path) -> PathBuf {

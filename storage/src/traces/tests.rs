@@ -309,16 +309,16 @@ fn lookup_latency() {
     );
 }
 
-/// The frozen format-1 image (`storage/testdata/compat/traces-v1/`: a manifest, two span files
-/// holding one trace across both) must open and read back unchanged forever. Regenerate only when
-/// adding a format version: `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage --lib traces_v1`.
-#[test]
-fn the_traces_v1_image_still_opens() {
-    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat/traces-v1");
+/// Opens a copy of the frozen image `storage/testdata/compat/<name>/` (a manifest, two span files
+/// holding one trace across both), checks what it reads back, then adds a file in today's format
+/// and compacts the old and the new together. With `regenerate`, writes the image first (only for
+/// the current format version, when it is new).
+fn check_frozen_traces_image(name: &str, regenerate: bool) {
+    let image = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/compat").join(name);
     let first =
         batch("shop", vec![full_span(1, 1, 1_700_000_000_000_000_000), full_span(2, 1, 1_700_000_000_000_001_000)]);
     let second = batch("cart", vec![full_span(1, 2, 1_700_000_000_000_002_000)]);
-    if std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some() {
+    if regenerate {
         let _ = fs::remove_dir_all(&image);
         let head = TracesHead::open(Some(&image), &opts()).unwrap();
         head.apply(pos(1), first.clone());
@@ -347,6 +347,7 @@ fn the_traces_v1_image_still_opens() {
     head.persist().unwrap();
     head.maintain(0).unwrap();
     assert_eq!(head.state.read().files.len(), 1);
+    assert_eq!(head.state.read().files[0].version, file::FORMAT_VERSION, "compaction writes today's format");
     let t1 = head.trace(tid(1));
     assert_eq!(t1.len(), 3);
     assert_eq!(t1[0].span, first.groups[0].spans[0]);
@@ -354,6 +355,21 @@ fn the_traces_v1_image_still_opens() {
     assert_eq!(t1[2].span, third.groups[0].spans[0]);
     assert_eq!(*t1[2].resource, third.groups[0].resource);
     assert_eq!(head.trace(tid(2))[0].span, first.groups[0].spans[1]);
+}
+
+/// The frozen format-1 image (attributes, events and links as JSON text) must open, read back
+/// unchanged and compact into format 2 forever.
+#[test]
+fn the_traces_v1_image_still_opens() {
+    check_frozen_traces_image("traces-v1", false);
+}
+
+/// The frozen format-2 image (protobuf nested columns). Regenerate only when adding a format
+/// version (and then add the new one instead): `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage
+/// --lib traces_v2`.
+#[test]
+fn the_traces_v2_image_still_opens() {
+    check_frozen_traces_image("traces-v2", std::env::var_os("OUTPOST_REGENERATE_COMPAT").is_some());
 }
 
 #[test]
@@ -447,4 +463,54 @@ fn compaction_merges_files_as_arrow_rows_with_every_field_resource_and_scope() {
     drop(head);
     let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
     check(&head);
+}
+
+#[test]
+fn compaction_picks_runs_of_fresh_small_files_and_never_rewrites_a_big_file_for_a_small_one() {
+    let run = compaction_run;
+    // Nothing to do.
+    assert_eq!(run(&[], 100), None);
+    assert_eq!(run(&[10], 100), None);
+    assert_eq!(run(&[10, 10], 0), None);
+    // Small files together, up to the target.
+    assert_eq!(run(&[10, 10, 10], 100), Some((0, 3)));
+    assert_eq!(run(&[40, 40, 40], 100), Some((0, 2)));
+    // Half the target or more is final: not merged again.
+    assert_eq!(run(&[50, 10, 10], 100), Some((1, 3)));
+    assert_eq!(run(&[60, 10], 100), None);
+    // A merged file is not rewritten for a smaller neighbour, only with at least its own bytes.
+    assert_eq!(run(&[30, 10], 100), None);
+    assert_eq!(run(&[30, 10, 10], 100), Some((1, 3)), "the small ones merge among themselves");
+    assert_eq!(run(&[30, 10, 10, 10], 100), Some((0, 4)));
+    assert_eq!(run(&[30, 20, 5, 5], 100), Some((0, 4)));
+    assert_eq!(run(&[30, 10, 6, 5], 100), Some((1, 4)));
+    assert_eq!(run(&[30, 10, 5, 2], 100), None);
+    // The run scan goes on past a run that cannot merge.
+    assert_eq!(run(&[45, 1, 70, 3, 3], 100), Some((3, 5)));
+    // Run length capped by the target: the rest waits for the next pass.
+    assert_eq!(run(&[20, 20, 20, 20, 20, 20], 100), Some((0, 5)));
+}
+
+#[test]
+fn a_big_file_is_left_alone_while_small_files_next_to_it_merge_among_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TracesOptions { compact_below_bytes: 1 << 30, ..opts() };
+    let head = TracesHead::open(Some(dir.path()), &opts).unwrap();
+    let big: Vec<Span> = (1..=99).flat_map(|t| (1..=20).map(move |s| full_span(t, s, 1_000))).collect();
+    head.apply(pos(1), batch("a", big));
+    head.persist().unwrap();
+    head.apply(pos(2), batch("a", vec![full_span(100, 1, 1_000)]));
+    head.persist().unwrap();
+    let seqs = |h: &TracesHead| h.state.read().files.iter().map(|f| f.summary.seq).collect::<Vec<_>>();
+    let sizes: Vec<u64> = head.state.read().files.iter().map(|f| f.summary.bytes).collect();
+    assert!(sizes[0] > 3 * sizes[1], "the test needs a big file: {sizes:?}");
+    head.maintain(0).unwrap();
+    assert_eq!(seqs(&head), vec![1, 2], "the big file is not rewritten for one small one");
+    head.apply(pos(3), batch("a", vec![full_span(101, 1, 1_000)]));
+    head.persist().unwrap();
+    head.maintain(0).unwrap();
+    assert_eq!(seqs(&head), vec![1, 4], "the two small files merge, the big one stays");
+    assert_eq!(head.span_count(), 1982);
+    assert_eq!(head.trace(tid(100)).len(), 1);
+    assert_eq!(head.trace(tid(101)).len(), 1);
 }
