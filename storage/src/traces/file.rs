@@ -25,14 +25,14 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::{json, proto};
+use super::{json, nested};
 use crate::FastMap;
 use crate::intern::Interner;
 use crate::model::{KeyValue, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode, TraceId};
 use crate::read::StoredSpan;
 
 /// Version of the span file layout, in the Parquet key-value metadata `outpost.version`. Version 2
-/// stores attributes, events and links as OTLP protobuf bytes ([`proto`]); version 1 stored them as
+/// stores attributes, events and links as postcard bytes ([`nested`]); version 1 stored them as
 /// OTLP/JSON text ([`json`]) and is still read (and upgraded when compaction rewrites it).
 pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Version of the `.tid` layout (unchanged since format 1).
@@ -122,7 +122,7 @@ fn schema() -> SchemaRef {
 }
 
 /// The schema of span files of format `version`: the same columns, with the nested fields as
-/// protobuf bytes (2) or JSON text (1).
+/// postcard bytes (2) or JSON text (1).
 fn schema_of(version: u32) -> SchemaRef {
     let f = |name: &str, dt: DataType, nullable: bool| Field::new(name, dt, nullable);
     let nested = if version == 1 { DataType::Utf8 } else { DataType::Binary };
@@ -343,7 +343,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
 /// cross segments).
 const NESTED_SEGMENT_ROWS: usize = if cfg!(test) { 5 } else { 65536 };
 
-/// The protobuf attributes, events and links of a run of rows, encoded visiting the spans in
+/// The postcard attributes, events and links of a run of rows, encoded visiting the spans in
 /// memory order rather than row order. The rows (trace id order) jump all over the head, and the
 /// nested fields are many small allocations; in memory (about arrival) order, neighbouring spans'
 /// strings are neighbours too, so encoding costs far fewer cache misses, and the row-order pass
@@ -367,11 +367,11 @@ impl NestedSegment {
         for &i in &self.order {
             let s = &rows[i as usize].span;
             let a = self.bytes.len();
-            proto::write_attributes(&s.attributes, &mut self.bytes);
+            nested::write_attributes(&s.attributes, &mut self.bytes);
             let e = self.bytes.len();
-            proto::write_events(&s.events, &mut self.bytes);
+            nested::write_events(&s.events, &mut self.bytes);
             let l = self.bytes.len();
-            proto::write_links(&s.links, &mut self.bytes);
+            nested::write_links(&s.links, &mut self.bytes);
             self.at[i as usize] = [a, e, l, self.bytes.len()];
         }
     }
@@ -597,7 +597,7 @@ fn renumber(batch: &RecordBatch, res: &[u32], scopes: &[u32], path: &Path) -> io
 
 /// The attributes, events and links columns of a batch, in either format.
 enum Nested<'a> {
-    /// Format 2: protobuf bytes.
+    /// Format 2: postcard bytes.
     Proto(&'a BinaryArray, &'a BinaryArray, &'a BinaryArray),
     /// Format 1: OTLP/JSON text.
     Json(&'a StringArray, &'a StringArray, &'a StringArray),
@@ -619,9 +619,9 @@ impl<'a> Nested<'a> {
     fn row(&self, r: usize) -> Result<NestedRow, (&'static str, String)> {
         match self {
             Nested::Proto(a, e, l) => Ok((
-                proto::read_attributes(a.value(r)).map_err(|e| ("attributes", e))?,
-                proto::read_events(e.value(r)).map_err(|e| ("events", e))?,
-                proto::read_links(l.value(r)).map_err(|e| ("links", e))?,
+                nested::read_attributes(a.value(r)).map_err(|e| ("attributes", e))?,
+                nested::read_events(e.value(r)).map_err(|e| ("events", e))?,
+                nested::read_links(l.value(r)).map_err(|e| ("links", e))?,
             )),
             Nested::Json(a, e, l) => {
                 let attrs: serde_json::Value =
@@ -637,7 +637,7 @@ impl<'a> Nested<'a> {
 }
 
 /// `batch` (rows of a format-1 file) with its JSON attributes, events and links re-encoded as
-/// format 2's protobuf bytes.
+/// format 2's postcard bytes.
 fn upgrade_v1(batch: &RecordBatch, path: &Path) -> io::Result<RecordBatch> {
     let bad = || invalid(format!("{}: unexpected column layout", path.display()));
     let corrupt = |what: &str, e: String| invalid(format!("{}: {what}: {e}", path.display()));
@@ -648,13 +648,13 @@ fn upgrade_v1(batch: &RecordBatch, path: &Path) -> io::Result<RecordBatch> {
     for r in 0..batch.num_rows() {
         let (attributes, events, links) = nested.row(r).map_err(|(what, e)| corrupt(what, e))?;
         buf.clear();
-        proto::write_attributes(&attributes, &mut buf);
+        nested::write_attributes(&attributes, &mut buf);
         out[0].append_value(&buf);
         buf.clear();
-        proto::write_events(&events, &mut buf);
+        nested::write_events(&events, &mut buf);
         out[1].append_value(&buf);
         buf.clear();
-        proto::write_links(&links, &mut buf);
+        nested::write_links(&links, &mut buf);
         out[2].append_value(&buf);
     }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();

@@ -1,6 +1,6 @@
 //! The OTLP/JSON encoding of the nested span fields (attributes, events, links, resources, scopes)
 //! as span files of format 1 stored them (format 2 keeps only resources and scopes in JSON, in the
-//! file metadata; the per-span columns are protobuf, `proto.rs`; the text writers of those columns
+//! file metadata; the per-span columns are postcard, `nested.rs`; the text writers of those columns
 //! remain for the tests of their readers): the protobuf JSON mapping the OTLP specification defines
 //! (`{"key":"k","value":{"intValue":"3"}}`), so any JSON-aware reader of the Parquet files gets
 //! every value type back. 64-bit integers are strings, bytes are base64, non-finite doubles are the

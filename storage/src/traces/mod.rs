@@ -18,7 +18,7 @@
 
 mod file;
 mod json;
-mod proto;
+mod nested;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -364,7 +364,7 @@ fn the_traces_v1_image_still_opens() {
     check_frozen_traces_image("traces-v1", false);
 }
 
-/// The frozen format-2 image (protobuf nested columns). Regenerate only when adding a format
+/// The frozen format-2 image (postcard nested columns). Regenerate only when adding a format
 /// version (and then add the new one instead): `OUTPOST_REGENERATE_COMPAT=1 cargo test -p storage
 /// --lib traces_v2`.
 #[test]
