@@ -245,24 +245,82 @@ async fn refresh_span_metrics(pipeline: Arc<Pipeline>, stop: CancellationToken) 
 const MAINTENANCE_PERIOD: Duration = Duration::from_secs(30);
 
 async fn maintain_stores(pipeline: Arc<Pipeline>, stop: CancellationToken) {
+    let background = match BackgroundThread::start() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not start the background maintenance thread");
+            return;
+        }
+    };
     every(MAINTENANCE_PERIOD, stop, || async {
         let Some(store) = pipeline.storage().cloned() else { return };
-        let done = tokio::task::spawn_blocking(move || {
-            let checkpoint = store.checkpoint()?;
-            store.maintain(crate::pipeline::now_ns() / 1_000_000)?;
-            Ok::<_, storage::WriteError>(checkpoint)
-        })
-        .await;
-        match done {
+        // The checkpoint runs at normal priority: writers may be waiting for it to free memory.
+        let s = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || s.checkpoint()).await {
             Ok(Ok(c)) if c.segments_removed > 0 => {
                 tracing::debug!(segments = c.segments_removed, "Checkpoint removed WAL segments");
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "Store maintenance failed"),
-            Err(e) => tracing::warn!(error = %e, "Store maintenance task failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Store checkpoint failed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Store checkpoint task failed");
+                return;
+            }
+        }
+        // Compaction and retention wait for nobody: they run on the low-priority thread, so that
+        // queries and ingest take the CPU first on a small machine.
+        let done = background.run(move || store.maintain(crate::pipeline::now_ns() / 1_000_000)).await;
+        match done {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "Store maintenance failed"),
+            None => tracing::warn!("Store maintenance task failed"),
         }
     })
     .await
+}
+
+/// A thread for background work (compaction, retention) at a lower CPU priority than the rest of
+/// the process: nice [`BACKGROUND_NICE`] on Linux, where the nice value is per thread. Jobs run one
+/// at a time in submission order.
+struct BackgroundThread {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+/// The nice value of [`BackgroundThread`] (the process' others stay at their own, usually 0).
+const BACKGROUND_NICE: i32 = 10;
+
+impl BackgroundThread {
+    fn start() -> std::io::Result<BackgroundThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new().name("outpost-background".into()).spawn(move || {
+            #[cfg(target_os = "linux")]
+            {
+                let me = Some(rustix::thread::gettid());
+                let nice = rustix::process::getpriority_process(me).unwrap_or(0);
+                if let Err(e) = rustix::process::setpriority_process(me, nice.max(BACKGROUND_NICE)) {
+                    tracing::debug!(error = %e, "Could not lower the background thread's priority");
+                }
+            }
+            for job in rx {
+                job();
+            }
+        })?;
+        Ok(BackgroundThread { jobs })
+    }
+
+    /// Runs `f` on the thread; `None` if it panicked or the thread is gone.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = tx.send(r.ok());
+        };
+        self.jobs.send(Box::new(job)).ok()?;
+        rx.await.ok().flatten()
+    }
 }
 
 async fn fsync_ticker(pipeline: Arc<Pipeline>, period: Duration, stop: CancellationToken) {

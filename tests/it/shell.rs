@@ -190,3 +190,31 @@ fn memory_limit_answers_retry_later() {
     assert!(m.contains("outpost_memory_limit_bytes 1048576"), "{m}");
     assert!(m.contains("reason=\"memory_limit\""), "{m}");
 }
+
+/// Compaction and retention run on their own thread at nice 10 (Linux keeps the nice value per
+/// thread), so that queries and ingest get the CPU first on a small machine; the rest of the
+/// process keeps its priority.
+#[cfg(target_os = "linux")]
+#[test]
+fn background_maintenance_runs_at_a_lower_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ChildServer::start(dir.path(), &[]);
+    let pid = server.child.id();
+    // `(name, nice)` of every thread, from /proc/<pid>/task/<tid>/stat (field 19 is the nice value).
+    let threads = || -> Vec<(String, i64)> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let (head, tail) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1.to_string();
+                let nice = tail.split_whitespace().nth(16)?.parse().ok()?;
+                Some((name, nice))
+            })
+            .collect()
+    };
+    let all = poll_until(threads, |ts| ts.iter().any(|(n, _)| n == "outpost-backgro"));
+    let background: Vec<i64> = all.iter().filter(|(n, _)| n == "outpost-backgro").map(|t| t.1).collect();
+    assert_eq!(background, [10], "{all:?}");
+    assert!(all.iter().filter(|(n, _)| n == "outpost").all(|t| t.1 == 0), "{all:?}");
+}

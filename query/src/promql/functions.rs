@@ -701,10 +701,18 @@ fn extrapolated_rate(w: &Window<'_>, is_counter: bool, is_rate: bool, range: i64
 
 /// The extrapolation factor of a float window `fl` (at least two samples) whose raw increase
 /// (reset-corrected for counters) is `result`: a counter is not extrapolated below zero.
-fn float_factor(fl: &[(i64, f64)], result: f64, start: i64, end: i64, is_counter: bool, is_rate: bool, range: i64) -> f64 {
+fn float_factor(
+    fl: &[(i64, f64)],
+    result: f64,
+    start: i64,
+    end: i64,
+    is_counter: bool,
+    is_rate: bool,
+    range: i64,
+) -> f64 {
     let (first_t, last_t, first_v) = (fl[0].0, fl[fl.len() - 1].0, fl[0].1);
-    let to_zero = (is_counter && result > 0.0 && first_v >= 0.0)
-        .then(|| (last_t - first_t) as f64 / 1000.0 * (first_v / result));
+    let to_zero =
+        (is_counter && result > 0.0 && first_v >= 0.0).then(|| (last_t - first_t) as f64 / 1000.0 * (first_v / result));
     extrapolation_factor(first_t, last_t, fl.len(), start, end, to_zero, is_rate, range)
 }
 
