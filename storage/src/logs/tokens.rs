@@ -30,17 +30,28 @@ pub(super) fn indexed(tok: &str) -> bool {
     tok.len() < MAX_TOKEN_BYTES && (tok.len() < 4 || tok.bytes().filter(|b| b.is_ascii_digit()).count() < 4)
 }
 
+/// ASCII bytes that are alphanumeric (one table look-up instead of two range checks).
+const ASCII_ALNUM: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut c = 0;
+    while c < 128 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    t
+};
+
 /// Calls `f` with every maximal run of `char::is_alphanumeric` characters of `s` (the runs
-/// tantivy's `SimpleTokenizer` gives).
+/// tantivy's `SimpleTokenizer` gives). ASCII bytes are classified by table; only non-ASCII
+/// characters are decoded.
 pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
     let b = s.as_bytes();
     let n = b.len();
-    let mut i = 0;
-    // Length in bytes of the alphanumeric character at `i`, or 0.
-    let alnum_at = |i: usize| -> (bool, usize) {
+    // Whether the character at `i` is alphanumeric, and its length in bytes.
+    let at = |i: usize| -> (bool, usize) {
         let c = b[i];
         if c < 0x80 {
-            (c.is_ascii_alphanumeric(), 1)
+            (ASCII_ALNUM[c as usize], 1)
         } else {
             match s.get(i..).and_then(|t| t.chars().next()) {
                 Some(ch) => (ch.is_alphanumeric(), ch.len_utf8()),
@@ -48,8 +59,9 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
             }
         }
     };
+    let mut i = 0;
     while i < n {
-        let (yes, w) = alnum_at(i);
+        let (yes, w) = at(i);
         if !yes {
             i += w;
             continue;
@@ -57,13 +69,68 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
         let start = i;
         i += w;
         while i < n {
-            let (yes, w) = alnum_at(i);
-            if !yes {
-                break;
+            let c = b[i];
+            if c < 0x80 {
+                if !ASCII_ALNUM[c as usize] {
+                    break;
+                }
+                i += 1;
+            } else {
+                let (yes, w) = at(i);
+                if !yes {
+                    break;
+                }
+                i += w;
             }
-            i += w;
         }
-        f(&s[start..i]);
+        if let Some(t) = s.get(start..i) {
+            f(t);
+        }
+    }
+}
+
+/// A set of distinct index tokens. Every indexed token is shorter than [`MAX_TOKEN_BYTES`] (16),
+/// so it is packed with its length into one `u128`: hashing and comparing are integer operations,
+/// not string hashing and `memcmp`.
+#[derive(Default)]
+pub(super) struct TokenSet {
+    set: std::collections::HashSet<u128, foldhash::fast::RandomState>,
+}
+
+const _: () = assert!(MAX_TOKEN_BYTES <= 16);
+
+impl TokenSet {
+    /// Adds `t` (shorter than [`MAX_TOKEN_BYTES`]; longer ones are ignored).
+    pub fn insert(&mut self, t: &str) {
+        let b = t.as_bytes();
+        if b.len() >= MAX_TOKEN_BYTES {
+            return;
+        }
+        let mut k = [0u8; 16];
+        k[..b.len()].copy_from_slice(b);
+        k[15] = b.len() as u8;
+        self.set.insert(u128::from_le_bytes(k));
+    }
+
+    pub fn clear(&mut self) {
+        self.set.clear();
+    }
+
+    /// The tokens, sorted, joined by single spaces.
+    pub fn joined(&self) -> String {
+        let mut toks: Vec<[u8; 16]> = self.set.iter().map(|k| k.to_le_bytes()).collect();
+        toks.sort_unstable_by(|a, b| a[..a[15] as usize].cmp(&b[..b[15] as usize]));
+        let mut out = String::with_capacity(toks.len() * 8);
+        for k in &toks {
+            // Every key was packed from a `&str`, so its bytes are UTF-8.
+            if let Ok(t) = std::str::from_utf8(&k[..k[15] as usize]) {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(t);
+            }
+        }
+        out
     }
 }
 
@@ -111,7 +178,7 @@ pub(super) fn id_hash(id: &[u8]) -> u64 {
 
 /// The winnowed gram hashes of one run (at least [`LONG_RUN`] bytes): the smallest hash of every
 /// window of [`WINDOW`] consecutive grams.
-fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
+pub(super) fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
     let mut stack = [0u64; 96];
     let heap: Vec<u64>;
     let n = run.len() + 1 - GRAM;
@@ -132,18 +199,6 @@ fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
             last = Some(m);
         }
     }
-}
-
-/// Calls `tok` with every token of `s` the chunk index holds and `gram` with the gram hashes of
-/// its long runs (one pass; the same as [`for_each_token`] and [`for_each_gram`]).
-pub(super) fn for_each_token_and_gram<'a>(s: &'a str, mut tok: impl FnMut(&'a str), mut gram: impl FnMut(u64)) {
-    for_each_run(s, |t| {
-        if t.len() >= LONG_RUN {
-            winnow(t.as_bytes(), &mut gram);
-        } else if indexed(t) {
-            tok(t);
-        }
-    });
 }
 
 /// Calls `f` with the gram hashes of `s`'s long runs the chunk bloom filter holds.
