@@ -256,6 +256,8 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
     let body_bytes: usize = rows.iter().map(|r| r.record.body.len()).sum();
     bodies.reserve(body_bytes);
     let mut keys: Vec<String> = Vec::new();
+    // Which of the record fields `keys` already lists (bits as below).
+    let mut field_keys = 0u8;
     let mut hex_buf = [0u8; 32];
     let (mut prev_ts, mut prev_seq) = (min_ts, rows.first().map_or(0, |r| r.seq));
     crate::varint::put(seq, prev_seq);
@@ -319,17 +321,17 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
                 keys.push(k.to_string());
             }
         };
-        if rec.trace_id.is_some() {
-            key("trace_id");
-        }
-        if rec.span_id.is_some() {
-            key("span_id");
-        }
-        if !rec.severity_text.is_empty() {
-            key("severity_text");
-        }
-        if rec.severity_number != 0 {
-            key("severity_number");
+        // The four record fields are listed once each, on first sight, without comparing.
+        for (present, name, bit) in [
+            (rec.trace_id.is_some(), "trace_id", 1u8),
+            (rec.span_id.is_some(), "span_id", 2),
+            (!rec.severity_text.is_empty(), "severity_text", 4),
+            (rec.severity_number != 0, "severity_number", 8),
+        ] {
+            if present && field_keys & bit == 0 {
+                field_keys |= bit;
+                key(name);
+            }
         }
         for kv in &rec.attributes {
             key(&kv.key);

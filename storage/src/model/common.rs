@@ -170,6 +170,16 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub struct SpanId(pub [u8; 8]);
 
+/// The value of one hex digit (either case).
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 macro_rules! id_impls {
     ($t:ident, $n:expr) => {
         impl $t {
@@ -180,8 +190,14 @@ macro_rules! id_impls {
             }
             /// Parses lower- or upper-case hex of exactly the right length.
             pub fn from_hex(s: &str) -> Option<Self> {
+                let b = s.as_bytes();
+                if b.len() != 2 * $n {
+                    return None;
+                }
                 let mut arr = [0u8; $n];
-                hex::decode_to_slice(s, &mut arr).ok()?;
+                for (out, pair) in arr.iter_mut().zip(b.chunks_exact(2)) {
+                    *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+                }
                 Self::from_slice(&arr)
             }
             /// Lower-case hex.
@@ -341,6 +357,15 @@ mod tests {
         assert_eq!(t.to_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert!(SpanId::from_hex("00f067aa0ba902b7").is_some());
         assert!(SpanId::from_hex("zz").is_none());
+        // Either case; exactly the right length; every character a hex digit; not all zero.
+        assert_eq!(TraceId::from_hex("0AF7651916CD43DD8448EB211C80319C"), Some(t));
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319c0").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319g").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c8031 c").is_none());
+        assert!(SpanId::from_hex("0000000000000000").is_none());
+        assert!(SpanId::from_hex("00f067aa0ba902é").is_none());
+        assert_eq!(SpanId::from_hex("ff00ff00ff00ff00"), Some(SpanId([0xff, 0, 0xff, 0, 0xff, 0, 0xff, 0])));
     }
 
     #[test]
