@@ -509,7 +509,8 @@ pub fn map(req: PushRequest, limits: &PushLimits, now_ns: i64) -> Result<Pushed,
             // cross-index). A value in canonical form (lower-case hex of the right length) moves
             // into the record's field, which LogQL shows as the same `trace_id`/`span_id`
             // metadata; any other spelling stays a metadata pair as it came.
-            let mut attributes = Vec::with_capacity(e.structured_metadata.len());
+            // Allocated on the first pair kept (a trace id alone moves into its field).
+            let mut attributes = Vec::new();
             let (mut trace_id, mut span_id) = (None, None);
             for p in e.structured_metadata {
                 let canonical =

@@ -17,8 +17,12 @@ use serde::{Deserialize, Serialize};
 use super::tokens;
 use crate::model::{KeyValue, LogRecord, SpanId, TraceId};
 
-/// Version byte at the start of every chunk payload.
-const CHUNK_VERSION: u8 = 1;
+/// Version byte at the start of every chunk payload written now. Version 2 stores a row's
+/// observed timestamp relative to the chunk's oldest timestamp ([`observed_to_stored`]); version
+/// 1 (still read) stored it relative to the row's own timestamp.
+const CHUNK_VERSION: u8 = 2;
+/// The oldest chunk version still read.
+const CHUNK_VERSION_1: u8 = 1;
 
 const COL_TS: u8 = 0;
 const COL_SEQ: u8 = 1;
@@ -169,42 +173,120 @@ impl Bloom {
     }
 }
 
+/// Buffers and the compression context of [`encode`], kept from one chunk to the next of a flush:
+/// a flush encodes hundreds of chunks, and fresh buffers (page faults on first touch) and a fresh
+/// zstd context per column cost more than reusing them.
+#[derive(Default)]
+pub(super) struct Scratch {
+    ts: Vec<u8>,
+    seq: Vec<u8>,
+    lens: Vec<u8>,
+    bodies: Vec<u8>,
+    meta: Vec<u8>,
+    one: Vec<u8>,
+    ids: Vec<u8>,
+    hashes: Vec<u64>,
+    tokens: tokens::TokenSet,
+    /// Offsets of the body's runs of 32 and 16 characters (where a printed trace or span id is).
+    runs32: Vec<usize>,
+    runs16: Vec<usize>,
+    zbuf: Vec<u8>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Scratch {
+    /// Compresses `raw` into `self.zbuf` at [`ZSTD_LEVEL`].
+    fn compress(
+        zstd_ctx: &mut Option<zstd::bulk::Compressor<'static>>,
+        zbuf: &mut Vec<u8>,
+        raw: &[u8],
+    ) -> std::io::Result<()> {
+        let ctx = match zstd_ctx {
+            Some(c) => c,
+            None => zstd_ctx.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        zbuf.clear();
+        zbuf.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        ctx.compress_to_buffer(raw, zbuf)?;
+        Ok(())
+    }
+}
+
+/// Where the hex form `hex` of an id is in `body`: first among the body's runs of that length
+/// (`runs`, offsets), else anywhere.
+fn find_hex(body: &[u8], runs: &[usize], hex: &[u8]) -> Option<usize> {
+    runs.iter()
+        .copied()
+        .find(|&at| body.get(at..at + hex.len()) == Some(hex))
+        .or_else(|| memchr::memmem::find(body, hex))
+}
+
+/// Observed timestamps are stored relative to the chunk's oldest timestamp: one push gives all
+/// its lines the same observed time, so their metadata rows are identical and compress to almost
+/// nothing. 0 stays 0 (no observed time); other values are shifted off 0.
+fn observed_to_stored(observed: i64, min_ts: i64) -> i64 {
+    if observed == 0 {
+        return 0;
+    }
+    let d = observed.wrapping_sub(min_ts);
+    if d >= 0 { d.wrapping_add(1) } else { d }
+}
+
+/// The inverse of [`observed_to_stored`].
+fn stored_to_observed(stored: i64, min_ts: i64) -> i64 {
+    match stored {
+        0 => 0,
+        s if s > 0 => min_ts.wrapping_add(s - 1),
+        s => min_ts.wrapping_add(s),
+    }
+}
+
 /// Encodes `rows` (sorted by `(timestamp, seq)`, at least one) of stream `stream` as one frame
 /// appended to `out`; returns its summary.
-pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::io::Result<Summary> {
+pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut Scratch) -> std::io::Result<Summary> {
     let n = rows.len();
     let min_ts = rows.iter().map(|r| r.record.timestamp_ns).min().unwrap_or(0);
     let max_ts = rows.iter().map(|r| r.record.timestamp_ns).max().unwrap_or(0);
-    let mut ts = Vec::with_capacity(n * 3);
-    let mut seq = Vec::with_capacity(n * 2);
-    let mut lens = Vec::with_capacity(n * 2);
+    let Scratch { ts, seq, lens, bodies, meta, one, ids, hashes, tokens: token_set, runs32, runs16, zbuf, zstd } = sc;
+    for v in [&mut *ts, &mut *seq, &mut *lens, &mut *bodies, &mut *meta, &mut *ids] {
+        v.clear();
+    }
+    hashes.clear();
+    token_set.clear();
     let body_bytes: usize = rows.iter().map(|r| r.record.body.len()).sum();
-    let mut bodies = Vec::with_capacity(body_bytes);
-    let mut metas = Vec::with_capacity(n);
+    bodies.reserve(body_bytes);
     let mut keys: Vec<String> = Vec::new();
-    let mut token_set: crate::FastMap<&str, ()> = crate::FastMap::default();
-    let mut hashes: Vec<u64> = Vec::new();
-    let mut ids = Vec::with_capacity(n * 2);
+    // Which of the record fields `keys` already lists (bits as below).
+    let mut field_keys = 0u8;
     let mut hex_buf = [0u8; 32];
     let (mut prev_ts, mut prev_seq) = (min_ts, rows.first().map_or(0, |r| r.seq));
-    crate::varint::put(&mut seq, prev_seq);
+    crate::varint::put(seq, prev_seq);
     for (i, r) in rows.iter().enumerate() {
         let rec = r.record;
-        crate::varint::put(&mut ts, crate::varint::zigzag(rec.timestamp_ns.wrapping_sub(prev_ts)));
+        crate::varint::put(ts, crate::varint::zigzag(rec.timestamp_ns.wrapping_sub(prev_ts)));
         prev_ts = rec.timestamp_ns;
         if i > 0 {
-            crate::varint::put(&mut seq, crate::varint::zigzag(r.seq.wrapping_sub(prev_seq) as i64));
+            crate::varint::put(seq, crate::varint::zigzag(r.seq.wrapping_sub(prev_seq) as i64));
             prev_seq = r.seq;
         }
-        crate::varint::put(&mut lens, rec.body.len() as u64);
+        crate::varint::put(lens, rec.body.len() as u64);
         bodies.extend_from_slice(rec.body.as_bytes());
-        tokens::for_each_token_and_gram(
-            &rec.body,
-            |t| {
-                token_set.insert(t, ());
-            },
-            |h| hashes.push(h),
-        );
+        runs32.clear();
+        runs16.clear();
+        let base = rec.body.as_ptr() as usize;
+        tokens::for_each_run(&rec.body, |t| {
+            let len = t.len();
+            if len >= tokens::LONG_RUN {
+                if len == 32 {
+                    runs32.push(t.as_ptr() as usize - base);
+                }
+                tokens::winnow(t.as_bytes(), |h| hashes.push(h));
+            } else if len == 16 {
+                runs16.push(t.as_ptr() as usize - base);
+            } else if tokens::indexed(t) {
+                token_set.insert(t);
+            }
+        });
         // Trace and span ids: most lines that carry them print them in the body too; then only
         // their offset there is kept.
         if let Some(t) = rec.trace_id {
@@ -213,22 +295,22 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
         if let Some(s) = rec.span_id {
             hashes.push(tokens::id_hash(&s.0));
         }
-        let trace = rec.trace_id.as_ref().map(|t| &t.0[..]);
-        let span = rec.span_id.as_ref().map(|s| &s.0[..]);
+        let trace = rec.trace_id.as_ref().map(|t| (&t.0[..], &runs32[..]));
+        let span = rec.span_id.as_ref().map(|s| (&s.0[..], &runs16[..]));
         let flag_at = ids.len();
         ids.push(0);
         for (id, present, in_body) in [(trace, ID_TRACE, ID_TRACE_IN_BODY), (span, ID_SPAN, ID_SPAN_IN_BODY)] {
-            let Some(id) = id else { continue };
+            let Some((id, runs)) = id else { continue };
             let hex = &mut hex_buf[..id.len() * 2];
             for (i, b) in id.iter().enumerate() {
                 hex[2 * i] = b"0123456789abcdef"[(b >> 4) as usize];
                 hex[2 * i + 1] = b"0123456789abcdef"[(b & 15) as usize];
             }
             let mut f = present;
-            match memchr::memmem::find(rec.body.as_bytes(), hex) {
+            match find_hex(rec.body.as_bytes(), runs, hex) {
                 Some(at) => {
                     f |= in_body;
-                    crate::varint::put(&mut ids, at as u64);
+                    crate::varint::put(ids, at as u64);
                 }
                 None => ids.extend_from_slice(id),
             }
@@ -239,31 +321,27 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
                 keys.push(k.to_string());
             }
         };
-        if rec.trace_id.is_some() {
-            key("trace_id");
-        }
-        if rec.span_id.is_some() {
-            key("span_id");
-        }
-        if !rec.severity_text.is_empty() {
-            key("severity_text");
-        }
-        if rec.severity_number != 0 {
-            key("severity_number");
+        // The four record fields are listed once each, on first sight, without comparing.
+        for (present, name, bit) in [
+            (rec.trace_id.is_some(), "trace_id", 1u8),
+            (rec.span_id.is_some(), "span_id", 2),
+            (!rec.severity_text.is_empty(), "severity_text", 4),
+            (rec.severity_number != 0, "severity_number", 8),
+        ] {
+            if present && field_keys & bit == 0 {
+                field_keys |= bit;
+                key(name);
+            }
         }
         for kv in &rec.attributes {
             key(&kv.key);
         }
-        // Observed timestamps are mostly the arrival time, close to the timestamp: store the
-        // difference (postcard writes small numbers short).
-        let observed =
-            if rec.observed_timestamp_ns != 0 { rec.observed_timestamp_ns.wrapping_sub(rec.timestamp_ns) } else { 0 };
-        metas.push(RowMetaRef {
+        let m = RowMetaRef {
             resource: r.resource,
             scope: r.scope,
             record: RecordRef {
                 timestamp_ns: 0,
-                observed_timestamp_ns: observed,
+                observed_timestamp_ns: observed_to_stored(rec.observed_timestamp_ns, min_ts),
                 severity_number: rec.severity_number,
                 severity_text: &rec.severity_text,
                 body: "",
@@ -275,69 +353,72 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>) -> std::i
                 flags: rec.flags,
                 event_name: &rec.event_name,
             },
-        });
+        };
+        // Each row's metadata with its length first, so a reader can decode one row alone.
+        one.clear();
+        let one_row = postcard::to_extend(&m, std::mem::take(one)).map_err(std::io::Error::other)?;
+        crate::varint::put(meta, one_row.len() as u64);
+        meta.extend_from_slice(&one_row);
+        *one = one_row;
     }
     hashes.sort_unstable();
     hashes.dedup();
     let mut bloom = Bloom::with_keys(hashes.len());
-    for h in &hashes {
+    for h in hashes.iter() {
         bloom.insert(*h);
     }
-    let mut toks: Vec<&str> = token_set.into_keys().collect();
-    toks.sort_unstable();
-    let tokens = toks.join(" ");
-    // Each row's metadata with its length first, so a reader can decode one row alone.
-    let mut meta = Vec::with_capacity(n * 16);
-    let mut one = Vec::with_capacity(64);
-    for m in &metas {
-        one.clear();
-        let one_row = postcard::to_extend(m, std::mem::take(&mut one)).map_err(std::io::Error::other)?;
-        crate::varint::put(&mut meta, one_row.len() as u64);
-        meta.extend_from_slice(&one_row);
-        one = one_row;
-    }
+    let tokens = token_set.joined();
     let keys_col = postcard::to_allocvec(&keys).map_err(std::io::Error::other)?;
-    let cols: [(u8, Vec<u8>, bool); NCOLS] = [
-        (COL_TS, ts, true),
-        (COL_SEQ, seq, true),
-        (COL_LENS, lens, true),
-        (COL_BODIES, bodies, true),
-        (COL_META, meta, true),
-        (COL_BLOOM, bloom.to_bytes(), false),
-        (COL_KEYS, keys_col, false),
-        (COL_IDS, ids, true),
+    let bloom_col = bloom.to_bytes();
+    let cols: [(u8, &[u8], bool); NCOLS] = [
+        (COL_TS, ts.as_slice(), true),
+        (COL_SEQ, seq.as_slice(), true),
+        (COL_LENS, lens.as_slice(), true),
+        (COL_BODIES, bodies.as_slice(), true),
+        (COL_META, meta.as_slice(), true),
+        (COL_BLOOM, &bloom_col, false),
+        (COL_KEYS, &keys_col, false),
+        (COL_IDS, ids.as_slice(), true),
     ];
-    let mut payload = Vec::with_capacity(64 + body_bytes / 4);
-    payload.push(CHUNK_VERSION);
-    payload.extend_from_slice(&stream.to_le_bytes());
-    payload.extend_from_slice(&(n as u32).to_le_bytes());
-    payload.extend_from_slice(&min_ts.to_le_bytes());
-    payload.extend_from_slice(&max_ts.to_le_bytes());
-    payload.push(NCOLS as u8);
-    let mut stored: Vec<Vec<u8>> = Vec::with_capacity(NCOLS);
+    // The frame is built in place: header, column directory, then the columns; the length, CRC
+    // and directory are filled in as the columns are written.
+    let frame_at = out.len();
+    out.reserve(FRAME_HEADER + 26 + NCOLS * 10 + body_bytes / 4);
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    out.push(CHUNK_VERSION);
+    out.extend_from_slice(&stream.to_le_bytes());
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+    out.extend_from_slice(&min_ts.to_le_bytes());
+    out.extend_from_slice(&max_ts.to_le_bytes());
+    out.push(NCOLS as u8);
+    let mut dir_at = out.len();
+    out.resize(dir_at + NCOLS * 10, 0);
     for (id, raw, compress) in cols {
-        let (codec, data) = if compress && raw.len() > 64 {
-            (CODEC_ZSTD, zstd::bulk::compress(&raw, ZSTD_LEVEL)?)
+        let (codec, data): (u8, &[u8]) = if compress && raw.len() > 64 {
+            Scratch::compress(zstd, zbuf, raw)?;
+            (CODEC_ZSTD, zbuf)
         } else {
-            (CODEC_RAW, raw.clone())
+            (CODEC_RAW, raw)
         };
-        payload.push(id);
-        payload.push(codec);
-        payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        stored.push(data);
+        let dir = &mut out[dir_at..dir_at + 10];
+        dir[0] = id;
+        dir[1] = codec;
+        dir[2..6].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+        dir[6..10].copy_from_slice(&(data.len() as u32).to_le_bytes());
+        dir_at += 10;
+        out.extend_from_slice(data);
     }
-    for s in stored {
-        payload.extend_from_slice(&s);
-    }
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let payload_len = out.len() - frame_at - FRAME_HEADER;
+    let crc = crc32c::crc32c(&out[frame_at + FRAME_HEADER..]);
+    out[frame_at..frame_at + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[frame_at + 4..frame_at + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(Summary { min_ts, max_ts, rows: n as u32, tokens })
 }
 
 /// A parsed chunk frame: the header and the column slices, nothing decompressed yet.
 pub(super) struct Chunk<'a> {
+    /// The payload's version byte.
+    version: u8,
     pub stream: u32,
     pub rows: usize,
     pub min_ts: i64,
@@ -366,8 +447,9 @@ impl<'a> Chunk<'a> {
         if p.len() < fixed {
             return Err(bad("short header"));
         }
-        if p[0] != CHUNK_VERSION {
-            return Err(bad(format!("unknown chunk version {}", p[0])));
+        let version = p[0];
+        if version != CHUNK_VERSION && version != CHUNK_VERSION_1 {
+            return Err(bad(format!("unknown chunk version {version}")));
         }
         let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
         let i64_at = |i: usize| {
@@ -402,7 +484,7 @@ impl<'a> Chunk<'a> {
             }
             *col = (codec, raw, data);
         }
-        Ok(Chunk { stream, rows, min_ts, max_ts, cols })
+        Ok(Chunk { version, stream, rows, min_ts, max_ts, cols })
     }
 
     fn column(&self, id: u8) -> Result<std::borrow::Cow<'a, [u8]>, ChunkError> {
@@ -634,9 +716,12 @@ impl<'a> Decoded<'a> {
         let mut m: RowMeta =
             postcard::from_bytes(&cols.meta[a as usize..b as usize]).map_err(|e| bad(format!("metadata: {e}")))?;
         let t = self.ts.get(i).copied().unwrap_or(0);
-        if m.record.observed_timestamp_ns != 0 {
-            m.record.observed_timestamp_ns = m.record.observed_timestamp_ns.wrapping_add(t);
-        }
+        let stored = m.record.observed_timestamp_ns;
+        m.record.observed_timestamp_ns = if self.chunk.version == CHUNK_VERSION_1 {
+            if stored != 0 { stored.wrapping_add(t) } else { 0 }
+        } else {
+            stored_to_observed(stored, self.chunk.min_ts)
+        };
         m.record.timestamp_ns = t;
         // Trace and span ids.
         let (text, ends) = match &cols.bodies {
@@ -735,7 +820,7 @@ mod tests {
         let rows: Vec<Row<'_>> =
             sorted.iter().map(|(s, r)| Row { seq: *s, resource: 1, scope: 2, record: r }).collect();
         let mut out = Vec::new();
-        let sum = encode(7, &rows, &mut out).unwrap();
+        let sum = encode(7, &rows, &mut out, &mut Scratch::default()).unwrap();
         (out, sum)
     }
 
@@ -765,6 +850,80 @@ mod tests {
         }
         assert!(d.keys.contains(&"http.method".to_string()) && d.keys.contains(&"trace_id".to_string()));
         assert_eq!(frames(&bytes), vec![(0, bytes.len())]);
+    }
+
+    /// `sample()` with some observed timestamps before the chunk's oldest timestamp, as the
+    /// frozen version-1 chunk holds it.
+    fn v1_sample() -> Vec<(u64, LogRecord)> {
+        let mut recs = sample();
+        for (i, (_, r)) in recs.iter_mut().enumerate() {
+            if i % 5 == 1 {
+                r.observed_timestamp_ns = 1_700_000_000_000_000_000 - 3;
+            }
+        }
+        recs
+    }
+
+    fn check_decodes_to(bytes: &[u8], recs: &[(u64, LogRecord)]) {
+        let c = Chunk::parse(bytes, true).unwrap();
+        let d = Decoded::new(c, true, true).unwrap();
+        let mut want: Vec<&(u64, LogRecord)> = recs.iter().collect();
+        want.sort_by_key(|(s, r)| (r.timestamp_ns, *s));
+        assert_eq!(d.ts.len(), want.len());
+        for (i, (s, r)) in want.iter().enumerate() {
+            assert_eq!(d.seq[i], *s);
+            assert_eq!(&d.record(i), r, "row {i}");
+        }
+    }
+
+    #[test]
+    fn the_frozen_version_1_chunk_still_decodes() {
+        // Written by the version-1 encoder (observed timestamps relative to each row's own
+        // timestamp) from `v1_sample()`; see `storage/testdata/compat/README.md`.
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/compat/logs-chunk-v1.dat")).unwrap();
+        assert_eq!(bytes[FRAME_HEADER], CHUNK_VERSION_1);
+        check_decodes_to(&bytes, &v1_sample());
+        // The same rows written now (version 2) read back alike.
+        let (now, _) = encoded(&v1_sample());
+        assert_eq!(now[FRAME_HEADER], CHUNK_VERSION);
+        check_decodes_to(&now, &v1_sample());
+    }
+
+    #[test]
+    fn observed_timestamps_round_trip_around_the_chunk_start() {
+        let min = 1_700_000_000_000_000_000i64;
+        for obs in [0, 1, -1, min, min - 1, min + 1, min - 2, i64::MAX - 5, i64::MIN + 5, 42] {
+            assert_eq!(stored_to_observed(observed_to_stored(obs, min), min), obs, "{obs}");
+        }
+        // Rows of one push share their observed time: their metadata rows are the same bytes.
+        let mut recs = sample();
+        for (_, r) in &mut recs {
+            r.observed_timestamp_ns = min + 10_000_000;
+            r.attributes.clear();
+            r.severity_number = 0;
+            r.severity_text.clear();
+        }
+        let (bytes, _) = encoded(&recs);
+        check_decodes_to(&bytes, &recs);
+        let c = Chunk::parse(&bytes, true).unwrap();
+        let (meta, spans) = c.meta_rows().unwrap();
+        let first = &meta[spans[0].0 as usize..spans[0].1 as usize];
+        assert!(spans.iter().all(|&(a, b)| &meta[a as usize..b as usize] == first));
+    }
+
+    #[test]
+    fn ids_are_found_in_runs_and_elsewhere() {
+        let hex = b"0af7651916cd43dd8448eb211c80319c";
+        // In a run of its own length, inside a longer run, or absent.
+        let body = b"x=0af7651916cd43dd8448eb211c80319c y";
+        assert_eq!(find_hex(body, &[2], hex), Some(2));
+        assert_eq!(find_hex(body, &[], hex), Some(2));
+        let body = b"x=zz0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(find_hex(body, &[], hex), Some(4));
+        assert_eq!(find_hex(b"nothing here", &[0], hex), None);
+        // A run offset that does not hold the id is passed over.
+        let body = b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 0af7651916cd43dd8448eb211c80319c";
+        assert_eq!(find_hex(body, &[0, 33], hex), Some(33));
     }
 
     #[test]

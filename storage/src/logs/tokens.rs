@@ -30,17 +30,28 @@ pub(super) fn indexed(tok: &str) -> bool {
     tok.len() < MAX_TOKEN_BYTES && (tok.len() < 4 || tok.bytes().filter(|b| b.is_ascii_digit()).count() < 4)
 }
 
+/// ASCII bytes that are alphanumeric (one table look-up instead of two range checks).
+const ASCII_ALNUM: [bool; 128] = {
+    let mut t = [false; 128];
+    let mut c = 0;
+    while c < 128 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    t
+};
+
 /// Calls `f` with every maximal run of `char::is_alphanumeric` characters of `s` (the runs
-/// tantivy's `SimpleTokenizer` gives).
+/// tantivy's `SimpleTokenizer` gives). ASCII bytes are classified by table; only non-ASCII
+/// characters are decoded.
 pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
     let b = s.as_bytes();
     let n = b.len();
-    let mut i = 0;
-    // Length in bytes of the alphanumeric character at `i`, or 0.
-    let alnum_at = |i: usize| -> (bool, usize) {
+    // Whether the character at `i` is alphanumeric, and its length in bytes.
+    let at = |i: usize| -> (bool, usize) {
         let c = b[i];
         if c < 0x80 {
-            (c.is_ascii_alphanumeric(), 1)
+            (ASCII_ALNUM[c as usize], 1)
         } else {
             match s.get(i..).and_then(|t| t.chars().next()) {
                 Some(ch) => (ch.is_alphanumeric(), ch.len_utf8()),
@@ -48,8 +59,9 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
             }
         }
     };
+    let mut i = 0;
     while i < n {
-        let (yes, w) = alnum_at(i);
+        let (yes, w) = at(i);
         if !yes {
             i += w;
             continue;
@@ -57,13 +69,111 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
         let start = i;
         i += w;
         while i < n {
-            let (yes, w) = alnum_at(i);
-            if !yes {
-                break;
+            let c = b[i];
+            if c < 0x80 {
+                if !ASCII_ALNUM[c as usize] {
+                    break;
+                }
+                i += 1;
+            } else {
+                let (yes, w) = at(i);
+                if !yes {
+                    break;
+                }
+                i += w;
             }
-            i += w;
         }
-        f(&s[start..i]);
+        if let Some(t) = s.get(start..i) {
+            f(t);
+        }
+    }
+}
+
+/// A set of distinct index tokens. Every indexed token is shorter than [`MAX_TOKEN_BYTES`] (16),
+/// so it is packed with its length into one `u128` (never 0: the length byte is at least 1) and
+/// kept in an open-addressing table with a multiplicative hash: an insert of a token already
+/// there, by far the common case, is a few integer operations, not string hashing and `memcmp`.
+pub(super) struct TokenSet {
+    /// Power-of-two slots, 0 = empty.
+    slots: Vec<u128>,
+    len: usize,
+}
+
+impl Default for TokenSet {
+    fn default() -> Self {
+        TokenSet { slots: vec![0; 1024], len: 0 }
+    }
+}
+
+const _: () = assert!(MAX_TOKEN_BYTES <= 16);
+
+impl TokenSet {
+    fn slot(k: u128, mask: usize) -> usize {
+        let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 32) as usize & mask
+    }
+
+    /// Adds `t` (shorter than [`MAX_TOKEN_BYTES`]; longer ones are ignored).
+    pub fn insert(&mut self, t: &str) {
+        let b = t.as_bytes();
+        if b.is_empty() || b.len() >= MAX_TOKEN_BYTES {
+            return;
+        }
+        let mut k = [0u8; 16];
+        k[..b.len()].copy_from_slice(b);
+        k[15] = b.len() as u8;
+        self.insert_key(u128::from_le_bytes(k));
+    }
+
+    fn insert_key(&mut self, k: u128) {
+        let mask = self.slots.len() - 1;
+        let mut i = Self::slot(k, mask);
+        loop {
+            let s = self.slots[i];
+            if s == k {
+                return;
+            }
+            if s == 0 {
+                self.slots[i] = k;
+                self.len += 1;
+                if self.len * 2 > self.slots.len() {
+                    self.grow();
+                }
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let doubled = vec![0; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.len = 0;
+        for k in old.into_iter().filter(|&k| k != 0) {
+            self.insert_key(k);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.slots.fill(0);
+        self.len = 0;
+    }
+
+    /// The tokens, sorted, joined by single spaces.
+    pub fn joined(&self) -> String {
+        let mut toks: Vec<[u8; 16]> = self.slots.iter().filter(|&&k| k != 0).map(|k| k.to_le_bytes()).collect();
+        toks.sort_unstable_by(|a, b| a[..a[15] as usize].cmp(&b[..b[15] as usize]));
+        let mut out = String::with_capacity(toks.len() * 8);
+        for k in &toks {
+            // Every key was packed from a `&str`, so its bytes are UTF-8.
+            if let Ok(t) = std::str::from_utf8(&k[..k[15] as usize]) {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(t);
+            }
+        }
+        out
     }
 }
 
@@ -111,7 +221,7 @@ pub(super) fn id_hash(id: &[u8]) -> u64 {
 
 /// The winnowed gram hashes of one run (at least [`LONG_RUN`] bytes): the smallest hash of every
 /// window of [`WINDOW`] consecutive grams.
-fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
+pub(super) fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
     let mut stack = [0u64; 96];
     let heap: Vec<u64>;
     let n = run.len() + 1 - GRAM;
@@ -132,18 +242,6 @@ fn winnow(run: &[u8], mut f: impl FnMut(u64)) {
             last = Some(m);
         }
     }
-}
-
-/// Calls `tok` with every token of `s` the chunk index holds and `gram` with the gram hashes of
-/// its long runs (one pass; the same as [`for_each_token`] and [`for_each_gram`]).
-pub(super) fn for_each_token_and_gram<'a>(s: &'a str, mut tok: impl FnMut(&'a str), mut gram: impl FnMut(u64)) {
-    for_each_run(s, |t| {
-        if t.len() >= LONG_RUN {
-            winnow(t.as_bytes(), &mut gram);
-        } else if indexed(t) {
-            tok(t);
-        }
-    });
 }
 
 /// Calls `f` with the gram hashes of `s`'s long runs the chunk bloom filter holds.
@@ -238,6 +336,29 @@ mod tests {
         }
         assert!(!required_grams("0af7651916cd43dd8448eb211c80319c").is_empty());
         assert!(required_grams("0af7651916cd43dd8448eb211c8031").is_empty(), "too short for a window");
+    }
+
+    #[test]
+    fn the_token_set_holds_each_token_once_in_order() {
+        let mut set = TokenSet::default();
+        let mut want = std::collections::BTreeSet::new();
+        for i in 0..5000u32 {
+            let t = format!("t{}", i % 1500);
+            set.insert(&t);
+            want.insert(t);
+        }
+        for t in ["ünï", "a", "Zz", "fifteen_bytes__", "sixteen_bytes___"] {
+            set.insert(t);
+            if t.len() < MAX_TOKEN_BYTES {
+                want.insert(t.to_string());
+            }
+        }
+        set.insert("");
+        assert_eq!(set.joined(), want.into_iter().collect::<Vec<_>>().join(" "));
+        set.clear();
+        assert_eq!(set.joined(), "");
+        set.insert("again");
+        assert_eq!(set.joined(), "again");
     }
 
     #[test]

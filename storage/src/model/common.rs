@@ -341,6 +341,15 @@ mod tests {
         assert_eq!(t.to_hex(), "0af7651916cd43dd8448eb211c80319c");
         assert!(SpanId::from_hex("00f067aa0ba902b7").is_some());
         assert!(SpanId::from_hex("zz").is_none());
+        // Either case; exactly the right length; every character a hex digit; not all zero.
+        assert_eq!(TraceId::from_hex("0AF7651916CD43DD8448EB211C80319C"), Some(t));
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319c0").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c80319g").is_none());
+        assert!(TraceId::from_hex("0af7651916cd43dd8448eb211c8031 c").is_none());
+        assert!(SpanId::from_hex("0000000000000000").is_none());
+        assert!(SpanId::from_hex("00f067aa0ba902é").is_none());
+        assert_eq!(SpanId::from_hex("ff00ff00ff00ff00"), Some(SpanId([0xff, 0, 0xff, 0, 0xff, 0, 0xff, 0])));
     }
 
     #[test]
