@@ -7,6 +7,8 @@
 //! non-alphanumeric character on both sides (within the hint) is such a token; runs touching the
 //! hint's start or end may continue in the line, so they are never required.
 
+use std::collections::HashSet;
+
 use tantivy::tokenizer::{RemoveLongFilter, SimpleTokenizer, TextAnalyzer};
 
 /// Name the body tokenizer is registered under in every partition index.
@@ -91,28 +93,16 @@ pub(super) fn for_each_run<'a>(s: &'a str, mut f: impl FnMut(&'a str)) {
 
 /// A set of distinct index tokens. Every indexed token is shorter than [`MAX_TOKEN_BYTES`] (16),
 /// so it is packed with its length into one `u128` (never 0: the length byte is at least 1) and
-/// kept in an open-addressing table with a multiplicative hash: an insert of a token already
-/// there, by far the common case, is a few integer operations, not string hashing and `memcmp`.
+/// kept in a hash set of those integers: an insert of a token already there, by far the common
+/// case, hashes and compares one integer, not a string.
+#[derive(Default)]
 pub(super) struct TokenSet {
-    /// Power-of-two slots, 0 = empty.
-    slots: Vec<u128>,
-    len: usize,
-}
-
-impl Default for TokenSet {
-    fn default() -> Self {
-        TokenSet { slots: vec![0; 1024], len: 0 }
-    }
+    keys: HashSet<u128, foldhash::fast::FixedState>,
 }
 
 const _: () = assert!(MAX_TOKEN_BYTES <= 16);
 
 impl TokenSet {
-    fn slot(k: u128, mask: usize) -> usize {
-        let h = ((k as u64) ^ ((k >> 64) as u64).rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        (h >> 32) as usize & mask
-    }
-
     /// Adds `t` (shorter than [`MAX_TOKEN_BYTES`]; longer ones are ignored).
     pub fn insert(&mut self, t: &str) {
         let b = t.as_bytes();
@@ -122,46 +112,16 @@ impl TokenSet {
         let mut k = [0u8; 16];
         k[..b.len()].copy_from_slice(b);
         k[15] = b.len() as u8;
-        self.insert_key(u128::from_le_bytes(k));
-    }
-
-    fn insert_key(&mut self, k: u128) {
-        let mask = self.slots.len() - 1;
-        let mut i = Self::slot(k, mask);
-        loop {
-            let s = self.slots[i];
-            if s == k {
-                return;
-            }
-            if s == 0 {
-                self.slots[i] = k;
-                self.len += 1;
-                if self.len * 2 > self.slots.len() {
-                    self.grow();
-                }
-                return;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn grow(&mut self) {
-        let doubled = vec![0; self.slots.len() * 2];
-        let old = std::mem::replace(&mut self.slots, doubled);
-        self.len = 0;
-        for k in old.into_iter().filter(|&k| k != 0) {
-            self.insert_key(k);
-        }
+        self.keys.insert(u128::from_le_bytes(k));
     }
 
     pub fn clear(&mut self) {
-        self.slots.fill(0);
-        self.len = 0;
+        self.keys.clear();
     }
 
     /// The tokens, sorted, joined by single spaces.
     pub fn joined(&self) -> String {
-        let mut toks: Vec<[u8; 16]> = self.slots.iter().filter(|&&k| k != 0).map(|k| k.to_le_bytes()).collect();
+        let mut toks: Vec<[u8; 16]> = self.keys.iter().map(|k| k.to_le_bytes()).collect();
         toks.sort_unstable_by(|a, b| a[..a[15] as usize].cmp(&b[..b[15] as usize]));
         let mut out = String::with_capacity(toks.len() * 8);
         for k in &toks {
