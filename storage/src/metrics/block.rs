@@ -819,14 +819,7 @@ impl Block {
             return self.series_v2(p, sref, &mut c);
         }
         let n = c.u32()?;
-        let mut labels = Vec::with_capacity((n as usize).min(64));
-        for _ in 0..n {
-            let (name, value) = (c.u32()?, c.u32()?);
-            labels.push(Label { name: self.sym(p, name)?.to_string(), value: self.sym(p, value)?.to_string() });
-        }
-        if labels.windows(2).any(|w| w[0].name >= w[1].name) || labels.iter().any(|l| l.value.is_empty()) {
-            return Err(format!("series {sref}: labels not canonical"));
-        }
+        let labels = self.series_labels(p, sref, u64::from(n), || Ok((c.u32()?, c.u32()?)))?;
         let nc = c.u32()?;
         let mut chunks = Vec::with_capacity((nc as usize).min(4096));
         for _ in 0..nc {
@@ -841,19 +834,32 @@ impl Block {
         Ok(BlockSeries { labels: Labels::from_sorted(labels), chunks })
     }
 
-    /// A version-2 series entry at `c` (see `metrics-index.md`).
-    fn series_v2(&self, p: &Parsed, sref: u32, c: &mut Cur<'_>) -> Result<BlockSeries, String> {
-        let s = &self.sections[1];
-        let base = Cur::at(&self.index[..s.off + s.len], s.off).i64()?;
-        let n = c.varint()?;
+    /// The label set of series `sref` from its `n` (name, value) symbol pairs, read by `next`;
+    /// an error unless sorted by name with unique names and non-empty values.
+    fn series_labels(
+        &self,
+        p: &Parsed,
+        sref: u32,
+        n: u64,
+        mut next: impl FnMut() -> Result<(u32, u32), String>,
+    ) -> Result<Vec<Label>, String> {
         let mut labels = Vec::with_capacity((n as usize).min(64));
         for _ in 0..n {
-            let (name, value) = (c.varint_u32()?, c.varint_u32()?);
+            let (name, value) = next()?;
             labels.push(Label { name: self.sym(p, name)?.to_string(), value: self.sym(p, value)?.to_string() });
         }
         if labels.windows(2).any(|w| w[0].name >= w[1].name) || labels.iter().any(|l| l.value.is_empty()) {
             return Err(format!("series {sref}: labels not canonical"));
         }
+        Ok(labels)
+    }
+
+    /// A version-2 series entry at `c` (see `metrics-index.md`).
+    fn series_v2(&self, p: &Parsed, sref: u32, c: &mut Cur<'_>) -> Result<BlockSeries, String> {
+        let s = &self.sections[1];
+        let base = Cur::at(&self.index[..s.off + s.len], s.off).i64()?;
+        let n = c.varint()?;
+        let labels = self.series_labels(p, sref, n, || Ok((c.varint_u32()?, c.varint_u32()?)))?;
         let nc = c.varint()?;
         let mut chunks = Vec::with_capacity((nc as usize).min(4096));
         let (mut prev_t, mut prev_off) = (base, 0u64);
