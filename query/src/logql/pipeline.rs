@@ -304,24 +304,16 @@ pub(crate) fn light_run(
             }
             Stage::Json(params) if params.is_empty() && !parsed => {
                 parsed = true;
-                names = later_filter_names(&stages[i + 1..]);
-                names.extend_from_slice(wanted);
-                if names.is_empty() {
-                    return Light::Unknown;
-                }
-                vals = vec![None; names.len()];
+                let Some(slots) = parser_slots(&stages[i + 1..], wanted) else { return Light::Unknown };
+                (names, vals) = slots;
                 if walk(line, &mut |k, v| record(&names, &mut vals, stream, k, v)).is_err() {
                     return Light::Unknown;
                 }
             }
             Stage::Logfmt { strict, keep_empty, params } if params.is_empty() && !parsed => {
                 parsed = true;
-                names = later_filter_names(&stages[i + 1..]);
-                names.extend_from_slice(wanted);
-                if names.is_empty() {
-                    return Light::Unknown;
-                }
-                vals = vec![None; names.len()];
+                let Some(slots) = parser_slots(&stages[i + 1..], wanted) else { return Light::Unknown };
+                (names, vals) = slots;
                 let mut key = String::new();
                 let err = logfmt_each(line, &mut |k, v| {
                     key.clear();
@@ -339,6 +331,17 @@ pub(crate) fn light_run(
     }
     let view = View { names: &names, vals: &vals, stream, meta };
     Light::Keep(wanted.iter().map(|n| view.get(n).map(Cow::into_owned)).collect())
+}
+
+/// The names a parser stage followed by `rest` must read (those of the later label filters, then
+/// `wanted`) with an empty value slot each; `None` when there are none (nothing to settle).
+fn parser_slots<'a>(rest: &'a [Stage], wanted: &[&'a str]) -> Option<(Vec<&'a str>, Vec<Option<String>>)> {
+    let mut names = later_filter_names(rest);
+    names.extend_from_slice(wanted);
+    (!names.is_empty()).then(|| {
+        let vals = vec![None; names.len()];
+        (names, vals)
+    })
 }
 
 /// Names read by the label filters that follow a parser stage (up to the first stage that is
