@@ -12,7 +12,8 @@
 //!   `docs/format/metrics-block.md` (and `metrics-index.md`, `metrics-chunks.md`).
 //!
 //! Architecture invariants:
-//! - Synchronous and local: no async runtime, no network, no other Outpost crate. Every call may
+//! - Synchronous and local: no async runtime, no network, no other Outpost crate; one thread of
+//!   its own (`flusher`, writing heads past their size while writers go on). Every call may
 //!   block on disk I/O; async callers use `spawn_blocking` or a thread of their own.
 //! - A write is acknowledged only once durable under the policy, and is visible to every reader
 //!   from the moment it is acknowledged. A write that fails is neither visible nor replayed.
@@ -24,6 +25,7 @@
 
 mod error;
 mod events;
+mod flusher;
 mod intern;
 mod logs;
 mod mem;
@@ -61,6 +63,7 @@ pub use read::{
 pub use traces::TracesOptions;
 pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions, WalPos};
 
+use flusher::{HeadFlusher, HeadPressure};
 use model::WriteBatch;
 use wal::Wal;
 
@@ -110,9 +113,12 @@ pub struct CheckpointReport {
 /// Reads: `Storage` implements [`Reader`] (and so every signal's read trait) directly, so an
 /// `Arc<Storage>` coerces to `Arc<dyn Reader>`; [`Storage::reader`] gives the same as a borrow.
 pub struct Storage {
-    mem: MemStore,
+    mem: Arc<MemStore>,
     wal: Wal,
     data_dir: PathBuf,
+    /// Writes heads grown past their flush size while writers go on; stopped (joined) on drop,
+    /// before the lock is released.
+    flusher: HeadFlusher,
     /// Declared last so that it is dropped last: the directory stays locked until the WAL is
     /// closed.
     _lock: File,
@@ -131,7 +137,10 @@ impl Storage {
         let lock = lock_data_dir(&data_dir)?;
         let mem = MemStore::open(Some(&data_dir), &opts.engines)?;
         let (wal, report) = Wal::open(&data_dir.join("wal"), opts.wal, events, &mem)?;
-        Ok((Storage { mem, wal, data_dir, _lock: lock }, report))
+        let mem = Arc::new(mem);
+        let flusher =
+            HeadFlusher::start(Arc::clone(&mem)).map_err(|source| OpenError::Io { path: data_dir.clone(), source })?;
+        Ok((Storage { mem, wal, data_dir, flusher, _lock: lock }, report))
     }
 
     /// Appends `batch` to the WAL and applies it to its signal's store; returns once the batch is
@@ -147,17 +156,29 @@ impl Storage {
         }
         let logs = matches!(batch, WriteBatch::Logs(_));
         let spans = matches!(batch, WriteBatch::Spans(_));
-        self.wal.append(batch, &self.mem)?;
+        self.wal.append(batch, &*self.mem)?;
+        // Keeps the traces and logs heads bounded between checkpoints: a head past its
+        // `head_flush_bytes` goes to the flusher thread and this write returns; past the
+        // back-pressure mark the writer flushes it itself. The batch is already durable in the
+        // WAL, so a failed flush fails nothing here: the next checkpoint retries it and reports
+        // the error.
         if spans {
-            // The same for the traces head (bounded memory between checkpoints).
-            let _ = self.mem.flush_large_traces_head();
+            match self.mem.traces_head_pressure() {
+                HeadPressure::Below => {}
+                HeadPressure::Over => self.flusher.want(flusher::Head::Traces),
+                HeadPressure::Backpressure => {
+                    let _ = self.mem.flush_large_traces_head();
+                }
+            }
         }
         if logs {
-            // Keeps the logs head bounded between checkpoints: the writer that takes it over
-            // `head_flush_bytes` commits it to the partition indexes (one flush at a time; the
-            // others go on). The batch is already durable in the WAL, so a failed flush fails
-            // nothing here: the next checkpoint retries it and reports the error.
-            let _ = self.mem.flush_large_logs_head();
+            match self.mem.logs_head_pressure() {
+                HeadPressure::Below => {}
+                HeadPressure::Over => self.flusher.want(flusher::Head::Logs),
+                HeadPressure::Backpressure => {
+                    let _ = self.mem.flush_large_logs_head();
+                }
+            }
         }
         Ok(())
     }
@@ -194,7 +215,7 @@ impl Storage {
 
     /// The stores as a read-trait object.
     pub fn reader(&self) -> &dyn Reader {
-        &self.mem
+        &*self.mem
     }
 
     /// The stores.

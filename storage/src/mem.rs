@@ -88,6 +88,16 @@ impl MemStore {
         self.metrics.admit(batch)
     }
 
+    /// What the logs head's size asks of the writer that just grew it.
+    pub(crate) fn logs_head_pressure(&self) -> crate::flusher::HeadPressure {
+        self.logs.head_pressure()
+    }
+
+    /// What the traces head's size asks of the writer that just grew it.
+    pub(crate) fn traces_head_pressure(&self) -> crate::flusher::HeadPressure {
+        self.traces.head_pressure()
+    }
+
     /// Commits the logs head to its partition indexes when it has grown past the engine's
     /// `head_flush_bytes` and no other flush runs; true when it flushed.
     pub(crate) fn flush_large_logs_head(&self) -> std::io::Result<bool> {

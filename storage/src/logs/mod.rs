@@ -38,6 +38,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::OpenError;
+use crate::flusher::HeadPressure;
 use crate::model::{Labels, LogRecord, LogsBatch, Resource, Scope, TraceId};
 use crate::read::{Direction, LineScan, LogLine, LogScan, Matcher, StoredLog};
 use crate::wal::WalPos;
@@ -60,8 +61,8 @@ pub struct LogsOptions {
     /// Unused since format 2 (chunk indexes need no large indexing buffer); kept so that
     /// configurations naming it stay valid.
     pub writer_memory_bytes: usize,
-    /// Head size (bytes, approximate) above which `maintain` flushes it to the partitions before
-    /// the next checkpoint.
+    /// Head size (bytes, approximate) above which the storage's flusher thread commits it to the
+    /// partitions before the next checkpoint (0 = only at checkpoints).
     pub head_flush_bytes: usize,
 }
 
@@ -127,9 +128,6 @@ impl Tables {
 fn io_open(path: &Path) -> impl Fn(std::io::Error) -> OpenError + '_ {
     move |source| OpenError::Io { path: path.to_path_buf(), source }
 }
-
-/// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
-const HEAD_BACKPRESSURE: usize = 3;
 
 const VERSION_FILE: &str = "VERSION";
 const VERSION_TEXT: &str = "outpost-logs 2\n";
@@ -364,39 +362,44 @@ impl LogsHead {
         Ok(true)
     }
 
+    /// What the head's size asks of the writer that just grew it (see [`crate::flusher`]).
+    pub(crate) fn head_pressure(&self) -> HeadPressure {
+        if self.dir.is_none() {
+            return HeadPressure::Below;
+        }
+        HeadPressure::of(self.state.read().head.bytes(), self.opts.head_flush_bytes)
+    }
+
     /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
     /// pass runs already (that one takes it); true when it flushed.
     ///
-    /// Back-pressure: when writes outpace flushing and the head passes [`HEAD_BACKPRESSURE`] ×
-    /// `head_flush_bytes` anyway, the writer waits for the running flush and then flushes itself,
-    /// so memory stays bounded.
+    /// Back-pressure: when writes outpace flushing and the head passes
+    /// [`crate::flusher::BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
+    /// running flush and then flushes itself, so memory stays bounded.
     pub fn flush_if_large(&self) -> std::io::Result<bool> {
-        let bytes = self.state.read().head.bytes();
-        if self.dir.is_none() || bytes <= self.opts.head_flush_bytes {
-            return Ok(false);
-        }
-        if bytes > self.opts.head_flush_bytes.saturating_mul(HEAD_BACKPRESSURE) {
-            // Waits for the flush (or checkpoint) in progress, which holds `writers`.
-            drop(self.writers.lock());
-            return if self.state.read().head.bytes() > self.opts.head_flush_bytes {
-                self.persist()
-            } else {
-                Ok(false)
-            };
-        }
-        // Another writer flushing (or a checkpoint holding `writers`): this write goes on.
-        if self.flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return Ok(false);
-        }
-        let r = match self.writers.try_lock() {
-            None => Ok(false),
-            Some(w) => {
-                drop(w);
-                self.persist()
+        match self.head_pressure() {
+            HeadPressure::Below => Ok(false),
+            HeadPressure::Backpressure => {
+                // Waits for the flush (or checkpoint) in progress, which holds `writers`.
+                drop(self.writers.lock());
+                if self.state.read().head.bytes() > self.opts.head_flush_bytes { self.persist() } else { Ok(false) }
             }
-        };
-        self.flushing.store(false, std::sync::atomic::Ordering::Release);
-        r
+            HeadPressure::Over => {
+                // Another flush running (or a checkpoint holding `writers`): that one takes it.
+                if self.flushing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    return Ok(false);
+                }
+                let r = match self.writers.try_lock() {
+                    None => Ok(false),
+                    Some(w) => {
+                        drop(w);
+                        self.persist()
+                    }
+                };
+                self.flushing.store(false, std::sync::atomic::Ordering::Release);
+                r
+            }
+        }
     }
 
     /// Flushes a large head early, and applies retention by age and total size.

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+
+use crate::flusher::HeadPressure;
 use serde::{Deserialize, Serialize};
 
 use crate::FastMap;
@@ -52,9 +54,9 @@ pub struct TracesOptions {
     /// Target size of merged span files (bytes; 0 = never merge): `maintain` merges adjacent
     /// files under half of this, together at most this (see `compaction_run`).
     pub compact_below_bytes: u64,
-    /// Head size (bytes, approximate) above which a writer flushes it to a span file before the
-    /// next checkpoint, so that memory stays bounded whatever the ingest rate (0 = only at
-    /// checkpoints).
+    /// Head size (bytes, approximate) above which the storage's flusher thread writes it to a span
+    /// file before the next checkpoint, so that memory stays bounded whatever the ingest rate
+    /// (0 = only at checkpoints).
     pub head_flush_bytes: usize,
 }
 
@@ -174,9 +176,6 @@ struct HeadTrace {
 }
 
 const NO_SPAN: u32 = u32::MAX;
-
-/// How many times `head_flush_bytes` the head may hold before writers wait for its flush.
-const HEAD_BACKPRESSURE: usize = 3;
 
 impl Head {
     fn push(&mut self, span: StoredSpan) {
@@ -318,31 +317,35 @@ impl TracesHead {
         self.persist_locked(self.flush.lock())
     }
 
+    /// What the head's size asks of the writer that just grew it (see [`crate::flusher`]).
+    pub(crate) fn head_pressure(&self) -> HeadPressure {
+        if self.dir.is_none() {
+            return HeadPressure::Below;
+        }
+        HeadPressure::of(self.state.read().head.bytes, self.opts.head_flush_bytes)
+    }
+
     /// Persists the head when it holds more than `head_flush_bytes` and no flush, checkpoint or
     /// maintenance pass runs already (that one takes it); true when it flushed.
     ///
-    /// Back-pressure: when writes outpace flushing and the head passes [`HEAD_BACKPRESSURE`] ×
-    /// `head_flush_bytes` anyway, the writer waits for the running flush and then flushes
-    /// itself, so memory stays bounded and ingest runs at flushing speed.
+    /// Back-pressure: when writes outpace flushing and the head passes
+    /// [`crate::flusher::BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
+    /// running flush and then flushes itself, so memory stays bounded and ingest runs at flushing
+    /// speed.
     pub fn flush_if_large(&self) -> io::Result<bool> {
-        let limit = self.opts.head_flush_bytes;
-        if self.dir.is_none() || limit == 0 {
-            return Ok(false);
-        }
-        let bytes = self.state.read().head.bytes;
-        if bytes <= limit {
-            return Ok(false);
-        }
-        if bytes > limit.saturating_mul(HEAD_BACKPRESSURE) {
-            let guard = self.flush.lock();
-            if self.state.read().head.bytes <= limit {
-                return Ok(false);
+        match self.head_pressure() {
+            HeadPressure::Below => Ok(false),
+            HeadPressure::Backpressure => {
+                let guard = self.flush.lock();
+                if self.state.read().head.bytes <= self.opts.head_flush_bytes {
+                    return Ok(false);
+                }
+                self.persist_locked(guard)
             }
-            return self.persist_locked(guard);
-        }
-        match self.flush.try_lock() {
-            Some(guard) => self.persist_locked(guard),
-            None => Ok(false),
+            HeadPressure::Over => match self.flush.try_lock() {
+                Some(guard) => self.persist_locked(guard),
+                None => Ok(false),
+            },
         }
     }
 
@@ -802,4 +805,4 @@ impl crate::read::TracesReader for TracesHead {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

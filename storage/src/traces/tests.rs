@@ -6,7 +6,7 @@ fn tid(n: u8) -> TraceId {
     TraceId([n; 16])
 }
 
-fn full_span(trace: u8, span: u8, start: i64) -> Span {
+pub(crate) fn full_span(trace: u8, span: u8, start: i64) -> Span {
     Span {
         trace_id: tid(trace),
         span_id: SpanId([span; 8]),
@@ -47,7 +47,7 @@ fn full_span(trace: u8, span: u8, start: i64) -> Span {
     }
 }
 
-fn batch(service: &str, spans: Vec<Span>) -> SpansBatch {
+pub(crate) fn batch(service: &str, spans: Vec<Span>) -> SpansBatch {
     SpansBatch {
         groups: vec![SpanGroup {
             resource: Resource {
@@ -67,7 +67,7 @@ fn batch(service: &str, spans: Vec<Span>) -> SpansBatch {
     }
 }
 
-fn pos(n: u64) -> WalPos {
+pub(crate) fn pos(n: u64) -> WalPos {
     WalPos { segment: 1, offset: n }
 }
 
