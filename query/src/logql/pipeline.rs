@@ -361,12 +361,16 @@ fn later_filter_names(stages: &[Stage]) -> Vec<&str> {
 /// Notes a parsed label `k` = `v` for the wanted `names`; a name that is a stream label is set as
 /// `<name>_extracted`, and a later value replaces an earlier one, as in the label builder.
 fn record(names: &[&str], vals: &mut [Option<String>], stream: &Labels, k: &str, v: Cow<'_, str>) {
-    let renamed = stream.get(k).is_some();
+    // Only a name that begins with `k` can take its value: `k` itself, or `k_extracted` when a
+    // stream label is called `k`. The stream labels are looked at only then (most keys of a line
+    // are no name at all).
+    let mut renamed = None;
     for (j, n) in names.iter().enumerate() {
-        let hit = if renamed {
-            n.len() == k.len() + "_extracted".len() && n.starts_with(k) && n.ends_with("_extracted")
+        let Some(rest) = n.strip_prefix(k) else { continue };
+        let hit = if *renamed.get_or_insert_with(|| stream.get(k).is_some()) {
+            rest == "_extracted"
         } else {
-            *n == k
+            rest.is_empty()
         };
         if hit {
             vals[j] = Some(v.to_string());
@@ -652,7 +656,9 @@ fn unescape_cow(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     };
-    if v.contains('\u{FFFD}') { Cow::Borrowed("") } else { v }
+    // U+FFFD is EF BF BD in UTF-8: most values have no 0xEF byte, which one `memchr` tells
+    // (a multi-byte `contains` sets up a substring searcher for every value).
+    if v.as_bytes().contains(&0xEF) && v.contains('\u{FFFD}') { Cow::Borrowed("") } else { v }
 }
 
 fn json_all(line: &str, b: &mut Builder<'_>) {
