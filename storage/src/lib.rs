@@ -56,9 +56,9 @@ pub use mem::MemStore;
 pub use metrics::MetricsOptions;
 pub use profiles::ProfilesOptions;
 pub use read::{
-    Direction, ItemCounts, LimitExceeded, LineScan, LogLine, LogScan, LogsReader, MatchOp, Matcher, MergedStacks,
-    MetricsReader, ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, Reader, SpanSamples, StoredLog,
-    StoredSpan, TraceScan, TracesReader, TsdbStats,
+    Direction, Dropped, ItemCounts, LimitExceeded, LineScan, LogLine, LogScan, LogsReader, MatchOp, Matcher,
+    MergedStacks, MetricsReader, ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, Reader, SpanSamples,
+    StoredLog, StoredSpan, TraceScan, TracesReader, TsdbStats,
 };
 pub use traces::TracesOptions;
 pub use wal::{CorruptSegment, FsyncPolicy, ReplayReport, WalOptions, WalPos};

@@ -190,9 +190,18 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
     out
 }
 
+/// True when `l`'s pipeline has a label filter: such pipelines usually drop most lines, so a scan
+/// runs [`pipeline::may_pass`] on the store's reading threads (both cores) rather than leaving
+/// every line to the one thread that evaluates the query.
+fn prefilters(l: &LogExpr) -> bool {
+    l.stages.iter().any(|s| matches!(s, Stage::LabelFilter(_)))
+}
+
 impl Ctx<'_> {
     /// Scans `l`'s streams over `start..=end` in `dir` order, handing each record to `f` until it
-    /// returns false; enforces the deadline and the lines-scanned limit.
+    /// returns false; enforces the deadline and the lines-scanned limit. When `l` has a label
+    /// filter (see [`prefilters`]), `f` sees only the lines [`pipeline::may_pass`] keeps: the store
+    /// runs that check on its reading threads.
     #[allow(clippy::too_many_arguments)]
     fn scan(
         &mut self,
@@ -221,16 +230,26 @@ impl Ctx<'_> {
         let stats = &mut self.stats;
         let filters = leading_filters(&l.stages);
         let body_filter = |b: &str| passes_filters(filters, b);
+        // Lines the store read and its filters dropped count as scanned too (as in Loki's
+        // statistics, every line read).
+        let dropped = storage::Dropped::default();
+        let line_filter = |line: &dyn LogLine| {
+            let meta = std::cell::OnceCell::new();
+            let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(line.meta())), n);
+            pipeline::may_pass(&l.stages, line.body(), line.stream(), &meta_get)
+        };
         let ls = LineScan {
             scan: &scan,
             ordered,
             bodies,
             body_filter: if filters.is_empty() { None } else { Some(&body_filter) },
+            line_filter: if prefilters(l) { Some(&line_filter) } else { None },
+            dropped: Some(&dropped),
         };
         self.reader.scan_lines(&ls, &mut |log| {
             stats.lines_scanned += 1;
             stats.bytes_scanned += log.body().len() as u64;
-            if stats.lines_scanned > max_lines {
+            if stats.lines_scanned + dropped.get().0 > max_lines {
                 err = Some(Error::Limit(format!(
                     "the query would read more than {max_lines} log lines (max_lines_scanned); narrow the selector or the time range"
                 )));
@@ -242,6 +261,9 @@ impl Ctx<'_> {
             }
             f(log)
         });
+        let (lines, bytes) = dropped.get();
+        stats.lines_scanned += lines;
+        stats.bytes_scanned += bytes;
         match err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -259,6 +281,8 @@ impl Ctx<'_> {
         let mut count = 0usize;
         // Log query ranges are [start, end).
         let filter_only = l.is_filter_only();
+        // The scan ran `may_pass` already (on the store's threads).
+        let prefiltered = prefilters(l);
         self.scan(l, req.start_ns, req.end_ns - 1, req.direction, true, true, &mut |log| {
             let ts = log.timestamp_ns();
             // Fast path: only line filters and no metadata (see `meta_of`), so the labels are the
@@ -278,7 +302,7 @@ impl Ctx<'_> {
             } else {
                 let meta = std::cell::OnceCell::new();
                 let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(log.meta())), n);
-                if !pipeline::may_pass(&l.stages, log.body(), log.stream(), &meta_get) {
+                if !prefiltered && !pipeline::may_pass(&l.stages, log.body(), log.stream(), &meta_get) {
                     return true;
                 }
                 let mut b = Builder::new(log.stream(), meta.get_or_init(|| meta_of(log.meta())));

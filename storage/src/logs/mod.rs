@@ -530,18 +530,32 @@ impl LogsHead {
             }
             let tables = Self::tables(&st.registry);
             let in_streams = |s: u32| ids.as_ref().is_none_or(|v| v.binary_search(&s).is_ok());
+            let dropped = |r: &HeadRecord| {
+                if let Some(c) = ls.dropped
+                    && scan.trace_id.is_none()
+                {
+                    c.add(1, r.record.body.len());
+                }
+            };
             let mut take = |r: &HeadRecord| {
                 let t = r.record.timestamp_ns;
                 if t < scan.start_ns
                     || t > scan.end_ns
                     || !in_streams(r.stream)
                     || scan.trace_id.is_some_and(|id| r.record.trace_id != Some(id))
-                    || !wanted(&r.record.body)
                     || self.hidden(&st, r)
                 {
                     return;
                 }
+                if !wanted(&r.record.body) {
+                    dropped(r);
+                    return;
+                }
                 let log = tables.stored(r.stream, r.resource, r.scope, r.record.clone());
+                if ls.line_filter.is_some_and(|f| !f(&log)) {
+                    dropped(r);
+                    return;
+                }
                 head_hits.entry(self.part_key(t)).or_default().push((t, r.seq, log));
             };
             if let Some(t) = scan.trace_id {
@@ -585,7 +599,9 @@ impl LogsHead {
             trace_id: scan.trace_id,
             finders: &finders,
             body_filter: ls.body_filter,
-            bodies: ls.bodies || !finders.is_empty() || ls.body_filter.is_some(),
+            line_filter: ls.line_filter.map(|f| (f, &tables)),
+            dropped: if scan.trace_id.is_none() { ls.dropped } else { None },
+            bodies: ls.bodies || !finders.is_empty() || ls.body_filter.is_some() || ls.line_filter.is_some(),
             seqs: ls.ordered,
         };
         let backward = scan.direction == Direction::Backward;
@@ -675,6 +691,10 @@ struct Job<'a> {
     trace_id: Option<TraceId>,
     finders: &'a [memchr::memmem::Finder<'static>],
     body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    /// The scan's line filter, with the tables that give a chunk row its stream labels.
+    line_filter: Option<(&'a (dyn Fn(&dyn LogLine) -> bool + Sync), &'a Tables)>,
+    /// Where rows read in range but dropped by the filters are counted (not for trace-id scans).
+    dropped: Option<&'a crate::read::Dropped>,
     bodies: bool,
     seqs: bool,
 }
@@ -722,6 +742,17 @@ fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<
     }
     if let Some(t) = job.trace_id {
         rows.retain(|&r| d.meta(r as usize).record.trace_id == Some(t));
+    }
+    if let Some((f, tables)) = job.line_filter {
+        rows.retain(|&r| f(&RowLine { d: &d, row: r as usize, tables }));
+    }
+    if let Some(c) = job.dropped
+        && hi > lo
+    {
+        let kept_bytes: usize = if job.bodies { rows.iter().map(|&r| d.body(r as usize).len()).sum() } else { 0 };
+        let range_bytes =
+            if job.bodies { d.ends[hi - 1] as usize - if lo == 0 { 0 } else { d.ends[lo - 1] as usize } } else { 0 };
+        c.add((hi - lo - rows.len()) as u64, range_bytes.saturating_sub(kept_bytes));
     }
     if rows.is_empty() { None } else { Some((d, rows)) }
 }
@@ -937,7 +968,7 @@ impl crate::read::LogsReader for LogsHead {
     }
 
     fn scan(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
-        let ls = LineScan { scan, ordered: true, bodies: true, body_filter: None };
+        let ls = LineScan { scan, ordered: true, bodies: true, body_filter: None, line_filter: None, dropped: None };
         self.scan_core(&ls, &mut |line| visit(&line.stored()))
     }
 

@@ -48,12 +48,15 @@ pub trait LogsReader: Send + Sync {
     }
 
     /// The lean scan: hands [`LogLine`]s of the records `scan.scan` selects that pass
-    /// `scan.body_filter` to `visit` until it returns false, without building a [`StoredLog`]
+    /// `scan.body_filter` and `scan.line_filter` to `visit` until it returns false, without building a [`StoredLog`]
     /// unless the visitor asks for one. In `scan.scan.direction` order when `scan.ordered`, else in
     /// any order. The default implementation goes through [`LogsReader::scan`].
     fn scan_lines(&self, scan: &LineScan<'_>, visit: &mut dyn FnMut(&dyn LogLine) -> bool) {
         self.scan(scan.scan, &mut |log| {
-            if scan.body_filter.is_some_and(|f| !f(&log.record.body)) {
+            if scan.body_filter.is_some_and(|f| !f(&log.record.body)) || scan.line_filter.is_some_and(|f| !f(log)) {
+                if let Some(c) = scan.dropped {
+                    c.add(1, log.record.body.len());
+                }
                 return true;
             }
             visit(log)
@@ -72,6 +75,33 @@ pub struct LineScan<'a> {
     pub bodies: bool,
     /// Only lines whose body passes this are visited (the store may run it on several threads).
     pub body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+    /// Only lines that pass this (after `body_filter`) are visited; it sees the whole line (stream
+    /// labels, metadata), and the store may run it on several threads too.
+    pub line_filter: Option<&'a (dyn Fn(&dyn LogLine) -> bool + Sync)>,
+    /// Where the store counts the lines it read and dropped through `scan.line_contains`,
+    /// `body_filter` or `line_filter` (lines read but never handed to the visitor), for the
+    /// query's statistics. Not counted: lines of a `trace_id` scan, chunks the index ruled out.
+    pub dropped: Option<&'a Dropped>,
+}
+
+/// Lines (and their body bytes) a scan read and its filters dropped; see [`LineScan::dropped`].
+#[derive(Debug, Default)]
+pub struct Dropped {
+    lines: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+impl Dropped {
+    /// Counts `lines` more lines of `bytes` body bytes.
+    pub fn add(&self, lines: u64, bytes: usize) {
+        self.lines.fetch_add(lines, std::sync::atomic::Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (lines, body bytes) counted so far.
+    pub fn get(&self) -> (u64, u64) {
+        (self.lines.load(std::sync::atomic::Ordering::Relaxed), self.bytes.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// One record as [`LogsReader::scan_lines`] hands it out.
