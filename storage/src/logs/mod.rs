@@ -692,7 +692,7 @@ struct Job<'a> {
     finders: &'a [memchr::memmem::Finder<'static>],
     body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// The scan's line filter, with the tables that give a chunk row its stream labels.
-    line_filter: Option<(&'a (dyn Fn(&dyn LogLine) -> bool + Sync), &'a Tables)>,
+    line_filter: Option<(&'a crate::read::LineFilter<'a>, &'a Tables)>,
     /// Where rows read in range but dropped by the filters are counted (not for trace-id scans).
     dropped: Option<&'a crate::read::Dropped>,
     bodies: bool,

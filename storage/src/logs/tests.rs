@@ -451,11 +451,15 @@ fn narrowing_never_drops_a_match() {
         // store runs on its reading threads, in order or not.
         let body_filter = |b: &str| !b.contains("=500,");
         let line_filter = |l: &dyn crate::read::LogLine| {
-            l.stream().get("service_name") == Some("s0") || l.body().len() % 2 == 0 || l.meta().trace_id.is_some()
+            l.stream().get("service_name") == Some("s0")
+                || l.body().len().is_multiple_of(2)
+                || l.meta().trace_id.is_some()
         };
         let mut want_filtered: Vec<(i64, String)> = selected
             .iter()
-            .filter(|(s, r)| !r.body.contains("=500,") && (s == "s0" || r.body.len() % 2 == 0 || r.trace_id.is_some()))
+            .filter(|(s, r)| {
+                !r.body.contains("=500,") && (s == "s0" || r.body.len().is_multiple_of(2) || r.trace_id.is_some())
+            })
             .map(|(_, r)| (r.timestamp_ns, r.body.clone()))
             .collect();
         let ordered = k % 2 == 0;

@@ -77,12 +77,15 @@ pub struct LineScan<'a> {
     pub body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// Only lines that pass this (after `body_filter`) are visited; it sees the whole line (stream
     /// labels, metadata), and the store may run it on several threads too.
-    pub line_filter: Option<&'a (dyn Fn(&dyn LogLine) -> bool + Sync)>,
+    pub line_filter: Option<&'a LineFilter<'a>>,
     /// Where the store counts the lines it read and dropped through `scan.line_contains`,
     /// `body_filter` or `line_filter` (lines read but never handed to the visitor), for the
     /// query's statistics. Not counted: lines of a `trace_id` scan, chunks the index ruled out.
     pub dropped: Option<&'a Dropped>,
 }
+
+/// A filter on whole lines; see [`LineScan::line_filter`].
+pub type LineFilter<'a> = dyn Fn(&dyn LogLine) -> bool + Sync + 'a;
 
 /// Lines (and their body bytes) a scan read and its filters dropped; see [`LineScan::dropped`].
 #[derive(Debug, Default)]

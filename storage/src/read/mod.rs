@@ -15,7 +15,7 @@ mod metrics;
 mod profiles;
 mod traces;
 
-pub use logs::{Direction, Dropped, LineScan, LogLine, LogScan, LogsReader, StoredLog};
+pub use logs::{Direction, Dropped, LineFilter, LineScan, LogLine, LogScan, LogsReader, StoredLog};
 pub use metrics::{MatchOp, Matcher, MetricsReader, Samples, SeriesSet, TsdbStats, matches_all};
 pub use profiles::{
     LimitExceeded, MergedStacks, ProfileSelect, ProfileSeries, ProfileTotals, ProfilesReader, SpanSamples,
