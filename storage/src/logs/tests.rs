@@ -327,6 +327,17 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// in several streams, flushed in several commits plus a head, against a brute-force filter, for
 /// random substring hints, trace ids, ranges and both directions, through `scan` and the unordered
 /// `scan_lines`.
+
+/// `lines` (timestamp, body) are in `scan`'s direction by timestamp.
+fn assert_in_scan_order(lines: &[(i64, String)], scan: &LogScan, what: &str) {
+    let ts: Vec<i64> = lines.iter().map(|g| g.0).collect();
+    let mut sorted = ts.clone();
+    sorted.sort();
+    if scan.direction == Direction::Backward {
+        sorted.reverse();
+    }
+    assert_eq!(ts, sorted, "{what} order, {scan:?}");
+}
 #[test]
 fn narrowing_never_drops_a_match() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -422,13 +433,7 @@ fn narrowing_never_drops_a_match() {
             got.push((l.record.timestamp_ns, l.record.body.clone()));
             true
         });
-        let ts: Vec<i64> = got.iter().map(|g| g.0).collect();
-        let mut sorted = ts.clone();
-        sorted.sort();
-        if scan.direction == Direction::Backward {
-            sorted.reverse();
-        }
-        assert_eq!(ts, sorted, "scan order, {scan:?}");
+        assert_in_scan_order(&got, &scan, "scan");
         got.sort();
         want.sort();
         assert_eq!(got, want, "{scan:?}");
@@ -478,13 +483,7 @@ fn narrowing_never_drops_a_match() {
             true
         });
         if ordered {
-            let ts: Vec<i64> = filtered.iter().map(|g| g.0).collect();
-            let mut sorted = ts.clone();
-            sorted.sort();
-            if scan.direction == Direction::Backward {
-                sorted.reverse();
-            }
-            assert_eq!(ts, sorted, "filtered scan order, {scan:?}");
+            assert_in_scan_order(&filtered, &scan, "filtered scan");
         }
         filtered.sort();
         want_filtered.sort();
