@@ -323,11 +323,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// Index narrowing never drops a match: random lines (tokens, numbers, long hex runs, trace ids)
-/// in several streams, flushed in several commits plus a head, against a brute-force filter, for
-/// random substring hints, trace ids, ranges and both directions, through `scan` and the unordered
-/// `scan_lines`.
-
 /// `lines` (timestamp, body) are in `scan`'s direction by timestamp.
 fn assert_in_scan_order(lines: &[(i64, String)], scan: &LogScan, what: &str) {
     let ts: Vec<i64> = lines.iter().map(|g| g.0).collect();
@@ -338,6 +333,12 @@ fn assert_in_scan_order(lines: &[(i64, String)], scan: &LogScan, what: &str) {
     }
     assert_eq!(ts, sorted, "{what} order, {scan:?}");
 }
+
+/// Index narrowing never drops a match: random lines (tokens, numbers, long hex runs, trace ids)
+/// in several streams, flushed in several commits plus a head, against a brute-force filter, for
+/// random substring hints, trace ids, ranges and both directions, through `scan`, the unordered
+/// `scan_lines`, and `scan_lines` with a body filter and a line filter (in order or not, with the
+/// lines they drop counted).
 #[test]
 fn narrowing_never_drops_a_match() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
