@@ -472,6 +472,19 @@ fn limits_are_clean_errors() {
     assert_eq!(e.execute(reader, &req).unwrap_err(), Error::Timeout);
     let e = Engine::new(EngineOptions { max_samples: 2, ..Default::default() });
     assert!(matches!(e.execute(reader, &metric(r#"count_over_time({app="a"}[1m])"#)), Err(Error::Limit(_))));
+    // The limits hold when the filters drop every line, so that the visitor never runs: the
+    // lines dropped count, and the deadline is checked at the end of the scan too.
+    let none = |q: &str| Request { query: q.into(), end_ns: 10_000_000_000, limit: 100, ..Default::default() };
+    let e = Engine::new(EngineOptions { max_lines_scanned: 2, ..Default::default() });
+    for q in [r#"{app="a"} |= "nothing""#, r#"{app="a"} | logfmt | x="y""#] {
+        assert!(matches!(e.execute(reader, &none(q)), Err(Error::Limit(m)) if m.contains("max_lines_scanned")), "{q}");
+    }
+    let e = Engine::new(EngineOptions { timeout: std::time::Duration::ZERO, ..Default::default() });
+    for q in [r#"{app="a"} |= "nothing""#, r#"{app="a"} | logfmt | x="y""#] {
+        assert_eq!(e.execute(reader, &none(q)).unwrap_err(), Error::Timeout, "{q}");
+    }
+    let e = Engine::new(EngineOptions { max_lines_scanned: 4, ..Default::default() });
+    assert!(e.execute(reader, &none(r#"{app="a"} | logfmt | x="y""#)).is_ok(), "4 lines read, within the limit");
 }
 
 #[test]

@@ -190,6 +190,13 @@ fn line_hints(l: &LogExpr) -> Vec<String> {
     out
 }
 
+/// The error of a query that would read more than `max` lines.
+fn lines_limit(max: u64) -> Error {
+    Error::Limit(format!(
+        "the query would read more than {max} log lines (max_lines_scanned); narrow the selector or the time range"
+    ))
+}
+
 /// True when `l`'s pipeline has a label filter: such pipelines usually drop most lines, so a scan
 /// runs [`pipeline::may_pass`] on the store's reading threads (both cores) rather than leaving
 /// every line to the one thread that evaluates the query.
@@ -238,6 +245,9 @@ impl Ctx<'_> {
             let meta_get = |n: &str| meta_lookup(meta.get_or_init(|| meta_of(line.meta())), n);
             pipeline::may_pass(&l.stages, line.body(), line.stream(), &meta_get)
         };
+        // The deadline and the lines limit, also for lines the visitor never sees.
+        let over_limit = || dropped.get().0 > max_lines;
+        let stop = || over_limit() || Instant::now() > deadline;
         let ls = LineScan {
             scan: &scan,
             ordered,
@@ -245,14 +255,13 @@ impl Ctx<'_> {
             body_filter: if filters.is_empty() { None } else { Some(&body_filter) },
             line_filter: if prefilters(l) { Some(&line_filter) } else { None },
             dropped: Some(&dropped),
+            stop: Some(&stop),
         };
         self.reader.scan_lines(&ls, &mut |log| {
             stats.lines_scanned += 1;
             stats.bytes_scanned += log.body().len() as u64;
             if stats.lines_scanned + dropped.get().0 > max_lines {
-                err = Some(Error::Limit(format!(
-                    "the query would read more than {max_lines} log lines (max_lines_scanned); narrow the selector or the time range"
-                )));
+                err = Some(lines_limit(max_lines));
                 return false;
             }
             if stats.lines_scanned.is_multiple_of(4096) && Instant::now() > deadline {
@@ -264,6 +273,12 @@ impl Ctx<'_> {
         let (lines, bytes) = dropped.get();
         stats.lines_scanned += lines;
         stats.bytes_scanned += bytes;
+        // A scan the store stopped (see `stop`) may have returned before the visitor could tell.
+        if err.is_none() && stats.lines_scanned > max_lines {
+            err = Some(lines_limit(max_lines));
+        } else if err.is_none() && Instant::now() > deadline {
+            err = Some(Error::Timeout);
+        }
         match err {
             Some(e) => Err(e),
             None => Ok(()),

@@ -601,6 +601,7 @@ impl LogsHead {
             body_filter: ls.body_filter,
             line_filter: ls.line_filter.map(|f| (f, &tables)),
             dropped: if scan.trace_id.is_none() { ls.dropped } else { None },
+            stop: ls.stop,
             bodies: ls.bodies || !finders.is_empty() || ls.body_filter.is_some() || ls.line_filter.is_some(),
             seqs: ls.ordered,
         };
@@ -695,6 +696,8 @@ struct Job<'a> {
     line_filter: Option<(&'a crate::read::LineFilter<'a>, &'a Tables)>,
     /// Where rows read in range but dropped by the filters are counted (not for trace-id scans).
     dropped: Option<&'a crate::read::Dropped>,
+    /// Once true, no more chunks are read.
+    stop: Option<&'a (dyn Fn() -> bool + Sync)>,
     bodies: bool,
     seqs: bool,
 }
@@ -702,6 +705,9 @@ struct Job<'a> {
 /// Decodes chunk `i` of `p` and returns it with its rows that pass `job`, ascending; `None` when
 /// none does or the chunk is damaged (damage is not fatal to a scan: the chunk is skipped).
 fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<'p>, Vec<u32>)> {
+    if job.stop.is_some_and(|f| f()) {
+        return None;
+    }
     let frame = p.frame(i)?;
     let c = chunk::Chunk::parse(frame, true).ok()?;
     let d = Decoded::new(c, job.seqs, job.bodies).ok()?;
@@ -968,7 +974,15 @@ impl crate::read::LogsReader for LogsHead {
     }
 
     fn scan(&self, scan: &LogScan, visit: &mut dyn FnMut(&StoredLog) -> bool) {
-        let ls = LineScan { scan, ordered: true, bodies: true, body_filter: None, line_filter: None, dropped: None };
+        let ls = LineScan {
+            scan,
+            ordered: true,
+            bodies: true,
+            body_filter: None,
+            line_filter: None,
+            dropped: None,
+            stop: None,
+        };
         self.scan_core(&ls, &mut |line| visit(&line.stored()))
     }
 

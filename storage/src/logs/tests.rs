@@ -446,6 +446,7 @@ fn narrowing_never_drops_a_match() {
             body_filter: None,
             line_filter: None,
             dropped: None,
+            stop: None,
         };
         store.scan_lines(&ls, &mut |l| {
             lean.push((l.timestamp_ns(), l.body().to_string()));
@@ -477,6 +478,7 @@ fn narrowing_never_drops_a_match() {
             body_filter: Some(&body_filter),
             line_filter: Some(&line_filter),
             dropped: Some(&dropped),
+            stop: None,
         };
         let mut filtered: Vec<(i64, String)> = Vec::new();
         store.scan_lines(&ls, &mut |l| {
@@ -531,4 +533,43 @@ fn damaged_chunks_are_skipped_and_uncommitted_files_dropped() {
     s.line_contains = vec!["line".into()];
     assert_eq!(bodies(&store, &s), vec!["second line"]);
     assert_eq!(store.streams(&[], 0, i64::MAX).len(), 2, "a damaged chunk still counts for its stream");
+}
+
+/// A scan whose `stop` answers true reads no more chunks: the deadline and the lines limit hold
+/// even when the filters drop every line and the visitor never runs.
+#[test]
+fn a_stopped_scan_reads_no_more_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogsHead::open(Some(dir.path()), &LogsOptions::default()).unwrap();
+    let t0 = 1_700_000_000 * 1_000_000_000i64;
+    for b in 0..4 {
+        let recs = (0..50).map(|i| rec(t0 + b * 100 + i, &format!("line {b} {i}"))).collect();
+        store.apply(pos(b as u64 + 1), LogsBatch { groups: vec![group("a", recs)] });
+        store.persist().unwrap();
+    }
+    let scan = LogScan { start_ns: 0, end_ns: i64::MAX, ..LogScan::default() };
+    let run = |stop: &(dyn Fn() -> bool + Sync), ordered: bool| {
+        let dropped = crate::read::Dropped::default();
+        let drop_all = |_: &str| false;
+        let ls = crate::read::LineScan {
+            scan: &scan,
+            ordered,
+            bodies: true,
+            body_filter: Some(&drop_all),
+            line_filter: None,
+            dropped: Some(&dropped),
+            stop: Some(stop),
+        };
+        let mut visited = 0;
+        store.scan_lines(&ls, &mut |_| {
+            visited += 1;
+            true
+        });
+        assert_eq!(visited, 0);
+        dropped.get().0
+    };
+    for ordered in [false, true] {
+        assert_eq!(run(&|| false, ordered), 200, "every line read and dropped");
+        assert_eq!(run(&|| true, ordered), 0, "no chunk read");
+    }
 }

@@ -53,6 +53,9 @@ pub trait LogsReader: Send + Sync {
     /// any order. The default implementation goes through [`LogsReader::scan`].
     fn scan_lines(&self, scan: &LineScan<'_>, visit: &mut dyn FnMut(&dyn LogLine) -> bool) {
         self.scan(scan.scan, &mut |log| {
+            if scan.stop.is_some_and(|f| f()) {
+                return false;
+            }
             if scan.body_filter.is_some_and(|f| !f(&log.record.body)) || scan.line_filter.is_some_and(|f| !f(log)) {
                 if let Some(c) = scan.dropped {
                     c.add(1, log.record.body.len());
@@ -82,6 +85,10 @@ pub struct LineScan<'a> {
     /// `body_filter` or `line_filter` (lines read but never handed to the visitor), for the
     /// query's statistics. Not counted: lines of a `trace_id` scan, chunks the index ruled out.
     pub dropped: Option<&'a Dropped>,
+    /// Asked before each chunk the store reads: once it answers true the scan reads nothing more
+    /// (so that a deadline or a limit holds even when the filters drop every line and the visitor
+    /// never runs). The caller tells a stopped scan from a finished one.
+    pub stop: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 /// A filter on whole lines; see [`LineScan::line_filter`].
