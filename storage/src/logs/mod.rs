@@ -551,11 +551,11 @@ impl LogsHead {
                     dropped(r);
                     return;
                 }
-                let log = tables.stored(r.stream, r.resource, r.scope, r.record.clone());
-                if ls.line_filter.is_some_and(|f| !f(&log)) {
+                if ls.line_filter.is_some_and(|f| !f(&HeadLine { r, tables: &tables })) {
                     dropped(r);
                     return;
                 }
+                let log = tables.stored(r.stream, r.resource, r.scope, r.record.clone());
                 head_hits.entry(self.part_key(t)).or_default().push((t, r.seq, log));
             };
             if let Some(t) = scan.trace_id {
@@ -802,6 +802,33 @@ fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<ReadCh
         }
     }
     out
+}
+
+/// A head record seen by a scan's line filter, without copying it into a [`StoredLog`].
+struct HeadLine<'a> {
+    r: &'a HeadRecord,
+    tables: &'a Tables,
+}
+
+impl LogLine for HeadLine<'_> {
+    fn stream(&self) -> &Arc<Labels> {
+        self.tables.stream(self.r.stream)
+    }
+    fn timestamp_ns(&self) -> i64 {
+        self.r.record.timestamp_ns
+    }
+    fn body(&self) -> &str {
+        &self.r.record.body
+    }
+    fn meta(&self) -> &LogRecord {
+        &self.r.record
+    }
+    fn meta_keys(&self) -> Option<&[String]> {
+        None
+    }
+    fn stored(&self) -> StoredLog {
+        self.tables.stored(self.r.stream, self.r.resource, self.r.scope, self.r.record.clone())
+    }
 }
 
 /// A chunk row handed to a visitor.
