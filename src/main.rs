@@ -16,16 +16,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's built-in options (`malloc_conf`; `_RJEM_MALLOC_CONF` in the environment still
 /// overrides them): a background thread purges freed pages, dirty pages go back to the OS after
-/// about a second and are not kept as "muzzy". Without this, the memory a checkpoint's block
+/// about three seconds and are not kept as "muzzy". Without this, the memory a checkpoint's block
 /// writing or a large query frees stays in the process' RSS for ten seconds or more (measured
-/// at 100k series: 147–211 MiB right after ingest with the defaults, 88 MiB with purging).
+/// at 100k series: 147–211 MiB right after ingest with the defaults, 88 MiB with purging). Three
+/// seconds rather than one: under span ingest the traces head (128 MiB) is flushed and freed about
+/// every second, and with a one-second decay its pages were handed back and faulted in again for
+/// the next head (`madvise`, TLB shootdowns, page faults: 12 % more CPU per span); remote-write
+/// CPU and RSS measured the same with both, the logs benchmark's peak RSS about 25 MiB higher.
 #[cfg(feature = "jemalloc")]
 // SAFETY: a NUL-terminated, immutable byte string under the symbol jemalloc reads its options
 // from (tikv-jemalloc-sys prefixes jemalloc's symbols with `_rjem_`); `&[u8; N]` is one pointer,
 // the layout of the `const char *` jemalloc declares.
 #[allow(unsafe_code, non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: &[u8; 60] = b"background_thread:true,dirty_decay_ms:3000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(
