@@ -33,6 +33,7 @@ mod metrics;
 mod mmap;
 pub mod model;
 mod parquet_rows;
+mod postcard_append;
 mod profiles;
 pub mod read;
 mod traces;

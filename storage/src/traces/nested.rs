@@ -20,9 +20,7 @@ fn write<T: Serialize>(items: &[T], out: &mut Vec<u8>) {
         return;
     }
     // Serializing model values into a vector cannot fail (no maps of unknown length, no I/O).
-    if let Ok(v) = postcard::to_extend(items, std::mem::take(out)) {
-        *out = v;
-    }
+    let _ = crate::postcard_append::append(items, out);
 }
 
 fn read<T: DeserializeOwned>(buf: &[u8], what: &str) -> Result<Vec<T>, String> {

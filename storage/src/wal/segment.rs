@@ -64,7 +64,7 @@ pub(crate) fn encode_record_into(
     }
     buf.resize(RECORD_HEADER_LEN, 0);
     buf.push(RECORD_VERSION_PLAIN);
-    let mut buf = postcard::to_extend(batch, buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
+    crate::postcard_append::append(batch, &mut buf).map_err(|e| WriteError::Encode { detail: e.to_string() })?;
     // The limit applies to the uncompressed payload, so that it means the same whatever zstd makes
     // of a batch.
     let payload_len = buf.len() - RECORD_HEADER_LEN;
