@@ -40,7 +40,7 @@ const TID_VERSION: u32 = 1;
 const TID_MAGIC: &[u8; 4] = b"OTID";
 const TID_ENTRY: usize = 40;
 /// Span names and services kept per file summary; beyond it the summary says "any".
-const SUMMARY_CAP: usize = 2000;
+pub(crate) const SUMMARY_CAP: usize = 2000;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -229,8 +229,15 @@ fn writer_props(layout: &Layout) -> io::Result<WriterProperties> {
 }
 
 /// Writes `spans`, which must be sorted by trace id (a trace's spans in arrival order), as file
-/// `seq` under `dir`, both files fsynced. Returns the opened file.
-pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout) -> io::Result<SpanFile> {
+/// `seq` under `dir`, both files fsynced. Returns the opened file. `span_names` are the spans'
+/// distinct names (any order), `None` when more than [`SUMMARY_CAP`]: the head gathers them.
+pub(crate) fn write(
+    dir: &Path,
+    seq: u64,
+    spans: &[&StoredSpan],
+    span_names: Option<Vec<String>>,
+    layout: &Layout,
+) -> io::Result<SpanFile> {
     debug_assert!(spans.windows(2).all(|w| w[0].span.trace_id <= w[1].span.trace_id));
     let row_group_rows = layout.row_group_rows.max(1);
 
@@ -247,8 +254,7 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
     // Hash sets of borrowed names while writing (sorted at the end): cheaper per span than
     // ordered sets' string comparisons.
     let mut services: FastSet<&str> = FastSet::default();
-    let mut names: FastSet<&str> = FastSet::default();
-    let (mut services_over, mut names_over) = (false, false);
+    let mut services_over = false;
     let mut traces: Vec<TraceEntry> = Vec::new();
     let (mut min_start, mut max_end) = (i64::MAX, i64::MIN);
 
@@ -300,9 +306,6 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
                 ix
             }
         };
-        if !names_over && names.insert(s.name.as_str()) {
-            names_over = names.len() > SUMMARY_CAP;
-        }
         min_start = min_start.min(s.start_time_ns);
         max_end = max_end.max(s.end_time_ns);
         match traces.last_mut() {
@@ -363,7 +366,10 @@ pub(crate) fn write(dir: &Path, seq: u64, spans: &[&StoredSpan], layout: &Layout
         min_start_ns: if n == 0 { 0 } else { min_start },
         max_end_ns: if n == 0 { 0 } else { max_end },
         services: (!services_over).then(|| sorted(services)),
-        span_names: (!names_over).then(|| sorted(names)),
+        span_names: span_names.map(|mut v| {
+            v.sort_unstable();
+            v
+        }),
     };
     SpanFile::open(dir, summary)
 }

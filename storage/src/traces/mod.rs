@@ -75,7 +75,6 @@ impl Default for TracesOptions {
 
 /// Spans not yet in a file, grouped by trace: one map entry per trace and a `next` link per span
 /// (no per-trace allocation).
-#[derive(Default)]
 struct Head {
     spans: Chunked<StoredSpan>,
     /// Per span: the index of the trace's next span, `u32::MAX` for the last.
@@ -84,6 +83,23 @@ struct Head {
     last_pos: WalPos,
     /// Approximate memory held by the spans (see [`span_bytes`]).
     bytes: usize,
+    /// The distinct span names, for the span file's summary; `None` once past
+    /// [`file::SUMMARY_CAP`]. Gathered as spans arrive (their names are in cache then), not
+    /// when the head is written.
+    span_names: Option<std::collections::HashSet<Box<str>, foldhash::fast::RandomState>>,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            spans: Chunked::default(),
+            next: Vec::new(),
+            by_trace: FastMap::default(),
+            last_pos: WalPos::ZERO,
+            bytes: 0,
+            span_names: Some(Default::default()),
+        }
+    }
 }
 
 /// Spans per chunk of [`Chunked`].
@@ -183,6 +199,14 @@ impl Head {
         let (s, e) = (span.span.start_time_ns, span.span.end_time_ns);
         let ix = self.spans.len() as u32;
         self.bytes += span_bytes(&span.span);
+        if let Some(names) = &mut self.span_names
+            && !names.contains(span.span.name.as_str())
+        {
+            names.insert(span.span.name.as_str().into());
+            if names.len() > file::SUMMARY_CAP {
+                self.span_names = None;
+            }
+        }
         self.spans.push(span);
         self.next.push(NO_SPAN);
         match self.by_trace.entry(id) {
@@ -368,7 +392,8 @@ impl TracesHead {
         let seq = *next_seq;
         let result = (|| {
             let spans = frozen.sorted_spans();
-            let f = Arc::new(file::write(dir, seq, &spans, &self.file_layout())?);
+            let names = frozen.span_names.as_ref().map(|n| n.iter().map(|n| n.to_string()).collect());
+            let f = Arc::new(file::write(dir, seq, &spans, names, &self.file_layout())?);
             let files = {
                 let state = self.state.read();
                 let mut v: Vec<FileSummary> = state.files.iter().map(|f| f.summary.clone()).collect();

@@ -554,3 +554,31 @@ fn span_files_compress_only_the_columns_zstd_shrinks() {
     assert_eq!(head.trace(tid(1)).len(), 3);
     assert_eq!(head.trace(tid(2)).len(), 3);
 }
+
+/// A span file's summary lists its spans' distinct names, sorted (gathered by the head as spans
+/// arrive); past the cap it lists none, and a search may then match any name in the file.
+#[test]
+fn file_summaries_list_span_names_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = TracesHead::open(Some(dir.path()), &opts()).unwrap();
+    let named = |trace: u8, span: u16, name: String| {
+        let mut s = full_span(trace, 1, 1_000 + i64::from(span));
+        s.span_id = SpanId([span.to_be_bytes()[0], span.to_be_bytes()[1], 1, 1, 1, 1, 1, 1]);
+        s.name = name;
+        s
+    };
+    let spans = ["b", "a", "b", "c"].iter().enumerate().map(|(i, n)| named(1, i as u16 + 1, n.to_string())).collect();
+    head.apply(pos(1), batch("svc", spans));
+    assert!(head.persist().unwrap());
+    let many = (0..=file::SUMMARY_CAP as u16).map(|i| named(2, i + 1, format!("n{i}"))).collect();
+    head.apply(pos(2), batch("svc", many));
+    assert!(head.persist().unwrap());
+    // The next head starts a fresh set.
+    head.apply(pos(3), batch("svc", vec![named(3, 1, "z".into())]));
+    assert!(head.persist().unwrap());
+
+    let state = head.state.read();
+    let names: Vec<Option<Vec<String>>> = state.files.iter().map(|f| f.summary.span_names.clone()).collect();
+    let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(names, [strings(&["a", "b", "c"]), None, strings(&["z"])]);
+}
