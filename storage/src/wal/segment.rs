@@ -24,9 +24,9 @@ pub const RECORD_VERSION_PLAIN: u8 = 2;
 /// Encodings at least this long are compressed (record version 3); shorter ones, and any that
 /// zstd does not shrink, are written as version 2.
 pub const COMPRESS_MIN_BYTES: usize = 256;
-/// zstd level of compressed records: level 1 shrinks span, log and sample batches 3–7× at several
-/// hundred MB/s per core, and every byte saved is a byte the commit's `write(2)` does not copy into
-/// the page cache and its `fdatasync` does not write back.
+/// zstd level of compressed records: level 1 halves a batch of spans (random ids limit it) at
+/// several hundred MB/s per core, and every byte saved is a byte the commit's `write(2)` does not
+/// copy into the page cache and its `fdatasync` does not write back.
 const ZSTD_LEVEL: i32 = 1;
 
 /// File name of segment `seq`: 16 zero-padded decimal digits and `.wal`.
