@@ -58,9 +58,6 @@ pub struct LogsOptions {
     pub retention_ns: i64,
     /// When the partitions together exceed this many bytes, the oldest go; 0 = no limit.
     pub max_bytes: u64,
-    /// Unused since format 2 (chunk indexes need no large indexing buffer); kept so that
-    /// configurations naming it stay valid.
-    pub writer_memory_bytes: usize,
     /// Head size (bytes, approximate) above which the storage's flusher thread commits it to the
     /// partitions before the next checkpoint (0 = only at checkpoints).
     pub head_flush_bytes: usize,
@@ -72,7 +69,6 @@ impl Default for LogsOptions {
             partition_ns: 3600 * 1_000_000_000,
             retention_ns: 7 * 24 * 3600 * 1_000_000_000,
             max_bytes: 0,
-            writer_memory_bytes: 32 << 20,
             head_flush_bytes: 48 << 20,
         }
     }
