@@ -99,6 +99,7 @@ pub struct Telemetry {
     request_duration: Family<L2, Histogram>,
     wal_fsync: Histogram,
     wal_corruptions: Counter,
+    log_chunks_damaged: Counter,
     replay_seconds: Gauge<f64, AtomicU64>,
     replay_records: Gauge,
     ready: Gauge,
@@ -124,6 +125,7 @@ impl Telemetry {
             Family::<L2, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
         let wal_fsync = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
         let wal_corruptions = Counter::default();
+        let log_chunks_damaged = Counter::default();
         let replay_seconds = Gauge::<f64, AtomicU64>::default();
         let replay_records = Gauge::default();
         let ready = Gauge::default();
@@ -156,6 +158,11 @@ impl Telemetry {
             "Corrupt WAL segments or records found at replay",
             wal_corruptions.clone(),
         );
+        registry.register(
+            "log_chunks_damaged",
+            "Damaged log chunks found (and skipped) by queries, each counted once",
+            log_chunks_damaged.clone(),
+        );
         registry.register("wal_replay_duration_seconds", "Time the last WAL replay took", replay_seconds.clone());
         registry.register("wal_replay_records", "Records read by the last WAL replay", replay_records.clone());
         registry.register("ready", "1 once the stores are open and serving", ready.clone());
@@ -174,6 +181,7 @@ impl Telemetry {
             request_duration,
             wal_fsync,
             wal_corruptions,
+            log_chunks_damaged,
             replay_seconds,
             replay_records,
             ready,
@@ -282,5 +290,10 @@ impl storage::StorageEvents for Telemetry {
     fn wal_corruption(&self, path: &std::path::Path, offset: u64, detail: &str) {
         self.wal_corruptions.inc();
         tracing::warn!(path = %path.display(), offset, error = %detail, "Corrupt WAL data skipped");
+    }
+
+    fn log_chunk_damaged(&self, path: &std::path::Path, chunk: usize, detail: &str) {
+        self.log_chunks_damaged.inc();
+        tracing::warn!(path = %path.display(), chunk, error = %detail, "Damaged log chunk skipped by queries");
     }
 }

@@ -19,6 +19,13 @@ pub trait StorageEvents: Send + Sync {
     fn wal_corruption(&self, path: &Path, offset: u64, detail: &str) {
         let _ = (path, offset, detail);
     }
+
+    /// A scan found log chunk `chunk` of the partition folder `path` damaged (its frame is out of
+    /// its file's bounds, or fails its CRC or its decoding) and skipped it: the chunk's lines are
+    /// missing from every answer. Reported once per chunk per process, on a query's thread.
+    fn log_chunk_damaged(&self, path: &Path, chunk: usize, detail: &str) {
+        let _ = (path, chunk, detail);
+    }
 }
 
 /// A [`StorageEvents`] that ignores everything.

@@ -137,6 +137,7 @@ impl Storage {
         fs::create_dir_all(&data_dir).map_err(|source| OpenError::Io { path: data_dir.clone(), source })?;
         let lock = lock_data_dir(&data_dir)?;
         let mem = MemStore::open(Some(&data_dir), &opts.engines)?;
+        mem.set_events(&events);
         let (wal, report) = Wal::open(&data_dir.join("wal"), opts.wal, events, &mem)?;
         let mem = Arc::new(mem);
         let flusher =

@@ -65,6 +65,11 @@ impl MemStore {
         })
     }
 
+    /// Where the engines report what goes wrong outside the WAL (damaged log chunks).
+    pub(crate) fn set_events(&self, events: &std::sync::Arc<dyn crate::StorageEvents>) {
+        self.logs.set_events(std::sync::Arc::clone(events));
+    }
+
     /// Makes `batch` visible to readers. Batches applied from several threads at once are each
     /// applied atomically per signal, in an unspecified order.
     pub fn apply(&self, batch: WriteBatch) {

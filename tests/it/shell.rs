@@ -64,6 +64,7 @@ fn health_ready_and_self_metrics() {
         "outpost_wal_fsync_duration_seconds_bucket",
         "outpost_ingest_request_duration_seconds_count{signal=\"traces\",protocol=\"http_protobuf\"} 1",
         "outpost_ready 1",
+        "outpost_log_chunks_damaged_total 0",
     ] {
         assert!(m.contains(needle), "missing {needle} in:\n{m}");
     }

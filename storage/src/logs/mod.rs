@@ -90,6 +90,10 @@ pub(crate) struct LogsHead {
     writers: Mutex<()>,
     /// True while a write's size-triggered flush runs ([`LogsHead::flush_if_large`]).
     flushing: std::sync::atomic::AtomicBool,
+    /// Where damaged chunks are reported (none until [`LogsHead::set_events`]).
+    events: std::sync::OnceLock<Arc<dyn crate::StorageEvents>>,
+    /// Damaged chunks already reported, by partition start and chunk number.
+    damaged: Mutex<std::collections::HashSet<(i64, usize)>>,
 }
 
 struct State {
@@ -286,7 +290,23 @@ impl LogsHead {
             state: RwLock::new(State { registry, head: Head::new(next_seq), partitions }),
             writers: Mutex::new(()),
             flushing: std::sync::atomic::AtomicBool::new(false),
+            events: std::sync::OnceLock::new(),
+            damaged: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Where damaged chunks found by scans are reported from now on (the first call wins).
+    pub(crate) fn set_events(&self, events: Arc<dyn crate::StorageEvents>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Reports damaged chunk `i` of `p`, the first time a scan finds it.
+    fn report_damaged(&self, p: &Partition, i: usize, detail: &str) {
+        if self.damaged.lock().insert((p.start_ns, i))
+            && let Some(events) = self.events.get()
+        {
+            events.log_chunk_damaged(&p.dir, i, detail);
+        }
     }
 
     fn part_key(&self, ts: i64) -> i64 {
@@ -589,7 +609,9 @@ impl LogsHead {
             trace_id: scan.trace_id,
             line_contains: &scan.line_contains,
         };
+        let damaged = |p: &Partition, i: usize, detail: &str| self.report_damaged(p, i, detail);
         let job = Job {
+            damaged: &damaged,
             start: scan.start_ns,
             end: scan.end_ns,
             trace_id: scan.trace_id,
@@ -683,6 +705,8 @@ impl LogsHead {
 
 /// What the chunk readers check row by row.
 struct Job<'a> {
+    /// Told about a chunk that cannot be read (partition, chunk number, what is wrong).
+    damaged: &'a (dyn Fn(&Partition, usize, &str) + Sync),
     start: i64,
     end: i64,
     trace_id: Option<TraceId>,
@@ -704,9 +728,18 @@ fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<
     if job.stop.is_some_and(|f| f()) {
         return None;
     }
-    let frame = p.frame(i)?;
-    let c = chunk::Chunk::parse(frame, true).ok()?;
-    let d = Decoded::new(c, job.seqs, job.bodies).ok()?;
+    let Some(frame) = p.frame(i) else {
+        (job.damaged)(p, i, "chunk frame out of its file's bounds");
+        return None;
+    };
+    let decoded = chunk::Chunk::parse(frame, true).and_then(|c| Decoded::new(c, job.seqs, job.bodies));
+    let d = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            (job.damaged)(p, i, &e.to_string());
+            return None;
+        }
+    };
     let lo = d.ts.partition_point(|&t| t < job.start);
     let hi = d.ts.partition_point(|&t| t <= job.end);
     let mut rows: Vec<u32> = Vec::new();

@@ -502,8 +502,19 @@ fn narrowing_never_drops_a_match() {
     }
 }
 
-/// A damaged chunk on disk (a flipped byte) is skipped by scans, never a panic, and the other
-/// chunks still answer; a data file no commit refers to (a flush cut short) is deleted at open.
+/// Records damaged-chunk reports.
+#[derive(Default)]
+struct DamageLog(Mutex<Vec<(std::path::PathBuf, usize, String)>>);
+
+impl crate::StorageEvents for DamageLog {
+    fn log_chunk_damaged(&self, path: &std::path::Path, chunk: usize, detail: &str) {
+        self.0.lock().push((path.to_path_buf(), chunk, detail.to_string()));
+    }
+}
+
+/// A damaged chunk on disk (a flipped byte) is skipped by scans, never a panic, and reported
+/// once through the storage events; the other chunks still answer. A data file no commit refers
+/// to (a flush cut short) is deleted at open.
 #[test]
 fn damaged_chunks_are_skipped_and_uncommitted_files_dropped() {
     let dir = tempfile::tempdir().unwrap();
@@ -527,12 +538,19 @@ fn damaged_chunks_are_skipped_and_uncommitted_files_dropped() {
     std::fs::write(&f, bytes).unwrap();
     std::fs::write(part.join("chunks-9.dat"), b"torn").unwrap();
     let store = LogsHead::open(Some(dir.path()), &opts).unwrap();
+    let events = Arc::new(DamageLog::default());
+    store.set_events(Arc::clone(&events) as Arc<dyn crate::StorageEvents>);
     assert!(!part.join("chunks-9.dat").exists());
     assert_eq!(bodies(&store, &all(0, i64::MAX)), vec!["second line"]);
     let mut s = all(0, i64::MAX);
     s.line_contains = vec!["line".into()];
     assert_eq!(bodies(&store, &s), vec!["second line"]);
     assert_eq!(store.streams(&[], 0, i64::MAX).len(), 2, "a damaged chunk still counts for its stream");
+    let reports = events.0.lock().clone();
+    assert_eq!(reports.len(), 1, "once per chunk, however many scans: {reports:?}");
+    let (path, chunk, detail) = &reports[0];
+    assert_eq!((path, *chunk), (&part, 0));
+    assert!(detail.starts_with("damaged log chunk"), "{detail}");
 }
 
 /// A scan whose `stop` answers true reads no more chunks: the deadline and the lines limit hold
