@@ -38,9 +38,41 @@ pub struct Otlp {
     pipeline: Arc<Pipeline>,
 }
 
+/// Bytes of a gRPC request's body as they came off the wire (frame headers included, compressed
+/// when the client compressed), counted as tonic reads them: by the time a unary handler runs,
+/// its whole message has passed. The received-bytes metric counts these, as OTLP/HTTP counts its
+/// body, instead of walking the decoded message for its `encoded_len` (1.7 % of span ingest).
+#[derive(Clone, Default)]
+struct WireBytes(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Middleware of the gRPC routes: puts a [`WireBytes`] in the request and counts the body into it.
+async fn count_wire_bytes(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use http_body_util::BodyExt;
+    let n = WireBytes::default();
+    req.extensions_mut().insert(n.clone());
+    let req = req.map(|body| {
+        axum::body::Body::new(body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                n.0.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            frame
+        }))
+    });
+    next.run(req).await
+}
+
+/// The request's wire size: counted by [`count_wire_bytes`], else (a handler called without it)
+/// the encoded message's length.
+fn wire_size<M: Message>(req: &Request<M>) -> usize {
+    match req.extensions().get::<WireBytes>() {
+        Some(n) => n.0.load(std::sync::atomic::Ordering::Relaxed),
+        None => req.get_ref().encoded_len(),
+    }
+}
+
 /// Routes for the four services, with gzip accepted and the message size limit applied
-/// (tonic answers RESOURCE_EXHAUSTED beyond it).
-pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> tonic::service::Routes {
+/// (tonic answers RESOURCE_EXHAUSTED beyond it), each request's wire bytes counted.
+pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> axum::Router {
     let svc = Otlp { pipeline };
     let mut b = tonic::service::Routes::builder();
     b.add_service(
@@ -67,7 +99,7 @@ pub fn routes(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> tonic::servi
             .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes),
     );
-    b.routes()
+    b.routes().into_axum_router().layer(axum::middleware::from_fn(count_wire_bytes))
 }
 
 impl Otlp {
@@ -105,8 +137,8 @@ impl TraceService for Otlp {
         &self,
         req: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let size = wire_size(&req);
         let req = req.into_inner();
-        let size = req.encoded_len();
         let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Traces(req)), size).await?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: partial(&o)
@@ -121,8 +153,8 @@ impl LogsService for Otlp {
         &self,
         req: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let size = wire_size(&req);
         let req = req.into_inner();
-        let size = req.encoded_len();
         let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Logs(req)), size).await?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: partial(&o)
@@ -137,8 +169,8 @@ impl MetricsService for Otlp {
         &self,
         req: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        let size = wire_size(&req);
         let req = req.into_inner();
-        let size = req.encoded_len();
         let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Metrics(req)), size).await?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: partial(&o)
@@ -153,8 +185,8 @@ impl ProfilesService for Otlp {
         &self,
         req: Request<ExportProfilesServiceRequest>,
     ) -> Result<Response<ExportProfilesServiceResponse>, Status> {
+        let size = wire_size(&req);
         let req = req.into_inner();
-        let size = req.encoded_len();
         let o = Otlp::export(self, Payload::Decoded(pipeline::Request::Profiles(req)), size).await?;
         Ok(Response::new(ExportProfilesServiceResponse {
             partial_success: partial(&o)

@@ -40,14 +40,14 @@ fn otlp_routes() -> Router<AppState> {
 }
 
 /// The main port: OTLP/HTTP, OTLP/gRPC (`grpc`), `/healthz`, `/readyz`, `/metrics`.
-pub fn main_router(state: AppState, grpc: tonic::service::Routes) -> Router {
+pub fn main_router(state: AppState, grpc: Router) -> Router {
     otlp_routes()
         .merge(crate::api::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(self_metrics))
         .with_state(state)
-        .merge(grpc.into_axum_router())
+        .merge(grpc)
         // tonic's router answers every unknown path with a gRPC `UNIMPLEMENTED` in a 200 response;
         // HTTP clients (Grafana probing optional endpoints) must see a 404 instead, and a gRPC
         // client maps HTTP 404 to `UNIMPLEMENTED` itself.

@@ -112,7 +112,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let main = crate::http::main_router(state.clone(), grpc.clone());
     servers.spawn(serve(listeners.http, main, stop.clone(), "listen"));
     if let Some(l) = listeners.otlp_grpc {
-        servers.spawn(serve(l, grpc.into_axum_router(), stop.clone(), "otlp_grpc_listen"));
+        servers.spawn(serve(l, grpc.clone(), stop.clone(), "otlp_grpc_listen"));
     }
     if let Some(l) = listeners.otlp_http {
         servers.spawn(serve(l, crate::http::otlp_router(state), stop.clone(), "otlp_http_listen"));

@@ -57,7 +57,17 @@ fn health_ready_and_self_metrics() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
+    // gRPC counts the request body's bytes: the 5-byte frame header and the message (uncompressed here).
+    let req = one_span_request();
+    let grpc_bytes = 5 + req.encoded_len();
+    srv.rt.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(srv.otlp_grpc()).await.unwrap();
+        client.export(req).await.unwrap();
+    });
     let m = c.get(format!("{}/metrics", srv.http())).send().unwrap().text().unwrap();
+    let grpc_needle = format!("outpost_received_bytes_total{{signal=\"traces\",protocol=\"grpc\"}} {grpc_bytes}\n");
+    assert!(m.contains(&grpc_needle), "missing {grpc_needle} in:\n{m}");
     for needle in [
         "outpost_received_bytes_total{signal=\"traces\",protocol=\"http_protobuf\"}",
         "outpost_wal_replay_duration_seconds",
@@ -104,6 +114,26 @@ fn saturated_write_path_answers_retry_later() {
     drop(slow);
     let r = poll_until(&post, |r| r.status() == 200);
     assert_eq!(r.status(), 200);
+}
+
+/// An export request holding one span that starts now.
+fn one_span_request() -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let span = Span {
+        trace_id: vec![7; 16],
+        span_id: vec![9; 8],
+        name: "GET /".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1_000,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+            ..Default::default()
+        }],
+    }
 }
 
 /// The status code of an (empty) OTLP/gRPC trace export that the server refuses.
