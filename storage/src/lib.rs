@@ -43,6 +43,8 @@ pub mod wal;
 /// Hash maps of the heads: foldhash is several times faster than SipHash on label sets and ids,
 /// and its per-process random seed keeps crafted collisions impractical.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The set counterpart of [`FastMap`].
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};

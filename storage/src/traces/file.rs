@@ -26,10 +26,10 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::{json, nested};
-use crate::FastMap;
 use crate::intern::Interner;
 use crate::model::{KeyValue, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode, TraceId};
 use crate::read::StoredSpan;
+use crate::{FastMap, FastSet};
 
 /// Version of the span file layout, in the Parquet key-value metadata `outpost.version`. Version 2
 /// stores attributes, events and links as postcard bytes ([`nested`]); version 1 stored them as
@@ -439,8 +439,6 @@ fn finish(
     file.sync_all()?;
     write_tid(tpath, traces)
 }
-
-type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 fn sorted(set: FastSet<&str>) -> Vec<String> {
     let mut v: Vec<String> = set.into_iter().map(str::to_owned).collect();

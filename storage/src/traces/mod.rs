@@ -86,7 +86,7 @@ struct Head {
     /// The distinct span names, for the span file's summary; `None` once past
     /// [`file::SUMMARY_CAP`]. Gathered as spans arrive (their names are in cache then), not
     /// when the head is written.
-    span_names: Option<std::collections::HashSet<Box<str>, foldhash::fast::RandomState>>,
+    span_names: Option<crate::FastSet<Box<str>>>,
 }
 
 impl Default for Head {
@@ -591,7 +591,7 @@ impl TracesHead {
         let mut by_age: Vec<Arc<SpanFile>> =
             files.iter().filter(|f| f.summary.may_contain(start, end, service, name)).cloned().collect();
         by_age.sort_by_key(|f| std::cmp::Reverse(f.summary.max_end_ns));
-        let mut visited_split: std::collections::HashSet<TraceId, foldhash::fast::RandomState> = Default::default();
+        let mut visited_split: crate::FastSet<TraceId> = Default::default();
         for f in &by_age {
             let candidates: Vec<&file::TraceEntry> = f
                 .traces
