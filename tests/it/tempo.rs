@@ -213,19 +213,33 @@ fn spans_arriving_in_three_requests_across_checkpoints_and_a_restart_form_one_tr
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let hex = hex::encode(TRACE);
-    let now = now_ns();
+    const MINUTE: i64 = 60_000_000_000;
+    // Three batches a minute apart (a long root span, a child a minute in, a leaf two minutes in),
+    // each persisted into its own span file before the next arrives.
+    let t0 = now_ns() - 3 * MINUTE;
     {
         let p = path.clone();
         let srv = TestServer::start(move |raw| raw.data_dir = p);
-        send(&srv, &request("web", vec![pspan(TRACE, 1, None, "root", 2, now, 100, false)]));
+        send(&srv, &request("web", vec![pspan(TRACE, 1, None, "root", 2, t0, 150_000, false)]));
         srv.storage().checkpoint().unwrap();
-        send(&srv, &request("api", vec![pspan(TRACE, 2, Some(1), "mid", 2, now + 10, 50, false)]));
+        send(&srv, &request("api", vec![pspan(TRACE, 2, Some(1), "mid", 2, t0 + MINUTE, 50, false)]));
         srv.storage().checkpoint().unwrap();
-        send(&srv, &request("db", vec![pspan(TRACE, 3, Some(2), "leaf", 3, now + 20, 5, false)]));
+        send(&srv, &request("db", vec![pspan(TRACE, 3, Some(2), "leaf", 3, t0 + 2 * MINUTE, 5, false)]));
         let t = fetch_v2(&srv, &hex).unwrap();
         let names: Vec<&str> = all_spans(&t).iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["root", "mid", "leaf"]);
         assert_eq!(t.resource_spans.len(), 3, "one ResourceSpans per service");
+        // Search sees one trace: the root's service and name, all three spans matched.
+        let (a, b) = (t0 / 1_000_000_000 - 60, t0 / 1_000_000_000 + 240);
+        let url = format!("{}/api/search?q=%7B%7D&spss=10&start={a}&end={b}", srv.http());
+        let r: serde_json::Value = get(&url, false).json().unwrap();
+        let traces = r["traces"].as_array().unwrap();
+        assert_eq!(traces.len(), 1, "{r}");
+        assert_eq!(traces[0]["traceID"], hex);
+        assert_eq!(traces[0]["rootServiceName"], "web");
+        assert_eq!(traces[0]["rootTraceName"], "root");
+        assert_eq!(traces[0]["durationMs"], 150_000);
+        assert_eq!(traces[0]["spanSets"][0]["matched"], 3, "{r}");
     }
     // Reopened: two spans come from span files, the third from the WAL.
     let p = path.clone();
