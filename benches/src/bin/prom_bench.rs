@@ -76,6 +76,9 @@ struct Args {
     /// Skip the queries.
     #[arg(long)]
     no_queries: bool,
+    /// Keep each server running after its queries until Enter is pressed (for `perf record -p`).
+    #[arg(long)]
+    hold: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -691,6 +694,11 @@ fn run_server(
     };
     let rss_after_queries_kib = procfs::status_kib(pid, "VmRSS")?.unwrap_or(0);
     let peak_rss_kib = procfs::status_kib(pid, "VmHWM")?.unwrap_or(0);
+    if args.hold {
+        eprintln!("[prom_bench] holding: {} pid {pid} at {}; press Enter to go on", target.as_str(), server.base);
+        let mut s = String::new();
+        let _ = std::io::stdin().read_line(&mut s);
+    }
     Ok(ServerResult {
         target,
         ingest,
