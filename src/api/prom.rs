@@ -243,7 +243,12 @@ async fn instant_query(State(s): State<AppState>, req: Request) -> ApiResult {
     let store = store(&s)?;
     let prom = Arc::clone(&s.prom);
     let (data, warnings) = run_blocking(&s, move || {
-        let r = prom.engine().instant_query(store.metric_store(), &q, t, Some(timeout))?;
+        // A query that does not parse is an invalid parameter here (not on `query_range`), as in
+        // Prometheus 2.42.
+        let r = prom.engine().instant_query(store.metric_store(), &q, t, Some(timeout)).map_err(|e| match e {
+            QueryError::Parse(m) => ApiError::param("query", m),
+            e => ApiError::from(e),
+        })?;
         Ok(encode_result(r))
     })
     .await?;
@@ -297,19 +302,26 @@ fn thousands(n: usize) -> String {
     out
 }
 
-/// The matcher sets of the `match[]` parameters.
-fn match_params(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+/// The matcher sets of the `match[]` parameters. `named`: a selector that does not parse is
+/// refused as `invalid parameter "match[]": …` (`/api/v1/series`), otherwise with the parse error
+/// alone (`/labels`, `/label/<name>/values`), as Prometheus 2.42 words them.
+fn match_params(p: &Params, named: bool) -> Result<Vec<Vec<Matcher>>, ApiError> {
     p.all("match[]")
         .into_iter()
         .filter(|m| !m.is_empty())
-        .map(|m| query::promql::parse_selector(m).map_err(ApiError::from))
+        .map(|m| {
+            query::promql::parse_selector(m).map_err(|e| match e {
+                QueryError::Parse(m) if named => ApiError::param("match[]", m),
+                e => ApiError::from(e),
+            })
+        })
         .collect()
 }
 
 /// `/api/v1/series`
 async fn series(State(s): State<AppState>, req: Request) -> ApiResult {
     let p = read_params(req).await?;
-    let sets = match_params(&p)?;
+    let sets = match_params(&p, true)?;
     if sets.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }
@@ -361,7 +373,7 @@ fn string_list(mut v: Vec<String>, limit: Option<usize>) -> (String, Vec<String>
 /// `/api/v1/labels`
 async fn labels(State(s): State<AppState>, req: Request) -> ApiResult {
     let p = read_params(req).await?;
-    let sets = match_params(&p)?;
+    let sets = match_params(&p, false)?;
     let start = time_param(&p, "start", MIN_TIME_MS)?;
     let end = time_param(&p, "end", MAX_TIME_MS)?;
     let limit = limit_param(&p)?;
@@ -386,7 +398,7 @@ async fn label_values(State(s): State<AppState>, Path(name): Path<String>, req: 
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
-    let sets = match_params(&p)?;
+    let sets = match_params(&p, false)?;
     let start = time_param(&p, "start", MIN_TIME_MS)?;
     let end = time_param(&p, "end", MAX_TIME_MS)?;
     let limit = limit_param(&p)?;
@@ -552,7 +564,7 @@ fn selectors_of(q: &str) -> Result<Vec<Vec<Matcher>>, ApiError> {
             Ok(true)
         }
     }
-    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::bad_data(format!("parse error: {e}")))?;
+    let expr = query::promql::parse(q).map_err(ApiError::from)?;
     let mut c = Collect(Vec::new());
     let _ = walk_expr(&mut c, &expr);
     let convert = |m: &promql_parser::label::Matcher| -> Result<Matcher, ApiError> {
@@ -699,7 +711,7 @@ async fn config_status(State(s): State<AppState>) -> Response {
 async fn format_query(req: Request) -> ApiResult {
     let p = read_params(req).await?;
     let q = p.get("query").unwrap_or("");
-    let expr = promql_parser::parser::parse(q).map_err(|e| ApiError::bad_data(format!("1:1: parse error: {e}")))?;
+    let expr = query::promql::parse(q).map_err(|e| ApiError::param("query", e.to_string()))?;
     let mut data = String::new();
     json::string(&mut data, &expr.prettify());
     Ok(ok(&data, &[]))

@@ -1,7 +1,9 @@
 //! Differential test against a real Prometheus 2.42 (`/usr/bin/prometheus`, Debian package): the
 //! same generated data is remote-written to both, then every query of [`EXPRESSIONS`] runs as an
 //! instant query at three times and as a range query on both, and the answers are compared
-//! (labels exactly, values within 1e-9 relative, NaN equal to NaN, errors by `errorType`).
+//! (labels exactly, values within 1e-9 relative, NaN equal to NaN, errors by `errorType`). The
+//! malformed queries of [`BAD_QUERIES`] and [`BAD_SELECTORS`] are compared whole: status,
+//! `errorType` and the error text with Prometheus' `line:col`.
 //!
 //! Queries listed in `tests/it/prom_diff_known.txt` are known differences (engine bugs to fix):
 //! they are reported but do not fail the test; a listed query that now agrees is reported too, so
@@ -213,6 +215,59 @@ const EXPRESSIONS: &[&str] = &[
     "histogram_count(diff_native)",
     "increase(diff_native[10m])",
 ];
+
+/// Malformed queries whose whole error answer (status, `errorType` and the `error` text with its
+/// `line:col`) must equal Prometheus', on `/api/v1/query`, `query_range`, `query_exemplars` and
+/// `format_query`.
+const BAD_QUERIES: &[&str] = &[
+    "",
+    "  ",
+    "sum(",
+    "rate(x[5m]",
+    "sum by (a) (x",
+    "sum by (a,",
+    "foo\n + (",
+    "foo{",
+    "x{a=",
+    "x{a='b'",
+    "x[5m",
+    "x[5m:",
+    "1 +",
+    "1 + ",
+    "x +\n",
+    "x{a=\"é\"}+",
+    "x and",
+    "x unless ",
+    "x atan2",
+    "x == bool",
+    "x ^",
+    "x + on",
+    "sum without",
+    "x offset",
+    "x @",
+    "é(",
+    "x{a=\"b\"} é",
+    "x{a=\"b}",
+    "x{a='b} + 1",
+    "x{a=\"b\"} + y{c=\"d",
+    "foo(x)",
+    "x + foo(y)",
+    "rate(x)",
+    "rate( x )",
+    "sum(rate(x))",
+    "abs(x[5m])",
+    "round(x[1m])",
+    "histogram_quantile(0.9, x[5m])",
+    "rate(x{a=\"rate(\"})",
+    "label_replace(x, \"a\", \"b\", \"c\")",
+    "time(1)",
+];
+
+/// Malformed selectors, compared the same way as `match[]` of `/api/v1/series` and
+/// `/api/v1/labels`. (Prometheus parses `match[]` with its metric-selector grammar, which words
+/// the errors of other expressions differently: "unexpected \"(\"" where the expression grammar
+/// says what the call lacks; Outpost answers those with the expression parser's words.)
+const BAD_SELECTORS: &[&str] = &["foo{", "x{a=", "x{a='b'", "x{a=\"b}", "x{a='b} + 1", "x{a=\"b\"} é", "é("];
 
 /// A running Prometheus, killed on drop.
 struct Prometheus {
@@ -665,6 +720,33 @@ fn same_answers_as_prometheus() {
     // The data set must make most queries return something, or agreement proves little.
     assert!(nonempty * 10 >= compared * 6, "only {nonempty} of {compared} answers had data");
     assert!(failures.is_empty(), "{} expressions differ from Prometheus:\n{}", failures.len(), failures.join("\n"));
+
+    // Errors: the whole answer, word for word.
+    let mut wrong = Vec::new();
+    let (from, to) = (secs(end - 600_000), secs(end));
+    let queries = BAD_QUERIES.iter().flat_map(|q| {
+        [
+            ("/api/v1/query", vec![("query", *q), ("time", to.as_str())]),
+            ("/api/v1/query_range", vec![("query", *q), ("start", from.as_str()), ("end", &to), ("step", "60")]),
+            ("/api/v1/query_exemplars", vec![("query", *q), ("start", from.as_str()), ("end", &to)]),
+            ("/api/v1/format_query", vec![("query", *q)]),
+        ]
+    });
+    let selectors = BAD_SELECTORS
+        .iter()
+        .flat_map(|q| [("/api/v1/series", vec![("match[]", *q)]), ("/api/v1/labels", vec![("match[]", *q)])]);
+    for (path, params) in queries.chain(selectors) {
+        let q = params[0].1;
+        let (sa, ba) = post_form(&ours.http(), path, "", &params);
+        let (sb, bb) = post_form(&prom.base, path, "", &params);
+        let (ja, jb): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&ba).unwrap_or_default(), serde_json::from_str(&bb).unwrap_or_default());
+        assert_eq!(jb["status"], "error", "Prometheus accepted {q:?} on {path}: {bb}");
+        if (sa, &ja["errorType"], &ja["error"]) != (sb, &jb["errorType"], &jb["error"]) {
+            wrong.push(format!("{path} {q:?}\n    ours:       {sa} {ba}\n    prometheus: {sb} {bb}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} error answers differ from Prometheus:\n{}", wrong.len(), wrong.join("\n"));
 }
 
 /// The comparison itself must catch differences, or agreement proves nothing.

@@ -195,13 +195,216 @@ fn register_functions() {
     });
 }
 
-/// Parses a PromQL expression, mapping errors to Prometheus' `parse error:` text.
-pub(crate) fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+/// Parses a PromQL expression, mapping errors to Prometheus' `<line>:<col>: parse error: …` text.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     register_functions();
     if query.trim().is_empty() {
-        return Err(QueryError::Parse("parse error: no expression found in input".into()));
+        return Err(QueryError::Parse("1:1: parse error: no expression found in input".into()));
     }
-    promql_parser::parser::parse(query).map_err(|e| QueryError::Parse(format!("parse error: {e}")))
+    promql_parser::parser::parse(query).map_err(|e| QueryError::Parse(prometheus_parse_error(query, &e)))
+}
+
+/// Prometheus' text for a parse error of `query` that promql-parser words as `msg`:
+/// `<line>:<col>: parse error: <message>`, the position 1-based with the column in bytes, as
+/// Prometheus reports it. promql-parser's errors carry no position, so it is found here for the
+/// kinds whose place follows from the text: errors at the end of the input (an unclosed
+/// parenthesis, bracket or brace, a trailing operator or keyword: the position just past the last
+/// byte), an unexpected character (its first place outside quotes) and an unterminated string (its
+/// opening quote). Other errors keep promql-parser's wording without a position.
+fn prometheus_parse_error(query: &str, msg: &str) -> String {
+    let at = |offset: usize| {
+        let before = &query[..offset.min(query.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!("{line}:{col}")
+    };
+    let end = query.len();
+    let (text, offset): (String, Option<usize>) = if msg == "unexpected end of input inside brackets" {
+        ("unclosed left bracket".into(), Some(end))
+    } else if msg.contains("end of input") || msg == "unclosed left parenthesis" {
+        (msg.into(), Some(end))
+    } else if msg == "invalid promql query" {
+        // promql-parser's answer for every grammar error (its private `INVALID_QUERY_INFO`).
+        match trailing_word(query) {
+            Some("by" | "without" | "on" | "ignoring") => {
+                ("unexpected end of input in grouping opts, expected \"(\"".into(), Some(end))
+            }
+            Some(w) if ENDLESS.contains(&w) => ("unexpected end of input".into(), Some(end)),
+            _ => (msg.into(), None),
+        }
+    } else if let Some(c) = msg.strip_prefix("unexpected character: '").and_then(|r| r.strip_suffix('\'')) {
+        let mut chars = c.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => (msg.into(), unquoted(query).find(|&(_, ch)| ch == c).map(|(i, _)| i)),
+            _ => (msg.into(), None),
+        }
+    } else if msg.starts_with("unterminated quoted string") {
+        ("unterminated quoted string".into(), open_quote(query))
+    } else if let Some(name) = msg.strip_prefix("unknown function with name '").and_then(|r| r.strip_suffix('\'')) {
+        (format!("unknown function with name {name:?}"), call_at(query, name).map(|(at, _)| at))
+    } else if let Some((name, got)) = msg
+        .strip_prefix("expected ")
+        .and_then(|r| r.split_once(" argument(s) in call to '"))
+        .and_then(|(n, r)| Some((n, r.split_once("', got ")?)))
+        .map(|(n, (f, g))| (f, format!("expected {n} argument(s) in call to {f:?}, got {g}")))
+    {
+        (got, call_at(query, name).map(|(at, _)| at))
+    } else if let Some((want, name, got)) = msg
+        .strip_prefix("expected type ")
+        .and_then(|r| r.split_once(" in call to function '"))
+        .and_then(|(w, r)| r.split_once("', got ").map(|(f, g)| (w, f, g)))
+    {
+        let text = format!("expected type {} in call to function {name:?}, got {}", type_words(want), type_words(got));
+        let arg = call_at(query, name).and_then(|(_, open)| {
+            call_args(query, open).into_iter().find(|&(_, a)| apparent_type(a) == got).map(|(at, _)| at)
+        });
+        (text, arg)
+    } else {
+        (msg.into(), None)
+    };
+    match offset {
+        Some(o) => format!("{}: parse error: {text}", at(o)),
+        None => format!("parse error: {text}"),
+    }
+}
+
+/// Prometheus' words for promql-parser's value type names.
+fn type_words(t: &str) -> &str {
+    match t {
+        "matrix" => "range vector",
+        "vector" => "instant vector",
+        other => other,
+    }
+}
+
+/// The type an argument's text plainly has (promql-parser's names): a quoted string, a number, a
+/// range (text ending in `]`: a range selector or a subquery), else an instant vector. Used only
+/// to place an error; an argument of another shape just finds no match.
+fn apparent_type(arg: &str) -> &'static str {
+    let a = arg.trim();
+    if a.starts_with(['"', '\'', '`']) {
+        "string"
+    } else if a.parse::<f64>().is_ok() {
+        "scalar"
+    } else if a.ends_with(']') {
+        "matrix"
+    } else {
+        "vector"
+    }
+}
+
+/// The first call of function `name` outside quotes: the byte offsets of its name and of its `(`.
+fn call_at(query: &str, name: &str) -> Option<(usize, usize)> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let chars: Vec<(usize, char)> = unquoted(query).collect();
+    for (k, &(i, _)) in chars.iter().enumerate() {
+        if !query[i..].starts_with(name) || (k > 0 && ident(chars[k - 1].1) && chars[k - 1].0 + 1 == i) {
+            continue;
+        }
+        let rest = &query[i + name.len()..];
+        let paren = rest.len() - rest.trim_start().len();
+        if rest.trim_start().starts_with('(') {
+            return Some((i, i + name.len() + paren));
+        }
+    }
+    None
+}
+
+/// The arguments of the call whose `(` is at byte `open`: each one's first non-blank byte offset
+/// and its text, split at the commas outside brackets and quotes.
+fn call_args(query: &str, open: usize) -> Vec<(usize, &str)> {
+    let mut ranges = Vec::new();
+    let mut depth = 0usize;
+    let mut start = open + 1;
+    for (i, c) in unquoted(&query[open..]).map(|(i, c)| (open + i, c)) {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    ranges.push((start, i));
+                    break;
+                }
+            }
+            ',' if depth == 1 => {
+                ranges.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    ranges
+        .into_iter()
+        .filter_map(|(a, e)| {
+            let text = &query[a..e];
+            let blank = text.len() - text.trim_start().len();
+            (!text.trim().is_empty()).then(|| (a + blank, text.trim_start()))
+        })
+        .collect()
+}
+
+/// Tokens after which an expression cannot end: binary operators and `bool`.
+const ENDLESS: &[&str] =
+    &["+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">=", "and", "or", "unless", "atan2", "bool"];
+
+/// The last token of `query` when it is an operator symbol or a word (outside quotes).
+fn trailing_word(query: &str) -> Option<&str> {
+    let t = query.trim_end();
+    if open_quote(query).is_some() {
+        return None;
+    }
+    let word = t.rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or("");
+    if !word.is_empty() {
+        return Some(word);
+    }
+    let sym = t.rsplit(|c: char| !"+-*/%^=!<>".contains(c)).next().unwrap_or("");
+    (!sym.is_empty()).then_some(sym)
+}
+
+/// The characters of `query` outside quoted strings (`"…"`, `'…'` with backslash escapes, and
+/// raw `` `…` ``), with their byte offsets.
+fn unquoted(query: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    query.char_indices().filter(move |&(_, c)| match quote {
+        Some(q) => {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q != '`' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            false
+        }
+        None if matches!(c, '"' | '\'' | '`') => {
+            quote = Some(c);
+            false
+        }
+        None => true,
+    })
+}
+
+/// The byte offset of the opening quote of a string `query` leaves unterminated, if any.
+fn open_quote(query: &str) -> Option<usize> {
+    let mut open: Option<(usize, char)> = None;
+    let mut escaped = false;
+    for (i, c) in query.char_indices() {
+        match open {
+            Some((_, q)) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q != '`' {
+                    escaped = true;
+                } else if c == q {
+                    open = None;
+                }
+            }
+            None if matches!(c, '"' | '\'' | '`') => open = Some((i, c)),
+            None => {}
+        }
+    }
+    open.map(|(i, _)| i)
 }
 
 /// Parses a series selector (`match[]` of `/api/v1/series`, `/labels`, ...) into matchers.
@@ -219,5 +422,46 @@ pub fn parse_selector(s: &str) -> Result<Vec<storage::Matcher>, QueryError> {
             "parse error: expected type vector selector, got {}",
             documented_type(other.value_type())
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parse errors worded and placed as Prometheus 2.42 answered these queries (recorded from
+    /// a live `prometheus`; `tests/it/prom_diff.rs` compares with one directly when installed).
+    #[test]
+    fn parse_errors_carry_prometheus_positions_and_words() {
+        let cases = [
+            ("", "1:1: parse error: no expression found in input"),
+            ("sum(", "1:5: parse error: unclosed left parenthesis"),
+            ("foo\n + (", "2:5: parse error: unclosed left parenthesis"),
+            ("x[5m", "1:5: parse error: unclosed left bracket"),
+            ("x{a=", "1:5: parse error: unexpected end of input inside braces"),
+            ("1 + ", "1:5: parse error: unexpected end of input"),
+            ("x +\n", "2:1: parse error: unexpected end of input"),
+            ("x{a=\"é\"}+", "1:11: parse error: unexpected end of input"),
+            ("x == bool", "1:10: parse error: unexpected end of input"),
+            ("sum without", "1:12: parse error: unexpected end of input in grouping opts, expected \"(\""),
+            ("x{a=\"b\"} é", "1:10: parse error: unexpected character: 'é'"),
+            ("x{a=\"b\"} + y{c=\"d", "1:16: parse error: unterminated quoted string"),
+            ("x + foo(y)", "1:5: parse error: unknown function with name \"foo\""),
+            ("time(1)", "1:1: parse error: expected 0 argument(s) in call to \"time\", got 1"),
+            (
+                "rate(x{a=\"rate(\"})",
+                "1:6: parse error: expected type range vector in call to function \"rate\", got instant vector",
+            ),
+            (
+                "histogram_quantile(0.9, x[5m])",
+                "1:25: parse error: expected type instant vector in call to function \"histogram_quantile\", got range vector",
+            ),
+        ];
+        for (q, want) in cases {
+            match parse(q) {
+                Err(QueryError::Parse(got)) => assert_eq!(got, want, "{q:?}"),
+                other => panic!("{q:?}: {other:?}"),
+            }
+        }
     }
 }
