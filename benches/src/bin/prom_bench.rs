@@ -76,6 +76,11 @@ struct Args {
     /// Skip the queries.
     #[arg(long)]
     no_queries: bool,
+    /// Minutes of live load after the queries: every `--interval` seconds, one sample of every
+    /// series stamped with the wall clock, as scrapes of the active series arrive. RSS is read at
+    /// the end (the steady-state memory of the active series); 0 skips it.
+    #[arg(long, default_value_t = 3.0)]
+    live_minutes: f64,
     /// Keep each server running after its queries until Enter is pressed (for `perf record -p`).
     #[arg(long)]
     hold: bool,
@@ -614,6 +619,56 @@ fn run_queries(server: &Server, load: &PromLoad, args: &Args, end_s: i64) -> any
 // One server, the whole benchmark
 // ---------------------------------------------------------------------------------------------
 
+/// The live phase: every `--interval` seconds for `--live-minutes`, one sample of every series
+/// at the wall clock (one sender, `--batch` samples per request). Returns the server's RSS at the
+/// end (KiB) and the largest RSS read at the end of each round.
+fn live(server: &Server, pid: u32, load: &PromLoad, args: &Args) -> anyhow::Result<(u64, u64)> {
+    let url = format!("{}/api/v1/write", server.base);
+    let client = http_client()?;
+    let rounds = ((args.live_minutes * 60.0) / args.interval as f64).round().max(1.0) as u64;
+    // Values restart from each series' first value: a counter reset for the counters, which
+    // the servers take in their stride; the memory does not depend on the values.
+    let mut values = vec![f64::NAN; load.series.len()];
+    let (mut buf, mut compressed) = (Vec::with_capacity(args.batch * 300), Vec::new());
+    let mut max_rss = 0;
+    let started = Instant::now();
+    for round in 0..rounds {
+        let due = started + Duration::from_secs(round * args.interval);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let ts = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+        for (chunk_no, chunk) in load.series.chunks(args.batch).enumerate() {
+            buf.clear();
+            for (j, s) in chunk.iter().enumerate() {
+                let i = chunk_no * args.batch + j;
+                values[i] = s.next_value(round, values[i]);
+                s.encode_sample(values[i], ts, &mut buf);
+            }
+            compressed.resize(snap::raw::max_compress_len(buf.len()), 0);
+            let len = snap::raw::Encoder::new().compress(&buf, &mut compressed)?;
+            let r = client
+                .post(&url)
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(compressed[..len].to_vec())
+                .send()
+                .with_context(|| format!("POST {url}"))?;
+            if !r.status().is_success() {
+                let status = r.status();
+                let body = r.text().unwrap_or_default();
+                bail!("live POST {url}: {status}: {}", &body[..body.len().min(500)]);
+            }
+        }
+        max_rss = max_rss.max(procfs::status_kib(pid, "VmRSS")?.unwrap_or(0));
+    }
+    // The end: one interval after the last round, as a scrape-driven server sits between scrapes.
+    std::thread::sleep(Duration::from_secs(args.interval));
+    let rss = procfs::status_kib(pid, "VmRSS")?.unwrap_or(0);
+    Ok((rss, max_rss.max(rss)))
+}
+
 struct ServerResult {
     target: Target,
     ingest: IngestResult,
@@ -621,6 +676,8 @@ struct ServerResult {
     cpu_flush_s: f64,
     rss_after_ingest_kib: u64,
     rss_after_queries_kib: u64,
+    /// RSS at the end of the live phase, and the most read during it (KiB); 0 when skipped.
+    rss_live_kib: (u64, u64),
     peak_rss_kib: u64,
     flush: FlushResult,
     queries: Vec<QueryResult>,
@@ -693,6 +750,15 @@ fn run_server(
         }
     };
     let rss_after_queries_kib = procfs::status_kib(pid, "VmRSS")?.unwrap_or(0);
+    let rss_live_kib = if args.live_minutes > 0.0 {
+        eprintln!("[prom_bench]   {}: {} min of live load ...", target.as_str(), args.live_minutes);
+        match live(&server, pid, load, args) {
+            Ok(r) => r,
+            Err(e) => return Err(fail(e, &server)),
+        }
+    } else {
+        (0, 0)
+    };
     let peak_rss_kib = procfs::status_kib(pid, "VmHWM")?.unwrap_or(0);
     if args.hold {
         eprintln!("[prom_bench] holding: {} pid {pid} at {}; press Enter to go on", target.as_str(), server.base);
@@ -706,6 +772,7 @@ fn run_server(
         cpu_flush_s: cpu2 - cpu1,
         rss_after_ingest_kib,
         rss_after_queries_kib,
+        rss_live_kib,
         peak_rss_kib,
         flush: flushed,
         queries,
@@ -835,13 +902,13 @@ fn report(results: &[ServerResult], load: &PromLoad) -> String {
     let _ = writeln!(out, "\n### Details\n");
     let _ = writeln!(
         out,
-        "| server | requests | wire MB (snappy) | write p50 / p99 ms | client CPU-s | flush s | flush CPU-s | CPU-s per M incl. flush | size measured | allocated bytes | whole data folder bytes | RSS after queries MiB | WARN/ERROR lines |"
+        "| server | requests | wire MB (snappy) | write p50 / p99 ms | client CPU-s | flush s | flush CPU-s | CPU-s per M incl. flush | size measured | allocated bytes | whole data folder bytes | RSS after queries MiB | RSS live, end / max MiB | WARN/ERROR lines |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} / {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.1} | {:.1} / {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {:.0} / {:.0} | {} |",
             r.target.as_str(),
             fmt_int(r.ingest.requests as f64),
             r.ingest.wire_bytes as f64 / 1e6,
@@ -855,6 +922,8 @@ fn report(results: &[ServerResult], load: &PromLoad) -> String {
             fmt_int(r.flush.bytes.1 as f64),
             fmt_int(r.flush.data_dir_bytes as f64),
             r.rss_after_queries_kib as f64 / 1024.0,
+            r.rss_live_kib.0 as f64 / 1024.0,
+            r.rss_live_kib.1 as f64 / 1024.0,
             r.problems,
         );
     }
@@ -929,6 +998,15 @@ fn report(results: &[ServerResult], load: &PromLoad) -> String {
         row(&mut out, "CPU-s per M samples (ingest)", &|r| r.cpu_per_million(), &|x| format!("{x:.2}"), "≤ 0.6× VM");
         row(&mut out, "bytes per sample on disk", &|r| r.bytes_per_sample(), &|x| format!("{x:.2}"), "≤ 0.5× VM");
         row(&mut out, "RSS after ingest, MiB", &|r| r.rss_mib(), &|x| format!("{x:.0}"), "< 100 MiB at 100k series");
+        if o.rss_live_kib.0 > 0 {
+            row(
+                &mut out,
+                "RSS under live load (end), MiB",
+                &|r| r.rss_live_kib.0 as f64 / 1024.0,
+                &|x| format!("{x:.0}"),
+                "< 100 MiB at 100k series",
+            );
+        }
         row(
             &mut out,
             "samples/s (wall)",
