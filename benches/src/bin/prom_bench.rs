@@ -186,6 +186,34 @@ fn http_client() -> anyhow::Result<reqwest::blocking::Client> {
     Ok(reqwest::blocking::Client::builder().no_proxy().timeout(Duration::from_secs(300)).build()?)
 }
 
+/// Sends the encoded `WriteRequest` in `buf` as Prometheus does (snappy, remote write 0.1.0),
+/// `compressed` as scratch; fails unless the answer is 2xx. Returns the bytes on the wire and the
+/// request's latency (from sending to the answer, compression excluded).
+fn post_write(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    buf: &[u8],
+    compressed: &mut Vec<u8>,
+) -> anyhow::Result<(usize, Duration)> {
+    compressed.resize(snap::raw::max_compress_len(buf.len()), 0);
+    let len = snap::raw::Encoder::new().compress(buf, compressed)?;
+    let t = Instant::now();
+    let r = client
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(compressed[..len].to_vec())
+        .send()
+        .with_context(|| format!("POST {url}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        let body = r.text().unwrap_or_default();
+        bail!("POST {url}: {status}: {}", &body[..body.len().min(500)]);
+    }
+    Ok((len, t.elapsed()))
+}
+
 fn start(target: Target, args: &Args, tmp_root: &Path) -> anyhow::Result<Server> {
     let dir = TempDir::new(tmp_root, &format!("prom-bench-{}", target.as_str()))?;
     match target {
@@ -300,23 +328,8 @@ fn ingest(
             let mut in_batch = 0;
             let (mut requests, mut wire, mut lat) = (0u64, 0u64, Vec::new());
             let mut send = |buf: &mut Vec<u8>, n: usize| -> anyhow::Result<()> {
-                compressed.resize(snap::raw::max_compress_len(buf.len()), 0);
-                let len = snap::raw::Encoder::new().compress(buf, &mut compressed)?;
-                let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("Content-Type", "application/x-protobuf")
-                    .header("Content-Encoding", "snappy")
-                    .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                    .body(compressed[..len].to_vec())
-                    .send()
-                    .with_context(|| format!("POST {url}"))?;
-                let status = r.status();
-                if !status.is_success() {
-                    let body = r.text().unwrap_or_default();
-                    bail!("POST {url}: {status}: {}", &body[..body.len().min(500)]);
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                let (len, took) = post_write(&client, &url, buf, &mut compressed)?;
+                lat.push(took.as_secs_f64() * 1e3);
                 requests += 1;
                 wire += len as u64;
                 samples.fetch_add(n as u64, Ordering::Relaxed);
@@ -645,21 +658,7 @@ fn live(server: &Server, pid: u32, load: &PromLoad, args: &Args) -> anyhow::Resu
                 values[i] = s.next_value(round, values[i]);
                 s.encode_sample(values[i], ts, &mut buf);
             }
-            compressed.resize(snap::raw::max_compress_len(buf.len()), 0);
-            let len = snap::raw::Encoder::new().compress(&buf, &mut compressed)?;
-            let r = client
-                .post(&url)
-                .header("Content-Type", "application/x-protobuf")
-                .header("Content-Encoding", "snappy")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                .body(compressed[..len].to_vec())
-                .send()
-                .with_context(|| format!("POST {url}"))?;
-            if !r.status().is_success() {
-                let status = r.status();
-                let body = r.text().unwrap_or_default();
-                bail!("live POST {url}: {status}: {}", &body[..body.len().min(500)]);
-            }
+            post_write(&client, &url, &buf, &mut compressed).context("live load")?;
         }
         max_rss = max_rss.max(procfs::status_kib(pid, "VmRSS")?.unwrap_or(0));
     }

@@ -361,50 +361,52 @@ fn trailing_word(query: &str) -> Option<&str> {
     (!sym.is_empty()).then_some(sym)
 }
 
-/// The characters of `query` outside quoted strings (`"…"`, `'…'` with backslash escapes, and
-/// raw `` `…` ``), with their byte offsets.
-fn unquoted(query: &str) -> impl Iterator<Item = (usize, char)> + '_ {
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    query.char_indices().filter(move |&(_, c)| match quote {
-        Some(q) => {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q != '`' {
-                escaped = true;
-            } else if c == q {
-                quote = None;
+/// Follows PromQL's quoted strings (`"…"`, `'…'` with backslash escapes, raw `` `…` ``) one
+/// character at a time.
+#[derive(Default)]
+struct Quotes {
+    /// The open string's quote and the byte offset where it opened.
+    open: Option<(usize, char)>,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Takes the character at byte `i`; true when it is outside quotes (quote marks included
+    /// in the string they delimit).
+    fn outside(&mut self, i: usize, c: char) -> bool {
+        match self.open {
+            Some((_, q)) => {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' && q != '`' {
+                    self.escaped = true;
+                } else if c == q {
+                    self.open = None;
+                }
+                false
             }
-            false
+            None if matches!(c, '"' | '\'' | '`') => {
+                self.open = Some((i, c));
+                false
+            }
+            None => true,
         }
-        None if matches!(c, '"' | '\'' | '`') => {
-            quote = Some(c);
-            false
-        }
-        None => true,
-    })
+    }
+}
+
+/// The characters of `query` outside quoted strings, with their byte offsets.
+fn unquoted(query: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut quotes = Quotes::default();
+    query.char_indices().filter(move |&(i, c)| quotes.outside(i, c))
 }
 
 /// The byte offset of the opening quote of a string `query` leaves unterminated, if any.
 fn open_quote(query: &str) -> Option<usize> {
-    let mut open: Option<(usize, char)> = None;
-    let mut escaped = false;
+    let mut quotes = Quotes::default();
     for (i, c) in query.char_indices() {
-        match open {
-            Some((_, q)) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q != '`' {
-                    escaped = true;
-                } else if c == q {
-                    open = None;
-                }
-            }
-            None if matches!(c, '"' | '\'' | '`') => open = Some((i, c)),
-            None => {}
-        }
+        quotes.outside(i, c);
     }
-    open.map(|(i, _)| i)
+    quotes.open.map(|(i, _)| i)
 }
 
 /// Parses a series selector (`match[]` of `/api/v1/series`, `/labels`, ...) into matchers.
