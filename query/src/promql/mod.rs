@@ -466,4 +466,27 @@ mod tests {
             }
         }
     }
+
+    /// Cut and spliced queries (multi-byte characters, quotes, brackets at every place) never
+    /// make the error placement panic, and every position it gives lies within the query.
+    #[test]
+    fn parse_errors_of_mangled_queries_never_panic() {
+        let base = "histogram_quantile(0.9, sum by (le) (rate(x{a=\"é'\\\"\", b=~`(`}[5m] offset 1m)))\n + on(a) é";
+        let pieces = ["(", ")", "[", "]", "{", "}", "\"", "'", "`", ",", "é", "rate(", "+", " by", "\n"];
+        let chars: Vec<(usize, char)> = base.char_indices().collect();
+        let mut seed: u64 = 3;
+        for _ in 0..5_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let cut = chars[(seed >> 33) as usize % chars.len()].0;
+            let piece = pieces[(seed >> 20) as usize % pieces.len()];
+            let q = format!("{}{piece}", &base[..cut]);
+            let Err(QueryError::Parse(msg)) = parse(&q) else { continue };
+            if let Some((line, rest)) = msg.split_once(':').filter(|(l, _)| l.parse::<usize>().is_ok()) {
+                let col: usize = rest.split(':').next().unwrap().parse().unwrap();
+                let line: usize = line.parse().unwrap();
+                let last = q.split('\n').nth(line - 1).unwrap_or_else(|| panic!("{q:?}: {msg}"));
+                assert!(col <= last.len() + 1, "{q:?}: {msg}");
+            }
+        }
+    }
 }
