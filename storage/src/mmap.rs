@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 
 /// Maps `file` read-only. Callers map only files that are complete and fsynced and that nothing
 /// in Outpost writes, truncates or appends to afterwards.
@@ -20,4 +20,18 @@ pub(crate) fn map_immutable(file: &File) -> io::Result<Mmap> {
     // directory is locked against other Outpost processes; changing these files by hand while
     // Outpost runs is outside the contract (as for Prometheus' blocks).
     unsafe { Mmap::map(file) }
+}
+
+/// Drops `map`'s pages in `range` from this process' page tables (`MADV_DONTNEED`); the file's
+/// pages stay in the kernel's page cache, and a later read of the range faults them back in with
+/// the same bytes. Mapped file pages count in the process' RSS for as long as they stay mapped:
+/// a scan over every logs chunk would otherwise leave the whole store in it. Errors are ignored
+/// (the advice only changes what the RSS counts).
+pub(crate) fn drop_pages(map: &Mmap, range: std::ops::Range<usize>) {
+    let Some(len) = range.end.checked_sub(range.start).filter(|_| range.end <= map.len()) else { return };
+    // SAFETY: `MADV_DONTNEED` on a shared, read-only map of a file that never changes (see
+    // `map_immutable`) discards no data: the next access reads the same bytes from the page
+    // cache, so references into the map, held by this or another thread, stay valid and see the
+    // same contents.
+    let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, range.start, len) };
 }

@@ -690,6 +690,9 @@ impl LogsHead {
                     || p.frame(i).and_then(|f| chunk::Chunk::parse(f, true).ok()).is_none_or(|ch| {
                         ch.timestamps().map_or(true, |ts| ts.iter().any(|&t| t >= start_ns && t <= end_ns))
                     });
+                if !inside {
+                    p.release(i);
+                }
                 if hit {
                     found.insert(c.stream);
                 }
@@ -723,11 +726,56 @@ struct Job<'a> {
 }
 
 /// Decodes chunk `i` of `p` and returns it with its rows that pass `job`, ascending; `None` when
-/// none does or the chunk is damaged (damage is not fatal to a scan: the chunk is skipped).
-fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<'p>, Vec<u32>)> {
+/// none does or the chunk is damaged (damage is not fatal to a scan: the chunk is skipped). The
+/// chunk's mapped pages are released when the answer is dropped, or at once when there is none.
+fn read_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> ReadChunk<'p> {
     if job.stop.is_some_and(|f| f()) {
         return None;
     }
+    match filter_chunk(p, i, job) {
+        Some((d, rows)) => Some((Held { d, p, i, released: false }, rows)),
+        None => {
+            p.release(i);
+            None
+        }
+    }
+}
+
+/// A chunk decoded for a scan; its mapped pages are released ([`Partition::release`]) when it is
+/// dropped, after the scan has taken what it needs (the `meta` column is decoded on demand, so a
+/// release right after reading would only see its pages faulted back in).
+struct Held<'p> {
+    d: Decoded<'p>,
+    p: &'p Partition,
+    i: usize,
+    released: bool,
+}
+
+impl Held<'_> {
+    /// Frees the decoded columns and releases the pages now (a merge done with this chunk).
+    fn done(&mut self) {
+        self.d.release();
+        self.p.release(self.i);
+        self.released = true;
+    }
+}
+
+impl<'p> std::ops::Deref for Held<'p> {
+    type Target = Decoded<'p>;
+    fn deref(&self) -> &Decoded<'p> {
+        &self.d
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.p.release(self.i);
+        }
+    }
+}
+
+fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<'p>, Vec<u32>)> {
     let Some(frame) = p.frame(i) else {
         (job.damaged)(p, i, "chunk frame out of its file's bounds");
         return None;
@@ -798,7 +846,7 @@ fn threads() -> usize {
 }
 
 /// A chunk read for a scan: its decoded columns and the rows that pass, ascending.
-type ReadChunk<'p> = Option<(Decoded<'p>, Vec<u32>)>;
+type ReadChunk<'p> = Option<(Held<'p>, Vec<u32>)>;
 
 /// Reads `idx` (chunk numbers of `p`) on up to [`threads`] threads; results in `idx` order.
 fn read_chunks<'p>(p: &'p Partition, idx: &[usize], job: &Job<'_>) -> Vec<ReadChunk<'p>> {
@@ -937,7 +985,7 @@ fn merge_scan(
     let mut next = 0usize;
     let mut hp = 0usize;
     struct Cursor<'p> {
-        d: Decoded<'p>,
+        d: Held<'p>,
         rows: Vec<u32>,
         at: usize,
     }
@@ -994,7 +1042,7 @@ fn merge_scan(
         } else {
             // Done: free its columns (the slot stays so the other indexes hold).
             c.rows = Vec::new();
-            c.d.release();
+            c.d.done();
         }
     }
 }
