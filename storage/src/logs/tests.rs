@@ -598,3 +598,46 @@ fn a_stopped_scan_reads_no_more_chunks() {
         assert_eq!(run(&|| true, ordered), 0, "no chunk read");
     }
 }
+
+/// Resident pages (KiB) of this process' maps of the logs chunk files under `dir`
+/// (`/proc/self/smaps`; Linux).
+#[cfg(target_os = "linux")]
+fn chunk_rss_kib(dir: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if line.split_whitespace().next().is_some_and(|r| r.contains('-') && !r.ends_with(':')) {
+            ours = line.contains(dir.to_str().unwrap()) && line.contains("chunks-");
+        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
+            kib += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
+        }
+    }
+    kib
+}
+
+/// A scan leaves none of the chunks it read mapped into the process (their pages stay in the
+/// page cache), and scanning again reads the same records.
+#[cfg(target_os = "linux")]
+#[test]
+fn scanned_chunks_leave_the_process_rss() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogsHead::open(Some(dir.path()), &LogsOptions::default()).unwrap();
+    // Lines that do not compress to nothing: about 2 MB of chunks over 8 streams.
+    let mut x: u64 = 1;
+    for b in 0..40u64 {
+        let recs: Vec<LogRecord> = (0..500)
+            .map(|k| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1442695040888963407);
+                rec((b * 500 + k) as i64 * 1_000_000, &format!("request {x:016x} took {}ms", x % 997))
+            })
+            .collect();
+        store.apply(pos(b + 1), LogsBatch { groups: vec![group(&format!("s{}", b % 8), recs)] });
+    }
+    store.persist().unwrap();
+    let first = bodies(&store, &all(0, H));
+    assert_eq!(first.len(), 20_000);
+    assert_eq!(chunk_rss_kib(dir.path()), 0, "chunk pages still mapped after the scan");
+    assert_eq!(bodies(&store, &all(0, H)), first);
+    assert_eq!(chunk_rss_kib(dir.path()), 0);
+}
