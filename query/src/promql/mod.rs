@@ -208,9 +208,11 @@ pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, QueryError> {
 /// `<line>:<col>: parse error: <message>`, the position 1-based with the column in bytes, as
 /// Prometheus reports it. promql-parser's errors carry no position, so it is found here for the
 /// kinds whose place follows from the text: errors at the end of the input (an unclosed
-/// parenthesis, bracket or brace, a trailing operator or keyword: the position just past the last
-/// byte), an unexpected character (its first place outside quotes) and an unterminated string (its
-/// opening quote). Other errors keep promql-parser's wording without a position.
+/// parenthesis, bracket or brace, a trailing operator or grouping keyword: the position just past
+/// the last byte), a trailing grouping keyword where none may stand (the keyword), an unexpected
+/// character (its first place outside quotes), an unterminated string (its opening quote), an
+/// unknown function or a wrong argument count (the function's name), and an argument of the wrong
+/// type (the argument). Other errors keep promql-parser's wording without a position.
 fn prometheus_parse_error(query: &str, msg: &str) -> String {
     let at = |offset: usize| {
         let before = &query[..offset.min(query.len())];
@@ -226,8 +228,13 @@ fn prometheus_parse_error(query: &str, msg: &str) -> String {
     } else if msg == "invalid promql query" {
         // promql-parser's answer for every grammar error (its private `INVALID_QUERY_INFO`).
         match trailing_word(query) {
-            Some("by" | "without" | "on" | "ignoring") => {
-                ("unexpected end of input in grouping opts, expected \"(\"".into(), Some(end))
+            Some(w @ ("by" | "without" | "on" | "ignoring")) => {
+                let at = query.trim_end().len() - w.len();
+                if grouping_may_follow(&query[..at], w) {
+                    ("unexpected end of input in grouping opts, expected \"(\"".into(), Some(end))
+                } else {
+                    (format!("unexpected <{w}>"), Some(at))
+                }
             }
             Some(w) if ENDLESS.contains(&w) => ("unexpected end of input".into(), Some(end)),
             _ => (msg.into(), None),
@@ -343,6 +350,43 @@ fn call_args(query: &str, open: usize) -> Vec<(usize, &str)> {
         .collect()
 }
 
+/// The aggregation operators of Prometheus 2.42.
+const AGGREGATORS: &[&str] =
+    &["sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk", "quantile", "count_values"];
+
+/// Whether keyword `w` (`by`/`without` or `on`/`ignoring`) may stand after `before`: `by` and
+/// `without` after an aggregation operator, or after an aggregation's `(…)` that has no grouping
+/// yet (`sum(x) by (…)`); `on` and `ignoring` after a binary operator or `bool`.
+fn grouping_may_follow(before: &str, w: &str) -> bool {
+    let b = before.trim_end();
+    if matches!(w, "on" | "ignoring") {
+        return trailing_word(b).is_some_and(|p| ENDLESS.contains(&p));
+    }
+    if trailing_word(b).is_some_and(|p| AGGREGATORS.contains(&p)) {
+        return true;
+    }
+    // `agg(…)` just before: find the `(` matching the final `)`.
+    if !b.ends_with(')') {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut open = None;
+    for (i, c) in unquoted(b).collect::<Vec<_>>().into_iter().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    open = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    open.and_then(|i| trailing_word(&b[..i])).is_some_and(|p| AGGREGATORS.contains(&p))
+}
+
 /// Tokens after which an expression cannot end: binary operators and `bool`.
 const ENDLESS: &[&str] =
     &["+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">=", "and", "or", "unless", "atan2", "bool"];
@@ -446,6 +490,11 @@ mod tests {
             ("x{a=\"é\"}+", "1:11: parse error: unexpected end of input"),
             ("x == bool", "1:10: parse error: unexpected end of input"),
             ("sum without", "1:12: parse error: unexpected end of input in grouping opts, expected \"(\""),
+            ("sum(x) without", "1:15: parse error: unexpected end of input in grouping opts, expected \"(\""),
+            ("x == bool on", "1:13: parse error: unexpected end of input in grouping opts, expected \"(\""),
+            ("rate(x[5m]) by", "1:13: parse error: unexpected <by>"),
+            ("sum by (a) (x) by", "1:16: parse error: unexpected <by>"),
+            ("x on", "1:3: parse error: unexpected <on>"),
             ("x{a=\"b\"} é", "1:10: parse error: unexpected character: 'é'"),
             ("x{a=\"b\"} + y{c=\"d", "1:16: parse error: unterminated quoted string"),
             ("x + foo(y)", "1:5: parse error: unknown function with name \"foo\""),

@@ -775,6 +775,7 @@ impl Drop for Held<'_> {
     }
 }
 
+/// [`read_chunk`]'s work: the decoded chunk and its rows that pass `job`.
 fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decoded<'p>, Vec<u32>)> {
     let Some(frame) = p.frame(i) else {
         (job.damaged)(p, i, "chunk frame out of its file's bounds");
