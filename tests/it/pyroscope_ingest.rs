@@ -114,6 +114,16 @@ fn pprof_crate_cpu_profile_round_trips_through_ingest() {
     let fg = flamegraph(&server.http(), CPU, r#"{service_name="rust-app"}"#, Some(-1));
     assert_eq!(fg.total, want);
     assert_eq!(fg.names[0], "total");
+    // The same file read by `go tool pprof -top`: its total and top 10 functions by self value.
+    if let Some(go) = go_toolchain("pprof_crate_cpu_profile_round_trips_through_ingest: go tool pprof") {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rust-cpu.pprof");
+        std::fs::write(&file, &encoded).unwrap();
+        let (top, total) = go_top(go, &file);
+        assert!(!top.is_empty());
+        assert_eq!(total, want);
+        assert_flamegraph_is_go_top(&server.http(), "rust-app", &top, total);
+    }
     // The samples count type is there too, with the sample count as total.
     let fg = flamegraph(&server.http(), "process_cpu:samples:count:cpu:nanoseconds", "{}", None);
     assert_eq!(fg.total, pprof_sum(&encoded, "samples"));
@@ -127,10 +137,13 @@ fn pprof_crate_cpu_profile_round_trips_through_ingest() {
     assert_eq!(q::LabelValuesResponse::decode(body.as_slice()).unwrap().names, ["rustspy"]);
 }
 
-/// `go tool pprof -top` rows: (function, flat ns), and the total ns.
+/// `go tool pprof -top` rows: (function, flat ns), and the total ns. `-symbolize=none` shows the
+/// function names the file holds, as Pyroscope does: by default pprof demangles them again for
+/// display, which trims a Rust name such as `spec_next<i32>` to `spec_next` (C++ template rules).
 fn go_top(go: &str, file: &Path) -> (Vec<(String, i64)>, i64) {
     let out = Command::new(go)
-        .args(["tool", "pprof", "-top", "-nodecount=10", "-nodefraction=0", "-sample_index=cpu", "-unit=ns"])
+        .args(["tool", "pprof", "-symbolize=none", "-top", "-nodecount=10", "-nodefraction=0", "-sample_index=cpu"])
+        .arg("-unit=ns")
         .arg(file)
         .output()
         .unwrap();
@@ -182,16 +195,7 @@ fn go_top_rows_drop_the_inline_column() {
 
 #[test]
 fn go_runtime_pprof_profile_matches_go_tool_pprof() {
-    let go = match Command::new("go").arg("version").output() {
-        Ok(o) if o.status.success() => "go",
-        _ => {
-            if std::env::var("CI_REQUIRE_GO").as_deref() == Ok("1") {
-                panic!("CI_REQUIRE_GO=1 but the go toolchain is not installed");
-            }
-            eprintln!("notice: skipping go_runtime_pprof_profile_matches_go_tool_pprof: go is not installed");
-            return;
-        }
-    };
+    let Some(go) = go_toolchain("go_runtime_pprof_profile_matches_go_tool_pprof") else { return };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cpu.pprof");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/pprof-go");
@@ -229,10 +233,31 @@ fn go_runtime_pprof_profile_matches_go_tool_pprof() {
         Some(&format!("multipart/form-data; boundary={boundary}")),
     );
     assert_eq!(status, 200, "{text}");
-    let fg = flamegraph(&server.http(), CPU, r#"{service_name="go-app"}"#, Some(-1));
+    assert_flamegraph_is_go_top(&server.http(), "go-app", &top, total);
+}
+
+/// The `go` toolchain, or `None` (the caller skips) when it is not installed and CI does not
+/// require it.
+fn go_toolchain(test: &str) -> Option<&'static str> {
+    match Command::new("go").arg("version").output() {
+        Ok(o) if o.status.success() => Some("go"),
+        _ => {
+            if std::env::var("CI_REQUIRE_GO").as_deref() == Ok("1") {
+                panic!("CI_REQUIRE_GO=1 but the go toolchain is not installed");
+            }
+            eprintln!("notice: skipping {test}: go is not installed");
+            None
+        }
+    }
+}
+
+/// `SelectMergeStacktraces` of `service`'s CPU profiles has `go tool pprof -top`'s total, and
+/// each of its top functions has the same self value.
+fn assert_flamegraph_is_go_top(base: &str, service: &str, top: &[(String, i64)], total: i64) {
+    let fg = flamegraph(base, CPU, &format!(r#"{{service_name="{service}"}}"#), Some(-1));
     assert_eq!(fg.total, total);
     let selfs = self_by_name(&fg);
-    for (name, flat) in &top {
+    for (name, flat) in top {
         assert_eq!(selfs.get(name).copied().unwrap_or(0), *flat, "self of {name}");
     }
 }

@@ -11,7 +11,8 @@
 //!   The last part is the head, which receives `apply`; `persist` seals it, writes it as
 //!   `part-<seq>.parquet` plus the symbols added since the previous persist as
 //!   `symbols-<seq>.bin`, then the manifest. Each part also keeps sums of its values per (series,
-//!   stack) ([`PartSums`]) that answer merges covering a series' profiles in the part.
+//!   stack) ([`PartSums`]) that answer merges covering a series' profiles in the part, or most
+//!   of them (the sums minus the rows outside the range).
 //! - `maintain` applies retention, then merges one run of small persisted parts into one
 //!   (compaction: same profiles, same order, a new file listed where the run stood).
 //!
@@ -354,8 +355,8 @@ pub(crate) struct Part {
     /// In a file listed by the manifest.
     pub persisted: bool,
     /// Sums of the part's sample values per (series, stack): a merge over a series whose
-    /// profiles in this part all fall inside the query's range reads these instead of the rows.
-    /// `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
+    /// profiles in this part all fall inside the query's range reads these instead of the rows
+    /// (most inside: these minus the rows outside). `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
     pub sums: Option<PartSums>,
     /// Stack ids and label set ids the part's rows use, once its rows are only in the file
     /// (symbol collection needs them without reading every part).
@@ -633,6 +634,17 @@ impl StackSums {
     }
 }
 
+/// How a merge reads one series from one part.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SeriesRead {
+    /// The sample rows inside the range.
+    Rows,
+    /// The part's sums: every profile of the series in the part is inside the range.
+    Sums,
+    /// The part's sums minus the rows outside the range (fewer than those inside).
+    SumsMinusOutside,
+}
+
 /// Adds `[a, b)` to sorted ranges, joining it to the last one when adjacent.
 fn push_range(ranges: &mut Vec<(u32, u32)>, a: u32, b: u32) {
     match ranges.last_mut() {
@@ -718,6 +730,8 @@ pub(crate) struct ProfilesHead {
     read_errors: AtomicU64,
     /// Merges read a part's sums where they cover the query (tests turn it off to compare).
     use_sums: std::sync::atomic::AtomicBool,
+    /// Sample rows merges have read (added or subtracted), since open.
+    rows_read: AtomicU64,
 }
 
 impl ProfilesHead {
@@ -745,6 +759,7 @@ impl ProfilesHead {
             files: Mutex::new(()),
             read_errors: AtomicU64::new(0),
             use_sums: std::sync::atomic::AtomicBool::new(true),
+            rows_read: AtomicU64::new(0),
         })
     }
 
@@ -792,6 +807,38 @@ impl ProfilesHead {
     #[cfg_attr(not(test), allow(dead_code, reason = "checked by tests; not yet exported as a metric"))]
     pub fn read_errors(&self) -> u64 {
         self.read_errors.load(Ordering::Relaxed)
+    }
+
+    /// Sample rows merges have read since open (tests check which way a merge went).
+    #[cfg_attr(not(test), allow(dead_code, reason = "checked by tests"))]
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Subtracts the values of the rows in `ranges` from `sums`; false (and `sums` untouched)
+    /// when the part's file cannot be read.
+    fn subtract(&self, sym: &Symbols, part: &Part, ranges: &[(u32, u32)], sums: &mut StackSums) -> bool {
+        self.rows_read.fetch_add(ranges.iter().map(|(a, b)| u64::from(b - a)).sum(), Ordering::Relaxed);
+        if part.file.is_none() {
+            let c = &part.cols;
+            for &(a, b) in ranges {
+                let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
+                for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
+                    sums.add(*stack, value.wrapping_neg());
+                }
+            }
+            return true;
+        }
+        // From the file: all or nothing, so a read that fails halfway leaves no partial subtraction.
+        let mut got: Vec<(u32, i64)> = Vec::new();
+        if part.visit(sym, ranges, Need::default(), &mut |(_, stack, value, _, _)| got.push((stack, value))).is_err() {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        for (stack, value) in got {
+            sums.add(stack, value.wrapping_neg());
+        }
+        true
     }
 
     /// Visits rows of `part`; a part that cannot be read is counted and skipped.
@@ -959,7 +1006,6 @@ impl crate::read::ProfilesReader for ProfilesHead {
         let inner = self.inner.read();
         let sym = &inner.symbols;
         let mut sums = StackSums::new(sym.stack_offsets.len() - 1);
-        let mut add = |stack: u32, value: i64| sums.add(stack, value);
         let mut profiles = 0u64;
         let mut samples = 0u64;
         let limit = LimitExceeded { limit: "max_samples", max: select.max_samples };
@@ -968,38 +1014,77 @@ impl crate::read::ProfilesReader for ProfilesHead {
             row.time_ns >= select.start_ns && row.time_ns <= select.end_ns && wanted[row.series as usize]
         };
         let mut ranges = Vec::new();
-        // Series read from a part's sums rather than its rows (indexed by series id).
-        let mut from_sums = vec![false; sym.series.len()];
+        // Rows of series read as "sums minus the rows outside the range", to subtract.
+        let mut outside = Vec::new();
+        // How each series is read from the current part (indexed by series id), and its rows
+        // inside and outside the range there.
+        let mut how = vec![SeriesRead::Rows; sym.series.len()];
+        let mut counts: Vec<(u64, u64)> = vec![(0, 0); sym.series.len()];
+        let mut touched: Vec<u32> = Vec::new();
         let use_sums = self.use_sums.load(Ordering::Relaxed);
         for part in inner.parts.iter().filter(|p| p.overlaps(select.start_ns, select.end_ns)) {
             ranges.clear();
+            outside.clear();
             match select.span_ids {
                 None => {
-                    let mut summed: Vec<(u32, &SeriesSums)> = Vec::new();
-                    if let Some(part_sums) = part.sums.as_ref().filter(|_| use_sums) {
-                        for (series, s) in &part_sums.series {
-                            if wanted[*series as usize] && s.min_ns >= select.start_ns && s.max_ns <= select.end_ns {
-                                from_sums[*series as usize] = true;
-                                summed.push((*series, s));
+                    // A series whose profiles in the part lie all in the range adds the part's
+                    // sums; one with fewer rows outside the range than inside adds the sums and
+                    // subtracts the rows outside (at most half the rows are read); others read
+                    // the rows inside.
+                    let part_sums = part.sums.as_ref().filter(|_| use_sums);
+                    if part_sums.is_some() {
+                        for row in part.profiles.iter().filter(|r| wanted[r.series as usize]) {
+                            let c = &mut counts[row.series as usize];
+                            if *c == (0, 0) {
+                                touched.push(row.series);
+                            }
+                            let inside = row.time_ns >= select.start_ns && row.time_ns <= select.end_ns;
+                            if inside { c.0 += u64::from(row.len) } else { c.1 += u64::from(row.len) }
+                        }
+                        for &series in &touched {
+                            let (inside, out) = counts[series as usize];
+                            how[series as usize] = match (inside, out) {
+                                (0, _) => SeriesRead::Rows,
+                                (_, 0) => SeriesRead::Sums,
+                                (i, o) if o < i => SeriesRead::SumsMinusOutside,
+                                _ => SeriesRead::Rows,
+                            };
+                        }
+                    }
+                    for row in part.profiles.iter().filter(|r| wanted[r.series as usize]) {
+                        let inside = row.time_ns >= select.start_ns && row.time_ns <= select.end_ns;
+                        match (how[row.series as usize], inside) {
+                            (SeriesRead::Rows, true) => push_range(&mut ranges, row.first, row.first + row.len),
+                            (SeriesRead::SumsMinusOutside, false) => {
+                                push_range(&mut outside, row.first, row.first + row.len)
+                            }
+                            _ => {}
+                        }
+                        if inside {
+                            profiles += 1;
+                            samples += u64::from(row.len);
+                            if samples > select.max_samples {
+                                return Err(limit);
                             }
                         }
                     }
-                    for row in part.profiles.iter().filter(|r| in_range(r)) {
-                        profiles += 1;
-                        samples += u64::from(row.len);
-                        if samples > select.max_samples {
-                            return Err(limit);
-                        }
-                        if !from_sums[row.series as usize] {
-                            push_range(&mut ranges, row.first, row.first + row.len);
+                    // Subtract first: a file that cannot be read leaves those series out.
+                    let subtracted = outside.is_empty() || self.subtract(sym, part, &outside, &mut sums);
+                    for &series in &touched {
+                        let read = std::mem::replace(&mut how[series as usize], SeriesRead::Rows);
+                        counts[series as usize] = (0, 0);
+                        let add_sums = match read {
+                            SeriesRead::Sums => true,
+                            SeriesRead::SumsMinusOutside => subtracted,
+                            SeriesRead::Rows => false,
+                        };
+                        if let (true, Some(s)) = (add_sums, part_sums.and_then(|p| p.series.get(&series))) {
+                            for (stack, value) in s.iter() {
+                                sums.add(stack, value);
+                            }
                         }
                     }
-                    for (series, s) in summed {
-                        for (stack, value) in s.iter() {
-                            add(stack, value);
-                        }
-                        from_sums[series as usize] = false;
-                    }
+                    touched.clear();
                 }
                 Some(spans) => {
                     let mut rows: Vec<u32> = Vec::new();
@@ -1024,17 +1109,18 @@ impl crate::read::ProfilesReader for ProfilesHead {
                     }
                 }
             }
+            self.rows_read.fetch_add(ranges.iter().map(|(a, b)| u64::from(b - a)).sum(), Ordering::Relaxed);
             if part.file.is_none() {
                 // Rows in memory: straight off the columns.
                 let c = &part.cols;
                 for &(a, b) in &ranges {
                     let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
                     for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
-                        add(*stack, *value);
+                        sums.add(*stack, *value);
                     }
                 }
             } else {
-                self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| add(stack, value));
+                self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| sums.add(stack, value));
             }
         }
         let mut out = MergedStacks { profiles, samples, ..MergedStacks::default() };

@@ -253,6 +253,12 @@ fn unreadable_part_is_skipped_and_counted() {
         m.stacks.iter().map(|s| s.1).sum::<i64>()
     });
     assert_eq!(head.read_errors(), 1);
+    // With sums, series "a" of the damaged part (one profile outside 1..) would be its sums minus
+    // rows that cannot be read: it is left out, nothing goes negative, and the error is counted.
+    head.use_sums.store(true, Ordering::Relaxed);
+    let from_1 = head.merge_stacks(&ProfileSelect { start_ns: 1, ..select(&[], None) }).unwrap();
+    assert!(from_1.stacks.iter().all(|s| s.1 > 0));
+    assert_eq!(head.read_errors(), 2);
 }
 
 /// Merges over series whose profiles a part holds entirely inside the range read the part's sums;
@@ -287,6 +293,20 @@ fn part_sums_answer_as_the_rows() {
                 }
             }
         }
+        // 1..=199 leaves out one profile of the first part (t=0, series "a"): series "a" is read as
+        // the part's sums minus that profile's rows, series "b" as its sums; no other row is read.
+        let rows_read = |sums: bool| {
+            h.use_sums.store(sums, Ordering::Relaxed);
+            let before = h.rows_read();
+            let m = h.merge_stacks(&ProfileSelect { start_ns: 1, end_ns: 199, ..select(&[], None) }).unwrap();
+            (h.rows_read() - before, m)
+        };
+        let ((with, a), (without, b)) = (rows_read(true), rows_read(false));
+        h.use_sums.store(true, Ordering::Relaxed);
+        assert_eq!(a, b);
+        let first_profile_rows = u64::from(h.inner.read().parts[0].profiles[0].len);
+        assert_eq!(with, first_profile_rows, "only the rows outside the range are read");
+        assert_eq!(without, a.samples, "without sums every row inside is read");
         let inner = h.inner.read();
         assert!(inner.parts.iter().all(|p| p.sums.is_some()), "sums of 3-stack profiles are worth keeping");
     };
