@@ -935,7 +935,7 @@ fn render(store: &Storage, q: &str) -> Result<Value, String> {
     let start_s = from.div_euclid(10_000) * 10;
     let buckets = ((until / 1000 - start_s) / 10 + 1).clamp(1, 100_000) as usize;
     let mut samples = vec![0i64; buckets];
-    for (_, t, v) in &totals.points {
+    for (_, t, v, _) in &totals.points {
         let i = ((t / 1_000_000_000 - start_s) / 10).clamp(0, buckets as i64 - 1) as usize;
         samples[i] += v;
     }

@@ -11,13 +11,20 @@ use outpost::api::pyroscope::proto as q;
 
 /// Pushes `stacks` for `service` (with an optional span id on every sample).
 fn push(base: &str, service: &str, stacks: &[(&[&str], i64)], span: Option<&str>) {
+    push_labelled(base, service, &[], stacks, span)
+}
+
+/// [`push`] with `extra` series labels.
+fn push_labelled(base: &str, service: &str, extra: &[(&str, &str)], stacks: &[(&[&str], i64)], span: Option<&str>) {
+    let mut labels = vec![
+        pp::LabelPair { name: "__name__".into(), value: "process_cpu".into() },
+        pp::LabelPair { name: "service_name".into(), value: service.into() },
+        pp::LabelPair { name: "pod".into(), value: format!("{service}-0") },
+    ];
+    labels.extend(extra.iter().map(|(k, v)| pp::LabelPair { name: k.to_string(), value: v.to_string() }));
     let req = pp::PushRequest {
         series: vec![pp::RawProfileSeries {
-            labels: vec![
-                pp::LabelPair { name: "__name__".into(), value: "process_cpu".into() },
-                pp::LabelPair { name: "service_name".into(), value: service.into() },
-                pp::LabelPair { name: "pod".into(), value: format!("{service}-0") },
-            ],
+            labels,
             samples: vec![pp::RawSample {
                 raw_profile: small_profile(stacks, span).encode_to_vec(),
                 id: String::new(),
@@ -44,6 +51,98 @@ fn seeded() -> TestServer {
     push(&base, "api", &[(&["main", "handle", "query"], 5)], Some("1111111111111111"));
     push(&base, "worker", &[(&["main", "loop", "crunch"], 50)], Some("2222222222222222"));
     server
+}
+
+/// Sends one OTLP span (`trace`, `span`) of `service`, now, over OTLP/HTTP.
+fn send_span(server: &TestServer, service: &str, trace: [u8; 16], span: [u8; 8]) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let now = now_ns() as u64;
+    let service_name = KeyValue {
+        key: "service.name".into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
+        ..Default::default()
+    };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![service_name], ..Default::default() }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: trace.to_vec(),
+                    span_id: span.to_vec(),
+                    name: "GET /".into(),
+                    kind: 2,
+                    start_time_unix_nano: now - 6_000_000_000,
+                    end_time_unix_nano: now - 1_000_000_000,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.otlp_http()))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// A profile whose samples carry a span's `span_id` label is that span's span profile, and the
+/// trace's `/related` lists it (one entry per profile, with the span's samples only); a profile
+/// whose series carries a `trace_id` label is listed whole for that trace.
+#[test]
+fn a_span_profile_is_served_for_its_span_and_listed_by_the_traces_related() {
+    let server = seeded();
+    let base = server.http();
+    let trace = [0x5a; 16];
+    send_span(&server, "api", trace, [0x11; 8]);
+    let req = q::SelectMergeSpanProfileRequest {
+        profile_type_id: CPU.into(),
+        label_selector: r#"{service_name="api"}"#.into(),
+        span_selector: vec!["1111111111111111".into()],
+        start: 0,
+        end: end_ms(),
+        max_nodes: None,
+        format: 1,
+    };
+    let (status, body) = connect(&base, "SelectMergeSpanProfile", &req);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let fg = q::SelectMergeSpanProfileResponse::decode(body.as_slice()).unwrap().flamegraph.unwrap();
+    assert_eq!(fg.total, 5, "only the span's samples");
+
+    let related = |trace_hex: &str| -> serde_json::Value {
+        let resp = reqwest::blocking::get(format!("{base}/outpost/api/v1/traces/{trace_hex}/related")).unwrap();
+        assert_eq!(resp.status(), 200, "{trace_hex}");
+        resp.json().unwrap()
+    };
+    let r = related(&"5a".repeat(16));
+    assert_eq!(r["counts"]["spans"], 1, "{r}");
+    assert_eq!(r["counts"]["profiles"], 1, "{r}");
+    let p = &r["profiles"][0];
+    assert_eq!(p["profileType"], CPU);
+    assert_eq!(p["labels"]["service_name"], "api");
+    assert_eq!(p["labels"]["pod"], "api-0");
+    assert!(p["labels"].get("__profile_type__").is_none(), "synthetic labels stay out: {p}");
+    assert_eq!(p["spanIds"], serde_json::json!(["1111111111111111"]));
+    assert_eq!((p["samples"].as_u64(), p["value"].as_i64()), (Some(1), Some(5)));
+    assert!(p["timeUnixNano"].as_str().unwrap().parse::<i64>().unwrap() > 0);
+
+    // A profile labelled with a trace id (no span of that trace stored): all of its samples.
+    let other = "7b".repeat(16);
+    push_labelled(&base, "batch", &[("trace_id", &other)], &[(&["main", "a"], 3), (&["main", "b"], 4)], None);
+    let r = related(&other);
+    assert_eq!((r["counts"]["spans"].as_u64(), r["counts"]["profiles"].as_u64()), (Some(0), Some(1)), "{r}");
+    let p = &r["profiles"][0];
+    assert_eq!(p["labels"]["trace_id"], other);
+    assert_eq!((p["samples"].as_u64(), p["value"].as_i64()), (Some(2), Some(7)));
+    // The worker's span profile belongs to no stored trace.
+    let none = reqwest::blocking::get(format!("{base}/outpost/api/v1/traces/{}/related", "22".repeat(16))).unwrap();
+    assert_eq!(none.status(), 404);
 }
 
 #[test]

@@ -557,7 +557,7 @@ pub fn select_series(
     // group key → bucket → (sum, count)
     type Buckets = BTreeMap<i64, (f64, u64)>;
     let mut groups: BTreeMap<Vec<(String, String)>, Buckets> = BTreeMap::new();
-    for &(series, t_ns, total) in &totals.points {
+    for &(series, t_ns, total, _) in &totals.points {
         let Some(s) = totals.series.get(series as usize) else { continue };
         let t_ms = t_ns.div_euclid(1_000_000);
         if t_ms < start_ms || t_ms > end_ms {

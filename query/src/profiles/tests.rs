@@ -101,7 +101,12 @@ fn series_on_a_step_grid() {
     let s = |svc: &str| ProfileSeries { labels: Labels::from_pairs([("service_name", svc)]), profile_type: ty.clone() };
     let totals = ProfileTotals {
         series: vec![s("a"), s("b")],
-        points: vec![(0, 1_000_000_000, 10), (0, 9_000_000_000, 5), (1, 10_000_000_000, 7), (1, 25_000_000_000, 1)],
+        points: vec![
+            (0, 1_000_000_000, 10, 1),
+            (0, 9_000_000_000, 5, 1),
+            (1, 10_000_000_000, 7, 1),
+            (1, 25_000_000_000, 1, 1),
+        ],
     };
     let all = select_series(&totals, 0, 30_000, 10.0, &[], Aggregation::Sum, None).unwrap();
     assert_eq!(all, vec![Series { labels: vec![], points: vec![(10_000, 22.0), (30_000, 1.0)] }]);

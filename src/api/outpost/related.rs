@@ -19,12 +19,13 @@
 //! }
 //! ```
 //! Timestamps in ns are strings (they exceed JSON's safe integers). Attribute values are shown as
-//! label strings (composites as JSON). Profiles are those whose labels carry the `trace_id`, or
-//! with samples whose span id (or `span_id` / `trace_id` sample label) belongs to the trace,
-//! looked up in the trace's time range widened by a minute each side (the profile store is read
-//! by time). 404 when nothing at all refers to the trace; 400 for a malformed id.
+//! label strings (composites as JSON). Profiles are those whose labels carry the `trace_id` (all
+//! their samples), or with samples whose span id belongs to the trace (one of its spans, or a
+//! span seen with its `trace_id` sample label), found through the profile store's span index in
+//! the trace's time range widened by a minute each side (all time when no span, log or exemplar
+//! places the trace); one entry per profile, in time order. 404 when nothing at all refers to the trace; 400 for a malformed id.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -32,7 +33,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use storage::Reader;
-use storage::model::{KeyValue, Labels, SpanKind, StatusCode as SpanStatus};
+use storage::model::{KeyValue, Labels, SpanId, SpanKind, StatusCode as SpanStatus, TraceId};
+use storage::read::{MatchOp, Matcher, ProfileSelect, ProfilesReader};
 
 use crate::api::tempo::parse_trace_id;
 use crate::http::AppState;
@@ -70,6 +72,56 @@ fn status(s: SpanStatus) -> &'static str {
     }
 }
 
+/// The profiles of a trace in `start_ns..=end_ns`, one entry per profile, from the profile
+/// store's indexes (no profile is read whole): samples of the trace's spans or carrying its
+/// `trace_id` sample label (the span index), and profiles whose series carry the `trace_id` label
+/// (all their samples).
+fn related_profiles(
+    store: &dyn ProfilesReader,
+    trace_id: TraceId,
+    hex: &str,
+    spans: &[SpanId],
+    start_ns: i64,
+    end_ns: i64,
+) -> Vec<Value> {
+    // (profile type, plain labels, time) → (span ids, samples, value); whole profiles first, so a
+    // profile found both ways counts its samples once.
+    type Key = (String, Labels, i64);
+    let mut found: BTreeMap<Key, (BTreeSet<String>, u64, i64, bool)> = BTreeMap::new();
+    let by_label = [Matcher::new("trace_id", MatchOp::Equal, hex).expect("an equality matcher")];
+    let select = ProfileSelect { matchers: &by_label, start_ns, end_ns, span_ids: None, max_samples: u64::MAX };
+    let totals = store.profile_totals(&select);
+    for &(series, time_ns, total, samples) in &totals.points {
+        let Some(s) = totals.series.get(series as usize) else { continue };
+        found.insert((s.profile_type.id(), s.plain_labels(), time_ns), (BTreeSet::new(), samples, total, true));
+    }
+    for hit in store.span_samples(Some(trace_id), spans, start_ns, end_ns) {
+        let key = (hit.series.profile_type.id(), hit.series.plain_labels(), hit.time_ns);
+        let e = found.entry(key).or_default();
+        e.0.insert(hit.span_id.to_hex());
+        if !e.3 {
+            e.1 += hit.samples;
+            e.2 = e.2.saturating_add(hit.value);
+        }
+    }
+    let mut out: Vec<(i64, Value)> = found
+        .into_iter()
+        .map(|((ty, labels_of, time_ns), (ids, samples, value, _))| {
+            let entry = json!({
+                "profileType": ty,
+                "labels": labels(&labels_of),
+                "timeUnixNano": time_ns.to_string(),
+                "spanIds": ids.into_iter().collect::<Vec<_>>(),
+                "samples": samples,
+                "value": value,
+            });
+            (time_ns, entry)
+        })
+        .collect();
+    out.sort_by_key(|(t, _)| *t);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 /// The handler.
 pub(super) async fn related(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(trace_id) = parse_trace_id(&id) else {
@@ -83,7 +135,6 @@ pub(super) async fn related(State(state): State<AppState>, Path(id): Path<String
         let spans = store.trace_store().trace(trace_id);
         let logs = store.log_store().logs_by_trace(trace_id);
         let exemplars = store.metric_store().exemplars_by_trace(&hex);
-        let span_ids: BTreeSet<String> = spans.iter().map(|s| s.span.span_id.to_hex()).collect();
         let (lo, hi) = spans.iter().fold((i64::MAX, i64::MIN), |(lo, hi), s| {
             (lo.min(s.span.start_time_ns), hi.max(s.span.end_time_ns))
         });
@@ -94,41 +145,14 @@ pub(super) async fn related(State(state): State<AppState>, Path(id): Path<String
         } else {
             (lo, hi)
         };
-        let profiles = if lo <= hi {
-            store.profile_store().profiles(lo.saturating_sub(PROFILE_MARGIN_NS), hi.saturating_add(PROFILE_MARGIN_NS))
+        // Nothing else places the trace in time: the profile indexes are searched over all time.
+        let (lo, hi) = if lo <= hi {
+            (lo.saturating_sub(PROFILE_MARGIN_NS), hi.saturating_add(PROFILE_MARGIN_NS))
         } else {
-            Vec::new()
+            (i64::MIN, i64::MAX)
         };
-        let mut prof_out = Vec::new();
-        for p in &profiles {
-            let whole = p.labels.get("trace_id") == Some(hex.as_str());
-            let mut ids = BTreeSet::new();
-            let (mut samples, mut value) = (0u64, 0i64);
-            for s in &p.samples {
-                let sid = s.span_id.map(|i| i.to_hex()).or_else(|| {
-                    s.labels.iter().find(|l| l.name == "span_id").map(|l| l.value.clone())
-                });
-                let by_trace = s.labels.iter().any(|l| l.name == "trace_id" && l.value == hex);
-                let by_span = sid.as_ref().is_some_and(|id| span_ids.contains(id));
-                if whole || by_trace || by_span {
-                    samples += 1;
-                    value = value.saturating_add(s.value);
-                    if let Some(id) = sid {
-                        ids.insert(id);
-                    }
-                }
-            }
-            if samples > 0 {
-                prof_out.push(json!({
-                    "profileType": p.profile_type.id(),
-                    "labels": labels(&p.labels),
-                    "timeUnixNano": p.time_ns.to_string(),
-                    "spanIds": ids.into_iter().collect::<Vec<_>>(),
-                    "samples": samples,
-                    "value": value,
-                }));
-            }
-        }
+        let span_list: Vec<SpanId> = spans.iter().map(|s| s.span.span_id).collect();
+        let prof_out = related_profiles(store.profile_store(), trace_id, &hex, &span_list, lo, hi);
         let span_out: Vec<Value> = spans
             .iter()
             .map(|s| {

@@ -278,17 +278,9 @@ impl Symbols {
 
     /// The series labels without the synthetic ones (what a `Profile` carries).
     fn plain_labels(&self, series: u32) -> Labels {
-        let s = &self.series[series as usize];
-        Labels::from_pairs(
-            s.labels
-                .iter()
-                .filter(|l| !SYNTHETIC.contains(&l.name.as_str()))
-                .map(|l| (l.name.clone(), l.value.clone())),
-        )
+        self.series[series as usize].plain_labels()
     }
 }
-
-const SYNTHETIC: [&str; 5] = ["__profile_type__", "__type__", "__unit__", "__period_type__", "__period_unit__"];
 
 /// A series' labels with the synthetic profile-type labels added.
 fn full_labels(labels: &Labels, ty: &ProfileType) -> Labels {
@@ -1168,9 +1160,9 @@ impl crate::read::ProfilesReader for ProfilesHead {
                 out.series.push(inner.symbols.series[row.series as usize].clone());
                 next
             });
-            out.points.push((i, row.time_ns, row.total));
+            out.points.push((i, row.time_ns, row.total, u64::from(row.len)));
         });
-        out.points.sort_by_key(|(s, t, _)| (*s, *t));
+        out.points.sort_by_key(|(s, t, _, _)| (*s, *t));
         out
     }
 

@@ -106,7 +106,7 @@ fn dedups_symbols_and_merges() {
     let small = ProfileSelect { max_samples: 3, ..select(&[], None) };
     assert!(head.merge_stacks(&small).is_err());
     let t = head.profile_totals(&select(&[], None));
-    assert_eq!(t.points.iter().map(|p| p.2).collect::<Vec<_>>(), [40, 40]);
+    assert_eq!(t.points.iter().map(|p| (p.2, p.3)).collect::<Vec<_>>(), [(40, 2), (40, 2)]);
     let back: Vec<_> = head.profiles(0, 100).iter().map(norm).collect();
     assert_eq!(back, vec![norm(&profile(5, "a", Some(1))), norm(&profile(9, "b", None))]);
     assert_eq!(head.profile_types(0, 100), vec![ty()]);

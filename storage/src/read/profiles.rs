@@ -32,6 +32,22 @@ pub struct ProfileSeries {
     pub profile_type: ProfileType,
 }
 
+/// The synthetic labels a [`ProfileSeries`] adds to the labels its profiles carry.
+pub const SYNTHETIC_LABELS: [&str; 5] =
+    ["__profile_type__", "__type__", "__unit__", "__period_type__", "__period_unit__"];
+
+impl ProfileSeries {
+    /// The labels without the synthetic ones (what the series' profiles carry).
+    pub fn plain_labels(&self) -> Labels {
+        Labels::from_pairs(
+            self.labels
+                .iter()
+                .filter(|l| !SYNTHETIC_LABELS.contains(&l.name.as_str()))
+                .map(|l| (l.name.clone(), l.value.clone())),
+        )
+    }
+}
+
 /// Stacks of the selected samples, summed per distinct stack, with the symbols they use.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MergedStacks {
@@ -55,8 +71,9 @@ pub struct MergedStacks {
 pub struct ProfileTotals {
     /// The series that have profiles in range; `points` index into it.
     pub series: Vec<ProfileSeries>,
-    /// `(series index, profile time ns, sum of the profile's sample values)`, time ordered per series.
-    pub points: Vec<(u32, i64, i64)>,
+    /// `(series index, profile time ns, sum of the profile's sample values, its samples)`, time
+    /// ordered per series.
+    pub points: Vec<(u32, i64, i64, u64)>,
 }
 
 /// A query touched more than it may.
