@@ -415,6 +415,102 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
     Ok(Summary { min_ts, max_ts, rows: n as u32, tokens })
 }
 
+/// Bytes at the start of a frame that hold its length, CRC, header and column directory: all
+/// [`bloom_range`] needs.
+pub(super) const HEAD_BYTES: usize = FRAME_HEADER + HEADER_FIXED + NCOLS * 10;
+
+/// Fixed header of a payload: version, stream, rows, min and max timestamps, column count.
+const HEADER_FIXED: usize = 1 + 4 + 4 + 8 + 8 + 1;
+
+/// The payload length and CRC at the start of a frame.
+fn frame_len_crc(frame: &[u8]) -> Result<(usize, u32), ChunkError> {
+    if frame.len() < FRAME_HEADER {
+        return Err(bad("frame shorter than its header"));
+    }
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    Ok((len, crc))
+}
+
+/// A payload's header and column directory, with each column's place in the payload.
+struct Directory {
+    version: u8,
+    stream: u32,
+    rows: usize,
+    min_ts: i64,
+    max_ts: i64,
+    /// Per column: codec, raw length, offset in the payload, stored length.
+    cols: [(u8, u32, usize, usize); NCOLS],
+}
+
+impl Directory {
+    /// Reads the directory from `p`, the start of a payload of `payload_len` bytes (at least
+    /// its header and directory); every column must lie within `payload_len`.
+    fn read(p: &[u8], payload_len: usize) -> Result<Directory, ChunkError> {
+        const _: () = assert!(NCOLS * 10 + 26 < 1 << 10);
+        if p.len() < HEADER_FIXED || payload_len < HEADER_FIXED {
+            return Err(bad("short header"));
+        }
+        let version = p[0];
+        if version != CHUNK_VERSION && version != CHUNK_VERSION_1 {
+            return Err(bad(format!("unknown chunk version {version}")));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+        let i64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&p[i..i + 8]);
+            i64::from_le_bytes(b)
+        };
+        let ncols = p[25] as usize;
+        if ncols != NCOLS {
+            return Err(bad(format!("{ncols} columns, expected {NCOLS}")));
+        }
+        let mut at = HEADER_FIXED;
+        let dir_end = at + ncols * 10;
+        if p.len() < dir_end || payload_len < dir_end {
+            return Err(bad("short column directory"));
+        }
+        let mut data_at = dir_end;
+        let mut cols = [(0, 0, 0, 0); NCOLS];
+        for (i, col) in cols.iter_mut().enumerate() {
+            let (id, codec, raw, stored) = (p[at], p[at + 1], u32_at(at + 2), u32_at(at + 6) as usize);
+            at += 10;
+            if id as usize != i {
+                return Err(bad(format!("column {i} has id {id}")));
+            }
+            if data_at.checked_add(stored).is_none_or(|end| end > payload_len) {
+                return Err(bad("column past the end of the frame"));
+            }
+            if codec != CODEC_RAW && codec != CODEC_ZSTD {
+                return Err(bad(format!("unknown codec {codec}")));
+            }
+            *col = (codec, raw, data_at, stored);
+            data_at += stored;
+        }
+        Ok(Directory {
+            version,
+            stream: u32_at(1),
+            rows: u32_at(5) as usize,
+            min_ts: i64_at(9),
+            max_ts: i64_at(17),
+            cols,
+        })
+    }
+}
+
+/// Where a chunk's bloom filter column ([`Chunk::bloom`]) lies in its frame, read from the frame's
+/// first [`HEAD_BYTES`] (`head`; the frame is `frame_len` bytes): so a query can read the filter
+/// alone, without mapping the chunk.
+pub(super) fn bloom_range(head: &[u8], frame_len: usize) -> Result<std::ops::Range<usize>, ChunkError> {
+    let (len, _) = frame_len_crc(head)?;
+    if FRAME_HEADER.checked_add(len).is_none_or(|end| end > frame_len) {
+        return Err(bad("torn frame (short payload)"));
+    }
+    let d = Directory::read(&head[FRAME_HEADER..], len)?;
+    let (_, _, at, stored) = d.cols[COL_BLOOM as usize];
+    Ok(FRAME_HEADER + at..FRAME_HEADER + at + stored)
+}
+
 /// A parsed chunk frame: the header and the column slices, nothing decompressed yet.
 pub(super) struct Chunk<'a> {
     /// The payload's version byte.
@@ -432,59 +528,17 @@ impl<'a> Chunk<'a> {
     /// Parses the frame at the start of `frame` (length, CRC, header). With `verify`, checks the
     /// CRC of the whole payload.
     pub fn parse(frame: &'a [u8], verify: bool) -> Result<Chunk<'a>, ChunkError> {
-        if frame.len() < FRAME_HEADER {
-            return Err(bad("frame shorter than its header"));
-        }
-        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
-        let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let (len, crc) = frame_len_crc(frame)?;
         let payload = frame.get(FRAME_HEADER..FRAME_HEADER + len).ok_or_else(|| bad("torn frame (short payload)"))?;
         if verify && crc32c::crc32c(payload) != crc {
             return Err(bad("CRC mismatch"));
         }
-        let p = payload;
-        let fixed = 1 + 4 + 4 + 8 + 8 + 1;
-        const _: () = assert!(NCOLS * 10 + 26 < 1 << 10);
-        if p.len() < fixed {
-            return Err(bad("short header"));
-        }
-        let version = p[0];
-        if version != CHUNK_VERSION && version != CHUNK_VERSION_1 {
-            return Err(bad(format!("unknown chunk version {version}")));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
-        let i64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&p[i..i + 8]);
-            i64::from_le_bytes(b)
-        };
-        let stream = u32_at(1);
-        let rows = u32_at(5) as usize;
-        let (min_ts, max_ts) = (i64_at(9), i64_at(17));
-        let ncols = p[25] as usize;
-        if ncols != NCOLS {
-            return Err(bad(format!("{ncols} columns, expected {NCOLS}")));
-        }
-        let mut at = fixed;
-        let dir_end = at + ncols * 10;
-        if p.len() < dir_end {
-            return Err(bad("short column directory"));
-        }
-        let mut data_at = dir_end;
+        let d = Directory::read(payload, payload.len())?;
         let mut cols: [(u8, u32, &[u8]); NCOLS] = [(0, 0, &[]); NCOLS];
-        for (i, col) in cols.iter_mut().enumerate() {
-            let (id, codec, raw, stored) = (p[at], p[at + 1], u32_at(at + 2), u32_at(at + 6) as usize);
-            at += 10;
-            if id as usize != i {
-                return Err(bad(format!("column {i} has id {id}")));
-            }
-            let data = p.get(data_at..data_at + stored).ok_or_else(|| bad("column past the end of the frame"))?;
-            data_at += stored;
-            if codec != CODEC_RAW && codec != CODEC_ZSTD {
-                return Err(bad(format!("unknown codec {codec}")));
-            }
-            *col = (codec, raw, data);
+        for (col, &(codec, raw, at, stored)) in cols.iter_mut().zip(&d.cols) {
+            *col = (codec, raw, &payload[at..at + stored]);
         }
-        Ok(Chunk { version, stream, rows, min_ts, max_ts, cols })
+        Ok(Chunk { version: d.version, stream: d.stream, rows: d.rows, min_ts: d.min_ts, max_ts: d.max_ts, cols })
     }
 
     fn column(&self, id: u8) -> Result<std::borrow::Cow<'a, [u8]>, ChunkError> {
@@ -520,7 +574,8 @@ impl<'a> Chunk<'a> {
         Ok(std::borrow::Cow::Owned(out))
     }
 
-    /// The bloom filter column (raw).
+    /// The bloom filter column (raw); queries read it with [`bloom_range`].
+    #[cfg(test)]
     pub fn bloom(&self) -> &'a [u8] {
         self.cols[COL_BLOOM as usize].2
     }
@@ -946,5 +1001,29 @@ mod tests {
         let mut two = bytes.clone();
         two.extend_from_slice(&bytes[..bytes.len() - 5]);
         assert_eq!(frames(&two).len(), 1, "the torn second frame is not read");
+    }
+
+    /// The bloom filter read from the frame's head alone is the parsed chunk's; a torn or lying
+    /// head is an error, never a range past the frame or a panic.
+    #[test]
+    fn bloom_range_from_the_head_is_the_chunks_bloom() {
+        let (bytes, _) = encoded(&sample());
+        let r = bloom_range(&bytes[..HEAD_BYTES], bytes.len()).unwrap();
+        let bloom = Chunk::parse(&bytes, true).unwrap().bloom();
+        assert!(!bloom.is_empty());
+        assert_eq!(&bytes[r], bloom);
+        for cut in [0, 3, 8, 20, HEAD_BYTES - 1] {
+            assert!(bloom_range(&bytes[..cut], bytes.len()).is_err(), "head cut at {cut}");
+        }
+        assert!(bloom_range(&bytes[..HEAD_BYTES], bytes.len() - 1).is_err(), "frame shorter than its length says");
+        for at in 0..HEAD_BYTES {
+            for flip in [0x01, 0x80] {
+                let mut b = bytes.clone();
+                b[at] ^= flip;
+                if let Ok(r) = bloom_range(&b[..HEAD_BYTES], b.len()) {
+                    assert!(r.end <= b.len(), "byte {at}: {r:?}");
+                }
+            }
+        }
     }
 }

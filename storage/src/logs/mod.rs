@@ -632,6 +632,8 @@ impl LogsHead {
             let mut head = head_hits.remove(&key).unwrap_or_default();
             let part = by_key.get(&key);
             let cands = part.map(|p| p.candidates(self.fields, &filter)).unwrap_or_default();
+            // Whatever the scan maps of this partition goes once it is done with it.
+            let _sweep = part.filter(|_| !cands.is_empty()).map(|p| SweepOnDrop(p, cands.clone()));
             let go = if ls.ordered {
                 head.sort_unstable_by_key(|(t, s, _)| (*t, *s));
                 if backward {
@@ -703,6 +705,16 @@ impl LogsHead {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// Unmaps the pages around a scan's chunks of one partition when dropped
+/// ([`Partition::release_span`]), however the scan of the partition ends.
+struct SweepOnDrop<'a>(&'a Partition, Vec<usize>);
+
+impl Drop for SweepOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.release_span(&self.1);
     }
 }
 

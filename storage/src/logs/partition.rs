@@ -23,7 +23,7 @@ use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
-use super::chunk::{Bloom, Chunk};
+use super::chunk::{self, Bloom};
 use super::tokens;
 use crate::model::TraceId;
 use crate::wal::WalPos;
@@ -116,7 +116,7 @@ pub(super) struct Partition {
     pub chunks: Arc<Vec<ChunkMeta>>,
     /// First chunk number of each index segment.
     seg_base: Arc<Vec<usize>>,
-    files: Arc<BTreeMap<u64, Arc<Mmap>>>,
+    files: Arc<BTreeMap<u64, Arc<DataFile>>>,
     /// Stream ids with at least one record here.
     pub streams: Arc<BTreeSet<u32>>,
     pub min_ts: i64,
@@ -147,9 +147,23 @@ fn parse_file_name(name: &str) -> Option<u64> {
     name.strip_prefix("chunks-")?.strip_suffix(".dat")?.parse().ok()
 }
 
-fn map_file(path: &Path) -> std::io::Result<Mmap> {
-    let f = std::fs::File::open(path)?;
-    crate::mmap::map_immutable(&f)
+/// Linux's default `fault_around_bytes`: a read fault on a file map maps the page-cache pages of
+/// the aligned window of this size around the faulting page.
+const FAULT_AROUND: usize = 64 << 10;
+
+/// The largest page-cache folio the kernel may map at once (a PMD, 2 MiB on x86-64).
+const FOLIO_MAX: usize = 2 << 20;
+
+/// A data file: mapped for reading chunks, and open for reading parts of one (bloom filters)
+/// without mapping it.
+struct DataFile {
+    map: Mmap,
+    file: std::fs::File,
+}
+
+fn map_file(path: &Path) -> std::io::Result<DataFile> {
+    let file = std::fs::File::open(path)?;
+    Ok(DataFile { map: crate::mmap::map_immutable(&file)?, file })
 }
 
 /// What a scan wants from a partition.
@@ -311,18 +325,45 @@ impl Partition {
     pub fn frame(&self, i: usize) -> Option<&[u8]> {
         let c = self.chunks.get(i)?;
         let f = self.files.get(&c.file)?;
-        f.get(c.offset as usize..(c.offset as usize).checked_add(c.len as usize)?)
+        f.map.get(c.offset as usize..(c.offset as usize).checked_add(c.len as usize)?)
     }
 
     /// Unmaps chunk `i`'s pages from the process once a reader is done with them (they stay in
     /// the page cache; see [`crate::mmap::drop_pages`]). Reading a chunk checks its CRC, which
     /// touches every page of it: without this, the pages of every chunk a query ever read stayed
     /// in the process' RSS (296 MiB of 300 after the benchmark's queries).
+    ///
+    /// The range is widened to whole [`FAULT_AROUND`] windows: reading a page of the map also
+    /// maps the pages around it (the kernel's fault-around), which may belong to chunks the
+    /// query never reads and so never releases.
     pub fn release(&self, i: usize) {
         let Some(c) = self.chunks.get(i) else { return };
         if let Some(f) = self.files.get(&c.file) {
-            let start = c.offset as usize;
-            crate::mmap::drop_pages(f, start..start.saturating_add(c.len as usize));
+            // The windows are aligned in the address space, not in the file.
+            let base = f.map.as_ptr() as usize;
+            let (a, b) = (base + c.offset as usize, base + (c.offset + c.len) as usize);
+            let start = (a / FAULT_AROUND * FAULT_AROUND).max(base) - base;
+            let end = (b.next_multiple_of(FAULT_AROUND) - base).min(f.map.len());
+            crate::mmap::drop_pages(&f.map, start..end);
+        }
+    }
+
+    /// Unmaps every page of the data files around chunks `idx` (a scan done with this
+    /// partition): from the first chunk's start to the last one's end of each file, widened by
+    /// [`FOLIO_MAX`] each side. Reading a chunk through the map can map pages of chunks the scan
+    /// never reads, beyond [`Partition::release`]'s windows: the kernel maps whole page-cache
+    /// folios, which on ext4 may be large and aligned in the file.
+    pub fn release_span(&self, idx: &[usize]) {
+        let mut spans: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for c in idx.iter().filter_map(|&i| self.chunks.get(i)) {
+            let e = spans.entry(c.file).or_insert((c.offset, c.offset + c.len));
+            *e = (e.0.min(c.offset), e.1.max(c.offset + c.len));
+        }
+        for (file, (a, b)) in spans {
+            let Some(f) = self.files.get(&file) else { continue };
+            let start = (a as usize).saturating_sub(FOLIO_MAX) / FOLIO_MAX * FOLIO_MAX;
+            let end = (b as usize).saturating_add(FOLIO_MAX).min(f.map.len());
+            crate::mmap::drop_pages(&f.map, start..end);
         }
     }
 
@@ -351,20 +392,33 @@ impl Partition {
             hashes.push(tokens::id_hash(&t.0));
         }
         if !hashes.is_empty() {
-            out.retain(|&i| {
-                let Some(frame) = self.frame(i) else { return true };
-                // Not released afterwards: dropping the pages of every chunk a needle query
-                // rejects made the next one fault them in again (needle 15 -> 23-41 ms, /related
-                // 14 -> 34-42 ms). Reading the header and bloom filter without the map is the
-                // way to keep both low.
-                match Chunk::parse(frame, false) {
-                    Ok(c) => hashes.iter().all(|&h| Bloom::may_contain(c.bloom(), h)),
-                    // Damaged: let the reader report it.
-                    Err(_) => true,
-                }
+            // The bloom filters are read with pread, not through the map: touching a page of the
+            // map maps the pages around it too (the kernel's fault-around), so probing every
+            // chunk's filter put most of the data files into the process' RSS. Unmapping them
+            // afterwards made the next query fault them in again.
+            let mut bloom = Vec::new();
+            out.retain(|&i| match self.read_bloom(i, &mut bloom) {
+                Ok(()) => hashes.iter().all(|&h| Bloom::may_contain(&bloom, h)),
+                // Damaged or unreadable: let the reader report it.
+                Err(_) => true,
             });
         }
         out
+    }
+
+    /// Reads chunk `i`'s bloom filter column into `out` (two preads: the frame's header and
+    /// directory, then the column).
+    fn read_bloom(&self, i: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let invalid = |e: super::chunk::ChunkError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
+        let c = self.chunks.get(i).ok_or_else(|| std::io::Error::other("no such chunk"))?;
+        let f = self.files.get(&c.file).ok_or_else(|| std::io::Error::other("no such data file"))?;
+        let mut head = [0u8; chunk::HEAD_BYTES];
+        let n = head.len().min(c.len as usize);
+        f.file.read_exact_at(&mut head[..n], c.offset)?;
+        let range = chunk::bloom_range(&head[..n], c.len as usize).map_err(invalid)?;
+        out.resize(range.len(), 0);
+        f.file.read_exact_at(out, c.offset + range.start as u64)
     }
 
     fn token_hits(&self, fields: Fields, toks: &[&str]) -> std::io::Result<BTreeSet<usize>> {

@@ -640,4 +640,16 @@ fn scanned_chunks_leave_the_process_rss() {
     assert_eq!(chunk_rss_kib(dir.path()), 0, "chunk pages still mapped after the scan");
     assert_eq!(bodies(&store, &all(0, H)), first);
     assert_eq!(chunk_rss_kib(dir.path()), 0);
+    // Needle look-ups probe every chunk's bloom filter, read without the map: nothing is mapped
+    // after them either (through the map, the kernel's fault-around mapped most of the files).
+    let trace = LogScan { trace_id: TraceId::from_hex(&"ab".repeat(16)), ..all(0, H) };
+    assert!(bodies(&store, &trace).is_empty());
+    assert_eq!(chunk_rss_kib(dir.path()), 0, "bloom filters left mapped by the trace look-up");
+    let needle = LogScan { line_contains: vec!["request 0123456789abcdef".into()], ..all(0, H) };
+    assert!(bodies(&store, &needle).is_empty());
+    assert_eq!(chunk_rss_kib(dir.path()), 0, "pages left mapped by the needle scan");
+    // A needle that is there is still found.
+    let there = first[12_345].clone();
+    let found = LogScan { line_contains: vec![there.clone()], ..all(0, H) };
+    assert_eq!(bodies(&store, &found), [there]);
 }
