@@ -383,14 +383,14 @@ impl LogsHead {
         if self.dir.is_none() {
             return HeadPressure::Below;
         }
-        HeadPressure::of(self.state.read().head.bytes(), self.opts.head_flush_bytes)
+        HeadPressure::of(self.state.read().head.bytes(), self.opts.head_flush_bytes, crate::flusher::LOGS_BACKPRESSURE)
     }
 
     /// Persists the head when it holds more than `head_flush_bytes` and no flush or maintenance
     /// pass runs already (that one takes it); true when it flushed.
     ///
     /// Back-pressure: when writes outpace flushing and the head passes
-    /// [`crate::flusher::BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
+    /// [`crate::flusher::LOGS_BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
     /// running flush and then flushes itself, so memory stays bounded.
     pub fn flush_if_large(&self) -> std::io::Result<bool> {
         match self.head_pressure() {

@@ -346,14 +346,14 @@ impl TracesHead {
         if self.dir.is_none() {
             return HeadPressure::Below;
         }
-        HeadPressure::of(self.state.read().head.bytes, self.opts.head_flush_bytes)
+        HeadPressure::of(self.state.read().head.bytes, self.opts.head_flush_bytes, crate::flusher::TRACES_BACKPRESSURE)
     }
 
     /// Persists the head when it holds more than `head_flush_bytes` and no flush, checkpoint or
     /// maintenance pass runs already (that one takes it); true when it flushed.
     ///
     /// Back-pressure: when writes outpace flushing and the head passes
-    /// [`crate::flusher::BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
+    /// [`crate::flusher::TRACES_BACKPRESSURE`] × `head_flush_bytes` anyway, the caller waits for the
     /// running flush and then flushes itself, so memory stays bounded and ingest runs at flushing
     /// speed.
     pub fn flush_if_large(&self) -> io::Result<bool> {
