@@ -662,3 +662,89 @@ fn label_format_keeps_categories_on_rename() {
     assert_eq!(e.structured_metadata, vec![("who".to_string(), "bob".to_string())]);
     assert_eq!(e.parsed, vec![("t".to_string(), "a".to_string()), ("y".to_string(), "1".to_string())]);
 }
+
+/// `count_over_time`, `rate`, `bytes_over_time` and `bytes_rate` over streams with far more lines
+/// than steps (the engine keeps per-cell sums then, not samples) answer exactly what counting the
+/// lines of each window gives, with ranges that are and are not multiples of the step, offsets,
+/// line filters, groupings, and lines on window edges.
+#[test]
+fn counting_aggregations_over_many_lines_count_every_window_exactly() {
+    const S: i64 = 1_000_000_000;
+    let store = MemStore::new();
+    // (env, timestamp ns, body) of every line.
+    let mut lines: Vec<(&str, i64, String)> = Vec::new();
+    let mut x: u64 = 7;
+    for env in ["prod", "dev", "test"] {
+        let mut records = Vec::new();
+        for k in 0..4000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            // Every tenth line sits exactly on a 5-s edge; the others anywhere in 0..600 s.
+            let t = if k % 10 == 0 { (x % 120) as i64 * 5 * S } else { (x % (600 * S as u64)) as i64 };
+            let body = if x % 3 == 0 { format!("x {}", "y".repeat((x % 40) as usize)) } else { "GET /".to_string() };
+            lines.push((env, t, body.clone()));
+            records.push(LogRecord { timestamp_ns: t, body, ..Default::default() });
+        }
+        store.apply(WriteBatch::Logs(LogsBatch {
+            groups: vec![LogGroup {
+                stream: Labels::from_pairs([("app", "a"), ("env", env)]),
+                records,
+                ..Default::default()
+            }],
+        }));
+    }
+    let engine = Engine::new(EngineOptions::default());
+    // (query, env filter → per-window value from (count, bytes, range s), grouped by env?)
+    type Want = fn(u64, u64, f64) -> f64;
+    let cases: [(&str, i64, i64, bool, Want); 6] = [
+        (r#"count_over_time({app="a"}[50s])"#, 50, 0, false, |n, _, _| n as f64),
+        (r#"rate({app="a"}[45s])"#, 45, 0, false, |n, _, r| n as f64 / r),
+        (r#"bytes_over_time({app="a"}[30s] offset 20s)"#, 30, 20, false, |_, b, _| b as f64),
+        (r#"bytes_rate({app="a"}[1m])"#, 60, 0, false, |_, b, r| b as f64 / r),
+        (r#"sum by (env) (count_over_time({app="a"} |= "x" [50s]))"#, 50, 0, true, |n, _, _| n as f64),
+        (r#"count_over_time({app="a"} |= "x" [7s])"#, 7, 0, true, |n, _, _| n as f64),
+    ];
+    for (query, range_s, offset_s, only_x, want) in cases {
+        for (start, end, step, instant) in [(100 * S, 590 * S, 15 * S, false), (300 * S, 300 * S, 0, true)] {
+            let req = Request {
+                query: query.into(),
+                start_ns: start,
+                end_ns: end,
+                step_ns: step,
+                instant,
+                ..Default::default()
+            };
+            let got: Vec<(String, Vec<(i64, f64)>)> = match engine.execute(store.log_store(), &req).unwrap().data {
+                Data::Matrix(m) => {
+                    m.into_iter().map(|s| (s.labels.get("env").unwrap().to_string(), s.samples)).collect()
+                }
+                Data::Vector(v) => {
+                    v.into_iter().map(|s| (s.labels.get("env").unwrap().to_string(), vec![(s.t_ns, s.v)])).collect()
+                }
+                other => panic!("{query}: {other:?}"),
+            };
+            assert_eq!(got.len(), 3, "{query}");
+            for (env, samples) in got {
+                let mut expect = Vec::new();
+                let mut t = start;
+                while t <= end {
+                    let (hi, lo) = (t - offset_s * S, t - offset_s * S - range_s * S);
+                    let (mut n, mut b) = (0u64, 0u64);
+                    for (e, ts, body) in &lines {
+                        if *e == env && *ts > lo && *ts <= hi && (!only_x || body.contains('x')) {
+                            n += 1;
+                            b += body.len() as u64;
+                        }
+                    }
+                    if n > 0 {
+                        expect.push((t, want(n, b, range_s as f64)));
+                    }
+                    if step == 0 {
+                        break;
+                    }
+                    t += step;
+                }
+                assert_eq!(samples, expect, "{query} {env} instant={instant}");
+            }
+        }
+    }
+}

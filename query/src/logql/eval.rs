@@ -364,7 +364,7 @@ impl Ctx<'_> {
             ));
         }
         let mut loaded = HashMap::new();
-        self.load(m, start, end, &mut loaded, None)?;
+        self.load(m, (start, end, step), &mut loaded, None)?;
         let ev = Evaluator { loaded: &loaded, max_series: self.engine.opts.max_series };
         let only_literals = is_scalar(m);
         if req.instant || req.step_ns <= 0 {
@@ -418,25 +418,29 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Loads the samples of every range aggregation in `m` for steps in `start..=end`.
-    /// `inject` is the grouping of an enclosing `sum` that Loki pushes down into the range
-    /// aggregation's sample extraction (see [`injectable`]).
+    /// Loads the samples of every range aggregation in `m` for the steps `start, start + step, …`
+    /// up to `end` (`steps`). `inject` is the grouping of an enclosing `sum` that Loki pushes down
+    /// into the range aggregation's sample extraction (see [`injectable`]).
     fn load(
         &mut self,
         m: &MetricExpr,
-        start: i64,
-        end: i64,
+        steps: (i64, i64, i64),
         out: &mut HashMap<*const MetricExpr, RangeData>,
         inject: Option<&Grouping>,
     ) -> Result<(), Error> {
+        let (start, end, step) = steps;
         match m {
             MetricExpr::Range { op, log, unwrap, range_ns, offset_ns, grouping, .. } => {
                 let grouping = grouping.as_ref().or(inject);
                 let from = start - offset_ns - range_ns + 1;
                 let to = end - offset_ns;
+                // Counting aggregations keep per-cell sums instead of samples (see `Grid`).
+                let grid = (Grid::sums_suffice(*op) && unwrap.is_none())
+                    .then(|| Grid::new(start, end, step, *offset_ns, *range_ns));
+                let grid = grid.as_ref();
                 // Series in first-seen order, found by label set; and the fast path's series per
                 // stream (keyed by the stream's `Arc`, held so the address cannot be reused).
-                let mut series: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+                let mut series: Vec<(Labels, Points)> = Vec::new();
                 let mut slot_of: HashMap<Labels, usize> = HashMap::new();
                 let mut by_stream: HashMap<usize, (Arc<Labels>, usize)> = HashMap::new();
                 let mut fail: Option<Error> = None;
@@ -485,14 +489,14 @@ impl Ctx<'_> {
                                     None => (**rec.stream()).clone(),
                                 };
                                 let slot = *slot_of.entry(labels.clone()).or_insert_with(|| {
-                                    series.push((labels, Vec::new()));
+                                    series.push((labels, Points::default()));
                                     series.len() - 1
                                 });
                                 by_stream.insert(key, (Arc::clone(rec.stream()), slot));
                                 slot
                             }
                         };
-                        series[slot].1.push((ts, value));
+                        series[slot].1.push(ts, value, grid);
                         return true;
                     }
                     let meta = std::cell::OnceCell::new();
@@ -576,35 +580,37 @@ impl Ctx<'_> {
                         Some(&slot) => slot,
                         None => {
                             slot_of.insert(labels.clone(), series.len());
-                            series.push((labels, Vec::new()));
+                            series.push((labels, Points::default()));
                             series.len() - 1
                         }
                     };
-                    series[slot].1.push((ts, value));
+                    series[slot].1.push(ts, value, grid);
                     true
                 })?;
                 if let Some(e) = fail {
                     return Err(e);
                 }
                 if !ordered {
-                    for (_, samples) in &mut series {
-                        samples.sort_by_key(|(t, _)| *t);
+                    for (_, points) in &mut series {
+                        if let Points::Samples(samples) = points {
+                            samples.sort_by_key(|(t, _)| *t);
+                        }
                     }
                 }
                 drop(by_stream);
                 let absent = if *op == RangeOp::Absent { absent_labels(&log.matchers) } else { Labels::new() };
-                out.insert(m as *const MetricExpr, RangeData { series, absent });
+                out.insert(m as *const MetricExpr, RangeData { series, absent, grid: grid.cloned() });
                 Ok(())
             }
             MetricExpr::Vector { op, inner, grouping, .. } => {
                 let by_nothing = Grouping::default();
                 let inject = injectable(*op, inner).then(|| grouping.as_ref().unwrap_or(&by_nothing));
-                self.load(inner, start, end, out, inject)
+                self.load(inner, steps, out, inject)
             }
-            MetricExpr::LabelReplace { inner, .. } => self.load(inner, start, end, out, None),
+            MetricExpr::LabelReplace { inner, .. } => self.load(inner, steps, out, None),
             MetricExpr::Binary { lhs, rhs, .. } => {
-                self.load(lhs, start, end, out, None)?;
-                self.load(rhs, start, end, out, None)
+                self.load(lhs, steps, out, None)?;
+                self.load(rhs, steps, out, None)
             }
             MetricExpr::Literal(_) | MetricExpr::VectorLit(_) => Ok(()),
         }
@@ -682,8 +688,93 @@ fn group_labels(l: &Labels, g: &Grouping) -> Labels {
 }
 
 struct RangeData {
-    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    series: Vec<(Labels, Points)>,
     absent: Labels,
+    /// The cells of series kept as [`Points::Cells`].
+    grid: Option<Grid>,
+}
+
+/// The edges of every window a range aggregation is evaluated over (`(t - offset - range, t -
+/// offset]` for each step `t`), sorted: cell `j` is `(edges[j - 1], edges[j]]`, so each window is
+/// a run of whole cells. An aggregation that only counts and adds integers (`count_over_time`,
+/// `rate`, `bytes_over_time`, `bytes_rate` without `unwrap`) can keep a count and a sum per cell
+/// instead of every sample: the same answers (integer sums in `f64` are exact in any order), in
+/// memory that follows the steps, not the lines (5 M lines were 80 MB of samples).
+#[derive(Clone, Debug)]
+struct Grid {
+    edges: Vec<i64>,
+}
+
+impl Grid {
+    fn sums_suffice(op: RangeOp) -> bool {
+        matches!(op, RangeOp::Count | RangeOp::Rate | RangeOp::Bytes | RangeOp::BytesRate)
+    }
+
+    fn new(start: i64, end: i64, step: i64, offset_ns: i64, range_ns: i64) -> Grid {
+        let mut edges = Vec::new();
+        let mut t = start;
+        while t <= end {
+            edges.push(t - offset_ns);
+            edges.push(t - offset_ns - range_ns);
+            if step <= 0 {
+                break;
+            }
+            t += step;
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        Grid { edges }
+    }
+
+    /// The cell holding `ts`; `None` outside every window.
+    fn cell(&self, ts: i64) -> Option<usize> {
+        let j = self.edges.partition_point(|&e| e < ts);
+        (j > 0 && j < self.edges.len()).then_some(j)
+    }
+
+    /// The cells making up the window `(lo, hi]` (both edges of the grid).
+    fn window(&self, lo: i64, hi: i64) -> std::ops::Range<usize> {
+        let a = self.edges.partition_point(|&e| e <= lo);
+        let b = self.edges.partition_point(|&e| e <= hi);
+        a..b
+    }
+}
+
+/// A series' points: its samples, or per-cell (count, sum) once they outnumber the grid's cells.
+enum Points {
+    Samples(Vec<(i64, f64)>),
+    Cells(Vec<(u64, f64)>),
+}
+
+impl Default for Points {
+    fn default() -> Self {
+        Points::Samples(Vec::new())
+    }
+}
+
+impl Points {
+    fn push(&mut self, ts: i64, value: f64, grid: Option<&Grid>) {
+        match (&mut *self, grid) {
+            (Points::Samples(v), Some(g)) if v.len() >= 2 * g.edges.len() + 64 => {
+                let mut cells = vec![(0u64, 0f64); g.edges.len()];
+                for (t, x) in v.drain(..).chain(std::iter::once((ts, value))) {
+                    if let Some(j) = g.cell(t) {
+                        cells[j].0 += 1;
+                        cells[j].1 += x;
+                    }
+                }
+                *self = Points::Cells(cells);
+            }
+            (Points::Samples(v), _) => v.push((ts, value)),
+            (Points::Cells(c), Some(g)) => {
+                if let Some(j) = g.cell(ts) {
+                    c[j].0 += 1;
+                    c[j].1 += value;
+                }
+            }
+            (Points::Cells(_), None) => unreachable!("cells are made only with a grid"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -716,16 +807,30 @@ impl Evaluator<'_> {
                 let lo = hi - range_ns;
                 let mut out = Vec::new();
                 for (labels, pts) in &data.series {
-                    let a = pts.partition_point(|(ts, _)| *ts <= lo);
-                    let b = pts.partition_point(|(ts, _)| *ts <= hi);
-                    if a >= b {
-                        continue;
-                    }
-                    let w = &pts[a..b];
-                    if *op == RangeOp::Absent {
-                        return Ok(Value::Vector(Vec::new()));
-                    }
-                    out.push(Sample { labels: labels.clone(), v: range_fn(*op, *param, w, *range_ns) });
+                    let v = match (pts, &data.grid) {
+                        (Points::Samples(pts), _) => {
+                            let a = pts.partition_point(|(ts, _)| *ts <= lo);
+                            let b = pts.partition_point(|(ts, _)| *ts <= hi);
+                            if a >= b {
+                                continue;
+                            }
+                            if *op == RangeOp::Absent {
+                                return Ok(Value::Vector(Vec::new()));
+                            }
+                            range_fn(*op, *param, &pts[a..b], *range_ns)
+                        }
+                        (Points::Cells(cells), Some(grid)) => {
+                            let (n, sum) = cells[grid.window(lo, hi)]
+                                .iter()
+                                .fold((0u64, 0f64), |(n, s), (cn, cs)| (n + cn, s + cs));
+                            if n == 0 {
+                                continue;
+                            }
+                            cell_fn(*op, n, sum, *range_ns)
+                        }
+                        (Points::Cells(_), None) => return Err(Error::Execution("cells without a grid".into())),
+                    };
+                    out.push(Sample { labels: labels.clone(), v });
                 }
                 if *op == RangeOp::Absent {
                     return Ok(Value::Vector(vec![Sample { labels: data.absent.clone(), v: 1.0 }]));
@@ -777,6 +882,17 @@ impl Evaluator<'_> {
                 binary(*op, modifier, l, r)
             }
         }
+    }
+}
+
+/// [`range_fn`] of a window of `n` samples whose values add up to `sum`, for the aggregations
+/// [`Grid::sums_suffice`] names.
+fn cell_fn(op: RangeOp, n: u64, sum: f64, range_ns: i64) -> f64 {
+    let secs = range_ns as f64 / 1e9;
+    match op {
+        RangeOp::Count => n as f64,
+        RangeOp::Rate | RangeOp::BytesRate => sum / secs,
+        _ => sum,
     }
 }
 

@@ -69,7 +69,7 @@ impl Default for LogsOptions {
             partition_ns: 3600 * 1_000_000_000,
             retention_ns: 7 * 24 * 3600 * 1_000_000_000,
             max_bytes: 0,
-            head_flush_bytes: 48 << 20,
+            head_flush_bytes: 32 << 20,
         }
     }
 }
