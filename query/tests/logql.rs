@@ -680,7 +680,8 @@ fn counting_aggregations_over_many_lines_count_every_window_exactly() {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             // Every tenth line sits exactly on a 5-s edge; the others anywhere in 0..600 s.
             let t = if k % 10 == 0 { (x % 120) as i64 * 5 * S } else { (x % (600 * S as u64)) as i64 };
-            let body = if x.is_multiple_of(3) { format!("x {}", "y".repeat((x % 40) as usize)) } else { "GET /".to_string() };
+            let body =
+                if x.is_multiple_of(3) { format!("x {}", "y".repeat((x % 40) as usize)) } else { "GET /".to_string() };
             lines.push((env, t, body.clone()));
             records.push(LogRecord { timestamp_ns: t, body, ..Default::default() });
         }

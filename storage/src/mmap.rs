@@ -35,3 +35,20 @@ pub(crate) fn drop_pages(map: &Mmap, range: std::ops::Range<usize>) {
     // same contents.
     let _ = unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, range.start, len) };
 }
+
+/// Resident KiB of this process' file maps whose path contains every one of `parts`
+/// (`/proc/self/smaps`): what a test checks to see that pages were released.
+#[cfg(test)]
+pub(crate) fn mapped_rss_kib(parts: &[&str]) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut ours = false;
+    let mut kib = 0;
+    for line in smaps.lines() {
+        if line.split_whitespace().next().is_some_and(|r| r.contains('-') && !r.ends_with(':')) {
+            ours = parts.iter().all(|p| line.contains(p));
+        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
+            kib += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    kib
+}

@@ -603,17 +603,7 @@ fn a_stopped_scan_reads_no_more_chunks() {
 /// (`/proc/self/smaps`; Linux).
 #[cfg(target_os = "linux")]
 fn chunk_rss_kib(dir: &std::path::Path) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut ours = false;
-    let mut kib = 0;
-    for line in smaps.lines() {
-        if line.split_whitespace().next().is_some_and(|r| r.contains('-') && !r.ends_with(':')) {
-            ours = line.contains(dir.to_str().unwrap()) && line.contains("chunks-");
-        } else if ours && let Some(v) = line.strip_prefix("Rss:") {
-            kib += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
-        }
-    }
-    kib
+    crate::mmap::mapped_rss_kib(&[dir.to_str().unwrap(), "chunks-"])
 }
 
 /// A scan leaves none of the chunks it read mapped into the process (their pages stay in the

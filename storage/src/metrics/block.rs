@@ -616,6 +616,14 @@ impl Block {
         })
     }
 
+    /// Unmaps the block's pages from this process (see [`crate::mmap::drop_pages`]): mapped file
+    /// pages count in the RSS for as long as they stay mapped, and the first use's checksum pass
+    /// touches the whole index. Readers holding slices of the maps stay valid.
+    pub fn release_pages(&self) {
+        crate::mmap::drop_pages(&self.index, 0..self.index.len());
+        crate::mmap::drop_pages(&self.chunks, 0..self.chunks.len());
+    }
+
     fn section_crc_ok(&self, i: usize) -> bool {
         let toc = &self.index[self.index.len() - TOC_LEN..];
         let s = &self.sections[i];

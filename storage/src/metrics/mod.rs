@@ -112,6 +112,26 @@ struct Persisted {
 
 type BlockList = Arc<Vec<Arc<Block>>>;
 
+/// The blocks a read works on; once it is done with them their mapped pages are released
+/// ([`Block::release_pages`]), so what queries read does not stay in the process' RSS.
+struct ReadBlocks(BlockList);
+
+impl std::ops::Deref for ReadBlocks {
+    type Target = Vec<Arc<Block>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for ReadBlocks {
+    fn drop(&mut self) {
+        for b in self.0.iter() {
+            b.release_pages();
+        }
+    }
+}
+
 /// The metrics engine.
 pub(crate) struct MetricsHead {
     dir: Option<PathBuf>,
@@ -506,10 +526,10 @@ impl MetricsHead {
     }
 
     /// The head's read lock, then the blocks list (see `blocks`).
-    fn snapshot(&self) -> (RwLockReadGuard<'_, Head>, BlockList) {
+    fn snapshot(&self) -> (RwLockReadGuard<'_, Head>, ReadBlocks) {
         let h = self.head.read();
         let b = self.blocks.read().clone();
-        (h, b)
+        (h, ReadBlocks(b))
     }
 
     fn head_samples(s: &Series, start: i64, end: i64) -> SeriesSamples {

@@ -142,6 +142,16 @@ impl MetricsHead {
     }
 }
 
+impl Drop for LazySeries<'_> {
+    /// The query is done with its blocks: their mapped pages leave the process' RSS (they stay in
+    /// the page cache for the next query).
+    fn drop(&mut self) {
+        for b in &self.blocks {
+            b.release_pages();
+        }
+    }
+}
+
 /// Threads that list blocks' series for one selection (the machine's cores, at most 4).
 fn select_threads() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();

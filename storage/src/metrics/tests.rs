@@ -463,6 +463,27 @@ fn memory_only_never_persists_nor_skips() {
 // ---------------------------------------------------------------------------------------------
 // Persist, reopen, replay
 
+/// A query over blocks leaves none of their pages mapped (they stay in the page cache): the first
+/// use's checksum pass over the index and the chunks a query reads would otherwise stay in the
+/// process' RSS for as long as the block lives.
+#[test]
+fn queries_leave_no_block_page_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = disk(dir.path(), &opts());
+    apply_all(&e, &workload(3, 200, 1));
+    assert!(e.persist().unwrap());
+    drop(e);
+    let e = disk(dir.path(), &opts());
+    assert!(block_count(dir.path()) >= 1);
+    let mapped = || crate::mmap::mapped_rss_kib(&[dir.path().to_str().unwrap()]);
+    let first = snapshot(&e);
+    assert!(!first.is_empty());
+    assert_lazy_matches(&e, "reopened");
+    assert_eq!(mapped(), 0, "block pages left mapped");
+    assert_same(&snapshot(&e), &first, "read again");
+    assert_eq!(mapped(), 0);
+}
+
 #[test]
 fn persist_and_reopen_keep_every_answer() {
     let dir = tempfile::tempdir().unwrap();
