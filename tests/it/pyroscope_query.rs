@@ -53,43 +53,24 @@ fn seeded() -> TestServer {
     server
 }
 
-/// Sends one OTLP span (`trace`, `span`) of `service`, now, over OTLP/HTTP.
-fn send_span(server: &TestServer, service: &str, trace: [u8; 16], span: [u8; 8]) {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let now = now_ns() as u64;
-    let service_name = KeyValue {
-        key: "service.name".into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(service.into())) }),
-        ..Default::default()
-    };
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![service_name], ..Default::default() }),
-            scope_spans: vec![ScopeSpans {
-                spans: vec![Span {
-                    trace_id: trace.to_vec(),
-                    span_id: span.to_vec(),
-                    name: "GET /".into(),
-                    kind: 2,
-                    start_time_unix_nano: now - 6_000_000_000,
-                    end_time_unix_nano: now - 1_000_000_000,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    };
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/traces", server.otlp_http()))
-        .header("content-type", "application/x-protobuf")
-        .body(req.encode_to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+/// A `SelectMergeSpanProfile` request for CPU samples of the 16-hex-digit `span` in `selector`.
+fn span_profile_request(selector: &str, span: &str) -> q::SelectMergeSpanProfileRequest {
+    q::SelectMergeSpanProfileRequest {
+        profile_type_id: CPU.into(),
+        label_selector: selector.into(),
+        span_selector: vec![span.into()],
+        start: 0,
+        end: end_ms(),
+        max_nodes: None,
+        format: 1,
+    }
+}
+
+/// The flame graph `SelectMergeSpanProfile` answers `req` with (status 200).
+fn span_profile(base: &str, req: &q::SelectMergeSpanProfileRequest) -> q::FlameGraph {
+    let (status, body) = connect(base, "SelectMergeSpanProfile", req);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    q::SelectMergeSpanProfileResponse::decode(body.as_slice()).unwrap().flamegraph.unwrap()
 }
 
 /// A profile whose samples carry a span's `span_id` label is that span's span profile, and the
@@ -100,19 +81,9 @@ fn a_span_profile_is_served_for_its_span_and_listed_by_the_traces_related() {
     let server = seeded();
     let base = server.http();
     let trace = [0x5a; 16];
-    send_span(&server, "api", trace, [0x11; 8]);
-    let req = q::SelectMergeSpanProfileRequest {
-        profile_type_id: CPU.into(),
-        label_selector: r#"{service_name="api"}"#.into(),
-        span_selector: vec!["1111111111111111".into()],
-        start: 0,
-        end: end_ms(),
-        max_nodes: None,
-        format: 1,
-    };
-    let (status, body) = connect(&base, "SelectMergeSpanProfile", &req);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let fg = q::SelectMergeSpanProfileResponse::decode(body.as_slice()).unwrap().flamegraph.unwrap();
+    let span = crate::tempo::pspan(trace, 0x11, None, "GET /", 2, now_ns() - 6_000_000_000, 5_000, false);
+    crate::tempo::send(&server, &crate::tempo::request("api", vec![span]));
+    let fg = span_profile(&base, &span_profile_request(r#"{service_name="api"}"#, "1111111111111111"));
     assert_eq!(fg.total, 5, "only the span's samples");
 
     let related = |trace_hex: &str| -> serde_json::Value {
@@ -270,18 +241,8 @@ fn flame_graphs_span_profiles_series_and_diff() {
     assert_eq!(small.total, 95);
 
     // Span profile: only the samples of span 1111111111111111.
-    let req = q::SelectMergeSpanProfileRequest {
-        profile_type_id: CPU.into(),
-        label_selector: "{}".into(),
-        span_selector: vec!["1111111111111111".into()],
-        start: 0,
-        end: end_ms(),
-        max_nodes: None,
-        format: 1,
-    };
-    let (status, body) = connect(&base, "SelectMergeSpanProfile", &req);
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let fg = q::SelectMergeSpanProfileResponse::decode(body.as_slice()).unwrap().flamegraph.unwrap();
+    let req = span_profile_request("{}", "1111111111111111");
+    let fg = span_profile(&base, &req);
     assert_eq!(fg.total, 5);
     assert_eq!(nodes(&fg).last().unwrap().4, "query");
     let bad = q::SelectMergeSpanProfileRequest { span_selector: vec!["xyz".into()], ..req };

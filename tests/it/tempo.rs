@@ -48,7 +48,7 @@ fn kv(k: &str, v: Option<PAny>) -> PKv {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn pspan(
+pub(crate) fn pspan(
     trace: [u8; 16],
     id: u8,
     parent: Option<u8>,
@@ -84,7 +84,7 @@ fn pspan(
     }
 }
 
-fn request(service: &str, spans: Vec<PSpan>) -> ExportTraceServiceRequest {
+pub(crate) fn request(service: &str, spans: Vec<PSpan>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(PResource { attributes: vec![kv("service.name", s(service))], ..Default::default() }),
@@ -98,7 +98,7 @@ fn request(service: &str, spans: Vec<PSpan>) -> ExportTraceServiceRequest {
     }
 }
 
-fn send(srv: &TestServer, req: &ExportTraceServiceRequest) {
+pub(crate) fn send(srv: &TestServer, req: &ExportTraceServiceRequest) {
     let resp = reqwest::blocking::Client::new()
         .post(format!("{}/v1/traces", srv.otlp_http()))
         .header("content-type", "application/x-protobuf")
