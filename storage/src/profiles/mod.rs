@@ -321,6 +321,18 @@ pub(crate) struct Columns {
     pub label_sets: Vec<u32>,
 }
 
+impl Columns {
+    /// Calls `f(stack, value)` for every row in `ranges` (`[start, end)`, clamped to the rows).
+    fn each_row(&self, ranges: &[(u32, u32)], mut f: impl FnMut(u32, i64)) {
+        for &(a, b) in ranges {
+            let (a, b) = (a as usize, (b as usize).min(self.stacks.len()));
+            for (stack, value) in self.stacks[a.min(b)..b].iter().zip(&self.values[a.min(b)..b]) {
+                f(*stack, *value);
+            }
+        }
+    }
+}
+
 /// A group of profiles in sample rows. Rows of a profile are contiguous.
 ///
 /// Until the part is persisted its rows are in `cols`; once its file is listed by the manifest
@@ -348,7 +360,8 @@ pub(crate) struct Part {
     pub persisted: bool,
     /// Sums of the part's sample values per (series, stack): a merge over a series whose
     /// profiles in this part all fall inside the query's range reads these instead of the rows
-    /// (most inside: these minus the rows outside). `None` when they would not be much smaller than the rows (see [`PartSums::worth_keeping`]).
+    /// (most inside: these minus the rows outside). `None` when they would not be much smaller
+    /// than the rows (see [`PartSums::worth_keeping`]).
     pub sums: Option<PartSums>,
     /// Stack ids and label set ids the part's rows use, once its rows are only in the file
     /// (symbol collection needs them without reading every part).
@@ -812,13 +825,7 @@ impl ProfilesHead {
     fn subtract(&self, sym: &Symbols, part: &Part, ranges: &[(u32, u32)], sums: &mut StackSums) -> bool {
         self.rows_read.fetch_add(ranges.iter().map(|(a, b)| u64::from(b - a)).sum(), Ordering::Relaxed);
         if part.file.is_none() {
-            let c = &part.cols;
-            for &(a, b) in ranges {
-                let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
-                for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
-                    sums.add(*stack, value.wrapping_neg());
-                }
-            }
+            part.cols.each_row(ranges, |stack, value| sums.add(stack, value.wrapping_neg()));
             return true;
         }
         // From the file: all or nothing, so a read that fails halfway leaves no partial subtraction.
@@ -1104,13 +1111,7 @@ impl crate::read::ProfilesReader for ProfilesHead {
             self.rows_read.fetch_add(ranges.iter().map(|(a, b)| u64::from(b - a)).sum(), Ordering::Relaxed);
             if part.file.is_none() {
                 // Rows in memory: straight off the columns.
-                let c = &part.cols;
-                for &(a, b) in &ranges {
-                    let (a, b) = (a as usize, (b as usize).min(c.stacks.len()));
-                    for (stack, value) in c.stacks[a.min(b)..b].iter().zip(&c.values[a.min(b)..b]) {
-                        sums.add(*stack, *value);
-                    }
-                }
+                part.cols.each_row(&ranges, |stack, value| sums.add(stack, value));
             } else {
                 self.visit(sym, part, &ranges, Need::default(), &mut |(_, stack, value, _, _)| sums.add(stack, value));
             }
