@@ -408,15 +408,23 @@ impl Partition {
 
     /// Reads chunk `i`'s bloom filter column into `out` (two preads: the frame's header and
     /// directory, then the column).
-    fn read_bloom(&self, i: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    pub(super) fn read_bloom(&self, i: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let invalid = |e: super::chunk::ChunkError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
         let c = self.chunks.get(i).ok_or_else(|| std::io::Error::other("no such chunk"))?;
         let f = self.files.get(&c.file).ok_or_else(|| std::io::Error::other("no such data file"))?;
+        // The frame's bounds in its file, as the readers check them (slicing the map touches no
+        // page): a damaged index cannot make the column read below allocate past the file.
+        let frame_len = self
+            .frame(i)
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "chunk frame out of its file's bounds")
+            })?
+            .len();
         let mut head = [0u8; chunk::HEAD_BYTES];
-        let n = head.len().min(c.len as usize);
+        let n = head.len().min(frame_len);
         f.file.read_exact_at(&mut head[..n], c.offset)?;
-        let range = chunk::bloom_range(&head[..n], c.len as usize).map_err(invalid)?;
+        let range = chunk::bloom_range(&head[..n], frame_len).map_err(invalid)?;
         out.resize(range.len(), 0);
         f.file.read_exact_at(out, c.offset + range.start as u64)
     }

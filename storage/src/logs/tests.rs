@@ -638,6 +638,16 @@ fn scanned_chunks_leave_the_process_rss() {
     let needle = LogScan { line_contains: vec!["request 0123456789abcdef".into()], ..all(0, H) };
     assert!(bodies(&store, &needle).is_empty());
     assert_eq!(chunk_rss_kib(dir.path()), 0, "pages left mapped by the needle scan");
+    // A chunk entry pointing past the end of its file (a damaged index) is refused before its
+    // filter is read, and a needle scan keeps the chunk for the reader to report.
+    let part = Arc::clone(store.state.read().partitions.values().next().unwrap());
+    let mut bad = (*part).clone();
+    let mut chunks = (*bad.chunks).clone();
+    chunks[0].offset = 1 << 40;
+    bad.chunks = Arc::new(chunks);
+    let e = bad.read_bloom(0, &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("out of its file's bounds"), "{e}");
+    assert!(part.read_bloom(0, &mut Vec::new()).is_ok());
     // A needle that is there is still found.
     let there = first[12_345].clone();
     let found = LogScan { line_contains: vec![there.clone()], ..all(0, H) };
