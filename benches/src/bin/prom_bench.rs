@@ -488,6 +488,16 @@ fn flush(server: &Server, ingest_end: SystemTime) -> anyhow::Result<FlushResult>
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
+            // A checkpoint that began before the last write ended leaves the rest of the head in
+            // the WAL (queries would read part of the data from the head): wait for the one after
+            // it, which writes the rest and trims the WAL.
+            let wal = server.dir.path().join("wal");
+            while dir_size(&wal, None).0 > 1 << 20 {
+                if Instant::now() > deadline {
+                    bail!("outpost did not trim its WAL within 180 s of the end of ingest");
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
             let all = wait_size_stable(server.dir.path(), Duration::from_secs(3), Duration::from_secs(60));
             let metrics = dir_size(&server.dir.path().join("metrics"), None);
             if let Ok(rd) = fs::read_dir(server.dir.path()) {

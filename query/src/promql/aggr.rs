@@ -321,9 +321,9 @@ fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     }
 }
 
-struct Group {
+struct Group<'v> {
     labels: Arc<Labels>,
-    members: Vec<S>,
+    members: Vec<&'v S>,
 }
 
 /// Go's `math.Max`/`math.Min`-free comparisons used by min/max: NaN is replaced by any value.
@@ -366,7 +366,7 @@ fn aggregate(
     // Groups in order of first appearance.
     let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for s in vec {
+    for s in &vec {
         let mut gl = cache.get(&s.labels, m);
         if op == T_COUNT_VALUES {
             let v = match &s.point {
@@ -390,23 +390,9 @@ fn aggregate(
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
         match op {
-            T_TOPK | T_BOTTOMK => {
-                let mut floats: Vec<S> = g.members.into_iter().filter(|s| s.f().is_some()).collect();
-                let top = op == T_TOPK;
-                floats.sort_by(|a, b| {
-                    let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
-                    // NaN sorts last in both directions.
-                    match (x.is_nan(), y.is_nan()) {
-                        (true, true) => std::cmp::Ordering::Equal,
-                        (true, false) => std::cmp::Ordering::Greater,
-                        (false, true) => std::cmp::Ordering::Less,
-                        _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                        _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                    }
-                });
-                floats.truncate(k);
-                out.extend(floats);
-            }
+            T_TOPK | T_BOTTOMK => out.extend(
+                first_k(g.members.into_iter().filter(|s| s.f().is_some()), k, op == T_TOPK).into_iter().cloned(),
+            ),
             _ => {
                 if let Some(p) = reduce(op, &g.members, param) {
                     out.push(S { labels: g.labels, point: p });
@@ -415,6 +401,45 @@ fn aggregate(
         }
     }
     Ok(out)
+}
+
+/// The first `k` float samples of `members` in a stable sort by value, descending for `top`
+/// (ascending otherwise), NaN last either way: what sorting them all and keeping `k` gives, kept
+/// in a list of at most `k` (a sample enters only when it sorts before the last kept one, after
+/// the kept ones that sort equal to it).
+fn first_k<'v>(members: impl Iterator<Item = &'v S>, k: usize, top: bool) -> Vec<&'v S> {
+    let order = |a: &&S, b: &&S| {
+        let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
+        match (x.is_nan(), y.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
+            _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        }
+    };
+    if k > 32 {
+        // Insertion into a long list costs more than one sort.
+        let mut all: Vec<&S> = members.collect();
+        all.sort_by(order);
+        all.truncate(k);
+        return all;
+    }
+    let mut kept: Vec<&S> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return kept;
+    }
+    for s in members {
+        if kept.len() == k && kept.last().is_some_and(|w| order(&s, w) != std::cmp::Ordering::Less) {
+            continue;
+        }
+        let at = kept.partition_point(|b| order(b, &s) != std::cmp::Ordering::Greater);
+        kept.insert(at, s);
+        if kept.len() > k {
+            kept.pop();
+        }
+    }
+    kept
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
@@ -430,13 +455,13 @@ pub(crate) fn go_float(f: f64) -> String {
     }
 }
 
-fn reduce(op: u16, members: &[S], param: Option<f64>) -> Option<Point> {
-    let floats = || members.iter().filter_map(S::f);
+fn reduce(op: u16, members: &[&S], param: Option<f64>) -> Option<Point> {
+    let floats = || members.iter().filter_map(|s| s.f());
     match op {
         T_COUNT | T_COUNT_VALUES => Some(Point::Float(members.len() as f64)),
         T_GROUP => Some(Point::Float(1.0)),
         T_SUM | T_AVG => {
-            let hists: Vec<&FloatHistogram> = members.iter().filter_map(S::h).collect();
+            let hists: Vec<&FloatHistogram> = members.iter().filter_map(|s| s.h()).collect();
             if !hists.is_empty() {
                 if hists.len() != members.len() {
                     return None;
@@ -529,4 +554,52 @@ pub(crate) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     let upper = (lower + 1.0).min(n - 1.0);
     let weight = rank - rank.floor();
     values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `first_k` keeps what a stable sort of every sample and a cut at `k` keep, in that order,
+    /// ties and NaN included.
+    #[test]
+    fn first_k_is_a_stable_sort_cut_at_k() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..300 {
+            let n = (round % 40) as usize;
+            let members: Vec<S> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let v = match x % 7 {
+                        0 => f64::NAN,
+                        1 => 0.0,
+                        2 => -0.0,
+                        _ => (x % 5) as f64,
+                    };
+                    S::float(Arc::new(Labels::from_pairs([("i", i.to_string())])), v)
+                })
+                .collect();
+            for k in [0usize, 1, 2, 5, 33, 50] {
+                for top in [true, false] {
+                    let mut want = members.clone();
+                    want.sort_by(|a, b| {
+                        let (x, y) = (a.f().unwrap(), b.f().unwrap());
+                        match (x.is_nan(), y.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ if top => y.partial_cmp(&x).unwrap(),
+                            _ => x.partial_cmp(&y).unwrap(),
+                        }
+                    });
+                    want.truncate(k);
+                    let got: Vec<S> = first_k(members.iter(), k, top).into_iter().cloned().collect();
+                    let ids = |v: &[S]| v.iter().map(|s| s.labels.get("i").unwrap().to_string()).collect::<Vec<_>>();
+                    assert_eq!(ids(&got), ids(&want), "round {round} k {k} top {top}");
+                }
+            }
+        }
+    }
 }

@@ -256,18 +256,20 @@ fn query_threads() -> usize {
 
 /// A series read from storage as the evaluator holds it, without `__name__` if `no_name`.
 fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool, no_name: bool) -> Loaded {
-    let floats: Vec<(i64, f64)> =
-        d.floats.iter().filter(|s| !(drop_stale && is_stale_nan(s.value))).map(|s| (s.timestamp_ms, s.value)).collect();
+    // Collected in place: the reader's buffer becomes the float list (same size and alignment).
+    let floats: Vec<(i64, f64)> = d
+        .floats
+        .into_iter()
+        .filter(|s| !(drop_stale && is_stale_nan(s.value)))
+        .map(|s| (s.timestamp_ms, s.value))
+        .collect();
     let hists: Vec<(i64, FloatHistogram)> = d
         .histograms
         .iter()
         .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
         .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
         .collect();
-    let mut labels = labels.clone();
-    if no_name {
-        labels.set("__name__", "");
-    }
+    let labels = if no_name { labels.without("__name__") } else { labels.clone() };
     Loaded { labels: Arc::new(labels), floats, hists }
 }
 

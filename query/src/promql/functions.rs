@@ -381,6 +381,7 @@ pub(crate) fn range_function_each(
         // `rate`/`increase` over floats: the counter resets of the whole series are found once,
         // each window adds only the ones inside it (in the same order as a scan would).
         let resets: Option<Vec<u32>> = counter_rate.then(|| counter_resets(&s.floats));
+        let mut memo = RateMemo::default();
         for i in 0..n {
             let ts = steps.ts(i);
             let w = input.window_at(s, ts, &mut cur);
@@ -391,7 +392,7 @@ pub(crate) fn range_function_each(
             touched += held;
             peak = peak.max(so.len() + held);
             if let Some(resets) = &resets {
-                if let Some(v) = indexed_rate(s, resets, &w, cur.fl, is_rate, input.range) {
+                if let Some(v) = indexed_rate(s, resets, &w, cur.fl, is_rate, input.range, &mut memo) {
                     so.floats.push((i as u32, v));
                 }
                 continue;
@@ -642,7 +643,15 @@ fn counter_resets(fl: &[(i64, f64)]) -> Vec<u32> {
 /// `rate` (or `increase`) of window `w` of the float-only series `s`, whose first float is
 /// `s.floats[lo]`, with the resets of the whole series given by [`counter_resets`]: the same
 /// result, bit for bit, as [`extrapolated_rate`] over `w`.
-fn indexed_rate(s: &Loaded, resets: &[u32], w: &Window<'_>, lo: usize, is_rate: bool, range: i64) -> Option<f64> {
+fn indexed_rate(
+    s: &Loaded,
+    resets: &[u32],
+    w: &Window<'_>,
+    lo: usize,
+    is_rate: bool,
+    range: i64,
+    memo: &mut RateMemo,
+) -> Option<f64> {
     let fl = w.floats;
     if fl.len() < 2 {
         return None;
@@ -653,7 +662,35 @@ fn indexed_rate(s: &Loaded, resets: &[u32], w: &Window<'_>, lo: usize, is_rate: 
     for &k in resets[first..].iter().take_while(|&&k| (k as usize) < hi) {
         r += s.floats[k as usize - 1].1;
     }
-    Some(r * float_factor(fl, r, w.start, w.end, true, is_rate, range))
+    let (first_t, last_t, first_v) = (fl[0].0, fl[fl.len() - 1].0, fl[0].1);
+    let key = (first_t - w.start, w.end - last_t, last_t - first_t, fl.len());
+    if memo.key != Some(key) {
+        let sampled = (last_t - first_t) as f64 / 1000.0;
+        memo.ratio = ((first_t - w.start) as f64 / 1000.0) / sampled;
+        memo.factor = extrapolation_factor(first_t, last_t, fl.len(), w.start, w.end, None, is_rate, range);
+        memo.key = Some(key);
+    }
+    // The start is capped where the counter would have been zero only when that point
+    // (`sampled × first_v / r` before the first sample) is nearer than the window's start, i.e.
+    // when `first_v` is at most about `r × to_start / sampled`; the margin (1e-9, against a few
+    // ulps of rounding) sends every case near the edge through the exact computation.
+    let capped = r > 0.0 && first_v >= 0.0 && !(r.is_finite() && first_v > r * memo.ratio * (1.0 + 1e-9));
+    let factor = if capped { float_factor(fl, r, w.start, w.end, true, is_rate, range) } else { memo.factor };
+    Some(r * factor)
+}
+
+/// The extrapolation factor of the last window of one series (for one `is_rate`) without the
+/// counter's zero cap, keyed by everything it depends on: the gaps from the window's start to
+/// its first sample and from its last sample to its end, the sampled span and the sample count.
+/// Scrapes at a fixed interval give the same key window after window, so the divisions are done
+/// once per series; the result is bit for bit what [`extrapolation_factor`] computes.
+#[derive(Default)]
+struct RateMemo {
+    key: Option<(i64, i64, i64, usize)>,
+    /// The uncapped factor.
+    factor: f64,
+    /// Gap to the window's start over the sampled span, both in seconds.
+    ratio: f64,
 }
 
 /// Adds the value before every counter reset inside `fl` to `r`, in order.
@@ -950,20 +987,29 @@ mod tests {
     /// rates as a binary search plus a scan of every window.
     #[test]
     fn incremental_rate_matches_the_window_scan() {
-        for seed in 1..40u64 {
-            let s = series(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 300);
+        for seed in 1..80u64 {
+            let mut s = series(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), 300);
+            if seed >= 40 {
+                // Regular scrapes (the memo's case): every 15 s, with counters that restart
+                // near zero (the zero cap) and values on both sides of the cap's edge.
+                for (k, p) in s.floats.iter_mut().enumerate() {
+                    p.0 = 3_000 + k as i64 * 15_000;
+                }
+            }
             let resets = counter_resets(&s.floats);
-            for (range, step) in [(60_000, 15_000), (300_000, 30_000), (20_000, 60_000), (0, 10_000)] {
+            for (range, step) in [(60_000, 15_000), (300_000, 30_000), (20_000, 60_000), (0, 10_000), (45_000, 15_000)]
+            {
                 let input = RangeInput { series: Vec::new(), range, offset: 7_000, at: None };
                 let mut cur = WindowCursor::default();
+                let mut memos = [RateMemo::default(), RateMemo::default()];
                 for i in 0..250i64 {
                     let ts = i * step;
                     let w = input.window(&s, ts);
                     let wc = input.window_at(&s, ts, &mut cur);
                     assert_eq!(w.floats, wc.floats, "seed {seed} range {range} step {i}");
-                    for is_rate in [false, true] {
+                    for (is_rate, memo) in [false, true].into_iter().zip(memos.iter_mut()) {
                         let want = extrapolated_rate(&w, true, is_rate, range);
-                        let got = indexed_rate(&s, &resets, &wc, cur.fl, is_rate, range);
+                        let got = indexed_rate(&s, &resets, &wc, cur.fl, is_rate, range, memo);
                         let bits = |p: Option<Point>| match p {
                             Some(Point::Float(v)) => Some(v.to_bits()),
                             Some(Point::Histogram(_)) => panic!("float expected"),

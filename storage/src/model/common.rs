@@ -264,6 +264,13 @@ impl Labels {
         Labels(out)
     }
 
+    /// A copy of the set without label `name` (allocated once, at its final size).
+    pub fn without(&self, name: &str) -> Labels {
+        let mut v = Vec::with_capacity(self.0.len());
+        v.extend(self.0.iter().filter(|l| l.name != name).cloned());
+        Labels(v)
+    }
+
     /// Value of label `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
