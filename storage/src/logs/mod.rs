@@ -853,9 +853,11 @@ fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decode
     if rows.is_empty() { None } else { Some((d, rows)) }
 }
 
-/// Threads a scan reads chunks on.
+/// Threads a scan reads chunks on. Asked once: `available_parallelism` reads the cgroup's CPU
+/// quota files on every call, and scans ask per batch of chunks.
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4)
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4))
 }
 
 /// A chunk read for a scan: its decoded columns and the rows that pass, ascending.
