@@ -42,6 +42,14 @@ const ID_SPAN_IN_BODY: u8 = 8;
 
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
+/// zstd frames of consecutive row blocks (the `bodies` column of chunks with more than
+/// [`BODY_BLOCK_BYTES`] of bodies): a line filter decompresses only the blocks whose tokens, in the
+/// chunk's bloom filter, it needs.
+const CODEC_ZSTD_BLOCKS: u8 = 2;
+
+/// Bodies per block of the `bodies` column (a block ends with the row that reaches this). Smaller
+/// in unit tests, so that their small chunks have several blocks.
+const BODY_BLOCK_BYTES: usize = if cfg!(test) { 300 } else { 64 << 10 };
 
 /// zstd level of the compressed columns (on log bodies level 1 is both faster and a few percent
 /// smaller than 3; see `docs/format/logs.md`).
@@ -187,6 +195,12 @@ pub(super) struct Scratch {
     ids: Vec<u8>,
     hashes: Vec<u64>,
     tokens: tokens::TokenSet,
+    /// The current body block's tokens, and each closed block's rows and bodies' bytes.
+    block_tokens: tokens::TokenSet,
+    blocks: Vec<(u32, u32)>,
+    /// The `bodies` column as stored when it is cut into blocks, and one block's frame.
+    zblocks: Vec<u8>,
+    zone: Vec<u8>,
     /// Offsets of the body's runs of 32 and 16 characters (where a printed trace or span id is).
     runs32: Vec<usize>,
     runs16: Vec<usize>,
@@ -247,14 +261,37 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
     let n = rows.len();
     let min_ts = rows.iter().map(|r| r.record.timestamp_ns).min().unwrap_or(0);
     let max_ts = rows.iter().map(|r| r.record.timestamp_ns).max().unwrap_or(0);
-    let Scratch { ts, seq, lens, bodies, meta, one, ids, hashes, tokens: token_set, runs32, runs16, zbuf, zstd } = sc;
-    for v in [&mut *ts, &mut *seq, &mut *lens, &mut *bodies, &mut *meta, &mut *ids] {
+    let Scratch {
+        ts,
+        seq,
+        lens,
+        bodies,
+        meta,
+        one,
+        ids,
+        hashes,
+        tokens: token_set,
+        block_tokens,
+        blocks,
+        zblocks,
+        zone,
+        runs32,
+        runs16,
+        zbuf,
+        zstd,
+    } = sc;
+    for v in [&mut *ts, &mut *seq, &mut *lens, &mut *bodies, &mut *meta, &mut *ids, &mut *zblocks] {
         v.clear();
     }
     hashes.clear();
     token_set.clear();
+    block_tokens.clear();
+    blocks.clear();
     let body_bytes: usize = rows.iter().map(|r| r.record.body.len()).sum();
     bodies.reserve(body_bytes);
+    // Bodies are cut into blocks, each compressed alone, with its tokens in the bloom filter.
+    let blocked = body_bytes > BODY_BLOCK_BYTES;
+    let (mut block_start, mut block_rows) = (0usize, 0u32);
     let mut keys: Vec<String> = Vec::new();
     // Which of the record fields `keys` already lists (bits as below).
     let mut field_keys = 0u8;
@@ -285,8 +322,21 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
                 runs16.push(t.as_ptr() as usize - base);
             } else if tokens::indexed(t) {
                 token_set.insert(t);
+                if blocked && tokens::block_indexed(t) {
+                    block_tokens.insert(t);
+                }
             }
         });
+        if blocked {
+            block_rows += 1;
+            if bodies.len() - block_start >= BODY_BLOCK_BYTES || i + 1 == n {
+                let b = blocks.len();
+                hashes.extend(block_tokens.packed().map(|k| tokens::block_key(k, b)));
+                blocks.push((block_rows, (bodies.len() - block_start) as u32));
+                block_tokens.clear();
+                (block_start, block_rows) = (bodies.len(), 0);
+            }
+        }
         // Trace and span ids: most lines that carry them print them in the body too; then only
         // their offset there is kept.
         if let Some(t) = rec.trace_id {
@@ -370,15 +420,38 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
     let tokens = token_set.joined();
     let keys_col = postcard::to_allocvec(&keys).map_err(std::io::Error::other)?;
     let bloom_col = bloom.to_bytes();
-    let cols: [(u8, &[u8], bool); NCOLS] = [
-        (COL_TS, ts.as_slice(), true),
-        (COL_SEQ, seq.as_slice(), true),
-        (COL_LENS, lens.as_slice(), true),
-        (COL_BODIES, bodies.as_slice(), true),
-        (COL_META, meta.as_slice(), true),
-        (COL_BLOOM, &bloom_col, false),
-        (COL_KEYS, &keys_col, false),
-        (COL_IDS, ids.as_slice(), true),
+    if blocked {
+        // The block table (count; per block rows, bodies' bytes, stored bytes), then the frames.
+        crate::varint::put(zblocks, blocks.len() as u64);
+        let mut at = 0usize;
+        let mut frames = std::mem::take(zone);
+        frames.clear();
+        for &(rows_in, raw) in blocks.iter() {
+            Scratch::compress(zstd, zbuf, &bodies[at..at + raw as usize])?;
+            at += raw as usize;
+            crate::varint::put(zblocks, u64::from(rows_in));
+            crate::varint::put(zblocks, u64::from(raw));
+            crate::varint::put(zblocks, zbuf.len() as u64);
+            frames.extend_from_slice(zbuf);
+        }
+        zblocks.extend_from_slice(&frames);
+        *zone = frames;
+    }
+    // Per column: id, raw bytes, how they are stored (raw; zstd when longer than 64 bytes;
+    // already stored as blocks in `zblocks`).
+    const KEEP: u8 = 0;
+    const ZSTD: u8 = 1;
+    const BLOCKS: u8 = 2;
+    let body_mode = if blocked { BLOCKS } else { ZSTD };
+    let cols: [(u8, &[u8], u8); NCOLS] = [
+        (COL_TS, ts.as_slice(), ZSTD),
+        (COL_SEQ, seq.as_slice(), ZSTD),
+        (COL_LENS, lens.as_slice(), ZSTD),
+        (COL_BODIES, bodies.as_slice(), body_mode),
+        (COL_META, meta.as_slice(), ZSTD),
+        (COL_BLOOM, &bloom_col, KEEP),
+        (COL_KEYS, &keys_col, KEEP),
+        (COL_IDS, ids.as_slice(), ZSTD),
     ];
     // The frame is built in place: header, column directory, then the columns; the length, CRC
     // and directory are filled in as the columns are written.
@@ -393,8 +466,10 @@ pub(super) fn encode(stream: u32, rows: &[Row<'_>], out: &mut Vec<u8>, sc: &mut 
     out.push(NCOLS as u8);
     let mut dir_at = out.len();
     out.resize(dir_at + NCOLS * 10, 0);
-    for (id, raw, compress) in cols {
-        let (codec, data): (u8, &[u8]) = if compress && raw.len() > 64 {
+    for (id, raw, mode) in cols {
+        let (codec, data): (u8, &[u8]) = if mode == BLOCKS {
+            (CODEC_ZSTD_BLOCKS, zblocks)
+        } else if mode == ZSTD && raw.len() > 64 {
             Scratch::compress(zstd, zbuf, raw)?;
             (CODEC_ZSTD, zbuf)
         } else {
@@ -481,7 +556,7 @@ impl Directory {
             if data_at.checked_add(stored).is_none_or(|end| end > payload_len) {
                 return Err(bad("column past the end of the frame"));
             }
-            if codec != CODEC_RAW && codec != CODEC_ZSTD {
+            if codec != CODEC_RAW && codec != CODEC_ZSTD && codec != CODEC_ZSTD_BLOCKS {
                 return Err(bad(format!("unknown codec {codec}")));
             }
             *col = (codec, raw, data_at, stored);
@@ -509,6 +584,76 @@ pub(super) fn bloom_range(head: &[u8], frame_len: usize) -> Result<std::ops::Ran
     let d = Directory::read(&head[FRAME_HEADER..], len)?;
     let (_, _, at, stored) = d.cols[COL_BLOOM as usize];
     Ok(FRAME_HEADER + at..FRAME_HEADER + at + stored)
+}
+
+/// One block of a [`CODEC_ZSTD_BLOCKS`] column: its rows, its bytes decompressed, and where its
+/// zstd frame is in the column's stored bytes.
+struct Block {
+    rows: usize,
+    raw: usize,
+    frame: std::ops::Range<usize>,
+}
+
+/// The block table of a [`CODEC_ZSTD_BLOCKS`] column (`data`, the stored bytes; `raw`, the
+/// column's length decompressed): every frame inside `data`, the frames filling it to its end,
+/// and the blocks' bytes adding up to `raw`.
+fn block_table(data: &[u8], raw: u32) -> Result<Vec<Block>, ChunkError> {
+    let mut at = 0usize;
+    let n = get_varint(data, &mut at)?;
+    // Each block takes at least three bytes of the table.
+    if n == 0 || n > data.len() as u64 / 3 {
+        return Err(bad(format!("implausible block count {n}")));
+    }
+    let mut sizes = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let rows = get_varint(data, &mut at)?;
+        let raw = get_varint(data, &mut at)?;
+        let stored = get_varint(data, &mut at)?;
+        sizes.push((rows, raw, stored));
+    }
+    let (mut total, mut out) = (0u64, Vec::with_capacity(sizes.len()));
+    for (rows, raw, stored) in sizes {
+        let end = (at as u64).checked_add(stored).filter(|&e| e <= data.len() as u64).ok_or_else(|| bad("block past the column"))?;
+        total = total.saturating_add(raw);
+        if total > u64::from(u32::MAX) || rows > u64::from(u32::MAX) {
+            return Err(bad("implausible block"));
+        }
+        out.push(Block { rows: rows as usize, raw: raw as usize, frame: at..end as usize });
+        at = end as usize;
+    }
+    if at != data.len() || total != u64::from(raw) {
+        return Err(bad("blocks do not fill the column"));
+    }
+    Ok(out)
+}
+
+/// Runs `f` with this thread's zstd decompression context (created on first use and reused:
+/// creating one costs more than decompressing a small column).
+fn with_dctx<T>(f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>) -> std::io::Result<T> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(d) => f(d),
+            None => Err(std::io::Error::other("no zstd context")),
+        }
+    })
+}
+
+/// Decompresses one zstd frame into `out`, which it must fill exactly.
+fn unzstd(frame: &[u8], out: &mut [u8]) -> std::io::Result<()> {
+    let want = out.len();
+    let n = with_dctx(|d| d.decompress_to_buffer(frame, out))?;
+    if n != want {
+        return Err(std::io::Error::other(format!("{n} bytes, expected {want}")));
+    }
+    Ok(())
 }
 
 /// A parsed chunk frame: the header and the column slices, nothing decompressed yet.
@@ -550,34 +695,81 @@ impl<'a> Chunk<'a> {
         if raw as usize > data.len().saturating_mul(64).max(1 << 16) {
             return Err(bad("implausible column size"));
         }
-        thread_local! {
-            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-                const { std::cell::RefCell::new(None) };
+        if codec == CODEC_ZSTD_BLOCKS {
+            let table = block_table(data, raw)?;
+            let mut out = vec![0u8; raw as usize];
+            let mut at = 0usize;
+            for b in &table {
+                unzstd(&data[b.frame.clone()], &mut out[at..at + b.raw]).map_err(|e| bad(format!("column {id}: {e}")))?;
+                at += b.raw;
+            }
+            return Ok(std::borrow::Cow::Owned(out));
         }
-        // One decompression context per thread, reused: creating one costs more than
-        // decompressing a small column.
-        let out = DCTX
-            .with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = Some(zstd::bulk::Decompressor::new()?);
-                }
-                match d.as_mut() {
-                    Some(d) => d.decompress(data, raw as usize),
-                    None => zstd::bulk::decompress(data, raw as usize),
-                }
-            })
-            .map_err(|e| bad(format!("column {id}: {e}")))?;
+        let out = with_dctx(|d| d.decompress(data, raw as usize)).map_err(|e| bad(format!("column {id}: {e}")))?;
         if out.len() != raw as usize {
             return Err(bad(format!("column {id}: {} bytes, expected {raw}", out.len())));
         }
         Ok(std::borrow::Cow::Owned(out))
     }
 
-    /// The bloom filter column (raw); queries read it with [`bloom_range`].
-    #[cfg(test)]
+    /// The bloom filter column (raw); queries that do not read the chunk read it with
+    /// [`bloom_range`].
     pub fn bloom(&self) -> &'a [u8] {
         self.cols[COL_BLOOM as usize].2
+    }
+
+    /// The bodies of the body blocks `keep` accepts (by block number), one after the other,
+    /// with the row ranges `(first, end)` they hold and, per range, the bytes of the bodies
+    /// before it that were left out; `None` when the chunk's bodies are not stored in blocks.
+    #[allow(clippy::type_complexity)]
+    pub fn bodies_of_blocks(
+        &self,
+        ends: &[u32],
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Result<Option<(String, Vec<(usize, usize)>, Vec<usize>)>, ChunkError> {
+        let (codec, raw, data) = self.cols[COL_BODIES as usize];
+        if codec != CODEC_ZSTD_BLOCKS {
+            return Ok(None);
+        }
+        if raw as usize > data.len().saturating_mul(64).max(1 << 16) {
+            return Err(bad("implausible column size"));
+        }
+        if ends.len() != self.rows || ends.last().copied().unwrap_or(0) != raw {
+            return Err(bad("body lengths do not add up"));
+        }
+        let table = block_table(data, raw)?;
+        let mut out: Vec<u8> = Vec::new();
+        let (mut kept, mut shift) = (Vec::new(), Vec::new());
+        let (mut row, mut at) = (0usize, 0usize);
+        for (b, blk) in table.iter().enumerate() {
+            let end_row = row + blk.rows;
+            let end_at = at + blk.raw;
+            // A block's bytes must be exactly its rows' bodies.
+            if end_row > ends.len() || end_row == row || ends[end_row - 1] as usize != end_at {
+                return Err(bad("body blocks do not match the body lengths"));
+            }
+            if keep(b) {
+                let from = out.len();
+                out.resize(from + blk.raw, 0);
+                unzstd(&data[blk.frame.clone()], &mut out[from..]).map_err(|e| bad(format!("bodies: {e}")))?;
+                kept.push((row, end_row));
+                shift.push(at - from);
+            }
+            (row, at) = (end_row, end_at);
+        }
+        if row != ends.len() {
+            return Err(bad("body blocks do not match the body lengths"));
+        }
+        // The kept rows must start on characters.
+        let s = String::from_utf8(out).map_err(|_| bad("bodies are not UTF-8"))?;
+        for (&(a, b), &sh) in kept.iter().zip(&shift) {
+            for r in a..b {
+                if !s.is_char_boundary(ends[r] as usize - sh) || (r > a && ends[r] < ends[r - 1]) {
+                    return Err(bad("body boundary inside a character"));
+                }
+            }
+        }
+        Ok(Some((s, kept, shift)))
     }
 
     /// Timestamps of every row.
@@ -697,6 +889,11 @@ pub(super) struct Decoded<'a> {
     /// Empty unless bodies were asked for.
     pub ends: Vec<u32>,
     pub bodies: String,
+    /// The row ranges `(first, end)` whose bodies are decoded, when only some are
+    /// ([`Decoded::with_blocks`]); `None` when all are (or none was asked for).
+    pub body_rows: Option<Vec<(usize, usize)>>,
+    /// With `body_rows`: per range, the bytes of the bodies before it left out of `bodies`.
+    body_shift: Vec<usize>,
     pub keys: Vec<String>,
     /// The `meta` and `ids` columns with their row offsets, the bodies when the reader did not
     /// decode them (ids may point into them), and each row's decoded metadata: all on demand.
@@ -725,7 +922,43 @@ impl<'a> Decoded<'a> {
         let ends = if bodies { chunk.body_ends()? } else { Vec::new() };
         let bodies = if bodies { chunk.bodies(&ends)? } else { String::new() };
         let keys = chunk.keys()?;
-        Ok(Decoded { chunk, ts, seq, ends, bodies, keys, meta_cols: OnceLock::new(), rows_meta: OnceLock::new() })
+        Ok(Decoded {
+            chunk,
+            ts,
+            seq,
+            ends,
+            bodies,
+            body_rows: None,
+            body_shift: Vec::new(),
+            keys,
+            meta_cols: OnceLock::new(),
+            rows_meta: OnceLock::new(),
+        })
+    }
+
+    /// Decodes `chunk` with bodies, of only the body blocks `keep` accepts when the bodies are
+    /// stored in blocks ([`Decoded::body_rows`] says which rows those are; the other rows'
+    /// bodies must not be read).
+    pub fn with_blocks(chunk: Chunk<'a>, seqs: bool, keep: &dyn Fn(usize) -> bool) -> Result<Decoded<'a>, ChunkError> {
+        let ends = chunk.body_ends()?;
+        let Some((bodies, rows, shift)) = chunk.bodies_of_blocks(&ends, keep)? else {
+            return Decoded::new(chunk, seqs, true);
+        };
+        let ts = chunk.timestamps()?;
+        let seq = if seqs { chunk.seqs()? } else { Vec::new() };
+        let keys = chunk.keys()?;
+        Ok(Decoded {
+            chunk,
+            ts,
+            seq,
+            ends,
+            bodies,
+            body_rows: Some(rows),
+            body_shift: shift,
+            keys,
+            meta_cols: OnceLock::new(),
+            rows_meta: OnceLock::new(),
+        })
     }
 
     /// Frees the decoded columns (the value must not be read after).
@@ -734,17 +967,31 @@ impl<'a> Decoded<'a> {
         self.seq = Vec::new();
         self.ends = Vec::new();
         self.bodies = String::new();
+        self.body_rows = None;
+        self.body_shift = Vec::new();
         self.meta_cols = OnceLock::new();
         self.rows_meta = OnceLock::new();
     }
 
-    /// Body of row `i` (empty when bodies were not decoded).
+    /// Body of row `i` (empty when bodies were not decoded, or not that row's).
     pub fn body(&self, i: usize) -> &str {
         if self.ends.is_empty() {
             return "";
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.bodies.get(start..self.ends[i] as usize).unwrap_or("")
+        let shift = self.shift_of(i).unwrap_or(usize::MAX);
+        let (Some(a), Some(b)) = (start.checked_sub(shift), (self.ends[i] as usize).checked_sub(shift)) else {
+            return "";
+        };
+        self.bodies.get(a..b).unwrap_or("")
+    }
+
+    /// The bytes of the bodies before row `i` left out of `bodies`: 0 when all are decoded,
+    /// `None` when row `i`'s is not.
+    pub fn shift_of(&self, i: usize) -> Option<usize> {
+        let Some(kept) = &self.body_rows else { return Some(0) };
+        let k = kept.partition_point(|&(_, end)| end <= i);
+        kept.get(k).filter(|&&(a, _)| a <= i).map(|_| self.body_shift[k])
     }
 
     /// Metadata of row `i` (decoded on first use, that row alone; a damaged column gives
@@ -779,12 +1026,13 @@ impl<'a> Decoded<'a> {
         };
         m.record.timestamp_ns = t;
         // Trace and span ids.
-        let (text, ends) = match &cols.bodies {
-            Some((t, e)) => (t.as_str(), e.as_slice()),
-            None => (self.bodies.as_str(), self.ends.as_slice()),
+        let body = match &cols.bodies {
+            Some((text, ends)) => {
+                let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
+                text.get(start..ends.get(i).copied().unwrap_or(0) as usize).unwrap_or("")
+            }
+            None => self.body(i),
         };
-        let start = if i == 0 { 0 } else { ends.get(i - 1).copied().unwrap_or(0) as usize };
-        let body = text.get(start..ends.get(i).copied().unwrap_or(0) as usize).unwrap_or("");
         let ids = &cols.ids;
         let mut at = *cols.id_rows.get(i).ok_or_else(|| bad("ids row missing"))? as usize;
         let flags = *ids.get(at).ok_or_else(|| bad("ids column too short"))?;
@@ -905,6 +1153,61 @@ mod tests {
         }
         assert!(d.keys.contains(&"http.method".to_string()) && d.keys.contains(&"trace_id".to_string()));
         assert_eq!(frames(&bytes), vec![(0, bytes.len())]);
+    }
+
+    /// Bodies past [`BODY_BLOCK_BYTES`] are stored in blocks: every block's tokens are in the
+    /// bloom filter under its number, and decoding some blocks gives exactly their rows' bodies
+    /// (the records of those rows whole); all blocks give all bodies.
+    #[test]
+    fn body_blocks_decode_only_what_is_kept() {
+        let recs = sample();
+        let (bytes, _) = encoded(&recs);
+        let c = Chunk::parse(&bytes, true).unwrap();
+        assert_eq!(c.cols[COL_BODIES as usize].0, CODEC_ZSTD_BLOCKS);
+        let all = Decoded::new(Chunk::parse(&bytes, true).unwrap(), true, true).unwrap();
+        let table = block_table(c.cols[COL_BODIES as usize].2, c.cols[COL_BODIES as usize].1).unwrap();
+        assert!(table.len() >= 4, "{} blocks", table.len());
+        let mut row = 0;
+        for (b, blk) in table.iter().enumerate() {
+            for r in row..row + blk.rows {
+                tokens::for_each_token(all.body(r), |t| {
+                    if !tokens::block_indexed(t) {
+                        return;
+                    }
+                    let k = tokens::pack(t).unwrap();
+                    assert!(Bloom::may_contain(c.bloom(), tokens::block_key(k, b)), "{t} in block {b}");
+                });
+            }
+            row += blk.rows;
+        }
+        assert_eq!(row, all.ts.len());
+        for pick in [vec![1usize], vec![0, 2], vec![], (0..table.len()).collect()] {
+            let keep = |b: usize| pick.contains(&b);
+            let d = Decoded::with_blocks(Chunk::parse(&bytes, true).unwrap(), true, &keep).unwrap();
+            let kept = d.body_rows.clone().unwrap();
+            assert_eq!(kept.len(), pick.len());
+            for r in 0..all.ts.len() {
+                if kept.iter().any(|&(a, b)| (a..b).contains(&r)) {
+                    assert_eq!(d.body(r), all.body(r));
+                    assert_eq!(d.record(r), all.record(r));
+                } else {
+                    assert_eq!(d.body(r), "", "row {r} of a block left out");
+                }
+            }
+        }
+        // Damaged block tables and frames (CRC not checked) are errors, never panics.
+        let (_, _, at, stored) = Directory::read(&bytes[FRAME_HEADER..], bytes.len() - FRAME_HEADER).unwrap().cols
+            [COL_BODIES as usize];
+        for k in [0, 1, 2, 3, 5, stored / 2, stored - 1] {
+            for flip in [0x01, 0x40, 0x80] {
+                let mut b = bytes.clone();
+                b[FRAME_HEADER + at + k] ^= flip;
+                let c = Chunk::parse(&b, false).unwrap();
+                let _ = Decoded::with_blocks(c, true, &|_| true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
+                let c = Chunk::parse(&b, false).unwrap();
+                let _ = Decoded::new(c, true, true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
+            }
+        }
     }
 
     /// `sample()` with some observed timestamps before the chunk's oldest timestamp, as the

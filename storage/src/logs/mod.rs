@@ -42,7 +42,7 @@ use crate::flusher::HeadPressure;
 use crate::model::{Labels, LogRecord, LogsBatch, Resource, Scope, TraceId};
 use crate::read::{Direction, LineScan, LogLine, LogScan, Matcher, StoredLog};
 use crate::wal::WalPos;
-use chunk::{Decoded, Row};
+use chunk::{Bloom, Decoded, Row};
 use head::{Head, HeadRecord};
 use partition::{ChunkMeta, Fields, Filter, NewChunk, Partition, Payload};
 use registry::Registry;
@@ -533,6 +533,15 @@ impl LogsHead {
         }
         let finders: Vec<memchr::memmem::Finder<'static>> =
             scan.line_contains.iter().map(|s| memchr::memmem::Finder::new(s.as_bytes()).into_owned()).collect();
+        let mut block_tokens: Vec<u128> =
+            scan.line_contains
+            .iter()
+            .flat_map(|h| tokens::required_tokens(h))
+            .filter(|t| tokens::block_indexed(t))
+            .filter_map(tokens::pack)
+            .collect();
+        block_tokens.sort_unstable();
+        block_tokens.dedup();
         let wanted = |body: &str| {
             finders.iter().all(|f| f.find(body.as_bytes()).is_some()) && ls.body_filter.is_none_or(|f| f(body))
         };
@@ -616,6 +625,7 @@ impl LogsHead {
             end: scan.end_ns,
             trace_id: scan.trace_id,
             finders: &finders,
+            block_tokens: &block_tokens,
             body_filter: ls.body_filter,
             line_filter: ls.line_filter.map(|f| (f, &tables)),
             dropped: if scan.trace_id.is_none() { ls.dropped } else { None },
@@ -726,6 +736,9 @@ struct Job<'a> {
     end: i64,
     trace_id: Option<TraceId>,
     finders: &'a [memchr::memmem::Finder<'static>],
+    /// Tokens (packed) every line the substrings want holds: a chunk's body blocks whose bloom
+    /// keys lack one are not decompressed.
+    block_tokens: &'a [u128],
     body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// The scan's line filter, with the tables that give a chunk row its stream labels.
     line_filter: Option<(&'a crate::read::LineFilter<'a>, &'a Tables)>,
@@ -793,7 +806,16 @@ fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decode
         (job.damaged)(p, i, "chunk frame out of its file's bounds");
         return None;
     };
-    let decoded = chunk::Chunk::parse(frame, true).and_then(|c| Decoded::new(c, job.seqs, job.bodies));
+    let decoded = chunk::Chunk::parse(frame, true).and_then(|c| {
+        if job.block_tokens.is_empty() || job.finders.is_empty() {
+            return Decoded::new(c, job.seqs, job.bodies);
+        }
+        // Only the body blocks that may hold every required token: a line with the substrings
+        // holds them, so a block without one has no such line.
+        let bloom = c.bloom();
+        let keep = |b: usize| job.block_tokens.iter().all(|&k| Bloom::may_contain(bloom, tokens::block_key(k, b)));
+        Decoded::with_blocks(c, job.seqs, &keep)
+    });
     let d = match decoded {
         Ok(d) => d,
         Err(e) => {
@@ -805,29 +827,14 @@ fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decode
     let hi = d.ts.partition_point(|&t| t <= job.end);
     let mut rows: Vec<u32> = Vec::new();
     if let Some((first, rest)) = job.finders.split_first() {
-        // Search the whole body blob for the first substring (ripgrep-style), then check the
-        // rows it lands in.
-        let blob = d.bodies.as_bytes();
-        let mut row = lo;
-        let mut from = if lo == 0 { 0 } else { d.ends[lo - 1] as usize };
-        while row < hi {
-            let Some(off) = first.find(&blob[from..]) else { break };
-            let at = from + off;
-            while row < hi && (d.ends[row] as usize) < at + first.needle().len() {
-                row += 1;
-            }
-            if row >= hi {
-                break;
-            }
-            let start = if row == 0 { 0 } else { d.ends[row - 1] as usize };
-            if at >= start {
-                rows.push(row as u32);
-                row += 1;
-                from = if row < d.ends.len() { d.ends[row - 1] as usize } else { blob.len() };
-            } else {
-                // The match crosses into this row from the one before: look again inside it.
-                from = start;
-            }
+        // Search the body blob for the first substring (ripgrep-style), then check the rows it
+        // lands in: the rows in range, or those of them whose bodies were decoded.
+        let ranges = match &d.body_rows {
+            Some(kept) => kept.iter().map(|&(a, b)| (a.max(lo), b.min(hi))).filter(|(a, b)| a < b).collect(),
+            None => vec![(lo, hi)],
+        };
+        for (lo, hi) in ranges {
+            find_rows(&d, first, lo, hi, &mut rows);
         }
         rows.retain(|&r| rest.iter().all(|f| f.find(d.body(r as usize).as_bytes()).is_some()));
     } else {
@@ -851,6 +858,39 @@ fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decode
         c.add((hi - lo - rows.len()) as u64, range_bytes.saturating_sub(kept_bytes));
     }
     if rows.is_empty() { None } else { Some((d, rows)) }
+}
+
+/// Appends to `rows` the rows in `lo..hi` of `d` whose body holds `finder`'s needle, searching
+/// the rows' bytes as one blob and checking where each match lands.
+fn find_rows(d: &Decoded<'_>, finder: &memchr::memmem::Finder<'_>, lo: usize, hi: usize, rows: &mut Vec<u32>) {
+    // Offsets in `d.bodies` of the rows `lo..hi` (all decoded, consecutive there).
+    let Some(shift) = d.shift_of(lo) else { return };
+    let blob = d.bodies.as_bytes();
+    let row_start = |r: usize| if r == 0 { 0 } else { d.ends[r - 1] as usize - shift };
+    let end_of = |r: usize| d.ends[r] as usize - shift;
+    // The search stops at the end of the last row (the bytes after it are another block's).
+    let end = if hi == 0 { 0 } else { end_of(hi - 1) };
+    let mut row = lo;
+    let mut from = row_start(lo);
+    while row < hi {
+        let Some(off) = finder.find(&blob[from..end]) else { break };
+        let at = from + off;
+        while row < hi && end_of(row) < at + finder.needle().len() {
+            row += 1;
+        }
+        if row >= hi {
+            break;
+        }
+        let start = row_start(row);
+        if at >= start {
+            rows.push(row as u32);
+            row += 1;
+            from = row_start(row);
+        } else {
+            // The match crosses into this row from the one before: look again inside it.
+            from = start;
+        }
+    }
 }
 
 /// Threads a scan reads chunks on. Asked once: `available_parallelism` reads the cgroup's CPU

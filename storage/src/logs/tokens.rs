@@ -102,17 +102,43 @@ pub(super) struct TokenSet {
 
 const _: () = assert!(MAX_TOKEN_BYTES <= 16);
 
+/// `t` and its length packed into one integer (never 0), as [`TokenSet`] keeps it; `None` for an
+/// empty token or one of [`MAX_TOKEN_BYTES`] bytes or more.
+pub(super) fn pack(t: &str) -> Option<u128> {
+    let b = t.as_bytes();
+    if b.is_empty() || b.len() >= MAX_TOKEN_BYTES {
+        return None;
+    }
+    let mut k = [0u8; 16];
+    k[..b.len()].copy_from_slice(b);
+    k[15] = b.len() as u8;
+    Some(u128::from_le_bytes(k))
+}
+
+/// True for the index tokens ([`indexed`]) a chunk's body blocks list in its bloom filter: those
+/// without ASCII digits (numbers, durations and sizes are many per block and seldom searched).
+pub(super) fn block_indexed(tok: &str) -> bool {
+    !tok.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// Bloom filter key of the token packed as `packed` ([`pack`]) in body block `block` of a chunk.
+pub(super) fn block_key(packed: u128, block: usize) -> u64 {
+    let h = mix(packed as u64 ^ 0x626c_6f63_6b74_6f6b);
+    let h = mix(h ^ (packed >> 64) as u64);
+    mix(h ^ (block as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
 impl TokenSet {
     /// Adds `t` (shorter than [`MAX_TOKEN_BYTES`]; longer ones are ignored).
     pub fn insert(&mut self, t: &str) {
-        let b = t.as_bytes();
-        if b.is_empty() || b.len() >= MAX_TOKEN_BYTES {
-            return;
+        if let Some(k) = pack(t) {
+            self.keys.insert(k);
         }
-        let mut k = [0u8; 16];
-        k[..b.len()].copy_from_slice(b);
-        k[15] = b.len() as u8;
-        self.keys.insert(u128::from_le_bytes(k));
+    }
+
+    /// The tokens, packed ([`pack`]), in no particular order.
+    pub fn packed(&self) -> impl Iterator<Item = u128> + '_ {
+        self.keys.iter().copied()
     }
 
     pub fn clear(&mut self) {
