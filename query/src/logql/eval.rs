@@ -218,6 +218,7 @@ impl Ctx<'_> {
         dir: Direction,
         ordered: bool,
         bodies: bool,
+        meta: bool,
         f: &mut dyn FnMut(&dyn LogLine) -> bool,
     ) -> Result<(), Error> {
         if end < start {
@@ -252,6 +253,7 @@ impl Ctx<'_> {
             scan: &scan,
             ordered,
             bodies,
+            meta,
             body_filter: if filters.is_empty() { None } else { Some(&body_filter) },
             line_filter: if prefilters(l) { Some(&line_filter) } else { None },
             dropped: Some(&dropped),
@@ -298,7 +300,8 @@ impl Ctx<'_> {
         let filter_only = l.is_filter_only();
         // The scan ran `may_pass` already (on the store's threads).
         let prefiltered = prefilters(l);
-        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, true, true, &mut |log| {
+        // Every entry returned carries its structured metadata.
+        self.scan(l, req.start_ns, req.end_ns - 1, req.direction, true, true, true, &mut |log| {
             let ts = log.timestamp_ns();
             // Fast path: only line filters and no metadata (see `meta_of`), so the labels are the
             // stream's.
@@ -457,7 +460,7 @@ impl Ctx<'_> {
                 // sorted below), so the store may hand lines over in any order.
                 let ordered = unwrap.is_some();
                 let bodies = !log.stages.is_empty() || matches!(op, RangeOp::Bytes | RangeOp::BytesRate);
-                self.scan(log, from, to, Direction::Forward, ordered, bodies, &mut |rec| {
+                self.scan(log, from, to, Direction::Forward, ordered, bodies, false, &mut |rec| {
                     let ts = rec.timestamp_ns();
                     // Fast path: the series is the stream (or its grouping), when no metadata
                     // label can end up in it (the grouping test first: it needs only the chunk's

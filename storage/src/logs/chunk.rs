@@ -613,7 +613,10 @@ fn block_table(data: &[u8], raw: u32) -> Result<Vec<Block>, ChunkError> {
     }
     let (mut total, mut out) = (0u64, Vec::with_capacity(sizes.len()));
     for (rows, raw, stored) in sizes {
-        let end = (at as u64).checked_add(stored).filter(|&e| e <= data.len() as u64).ok_or_else(|| bad("block past the column"))?;
+        let end = (at as u64)
+            .checked_add(stored)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| bad("block past the column"))?;
         total = total.saturating_add(raw);
         if total > u64::from(u32::MAX) || rows > u64::from(u32::MAX) {
             return Err(bad("implausible block"));
@@ -700,7 +703,8 @@ impl<'a> Chunk<'a> {
             let mut out = vec![0u8; raw as usize];
             let mut at = 0usize;
             for b in &table {
-                unzstd(&data[b.frame.clone()], &mut out[at..at + b.raw]).map_err(|e| bad(format!("column {id}: {e}")))?;
+                unzstd(&data[b.frame.clone()], &mut out[at..at + b.raw])
+                    .map_err(|e| bad(format!("column {id}: {e}")))?;
                 at += b.raw;
             }
             return Ok(std::borrow::Cow::Owned(out));
@@ -1196,14 +1200,15 @@ mod tests {
             }
         }
         // Damaged block tables and frames (CRC not checked) are errors, never panics.
-        let (_, _, at, stored) = Directory::read(&bytes[FRAME_HEADER..], bytes.len() - FRAME_HEADER).unwrap().cols
-            [COL_BODIES as usize];
+        let (_, _, at, stored) =
+            Directory::read(&bytes[FRAME_HEADER..], bytes.len() - FRAME_HEADER).unwrap().cols[COL_BODIES as usize];
         for k in [0, 1, 2, 3, 5, stored / 2, stored - 1] {
             for flip in [0x01, 0x40, 0x80] {
                 let mut b = bytes.clone();
                 b[FRAME_HEADER + at + k] ^= flip;
                 let c = Chunk::parse(&b, false).unwrap();
-                let _ = Decoded::with_blocks(c, true, &|_| true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
+                let _ =
+                    Decoded::with_blocks(c, true, &|_| true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
                 let c = Chunk::parse(&b, false).unwrap();
                 let _ = Decoded::new(c, true, true).map(|d| (0..d.ts.len()).for_each(|i| drop(d.record(i))));
             }

@@ -533,8 +533,8 @@ impl LogsHead {
         }
         let finders: Vec<memchr::memmem::Finder<'static>> =
             scan.line_contains.iter().map(|s| memchr::memmem::Finder::new(s.as_bytes()).into_owned()).collect();
-        let mut block_tokens: Vec<u128> =
-            scan.line_contains
+        let mut block_tokens: Vec<u128> = scan
+            .line_contains
             .iter()
             .flat_map(|h| tokens::required_tokens(h))
             .filter(|t| tokens::block_indexed(t))
@@ -632,6 +632,7 @@ impl LogsHead {
             stop: ls.stop,
             bodies: ls.bodies || !finders.is_empty() || ls.body_filter.is_some() || ls.line_filter.is_some(),
             seqs: ls.ordered,
+            meta: ls.meta,
         };
         let backward = scan.direction == Direction::Backward;
         let mut keys: BTreeSet<i64> = head_hits.keys().copied().collect();
@@ -748,6 +749,8 @@ struct Job<'a> {
     stop: Option<&'a (dyn Fn() -> bool + Sync)>,
     bodies: bool,
     seqs: bool,
+    /// Decode the metadata of the rows that pass (on the reading thread, for the visitor).
+    meta: bool,
 }
 
 /// Decodes chunk `i` of `p` and returns it with its rows that pass `job`, ascending; `None` when
@@ -857,7 +860,15 @@ fn filter_chunk<'p>(p: &'p Partition, i: usize, job: &Job<'_>) -> Option<(Decode
             if job.bodies { d.ends[hi - 1] as usize - if lo == 0 { 0 } else { d.ends[lo - 1] as usize } } else { 0 };
         c.add((hi - lo - rows.len()) as u64, range_bytes.saturating_sub(kept_bytes));
     }
-    if rows.is_empty() { None } else { Some((d, rows)) }
+    if rows.is_empty() {
+        return None;
+    }
+    if job.meta {
+        for &r in &rows {
+            d.meta(r as usize);
+        }
+    }
+    Some((d, rows))
 }
 
 /// Appends to `rows` the rows in `lo..hi` of `d` whose body holds `finder`'s needle, searching
@@ -1137,6 +1148,7 @@ impl crate::read::LogsReader for LogsHead {
             scan,
             ordered: true,
             bodies: true,
+            meta: true,
             body_filter: None,
             line_filter: None,
             dropped: None,

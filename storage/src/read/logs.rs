@@ -76,6 +76,9 @@ pub struct LineScan<'a> {
     pub ordered: bool,
     /// When false [`LogLine::body`] may be empty (the visitor needs only timestamps and labels).
     pub bodies: bool,
+    /// True when the visitor reads the metadata ([`LogLine::meta`]) of the lines it is handed:
+    /// the store then decodes it on its reading threads, ahead of the visitor.
+    pub meta: bool,
     /// Only lines whose body passes this are visited (the store may run it on several threads).
     pub body_filter: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
     /// Only lines that pass this (after `body_filter`) are visited; it sees the whole line (stream
