@@ -1,14 +1,16 @@
 //! `prom_bench`: Prometheus remote write and PromQL range queries, Outpost next to Prometheus and
 //! VictoriaMetrics on the same machine with the same load. See `benches/README.md`.
 //!
-//! For each server in turn (never concurrently): start it with a fresh data folder on loopback;
-//! send `--hours` of simulated samples for `--series` active series (one sample every
+//! For each server in turn (never two ingesting at once): start it with a fresh data folder on
+//! loopback; send `--hours` of simulated samples for `--series` active series (one sample every
 //! `--interval` s, timestamps ending now) over remote write from `--senders` senders (series
 //! sharded by index, as Prometheus' queue manager shards them; batches of `--batch` samples);
 //! read the server's CPU seconds and RSS from `/proc`; flush (Outpost: wait for a checkpoint;
 //! Prometheus: a snapshot of the head as a block; VictoriaMetrics: `/internal/force_flush` and
-//! `/internal/force_merge`) and measure the bytes on disk; then run the range-query set
-//! `--query-runs` times and report p50/p99 latency. Any non-2xx answer aborts the run.
+//! `/internal/force_merge`) and measure the bytes on disk; keep it running, idle. Once all are
+//! loaded, run the range-query set `--query-runs` times, the servers taking turns run by run (so a
+//! shared host's drift moves every server's latency alike), and report p50/p99 latency; then each
+//! server's live phase, one at a time. Any non-2xx answer aborts the run.
 
 #![allow(clippy::print_stdout, reason = "the report is the program's output")]
 
@@ -620,24 +622,6 @@ fn run_query(
     Ok((result.len(), sum))
 }
 
-fn run_queries(server: &Server, load: &PromLoad, args: &Args, end_s: i64) -> anyhow::Result<Vec<QueryResult>> {
-    let client = http_client()?;
-    let start_s = end_s - (args.query_minutes * 60) as i64;
-    let mut out = Vec::new();
-    for (_, q) in queries(load) {
-        let (series, last_sum) = run_query(&client, &server.base, &q, start_s, end_s, args.query_step)?;
-        let mut lat = Vec::new();
-        for _ in 0..args.query_runs {
-            let t = Instant::now();
-            run_query(&client, &server.base, &q, start_s, end_s, args.query_step)?;
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        lat.sort_by(f64::total_cmp);
-        out.push(QueryResult { p50_ms: percentile(&lat, 0.5), p99_ms: percentile(&lat, 0.99), series, last_sum });
-    }
-    Ok(out)
-}
-
 // ---------------------------------------------------------------------------------------------
 // One server, the whole benchmark
 // ---------------------------------------------------------------------------------------------
@@ -705,13 +689,28 @@ impl ServerResult {
     }
 }
 
-fn run_server(
+/// A server after its ingest and flush, kept running for the queries and the live phase.
+struct Loaded {
+    target: Target,
+    server: Server,
+    pid: u32,
+    ingest: IngestResult,
+    cpu_ingest_s: f64,
+    cpu_flush_s: f64,
+    rss_after_ingest_kib: u64,
+    flush: FlushResult,
+    /// The newest sample's time (s).
+    last_s: i64,
+}
+
+/// Starts `target`, sends it the whole load and waits for its flush.
+fn load_server(
     target: Target,
     args: &Args,
     load: &Arc<PromLoad>,
     tmp_root: &Path,
     first_ms: i64,
-) -> anyhow::Result<ServerResult> {
+) -> anyhow::Result<Loaded> {
     let steps = ((args.hours * 3600.0) / args.interval as f64).round().max(1.0) as usize;
     let interval_ms = args.interval as i64 * 1000;
     let last_s = (first_ms + (steps as i64 - 1) * interval_ms) / 1000;
@@ -743,28 +742,68 @@ fn run_server(
     };
     let cpu2 = procfs::cpu_seconds(pid)?;
     eprintln!(
-        "[prom_bench]   {}: {} bytes ({:.2} per sample) in {}; querying ...",
+        "[prom_bench]   {}: {} bytes ({:.2} per sample) in {}",
         target.as_str(),
         flushed.bytes.0,
         flushed.bytes.0 as f64 / ingest.samples as f64,
         flushed.what
     );
-    let queries = if args.no_queries {
-        Vec::new()
-    } else {
-        let end_s = last_s / args.query_step as i64 * args.query_step as i64;
-        match run_queries(&server, load, args, end_s) {
-            Ok(q) => q,
-            Err(e) => return Err(fail(e, &server)),
+    Ok(Loaded {
+        target,
+        server,
+        pid,
+        ingest,
+        cpu_ingest_s: cpu1 - cpu0,
+        cpu_flush_s: cpu2 - cpu1,
+        rss_after_ingest_kib,
+        flush: flushed,
+        last_s,
+    })
+}
+
+/// Runs the query set against every loaded server, interleaved: for each query, one warm-up run
+/// on each server, then each timed run on one server after the other. A host that speeds up or
+/// slows down during the benchmark (a shared machine) then moves every server's figures alike,
+/// and the ratios compare like with like. Results per server, in `servers` order.
+fn run_queries_interleaved(servers: &[Loaded], load: &PromLoad, args: &Args) -> anyhow::Result<Vec<Vec<QueryResult>>> {
+    let client = http_client()?;
+    let Some(last_s) = servers.iter().map(|s| s.last_s).min() else { return Ok(Vec::new()) };
+    let end_s = last_s / args.query_step as i64 * args.query_step as i64;
+    let start_s = end_s - (args.query_minutes * 60) as i64;
+    let mut out: Vec<Vec<QueryResult>> = servers.iter().map(|_| Vec::new()).collect();
+    for (label, q) in queries(load) {
+        eprintln!("[prom_bench]   {label} ...");
+        let mut answers = Vec::new();
+        for s in servers {
+            let a = run_query(&client, &s.server.base, &q, start_s, end_s, args.query_step)
+                .with_context(|| format!("{}: {q}", s.target.as_str()))?;
+            answers.push(a);
         }
-    };
+        let mut lat: Vec<Vec<f64>> = servers.iter().map(|_| Vec::new()).collect();
+        for _ in 0..args.query_runs {
+            for (s, l) in servers.iter().zip(&mut lat) {
+                let t = Instant::now();
+                run_query(&client, &s.server.base, &q, start_s, end_s, args.query_step)
+                    .with_context(|| format!("{}: {q}", s.target.as_str()))?;
+                l.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        for ((o, mut l), (series, last_sum)) in out.iter_mut().zip(lat).zip(answers) {
+            l.sort_by(f64::total_cmp);
+            o.push(QueryResult { p50_ms: percentile(&l, 0.5), p99_ms: percentile(&l, 0.99), series, last_sum });
+        }
+    }
+    Ok(out)
+}
+
+/// The rest of one server's benchmark after the queries: the live phase, then its figures.
+fn finish_server(l: Loaded, queries: Vec<QueryResult>, load: &PromLoad, args: &Args) -> anyhow::Result<ServerResult> {
+    let Loaded { target, server, pid, ingest, cpu_ingest_s, cpu_flush_s, rss_after_ingest_kib, flush, .. } = l;
     let rss_after_queries_kib = procfs::status_kib(pid, "VmRSS")?.unwrap_or(0);
     let rss_live_kib = if args.live_minutes > 0.0 {
         eprintln!("[prom_bench]   {}: {} min of live load ...", target.as_str(), args.live_minutes);
-        match live(&server, pid, load, args) {
-            Ok(r) => r,
-            Err(e) => return Err(fail(e, &server)),
-        }
+        live(&server, pid, load, args)
+            .map_err(|e| e.context(format!("{} failed; its last log lines:\n{}", target.as_str(), server.log_tail())))?
     } else {
         (0, 0)
     };
@@ -777,13 +816,13 @@ fn run_server(
     Ok(ServerResult {
         target,
         ingest,
-        cpu_ingest_s: cpu1 - cpu0,
-        cpu_flush_s: cpu2 - cpu1,
+        cpu_ingest_s,
+        cpu_flush_s,
         rss_after_ingest_kib,
         rss_after_queries_kib,
         rss_live_kib,
         peak_rss_kib,
-        flush: flushed,
+        flush,
         queries,
         problems: server.problems(),
     })
@@ -833,11 +872,32 @@ fn bench(args: Args) -> anyhow::Result<()> {
         args.query_minutes, args.query_step, args.query_runs
     );
     print!("{header}");
-    let mut results = Vec::new();
+    // Ingest (and flush) one server after the other: the CPU figures are each server's own. The
+    // loaded servers stay up, idle, for the interleaved queries; then each gets its live phase
+    // alone.
+    let mut loaded = Vec::new();
     let mut failure = None;
     for &t in &args.targets {
         eprintln!("[prom_bench] {} ...", t.as_str());
-        match run_server(t, &args, &load, &tmp_root, first_ms) {
+        match load_server(t, &args, &load, &tmp_root, first_ms) {
+            Ok(l) => loaded.push(l),
+            Err(e) => {
+                eprintln!("[prom_bench] {}: {e:#}", t.as_str());
+                failure = Some(e);
+            }
+        }
+    }
+    let mut per_server = if args.no_queries || loaded.is_empty() {
+        Vec::new()
+    } else {
+        eprintln!("[prom_bench] queries, the servers in turn ...");
+        run_queries_interleaved(&loaded, &load, &args)?
+    };
+    per_server.resize_with(loaded.len(), Vec::new);
+    let mut results = Vec::new();
+    for (l, q) in loaded.into_iter().zip(per_server) {
+        let t = l.target;
+        match finish_server(l, q, &load, &args) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("[prom_bench] {}: {e:#}", t.as_str());
