@@ -408,16 +408,7 @@ fn aggregate(
 /// in a list of at most `k` (a sample enters only when it sorts before the last kept one, after
 /// the kept ones that sort equal to it).
 fn first_k<'v>(members: impl Iterator<Item = &'v S>, k: usize, top: bool) -> Vec<&'v S> {
-    let order = |a: &&S, b: &&S| {
-        let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
-        match (x.is_nan(), y.is_nan()) {
-            (true, true) => std::cmp::Ordering::Equal,
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ if top => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-            _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-        }
-    };
+    let order = |a: &&S, b: &&S| super::functions::nan_last(a, b, top);
     if k > 32 {
         // Insertion into a long list costs more than one sort.
         let mut all: Vec<&S> = members.collect();

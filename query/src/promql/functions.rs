@@ -91,17 +91,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call) -> Result<Val, QueryError>
                 v.into_iter()
                     .map(|vec| {
                         let mut fl: Vector = vec.into_iter().filter(|s| s.f().is_some()).collect();
-                        // NaN sorts last in both directions.
-                        fl.sort_by(|a, b| {
-                            let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
-                            match (x.is_nan(), y.is_nan()) {
-                                (true, true) => std::cmp::Ordering::Equal,
-                                (true, false) => std::cmp::Ordering::Greater,
-                                (false, true) => std::cmp::Ordering::Less,
-                                _ if desc => y.partial_cmp(&x).unwrap_or(std::cmp::Ordering::Equal),
-                                _ => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
-                            }
-                        });
+                        fl.sort_by(|a, b| nan_last(a, b, desc));
                         fl
                     })
                     .collect(),
@@ -311,6 +301,20 @@ fn range_function(ev: &Evaluator<'_>, name: &str, args: &[&Expr]) -> Result<Val,
         Ok(())
     })?;
     Ok(Val::Vector(out))
+}
+
+/// The order of two samples by float value, descending when `desc`, NaN (or a histogram) last in
+/// both directions: `sort`, `sort_desc`, `topk` and `bottomk`.
+pub(crate) fn nan_last(a: &S, b: &S, desc: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let (x, y) = (a.f().unwrap_or(f64::NAN), b.f().unwrap_or(f64::NAN));
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Equal,
+        (true, false) => Greater,
+        (false, true) => Less,
+        _ if desc => y.partial_cmp(&x).unwrap_or(Equal),
+        _ => x.partial_cmp(&y).unwrap_or(Equal),
+    }
 }
 
 /// True for the functions [`range_function_each`] evaluates.

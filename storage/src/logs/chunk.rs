@@ -921,23 +921,9 @@ struct MetaCols {
 impl<'a> Decoded<'a> {
     /// Decodes `chunk`: timestamps and keys always, seqs and bodies when asked.
     pub fn new(chunk: Chunk<'a>, seqs: bool, bodies: bool) -> Result<Decoded<'a>, ChunkError> {
-        let ts = chunk.timestamps()?;
-        let seq = if seqs { chunk.seqs()? } else { Vec::new() };
         let ends = if bodies { chunk.body_ends()? } else { Vec::new() };
-        let bodies = if bodies { chunk.bodies(&ends)? } else { String::new() };
-        let keys = chunk.keys()?;
-        Ok(Decoded {
-            chunk,
-            ts,
-            seq,
-            ends,
-            bodies,
-            body_rows: None,
-            body_shift: Vec::new(),
-            keys,
-            meta_cols: OnceLock::new(),
-            rows_meta: OnceLock::new(),
-        })
+        let text = if bodies { chunk.bodies(&ends)? } else { String::new() };
+        Decoded::assemble(chunk, seqs, ends, text, None, Vec::new())
     }
 
     /// Decodes `chunk` with bodies, of only the body blocks `keep` accepts when the bodies are
@@ -945,9 +931,21 @@ impl<'a> Decoded<'a> {
     /// bodies must not be read).
     pub fn with_blocks(chunk: Chunk<'a>, seqs: bool, keep: &dyn Fn(usize) -> bool) -> Result<Decoded<'a>, ChunkError> {
         let ends = chunk.body_ends()?;
-        let Some((bodies, rows, shift)) = chunk.bodies_of_blocks(&ends, keep)? else {
-            return Decoded::new(chunk, seqs, true);
-        };
+        match chunk.bodies_of_blocks(&ends, keep)? {
+            Some((text, rows, shift)) => Decoded::assemble(chunk, seqs, ends, text, Some(rows), shift),
+            None => Decoded::new(chunk, seqs, true),
+        }
+    }
+
+    /// The decoded chunk around bodies already decoded: timestamps, keys, and seqs when asked.
+    fn assemble(
+        chunk: Chunk<'a>,
+        seqs: bool,
+        ends: Vec<u32>,
+        bodies: String,
+        body_rows: Option<Vec<(usize, usize)>>,
+        body_shift: Vec<usize>,
+    ) -> Result<Decoded<'a>, ChunkError> {
         let ts = chunk.timestamps()?;
         let seq = if seqs { chunk.seqs()? } else { Vec::new() };
         let keys = chunk.keys()?;
@@ -957,8 +955,8 @@ impl<'a> Decoded<'a> {
             seq,
             ends,
             bodies,
-            body_rows: Some(rows),
-            body_shift: shift,
+            body_rows,
+            body_shift,
             keys,
             meta_cols: OnceLock::new(),
             rows_meta: OnceLock::new(),
