@@ -256,6 +256,16 @@ fn query_threads() -> usize {
 
 /// A series read from storage as the evaluator holds it, without `__name__` if `no_name`.
 fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool, no_name: bool) -> Loaded {
+    let (floats, hists) = points_of(d, drop_stale);
+    let labels = if no_name { labels.without("__name__") } else { labels.clone() };
+    Loaded { labels: Arc::new(labels), floats, hists }
+}
+
+/// A series' native histograms as the evaluator holds them.
+type Hists = Vec<(i64, FloatHistogram)>;
+
+/// A series' samples as the evaluator holds them, stale markers dropped if `drop_stale`.
+fn points_of(d: storage::read::Samples, drop_stale: bool) -> (Vec<(i64, f64)>, Hists) {
     // Collected in place: the reader's buffer becomes the float list (same size and alignment).
     let floats: Vec<(i64, f64)> = d
         .floats
@@ -269,8 +279,7 @@ fn loaded_from(labels: &Labels, d: storage::read::Samples, drop_stale: bool, no_
         .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
         .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
         .collect();
-    let labels = if no_name { labels.without("__name__") } else { labels.clone() };
-    Loaded { labels: Arc::new(labels), floats, hists }
+    (floats, hists)
 }
 
 /// Query-wide state shared by nested evaluators.
@@ -522,18 +531,8 @@ impl<'a> Evaluator<'a> {
                 if sets.len() > 1 && !seen.insert(ts.labels.clone()) {
                     continue;
                 }
-                let floats: Vec<(i64, f64)> = ts
-                    .samples
-                    .iter()
-                    .filter(|s| !(drop_stale && is_stale_nan(s.value)))
-                    .map(|s| (s.timestamp_ms, s.value))
-                    .collect();
-                let hists: Vec<(i64, FloatHistogram)> = ts
-                    .histograms
-                    .iter()
-                    .map(|h| (h.timestamp_ms, FloatHistogram::from_native(&h.histogram)))
-                    .filter(|h| !(drop_stale && is_stale_hist(&h.1)))
-                    .collect();
+                let (floats, hists) =
+                    points_of(storage::read::Samples { floats: ts.samples, histograms: ts.histograms }, drop_stale);
                 total += floats.len() + hists.len();
                 self.ctx.limit(total)?;
                 out.push(Loaded { labels: Arc::new(ts.labels), floats, hists });
